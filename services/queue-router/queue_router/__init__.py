@@ -1,0 +1,1 @@
+"""Tally queue-router service."""

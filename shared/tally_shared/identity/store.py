@@ -1,0 +1,161 @@
+"""Reads and writes of the identity schema. Services only read (``verify_api_key``, ``role_of``), with a short
+in-process cache so that authentication costs no database round trip on the hot path."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tally_shared.identity.tables import api_keys, memberships, projects, users
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "identity"
+ROLES = ("admin", "member", "reviewer", "viewer")
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except VerificationError:
+        return False
+
+
+def hash_secret(secret: str) -> str:
+    # API secrets are 256-bit random strings, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str | None
+
+
+class IdentityStore:
+    def __init__(self, engine: AsyncEngine, cache_seconds: float = 30.0) -> None:
+        self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._key_cache: dict[str, tuple[float, str | None]] = {}
+        self._role_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    async def verify_api_key(self, public_key: str, secret_key: str) -> str | None:
+        """The project id of a valid, unrevoked key pair, else None."""
+        digest = hash_secret(secret_key)
+        cache_key = f"{public_key}:{digest}"
+        hit = self._key_cache.get(cache_key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys.c.project_id, api_keys.c.secret_hash).where(
+                        api_keys.c.public_key == public_key, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        project = row.project_id if row and hmac.compare_digest(row.secret_hash, digest) else None
+        self._key_cache[cache_key] = (time.monotonic() + self._cache_seconds, project)
+        return project
+
+    async def role_of(self, user_id: str, project_id: str) -> str | None:
+        hit = self._role_cache.get((user_id, project_id))
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        async with self._engine.connect() as conn:
+            role = (
+                await conn.execute(
+                    select(memberships.c.role).where(
+                        memberships.c.user_id == user_id, memberships.c.project_id == project_id
+                    )
+                )
+            ).scalar()
+        self._role_cache[(user_id, project_id)] = (time.monotonic() + self._cache_seconds, role)
+        return role
+
+    async def projects_of(self, user_id: str) -> list[tuple[str, str, str]]:
+        """(project id, project name, role) for every project the user belongs to."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(projects.c.id, projects.c.name, memberships.c.role)
+                .join(memberships, memberships.c.project_id == projects.c.id)
+                .where(memberships.c.user_id == user_id)
+                .order_by(projects.c.name)
+            )
+            return [(r.id, r.name, r.role) for r in rows]
+
+    async def create_project(self, project_id: str, name: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(pg_insert(projects).values(id=project_id, name=name).on_conflict_do_nothing())
+
+    async def create_api_key(
+        self, project_id: str, *, public_key: str | None = None, secret_key: str | None = None,
+        note: str | None = None,
+    ) -> tuple[str, str]:
+        public_key = public_key or f"pk-tl-{uuid.uuid4()}"
+        secret_key = secret_key or f"sk-tl-{secrets.token_urlsafe(32)}"
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                pg_insert(api_keys)
+                .values(public_key=public_key, project_id=project_id, secret_hash=hash_secret(secret_key), note=note)
+                .on_conflict_do_nothing()
+            )
+        return public_key, secret_key
+
+    async def create_user(self, email: str, password: str, name: str | None = None) -> User:
+        user_id = f"u-{uuid.uuid4().hex[:16]}"
+        async with self._engine.begin() as conn:
+            existing = (await conn.execute(select(users.c.id).where(users.c.email == email.lower()))).scalar()
+            if existing:
+                user_id = existing
+            else:
+                await conn.execute(
+                    users.insert().values(id=user_id, email=email.lower(), name=name,
+                                          password_hash=hash_password(password))
+                )
+        return User(user_id, email.lower(), name)
+
+    async def add_member(self, user_id: str, project_id: str, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        async with self._engine.begin() as conn:
+            stmt = pg_insert(memberships).values(user_id=user_id, project_id=project_id, role=role)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["user_id", "project_id"],
+                                                          set_={"role": role}))
+        self._role_cache.pop((user_id, project_id), None)
+
+    async def authenticate_user(self, email: str, password: str) -> User | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(users.c.id, users.c.email, users.c.name, users.c.password_hash).where(
+                        users.c.email == email.lower(), users.c.is_active.is_(True)
+                    )
+                )
+            ).first()
+        if row is None or not verify_password(row.password_hash, password):
+            return None
+        return User(row.id, row.email, row.name)
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users.c.id, users.c.email, users.c.name)
+                                      .where(users.c.id == user_id))).first()
+        return User(row.id, row.email, row.name) if row else None

@@ -1,0 +1,269 @@
+"""Kafka plumbing: broker factory, publishing with broker acknowledgement, typed subscribers with a dead-letter
+topic, and a consumer-lag collector.
+
+Subscribers are thin: they decode the envelope (poison goes to the dead-letter topic), then delegate to a plain
+handler ``(envelope, payload) -> None``. A handler that raises is retried (the offset is not committed and the
+consumer seeks back), so handlers must be idempotent (see ``tally_shared.db.apply_once``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+
+from tally_shared import events as _events  # noqa: F401  (registers every payload type)
+from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
+from tally_shared.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENT_DELAY,
+    EVENTS_CONSUMED,
+    EVENTS_PUBLISHED,
+    HANDLER_ERRORS,
+    PUBLISH_SECONDS,
+)
+from tally_shared.topics import ALL_TOPICS, DEAD_LETTER, Topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope, Payload], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[Envelope, Payload]]], Awaitable[None]]
+
+RETRY_BACKOFF_SECONDS = 1.0
+
+
+def make_broker(bootstrap_servers: str, *, service: str, registry: CollectorRegistry) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=f"tally-{service}",
+        # acks=all: a publish returns only once the broker has the event; ingest's 2xx depends on it.
+        acks="all",
+        # Tansu has no idempotent producer; exactly-once effects come from idempotent consumers instead.
+        enable_idempotence=False,
+        linger_ms=2,
+        max_request_size=16 * 1024 * 1024,
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=f"tally-{service}")],
+        logger=logging.getLogger(f"tally.{service}.kafka"),
+    )
+
+
+async def publish(broker: KafkaBroker, topic: Topic, envelopes: Sequence[Envelope]) -> None:
+    """Publish and wait until the broker acknowledged every event. Raises if any was not."""
+    if not envelopes:
+        return
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(
+            broker.publish(
+                env.to_bytes(),
+                topic=topic.name,
+                key=env.key.encode(),
+                headers={"event-type": env.type, "content-type": "application/json"},
+            )
+            for env in envelopes
+        )
+    )
+    PUBLISH_SECONDS.labels(topic.name).observe(time.perf_counter() - start)
+    for env in envelopes:
+        EVENTS_PUBLISHED.labels(topic.name, env.type).inc()
+
+
+async def dead_letter(
+    broker: KafkaBroker, *, consumer: str, raw: bytes, reason: str, topic: str, partition: int, offset: int
+) -> None:
+    record = {
+        "reason": reason,
+        "consumer": consumer,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "failed_at": datetime.now(UTC).isoformat(),
+        "original_b64": base64.b64encode(raw).decode(),
+    }
+    await broker.publish(orjson.dumps(record), topic=DEAD_LETTER.name, key=f"{topic}:{partition}".encode())
+    DEAD_LETTERS.labels(consumer, topic).inc()
+    log.warning("dead-lettered %s[%s]@%s for %s: %s", topic, partition, offset, consumer, reason)
+
+
+def subscribe(
+    broker: KafkaBroker,
+    topic: Topic,
+    *,
+    group_id: str,
+    handler: Handler,
+    types: Iterable[str] | None = None,
+    validate: Callable[[Envelope, Payload], None] | None = None,
+) -> Any:
+    """Register a subscriber for one topic in consumer group ``group_id``.
+
+    ``types`` filters event types (others are acknowledged and ignored). ``validate`` may raise PoisonMessage for
+    a message that parses but can never be applied (it is dead-lettered, not retried).
+    """
+    wanted = frozenset(types) if types is not None else None
+
+    @broker.subscriber(
+        topic.name,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"{group_id}:{topic.name}",
+    )
+    async def _consume(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        record = raw[0] if isinstance(raw, tuple) else raw
+        body: bytes = msg.body
+        try:
+            env, payload = decode(body)
+            if wanted is not None and env.type not in wanted:
+                EVENTS_CONSUMED.labels(group_id, topic.name, env.type, "ignored").inc()
+                return
+            if validate is not None:
+                validate(env, payload)
+        except PoisonMessage as exc:
+            await dead_letter(
+                broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
+                partition=record.partition, offset=record.offset,
+            )
+            return
+        try:
+            await handler(env, payload)
+        except PoisonMessage as exc:
+            await dead_letter(
+                broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
+                partition=record.partition, offset=record.offset,
+            )
+            return
+        except Exception:
+            HANDLER_ERRORS.labels(group_id, topic.name).inc()
+            log.exception("handler %s failed on %s; will retry", group_id, env.type)
+            await asyncio.sleep(RETRY_BACKOFF_SECONDS)
+            raise
+        EVENTS_CONSUMED.labels(group_id, topic.name, env.type, "applied").inc()
+        EVENT_DELAY.labels(group_id).observe(max(0.0, (datetime.now(UTC) - env.occurred_at).total_seconds()))
+
+    return _consume
+
+
+def subscribe_batch(
+    broker: KafkaBroker,
+    topics: Sequence[Topic],
+    *,
+    group_id: str,
+    handler: BatchHandler,
+    max_records: int = 500,
+) -> Any:
+    """Batch subscriber over several topics: poison messages are dead-lettered one by one, the rest are handed
+    to ``handler`` together (one transaction, bulk writes)."""
+
+    @broker.subscriber(
+        *(t.name for t in topics),
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=50,
+        title=f"{group_id}:batch",
+    )
+    async def _consume(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        good: list[tuple[Envelope, Payload]] = []
+        for record in records:
+            body: bytes = record.value or b""
+            try:
+                good.append(decode(body))
+            except PoisonMessage as exc:
+                await dead_letter(
+                    broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
+                    partition=record.partition, offset=record.offset,
+                )
+        if not good:
+            return
+        try:
+            await handler(good)
+        except Exception:
+            HANDLER_ERRORS.labels(group_id, "batch").inc()
+            log.exception("batch handler %s failed on %d events; will retry", group_id, len(good))
+            await asyncio.sleep(RETRY_BACKOFF_SECONDS)
+            raise
+        now = datetime.now(UTC)
+        for env, _ in good:
+            EVENTS_CONSUMED.labels(group_id, "batch", env.type, "applied").inc()
+            EVENT_DELAY.labels(group_id).observe(max(0.0, (now - env.occurred_at).total_seconds()))
+
+    return _consume
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic] = ALL_TOPICS) -> None:
+    """Create any missing topic with its partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+            for t in topics
+            if t.name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def consumer_lag(bootstrap_servers: str, group_id: str, topics: Iterable[Topic]) -> dict[TopicPartition, int]:
+    """End offset minus committed offset, per partition, for one consumer group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await admin.start()
+    await probe.start()
+    try:
+        names = {t.name for t in topics}
+        partitions = [
+            TopicPartition(name, p)
+            for name in names
+            for p in sorted(probe.partitions_for_topic(name) or await _partitions(probe, name))
+        ]
+        ends = await probe.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        lag: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag[tp] = max(0, ends.get(tp, 0) - done)
+        return lag
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def lag_reporter(
+    bootstrap_servers: str, groups: dict[str, Sequence[Topic]], interval: float = 5.0
+) -> None:
+    """Background task: keep the ``tally_consumer_lag`` gauge current for this service's consumer groups."""
+    while True:
+        for group, topics in groups.items():
+            with contextlib.suppress(Exception):
+                for tp, value in (await consumer_lag(bootstrap_servers, group, topics)).items():
+                    CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(value)
+        await asyncio.sleep(interval)

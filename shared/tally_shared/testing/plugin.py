@@ -1,0 +1,139 @@
+"""pytest plugin (loaded with ``-p tally_shared.testing.plugin``): session-wide real infrastructure.
+
+Broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else Apache Kafka from testcontainers where a Docker engine runs,
+else an embedded Tansu broker started for the session.
+Database server: ``DATABASE_URL`` if set, else PostgreSQL from testcontainers where Docker runs, else the
+local server on 127.0.0.1:5432 if one answers, else the embedded PostgreSQL. Every test session works in
+fresh databases of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tally_shared import infra
+from tally_shared.messaging import ensure_topics
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _broker(stack: ExitStack, tmp: Path) -> str:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    if infra.have_docker():
+        from testcontainers.kafka import KafkaContainer
+
+        kafka = stack.enter_context(KafkaContainer().with_kraft())
+        return str(kafka.get_bootstrap_server())
+    port = infra.free_port()
+    proc = infra.start_tansu(port, log_path=tmp / "tansu.log")
+    stack.callback(infra.stop_process, proc)
+    return f"127.0.0.1:{port}"
+
+
+def _pg_server(stack: ExitStack, tmp: Path) -> str:
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    if infra.have_docker():
+        from testcontainers.postgres import PostgresContainer
+
+        pg = stack.enter_context(PostgresContainer("postgres:16"))
+        return str(pg.get_connection_url())
+    if infra.port_open("127.0.0.1", 5432):
+        return LOCAL_PG
+    data = tmp / "pgdata"
+    url = infra.embedded_postgres_url(data)
+    stack.callback(infra.stop_embedded_postgres, data)
+    return url
+
+
+@pytest.fixture(scope="session")
+def infra_tmp() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="tally-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infra_tmp: Path) -> Iterator[str]:
+    with ExitStack() as stack:
+        bootstrap = _broker(stack, infra_tmp)
+        asyncio.run(ensure_topics(bootstrap))
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(infra_tmp: Path) -> Iterator[str]:
+    with ExitStack() as stack:
+        yield _pg_server(stack, infra_tmp)
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new empty database on the session's server; all are dropped at session end."""
+    created: list[str] = []
+
+    def _make() -> str:
+        name = f"tally_t_{uuid.uuid4().hex[:12]}"
+        url = infra.create_database(pg_server_url, name)
+        created.append(name)
+        return url
+
+    yield _make
+    for name in created:
+        infra.drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[], str]) -> str:
+    """One fresh database for the whole session (services' schemas are migrated into it by their fixtures)."""
+    return make_database()
+
+
+@pytest.fixture
+def project_id() -> str:
+    """A project id no other test uses, so tests sharing the broker and database never see each other's data."""
+    return f"p-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def identity_db(database_url: str) -> str:
+    """The session database with the identity schema migrated."""
+    from tally_shared.identity.store import MIGRATIONS, SCHEMA
+    from tally_shared.migrations import upgrade
+
+    upgrade(MIGRATIONS, database_url, SCHEMA)
+    return database_url
+
+
+@pytest.fixture
+def api_key(identity_db: str, project_id: str) -> tuple[str, str]:
+    """A project (``project_id``) with one API key pair: (public key, secret key)."""
+    return asyncio.run(create_project_with_key(identity_db, project_id))
+
+
+async def create_project_with_key(database_url: str, project_id: str) -> tuple[str, str]:
+    from tally_shared.db import make_engine
+    from tally_shared.identity.store import IdentityStore
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        store = IdentityStore(engine)
+        await store.create_project(project_id, project_id)
+        return await store.create_api_key(project_id)
+    finally:
+        await engine.dispose()
+
+
+def basic_auth(public_key: str, secret_key: str) -> dict[str, str]:
+    import base64
+
+    token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
