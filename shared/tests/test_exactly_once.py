@@ -6,8 +6,13 @@ import uuid
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from tally_shared.db import apply_once, claim_events, make_engine, make_session_factory, processed_events_table
+from tally_shared.db import (
+    apply_once,
+    claim_events,
+    make_engine,
+    make_session_factory,
+    processed_events_table,
+)
 
 md = MetaData(schema="once_test")
 counters = Table("counters", md, Column("name", String, primary_key=True), Column("n", Integer, nullable=False))

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Tally's two commands, on a machine with nothing but Python 3.11+:
+
+    python3 dev.py up      # set up, then bring the whole system up with demo data (tally up)
+    python3 dev.py test    # set up, then run the whole test suite (lint, types, tests)
+
+Setup is a virtualenv in .venv with uv, synced from uv.lock. Extra arguments go to `tally up` or pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+
+
+def run(*cmd: str | Path, **kw: object) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)  # type: ignore[call-overload]
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036  (this script may run on an older python3)
+        sys.exit(f"Tally needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print("creating .venv", flush=True)
+        run(sys.executable, "-m", "venv", VENV)
+    if not (BIN / "uv").exists():
+        run(BIN / "python", "-m", "pip", "install", "--quiet", "uv")
+    run(BIN / "uv", "sync", "--all-packages", "--locked", "--quiet",
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV)})
+
+
+def ensure_chromium() -> None:
+    """The browser tests drive Debian's Chromium (no browser download is possible in CI)."""
+    if Path("/usr/bin/chromium").exists():
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing Debian's chromium for the browser tests", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", env=env,
+            stdout=subprocess.DEVNULL)
+    else:
+        print("warning: /usr/bin/chromium is missing and cannot be installed here; browser tests will fail",
+              flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("up", "test"):
+        sys.exit(__doc__)
+    command, extra = sys.argv[1], sys.argv[2:]
+    setup()
+    if command == "up":
+        os.execv(BIN / "tally", [str(BIN / "tally"), "up", *extra])
+    ensure_chromium()
+    print("ruff", flush=True)
+    run(BIN / "ruff", "check", ".")
+    print("mypy", flush=True)
+    run(BIN / "mypy", "shared/tally_shared", "cli/tally_cli", *sorted(str(p) for p in ROOT.glob("services/*/*/")
+                                                                     if (p / "__init__.py").exists()))
+    os.execv(BIN / "pytest", [str(BIN / "pytest"), *extra])
+
+
+if __name__ == "__main__":
+    main()
