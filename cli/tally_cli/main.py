@@ -62,7 +62,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         broker_proc = infra.start_tansu(port, log_path=home / "tansu.log")
         bootstrap = f"127.0.0.1:{port}"
     database_url, embedded_pg = _database_url(home)
-    ports = dict(DEFAULT_PORTS)
+    ports = {svc: int(os.environ.get(f"TALLY_{svc.upper().replace('-', '_')}_PORT", port))
+             for svc, port in DEFAULT_PORTS.items()}
     if args.port:
         ports["gateway"] = args.port
     config = StackConfig(database_url=database_url, kafka_bootstrap=bootstrap, secret_key=_secret_key(home),

