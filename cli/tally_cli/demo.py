@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from tally_shared.db import make_engine
 from tally_shared.identity.store import IdentityStore
 

@@ -15,9 +15,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from tally_shared import __version__
 
 from tally_cli.routes import DEFAULT_PORTS, SERVICES, route
+from tally_shared import __version__
 
 # Hop-by-hop headers are per connection and must not be forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",

@@ -16,12 +16,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+from tally_cli.routes import DEFAULT_PORTS
+from tally_cli.stack import Stack, StackConfig
 from tally_shared import infra
 from tally_shared.db import make_engine
 from tally_shared.identity.store import ROLES, IdentityStore
-
-from tally_cli.routes import DEFAULT_PORTS
-from tally_cli.stack import Stack, StackConfig
 
 T = TypeVar("T")
 
@@ -184,10 +183,9 @@ def cmd_projections(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
+    from tally_cli.stack import MODULES
     from tally_shared.identity.store import MIGRATIONS, SCHEMA
     from tally_shared.migrations import upgrade
-
-    from tally_cli.stack import MODULES
 
     url = _require_db()
     upgrade(MIGRATIONS, url, SCHEMA)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tally_cli.routes import DEFAULT_PORTS
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.messaging import consumer_lag, ensure_topics
 from tally_shared.migrations import upgrade
 from tally_shared.topics import QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
-
-from tally_cli.routes import DEFAULT_PORTS
 
 # service name -> python module, in start order (consumers before intake, so nothing waits on a late consumer)
 MODULES: dict[str, str] = {

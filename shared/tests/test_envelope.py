@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+
 from tally_shared.envelope import PoisonMessage, decode, make_envelope
 from tally_shared.events import ObservationData, TraceData, TraceIngested
 

@@ -6,6 +6,7 @@ import uuid
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from tally_shared.db import (
     apply_once,
     claim_events,

@@ -6,6 +6,7 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
+
 from tally_shared.envelope import Envelope, Payload, make_envelope
 from tally_shared.events import TraceData, TraceIngested
 from tally_shared.messaging import make_broker, publish, subscribe
