@@ -1,0 +1,508 @@
+"""The docker-compose deployment, checked without a Docker engine (none runs here): docker-compose.yml against the
+Compose Specification's JSON schema and against what the services need, deploy/nginx.conf against the routing
+table of ``tally up`` (cli/tally_cli/routes.py), Prometheus against the service list, and each service's
+Dockerfile against the way every service is started (migrate, then serve).
+
+The Compose Specification schema is the copy that check-jsonschema (a dev dependency) ships as its builtin
+``vendor.compose-spec`` schema, taken from the compose-spec repository; it is read from the installed package
+rather than copied here, so that it is updated with that package.
+
+When an ``nginx`` binary is on PATH (or named by ``TALLY_NGINX``), the routing is also checked through a real nginx
+in front of stub upstreams."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.server
+import importlib
+import importlib.resources
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tally_cli.routes import DEFAULT_PORTS, DEFAULT_SERVICE, ROUTES, SERVICES, route
+from tally_cli.stack import MODULES
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+HEALTH_PATH = "/api/public/health"
+
+
+def env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
+
+
+# ---------------------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_validator() -> jsonschema.protocols.Validator:
+    ref = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(ref.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def test_compose_file_follows_the_compose_specification(compose, compose_validator) -> None:
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in compose_validator.iter_errors(compose)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("breakage", ["misspelled key", "wrong type", "bad condition"])
+def test_the_schema_check_rejects_a_broken_compose_file(compose, compose_validator, breakage) -> None:
+    broken = copy.deepcopy(compose)
+    ingest = broken["services"]["ingest"]
+    if breakage == "misspelled key":
+        ingest["helthcheck"] = ingest.pop("healthcheck")
+    elif breakage == "wrong type":
+        ingest["ports"] = "3000:3000"
+    else:
+        ingest["depends_on"]["init"]["condition"] = "service_finished"
+    assert list(compose_validator.iter_errors(broken)), f"{breakage} was not caught"
+
+
+def test_compose_names_the_infrastructure_and_every_service(compose) -> None:
+    services = compose["services"]
+    for name in (*SERVICES, "kafka", "postgres", "gateway", "prometheus", "init"):
+        assert name in services, f"compose has no {name!r} service"
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["gateway"]["image"].startswith("nginx:")
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert not any("zookeeper" in name for name in services), "KRaft mode needs no ZooKeeper"
+
+
+def test_kafka_is_a_single_kraft_node_with_its_log_on_a_volume(compose) -> None:
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+    assert _volume_at(compose, kafka, env["KAFKA_LOG_DIRS"])
+    assert "healthcheck" in kafka
+
+
+def test_postgres_keeps_its_data_on_a_volume(compose) -> None:
+    postgres = compose["services"]["postgres"]
+    assert _volume_at(compose, postgres, "/var/lib/postgresql/data")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def _volume_at(compose: dict, service: dict, target: str) -> bool:
+    for spec in service.get("volumes", []):
+        source, _, rest = spec.partition(":")
+        if rest.split(":")[0] == target and source in (compose.get("volumes") or {}):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_has_broker_database_secret_healthcheck_and_its_dockerfile(compose, service) -> None:
+    spec = compose["services"][service]
+    env = spec["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert re.fullmatch(r"postgresql://[^@/]+@postgres:5432/\w+", env["DATABASE_URL"]), env["DATABASE_URL"]
+    assert env["TALLY_SECRET_KEY"]
+    health = spec["healthcheck"]["test"]
+    assert health[0] in ("CMD", "CMD-SHELL")
+    assert f"http://127.0.0.1:{DEFAULT_PORTS[service]}/healthz" in " ".join(health)
+    assert spec["build"] == {"context": ".", "dockerfile": f"deploy/{service}.Dockerfile"}
+    # Started only after `init` created the topics and migrated identity, which each service reads.
+    assert spec["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    for infra in ("kafka", "postgres"):
+        assert spec["depends_on"][infra]["condition"] == "service_healthy"
+
+
+def test_every_service_uses_the_same_database_broker_and_secret(compose) -> None:
+    envs = [compose["services"][s]["environment"] for s in (*SERVICES, "init")]
+    for key in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TALLY_SECRET_KEY"):
+        assert len({e[key] for e in envs}) == 1, f"{key} differs between services"
+    postgres = compose["services"]["postgres"]["environment"]
+    url = envs[0]["DATABASE_URL"]
+    assert url.startswith(f"postgresql://{postgres['POSTGRES_USER']}:")
+    assert url.endswith(f"/{postgres['POSTGRES_DB']}")
+
+
+def test_init_runs_tally_init_once_the_broker_and_database_are_healthy(compose) -> None:
+    init = compose["services"]["init"]
+    assert init["command"] == ["python", "-m", "tally_cli.main", "init"]
+    assert init["build"]["dockerfile"] == "deploy/cli.Dockerfile"
+    assert {k: v["condition"] for k, v in init["depends_on"].items()} == {
+        "kafka": "service_healthy", "postgres": "service_healthy"}
+    assert init.get("restart", "no") == "no"
+
+
+def test_the_gateway_is_the_one_published_base_url(compose) -> None:
+    gateway = compose["services"]["gateway"]
+    assert f"{DEFAULT_PORTS['gateway']}:3000" in gateway["ports"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in gateway["volumes"]
+    assert HEALTH_PATH in " ".join(gateway["healthcheck"]["test"])
+    for service in SERVICES:
+        assert "ports" not in compose["services"][service], f"{service} must be reached through the gateway"
+
+
+def test_the_health_aggregator_checks_every_service(compose) -> None:
+    health = compose["services"]["health"]
+    assert health["command"] == ["python", "-m", "tally_cli.gateway"]
+    env = health["environment"]
+    assert env["TALLY_GATEWAY_HOST"] == "0.0.0.0"
+    for service in SERVICES:
+        assert env[f"TALLY_{env_name(service)}_URL"] == f"http://{service}:{DEFAULT_PORTS[service]}"
+
+
+# ---------------------------------------------------------------------------------------------- nginx
+
+
+@dataclass(frozen=True)
+class Location:
+    modifier: str  # "=", "^~" or "" (plain prefix)
+    path: str
+    upstream: str  # compose service name
+
+
+def parse_nginx(text: str) -> tuple[dict[str, str], list[Location]]:
+    """The server's upstream variables (``set $name host:port``) and its locations with their proxy_pass host."""
+    text = re.sub(r"#[^\n]*", "", text)
+    variables = dict(re.findall(r"\bset\s+\$(\w+)\s+([\w.-]+:\d+)\s*;", text))
+    locations: list[Location] = []
+    for m in re.finditer(r"\blocation\s+(?:(=|\^~|~\*?)\s+)?(\S+)\s*\{", text):
+        modifier, path = m.group(1) or "", m.group(2)
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        body = text[m.end():i - 1]
+        if path.startswith("@"):
+            continue
+        proxy = re.search(r"\bproxy_pass\s+http://\$(\w+)\s*;", body)
+        assert proxy, f"location {path} does not proxy to an upstream variable"
+        assert proxy.group(1) in variables, f"location {path} uses undefined ${proxy.group(1)}"
+        locations.append(Location(modifier, path, variables[proxy.group(1)].split(":")[0]))
+    return variables, locations
+
+
+def nginx_select(locations: list[Location], path: str) -> str:
+    """nginx's choice among exact and prefix locations: an exact match, else the longest matching prefix."""
+    assert not [loc for loc in locations if loc.modifier.startswith("~")], "regex locations are not modelled"
+    for loc in locations:
+        if loc.modifier == "=" and loc.path == path:
+            return loc.upstream
+    prefixes = [loc for loc in locations if loc.modifier != "=" and path.startswith(loc.path)]
+    assert prefixes, f"no location matches {path}"
+    return max(prefixes, key=lambda loc: len(loc.path)).upstream
+
+
+def probe_paths() -> list[str]:
+    paths = {"/", "/favicon.ico", "/projects/p1/traces", "/api", "/api/public", "/api/public/", "/api/public/x",
+             "/api/v1", "/api/v1/unknown", "/v1", "/v1/metrics", HEALTH_PATH, HEALTH_PATH + "/x", "/healthz"}
+    for prefix, _ in ROUTES:
+        bare = prefix.rstrip("/")
+        paths |= {bare, bare + "/", bare + "/abc", bare + "/abc/def", bare + "x", bare + "-x", bare[:-1]}
+    return sorted(paths)
+
+
+def expected_upstream(path: str) -> str:
+    return "health" if path == HEALTH_PATH else route(path)
+
+
+@pytest.fixture(scope="module")
+def nginx() -> tuple[dict[str, str], list[Location]]:
+    return parse_nginx(NGINX_CONF.read_text())
+
+
+def test_nginx_upstreams_are_the_compose_services_on_their_ports(nginx, compose) -> None:
+    variables, _ = nginx
+    targets = {hostport.split(":")[0]: int(hostport.split(":")[1]) for hostport in variables.values()}
+    for service in SERVICES:
+        assert targets[service] == DEFAULT_PORTS[service]
+    assert targets["health"] == int(compose["services"]["health"]["environment"]["TALLY_GATEWAY_PORT"])
+    assert set(targets) <= set(compose["services"])
+
+
+def test_nginx_has_a_location_pair_for_every_route(nginx) -> None:
+    _, locations = nginx
+    table = {(loc.modifier, loc.path): loc.upstream for loc in locations}
+    for prefix, service in ROUTES:
+        bare = prefix.rstrip("/")
+        assert table.get(("=", bare)) == service, f"no exact location for {bare} -> {service}"
+        assert table.get(("^~", bare + "/")) == service, f"no prefix location for {bare}/ -> {service}"
+    assert table[("", "/")] == DEFAULT_SERVICE
+    assert table[("=", HEALTH_PATH)] == "health"
+    assert len(locations) == 2 * len(ROUTES) + 2, "a location that is not in tally_cli.routes"
+
+
+@pytest.mark.parametrize("path", probe_paths())
+def test_nginx_routes_each_path_as_the_tally_up_gateway_does(nginx, path) -> None:
+    _, locations = nginx
+    assert nginx_select(locations, path) == expected_upstream(path)
+
+
+def test_the_nginx_model_notices_a_missing_route() -> None:
+    # Guards the check above: drop one route's locations and the paths under it go to the console instead.
+    _, locations = parse_nginx(NGINX_CONF.read_text())
+    kept = [loc for loc in locations if not loc.path.startswith("/api/public/annotation-queues")]
+    assert nginx_select(kept, "/api/public/annotation-queues/q1/items") == DEFAULT_SERVICE
+    assert expected_upstream("/api/public/annotation-queues/q1/items") == "queue-router"
+
+
+# A real nginx, when one is installed: the same probes through it, to stub upstreams that answer with their name.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _stub(name: str) -> Iterator[int]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            body = json.dumps({"upstream": name, "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _nginx_binary() -> str | None:
+    return os.environ.get("TALLY_NGINX") or shutil.which("nginx")
+
+
+@pytest.fixture(scope="module")
+def real_nginx(tmp_path_factory) -> Iterator[tuple[str, set[str]]]:
+    binary = _nginx_binary()
+    if not binary:
+        pytest.skip("no nginx binary (install Debian's nginx or set TALLY_NGINX) for the live routing check")
+    variables, _ = parse_nginx(NGINX_CONF.read_text())
+    down = {"health"}  # one upstream left unreachable: its paths must get Tally's 503 error body
+    with contextlib.ExitStack() as stack:
+        ports = {name: stack.enter_context(_stub(hostport.split(":")[0]))
+                 for name, hostport in variables.items() if hostport.split(":")[0] not in down}
+        for name, hostport in variables.items():
+            if hostport.split(":")[0] in down:
+                ports[name] = _free_port()
+        prefix = tmp_path_factory.mktemp("nginx")
+        listen = _free_port()
+        conf = NGINX_CONF.read_text()
+        conf = re.sub(r"^user\s+\S+;", "", conf, flags=re.M)  # the image's user; here we are not that user
+        conf = re.sub(r"\blisten\s+\d+;", f"listen 127.0.0.1:{listen};", conf)
+        for name, port in ports.items():
+            conf = re.sub(rf"(\bset\s+\${name}\s+)[\w.-]+:\d+;", rf"\g<1>127.0.0.1:{port};", conf)
+        temp = " ".join(f"{kind}_temp_path {prefix}/{kind};" for kind in
+                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = conf.replace("http {", "http {\n    " + temp, 1)
+        (prefix / "nginx.conf").write_text(conf)
+        proc = subprocess.Popen(
+            [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr",
+             "-g", f"daemon off; pid {prefix}/nginx.pid;"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        stack.callback(proc.wait, 10)
+        stack.callback(proc.terminate)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", listen), timeout=1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"nginx did not start: {out}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{listen}", down
+
+
+def _fetch(url: str, method: str = "GET") -> tuple[int, dict]:
+    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
+    base, down = real_nginx
+    wrong = []
+    for path in probe_paths():
+        expected = expected_upstream(path)
+        status, body = _fetch(base + path, "POST" if expected == "ingest" else "GET")
+        if expected in down:
+            if status != 503 or body["error"]["code"] != "upstream_unavailable":
+                wrong.append((path, status, body))
+        elif status != 200 or body != {"upstream": expected, "path": path}:
+            wrong.append((path, status, body))
+    assert wrong == []
+
+
+def test_real_nginx_passes_the_query_string(real_nginx) -> None:
+    base, _ = real_nginx
+    status, body = _fetch(base + "/api/public/traces?page=2&limit=5")
+    assert (status, body) == (200, {"upstream": "projections", "path": "/api/public/traces?page=2&limit=5"})
+
+
+# ---------------------------------------------------------------------------------------------- prometheus
+
+
+def test_prometheus_scrapes_every_service_metrics_endpoint() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    scraped: dict[str, str] = {}
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                scraped[target] = job["job_name"]
+    for service in SERVICES:
+        target = f"{service}:{DEFAULT_PORTS[service]}"
+        assert scraped.get(target) == service, f"{target} is not scraped as job {service}"
+
+
+def test_grafana_dashboard_uses_metrics_that_exist() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import tally_shared.metrics as metrics
+
+    # Family names, without the _total / _bucket suffixes of the series.
+    exported = {family.name for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)
+                for family in value.describe()}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/tally-overview.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\b(tally_[a-z_]+?)(?:_total|_bucket|_sum|_count)?\b", e)}
+    assert used and used <= exported, f"dashboard uses unknown metrics: {used - exported}"
+
+
+# ---------------------------------------------------------------------------------------------- Dockerfiles
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        if not current and raw.lstrip().startswith("#"):
+            continue
+        if raw.rstrip().endswith("\\"):
+            current += raw.rstrip()[:-1] + " "
+            continue
+        current += raw
+        if current.strip():
+            word, _, rest = current.strip().partition(" ")
+            lines.append((word.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    return instructions[starts[-1]:]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_dockerfile_builds_its_package_and_runs_migrate_then_serve(service) -> None:
+    module = MODULES[service]
+    path = ROOT / "deploy" / f"{service}.Dockerfile"
+    assert path.exists(), f"{path} is missing"
+    instructions = dockerfile_instructions(path)
+    froms = [args.split()[0] for word, args in instructions if word == "FROM"]
+    assert froms and all(f == "python:3.11-slim" for f in froms)
+    runs = [args for word, args in instructions if word == "RUN"]
+    assert any(re.search(r"pip install .*\buv==", r) for r in runs), "uv comes from PyPI, pinned"
+    syncs = [shlex.split(r) for r in runs if r.startswith("uv sync")]
+    assert syncs
+    for sync in syncs:
+        assert sync[sync.index("--package") + 1] == f"tally-{service}"
+        assert {"--frozen", "--no-dev"} <= set(sync)
+    assert "--no-install-workspace" not in syncs[-1], "the last sync installs the service itself"
+    copies = [args.split() for word, args in instructions if word == "COPY"]
+    copied = {src for c in copies if not c[0].startswith("--") for src in c[:-1]}
+    assert {"uv.lock", "shared/", f"services/{service}/"} <= copied
+    other = [s for s in SERVICES if s != service]
+    assert not [c for c in copied if any(c.startswith(f"services/{o}/") for o in other)], "another service copied"
+
+    final = _final_stage(instructions)
+    users = [args for word, args in final if word == "USER"]
+    assert users and users[-1] not in ("root", "0"), "runs as a non-root user"
+    env = " ".join(args for word, args in final if word == "ENV")
+    assert f"TALLY_{env_name(service)}_HOST=0.0.0.0" in env
+    assert f"TALLY_{env_name(service)}_PORT={DEFAULT_PORTS[service]}" in env
+    cmd = [args for word, args in final if word == "CMD"][-1]
+    argv = json.loads(cmd)
+    assert argv[:2] == ["sh", "-c"]
+    # Serve only once migrate succeeded ('&&'), and serve as PID 1 ('exec') so SIGTERM reaches it.
+    assert argv[2] == f"python -m {module} migrate && exec python -m {module} serve"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_image_command_and_environment_fit_the_service(service, monkeypatch) -> None:
+    module = MODULES[service]
+    pyproject = (ROOT / "services" / service / "pyproject.toml").read_text()
+    assert f'name = "tally-{service}"' in pyproject
+    assert f'name = "tally-{service}"' in (ROOT / "uv.lock").read_text(), "uv sync --frozen needs it in uv.lock"
+    assert importlib.util.find_spec(f"{module}.__main__") is not None, f"python -m {module} has no __main__"
+    monkeypatch.setenv(f"TALLY_{env_name(service)}_HOST", "0.0.0.0")
+    monkeypatch.setenv(f"TALLY_{env_name(service)}_PORT", str(DEFAULT_PORTS[service]))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://tally:pw@postgres:5432/tally")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    settings = importlib.import_module(f"{module}.config").Settings()
+    assert (settings.host, settings.port) == ("0.0.0.0", DEFAULT_PORTS[service])
+    assert settings.database_url == "postgresql://tally:pw@postgres:5432/tally"
+    assert settings.kafka_bootstrap_servers == "kafka:9092"
+
+
+def test_cli_image_builds_the_cli_for_init_and_health() -> None:
+    instructions = dockerfile_instructions(ROOT / "deploy" / "cli.Dockerfile")
+    syncs = [shlex.split(args) for word, args in instructions if word == "RUN" and args.startswith("uv sync")]
+    assert syncs and all(s[s.index("--package") + 1] == "tally-cli" for s in syncs)
+    final = _final_stage(instructions)
+    assert [args for word, args in final if word == "USER"][-1] not in ("root", "0")
+    assert importlib.util.find_spec("tally_cli.gateway") is not None
+
+
+def test_dockerignore_keeps_local_state_out_but_not_the_lock() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for needed in (".git", "**/.venv", ".tally"):
+        assert needed in patterns
+    for kept in ("uv.lock", "pyproject.toml", "shared", "services", "cli"):
+        assert not any(p in (kept, kept + "/", f"**/{kept}") for p in patterns), f"{kept} must reach the build"
