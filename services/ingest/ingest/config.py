@@ -1,0 +1,21 @@
+from pydantic_settings import SettingsConfigDict
+
+from tally_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_INGEST_", extra="ignore")
+
+    port: int = 8101
+    # Ingest consumes nothing; the field exists so every service has the same settings shape.
+    group_id: str = "ingest"
+    # Whole request body, on the wire and again after gunzip.
+    max_body_bytes: int = 10 * 1024 * 1024
+    # One event of a batch (a Langfuse event, a native event, one OTLP span), as JSON.
+    max_item_bytes: int = 1024 * 1024
+    # How long a request may wait for the broker's acknowledgement before it is answered 503.
+    publish_timeout_seconds: float = 5.0
+    retry_after_seconds: int = 5
+    # Producer batching: a few ms of linger lets concurrent requests share produce requests.
+    linger_ms: int = 5
+    max_message_bytes: int = 16 * 1024 * 1024

@@ -1,0 +1,140 @@
+"""One request's worth of accepted items, grouped into the events ingest publishes.
+
+Everything one request says about one trace becomes ONE ``TraceIngested`` event keyed by the trace id (the trace's
+fields merged, each observation's creates and updates merged in request order). Each score becomes one
+``RecordScore`` command. Each outgoing message remembers which request items it carries, so the response can say
+item by item whether the broker acknowledged it.
+
+Event ids are derived from the content (project, key, event time and payload): a client that retries a request
+after a 503 or a timeout produces the same ids, so consumers (which record applied ids) apply it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from tally_shared.topics import SCORE_COMMANDS, TRACES
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One Kafka message and the request items it carries."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    event_type: str
+    items: list[int]
+
+
+@dataclass(slots=True)
+class _Group:
+    trace_id: str
+    trace: dict[str, Any] | None = None
+    observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: list[int] = field(default_factory=list)
+    latest: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Score:
+    key: str
+    payload: dict[str, Any]
+    item: int
+    at: datetime | None
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a >= b else b
+
+
+class Batch:
+    """Accepted items of one request, by trace."""
+
+    __slots__ = ("_groups", "_scores", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._groups: dict[str, _Group] = {}
+        self._scores: list[_Score] = []
+
+    def _group(self, trace_id: str, item: int, at: datetime | None) -> _Group:
+        g = self._groups.get(trace_id)
+        if g is None:
+            g = self._groups[trace_id] = _Group(trace_id)
+        if not g.items or g.items[-1] != item:
+            g.items.append(item)
+        g.latest = _later(g.latest, at)
+        return g
+
+    def add_trace(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
+        """``fields`` includes ``id``; later items' fields override earlier ones."""
+        g = self._group(fields["id"], item, at)
+        if g.trace is None:
+            g.trace = fields
+        else:
+            g.trace.update(fields)
+
+    def add_observation(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
+        """``fields`` includes ``id`` and ``trace_id``."""
+        g = self._group(fields["trace_id"], item, at)
+        existing = g.observations.get(fields["id"])
+        if existing is None:
+            g.observations[fields["id"]] = fields
+        else:
+            existing.update(fields)
+
+    def add_score(self, item: int, payload: dict[str, Any], key: str, at: datetime | None = None) -> None:
+        self._scores.append(_Score(key, payload, item, at))
+
+    @property
+    def empty(self) -> bool:
+        return not self._groups and not self._scores
+
+    def __len__(self) -> int:
+        return len(self._groups) + len(self._scores)
+
+    def outgoing(self, project: str, now: datetime | None = None) -> list[Outgoing]:
+        now = now or datetime.now(UTC)
+        out: list[Outgoing] = []
+        for g in self._groups.values():
+            payload: dict[str, Any] = {"trace_id": g.trace_id, "source": self.source}
+            if g.trace is not None:
+                payload["trace"] = g.trace
+            payload["observations"] = list(g.observations.values())
+            out.append(_message(TRACES.name, "TraceIngested", project, g.trace_id, g.latest or now, payload,
+                                g.items))
+        for s in self._scores:
+            out.append(_message(SCORE_COMMANDS.name, "RecordScore", project, s.key, s.at or now, s.payload,
+                                [s.item]))
+        return out
+
+
+_ENVELOPE_HEAD = b'{"id":"'
+
+
+def _message(topic: str, event_type: str, project: str, key: str, at: datetime, payload: dict[str, Any],
+             items: list[int]) -> Outgoing:
+    body = orjson.dumps(payload)
+    occurred = at.isoformat().encode()
+    p = orjson.dumps(project)
+    k = orjson.dumps(key)
+    digest = hashlib.blake2b(b"\0".join((event_type.encode(), p, k, occurred, body)), digest_size=16).digest()
+    event_id = str(uuid.UUID(bytes=digest, version=4)).encode()
+    # The envelope of tally_shared.envelope.Envelope, assembled around the already-serialised payload so the
+    # (large) payload is encoded once.
+    value = b"".join((
+        _ENVELOPE_HEAD, event_id, b'","type":"', event_type.encode(), b'","version":1,"occurred_at":"', occurred,
+        b'","project":', p, b',"key":', k, b',"payload":', body, b"}",
+    ))
+    return Outgoing(topic, key.encode(), value, event_type, items)

@@ -1,0 +1,60 @@
+"""Wiring: the shared runtime (identity, health, metrics) plus ingest's publisher and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ingest.adapters.publisher import KafkaPublisher, Publisher
+from ingest.config import Settings
+from ingest.entrypoints.http import Deps, router
+from ingest.entrypoints.openapi import install_schemas
+from tally_shared.service import build_runtime
+from tally_shared.service import create_app as create_service_app
+
+DESCRIPTION = (
+    "The front door for traces: OTLP/HTTP (`/v1/traces`, `/api/public/otel/v1/traces`), Langfuse's batch "
+    "ingestion (`/api/public/ingestion`) and Tally's native batch (`/api/v1/ingest`). Authenticate with a "
+    "project's key pair (HTTP Basic: public key, secret key). A 2xx means the broker acknowledged every event "
+    "reported as a success."
+)
+
+
+def create_app_for(settings: Settings, publisher: Publisher | None = None) -> FastAPI:
+    runtime = build_runtime("ingest", settings)
+    kafka = publisher or KafkaPublisher(
+        settings.kafka_bootstrap_servers,
+        timeout=settings.publish_timeout_seconds,
+        linger_ms=settings.linger_ms,
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+    async def start_publisher() -> None:
+        if isinstance(kafka, KafkaPublisher):
+            await kafka.start()
+
+    app = create_service_app(runtime, title="Tally ingest", description=DESCRIPTION, routers=[router],
+                     on_startup=[start_publisher])
+    app.state.ingest = Deps(settings=settings, publisher=kafka)
+    install_schemas(app)
+
+    # The shared lifespan stops the runtime; the publisher is ingest's own.
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[None]:
+        async with inner(a):
+            try:
+                yield
+            finally:
+                if isinstance(kafka, KafkaPublisher):
+                    await kafka.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_app_for(settings or Settings())

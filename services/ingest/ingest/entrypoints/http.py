@@ -1,0 +1,202 @@
+"""The ingest endpoints: Langfuse batch, OTLP/HTTP traces, Tally's native batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from ingest.adapters.publisher import Publisher
+from ingest.application.ingest import Outcome, submit
+from ingest.config import Settings
+from ingest.domain import langfuse, native, otel
+from ingest.domain.batch import Batch
+from ingest.domain.report import Report
+from ingest.entrypoints.body import read_body
+from ingest.entrypoints.openapi import LANGFUSE_REQUEST, NATIVE_REQUEST, OTLP_REQUEST, RESPONSES_207
+from ingest.metrics import BYTES_IN, REQUEST_SECONDS, REQUESTS_REJECTED
+from tally_shared.http import ApiError
+from tally_shared.identity import CurrentPrincipal
+
+log = logging.getLogger("tally.ingest")
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    publisher: Publisher
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.ingest
+    return deps
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+
+
+def _unavailable(deps: Deps, outcome: Outcome) -> ApiError:
+    first = next(iter(outcome.failed.values()))
+    return ApiError(
+        503, "unavailable", f"events not stored: {first.message}",
+        {"retry_after_seconds": deps.settings.retry_after_seconds},
+        headers={"Retry-After": str(deps.settings.retry_after_seconds)},
+    )
+
+
+def _ingestion_response(outcome: Outcome) -> Response:
+    """Langfuse's IngestionResponse: ``{"successes": [{id, status}], "errors": [{id, status, message, error}]}``."""
+    report = outcome.report
+    successes: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for i, item_id in enumerate(report.ids):
+        rejected = report.errors.get(i)
+        if rejected is not None:
+            errors.append({"id": item_id, "status": rejected[0], "message": rejected[1], "error": rejected[2]})
+            continue
+        failed = outcome.failed.get(i)
+        if failed is not None:
+            errors.append({"id": item_id, "status": failed.status, "message": failed.message,
+                           "error": {"reason": failed.reason}})
+        else:
+            successes.append({"id": item_id, "status": 201})
+    return Response(orjson.dumps({"successes": successes, "errors": errors}), status_code=207,
+                    media_type="application/json")
+
+
+async def _timed(request: Request, endpoint: str, run: Callable[[Deps, str], Any], project: str) -> Response:
+    deps = _deps(request)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response: Response = await run(deps, project)
+        status = response.status_code
+        return response
+    except ApiError as exc:
+        status = exc.status
+        REQUESTS_REJECTED.labels(endpoint, exc.code).inc()
+        raise
+    finally:
+        REQUEST_SECONDS.labels(endpoint, str(status)).observe(time.perf_counter() - start)
+
+
+async def _body(request: Request, deps: Deps, endpoint: str) -> bytes:
+    body = await read_body(request, deps.settings.max_body_bytes)
+    BYTES_IN.labels(endpoint).inc(len(body))
+    return body
+
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post(
+    "/api/public/ingestion", status_code=207, responses=RESPONSES_207, openapi_extra=LANGFUSE_REQUEST,
+    summary="Langfuse-compatible batch ingestion",
+    description="The batch of Langfuse's ingestion API (trace-create, span-/generation-create and -update, "
+    "event-create, typed observation creates, score-create, sdk-log). 207 with per-event successes and errors; "
+    "an event is a success only once the broker acknowledged it. 503 with Retry-After if the broker is down.",
+)
+async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> Response:
+    async def run(deps: Deps, project: str) -> Response:
+        data = _loads(await _body(request, deps, "langfuse"))
+        if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
+            raise ApiError(400, "bad_request", "body must be an object with a 'batch' list",
+                           [{"field": "batch", "rule": "required", "message": "a list of events"}])
+        batch, report = langfuse.parse_batch(data["batch"], deps.settings.max_item_bytes)
+        return await _answer_batch(deps, batch, report, project, "langfuse")
+
+    return await _timed(request, "langfuse", run, principal.project_id)
+
+
+@router.post(
+    "/api/v1/ingest", status_code=207, responses=RESPONSES_207, openapi_extra=NATIVE_REQUEST,
+    summary="Tally batch ingestion",
+    description="Traces, observations (creates and partial updates) and scores in Tally's own shape (the fields "
+    "of TraceData, ObservationData and RecordScore). Everything a request says about one trace is published as "
+    "one TraceIngested event keyed by the trace id; scores as RecordScore commands for the scoring service. "
+    "207 with per-event successes and errors; 503 with Retry-After if the broker is down.",
+)
+async def native_ingest(request: Request, principal: CurrentPrincipal) -> Response:
+    async def run(deps: Deps, project: str) -> Response:
+        data = _loads(await _body(request, deps, "native"))
+        if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+            raise ApiError(400, "bad_request", "body must be an object with an 'events' list",
+                           [{"field": "events", "rule": "required", "message": "a list of events"}])
+        batch, report = native.parse_events(data["events"], deps.settings.max_item_bytes)
+        return await _answer_batch(deps, batch, report, project, "native")
+
+    return await _timed(request, "native", run, principal.project_id)
+
+
+async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str) -> Response:
+    outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint=endpoint)
+    if outcome.broker_down:
+        raise _unavailable(deps, outcome)
+    return _ingestion_response(outcome)
+
+
+_PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
+
+
+async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
+    async def run(deps: Deps, project: str) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        is_json = content_type == "application/json"
+        if not is_json and content_type not in _PROTOBUF_TYPES:
+            raise ApiError(415, "unsupported_media_type",
+                           "OTLP/HTTP takes application/x-protobuf or application/json")
+        body = await _body(request, deps, "otlp")
+        batch = Batch("otel")
+        report = Report()
+        limit = deps.settings.max_item_bytes
+        if is_json:
+            data = _loads(body)
+            if not isinstance(data, dict):
+                raise ApiError(400, "bad_request", "body must be an ExportTraceServiceRequest object")
+            otel.add_spans(batch, report, otel.json_spans(data, report, limit))
+        else:
+            try:
+                req = otel.decode_protobuf(body)
+            except (DecodeError, RecursionError) as exc:
+                raise ApiError(400, "bad_request", f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+            otel.add_spans(batch, report, otel.protobuf_spans(req, report, limit))
+        outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint="otlp")
+        if outcome.failed:
+            # OTLP has no per-span answer: the exporter retries the whole request (event ids are derived from
+            # content, so spans already acknowledged are applied once by the consumers).
+            raise _unavailable(deps, outcome)
+        rejected = report.rejected
+        message = "; ".join(f"{report.ids[i]}: {e[1]}" for i, e in list(report.errors.items())[:10])
+        if is_json:
+            payload: dict[str, Any] = {}
+            if rejected:
+                payload["partialSuccess"] = {"rejectedSpans": rejected, "errorMessage": message}
+            return Response(orjson.dumps(payload), media_type="application/json")
+        resp = ExportTraceServiceResponse()
+        if rejected:
+            resp.partial_success.rejected_spans = rejected
+            resp.partial_success.error_message = message
+        return Response(resp.SerializeToString(), media_type="application/x-protobuf")
+
+    return await _timed(request, "otlp", run, principal.project_id)
+
+
+for _path in ("/v1/traces", "/api/public/otel/v1/traces"):
+    router.add_api_route(
+        _path, _otlp, methods=["POST"], openapi_extra=OTLP_REQUEST, summary="OTLP/HTTP traces",
+        description="OpenTelemetry traces (protobuf or JSON, gzip accepted). Spans are mapped to traces and "
+        "observations using langfuse.*, OpenInference and gen_ai.* attributes. 200 (with partial_success for "
+        "rejected spans) once the broker acknowledged every event; 503 with Retry-After otherwise.",
+        response_class=Response,
+    )
