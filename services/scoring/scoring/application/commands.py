@@ -1,0 +1,37 @@
+"""RecordScore commands from ingest (scores sent by SDKs through the ingestion API): validate, record, publish
+ScoreRecorded; an invalid command is poison and goes to the dead-letter topic with the reason."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scoring import CONSUMER
+from scoring.adapters.tables import processed_events
+from scoring.application.deps import Actor, Deps
+from scoring.application.scores import record_scores
+from scoring.domain.scores import ScoreInput
+from tally_shared.db import claim_event
+from tally_shared.envelope import Envelope, PoisonMessage
+from tally_shared.events import RecordScore
+
+
+def command_input(cmd: RecordScore) -> ScoreInput:
+    return ScoreInput(
+        name=cmd.name, value=cmd.value, data_type=cmd.data_type, id=cmd.id, trace_id=cmd.trace_id,
+        observation_id=cmd.observation_id, session_id=cmd.session_id, dataset_run_id=cmd.dataset_run_id,
+        config_id=cmd.config_id, comment=cmd.comment, metadata=cmd.metadata, environment=cmd.environment,
+        timestamp=cmd.timestamp, source=cmd.source, idempotency_key=cmd.idempotency_key,
+    )
+
+
+async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consumer: str = CONSUMER) -> None:
+    # Commands come from a project's API key through ingest, so they carry that key's (admin) rights.
+    actor = Actor(project_id=env.project)
+
+    async def claim(session: AsyncSession) -> bool:
+        return await claim_event(session, processed_events, consumer, env.id)
+
+    [outcome] = await record_scores(deps, actor, [command_input(cmd)], claim=claim)
+    if not outcome.ok:
+        reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
+        raise PoisonMessage(f"invalid RecordScore: {reason}")

@@ -1,0 +1,262 @@
+"""Score handlers: record (one or a batch, from HTTP or from ingest's RecordScore commands), change, delete, read.
+
+Idempotency: a client's score id or idempotency key identifies the score; a retried request finds the score it
+already recorded and records nothing new. Every change is written with its history row and its outbox row in one
+transaction, and returns only once the broker acknowledged the event (see adapters/outbox.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scoring.adapters import outbox, repository
+from scoring.adapters.repository import ScoreFilter, StoredScore
+from scoring.application.deps import Actor, Deps
+from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
+from scoring.domain.scores import ScoreInput, build_score, event_key, may_change, same_content
+from tally_shared.envelope import make_envelope
+from tally_shared.events import ScoreConfigData, ScoreData, ScoreDeleted, ScoreRecorded, ScoreUpdated
+from tally_shared.topics import SCORES
+
+Status = Literal["created", "updated", "unchanged", "replayed", "rejected"]
+
+
+@dataclass
+class Outcome:
+    index: int
+    status: Status
+    score: ScoreData | None = None
+    problems: list[Problem] = field(default_factory=list)
+    error: str | None = None  # "forbidden" / "conflict" for rejections that are not validation problems
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "rejected"
+
+
+def _recorded(project_id: str, sc: ScoreData) -> outbox.Outgoing:
+    return outbox.Outgoing(SCORES, make_envelope(ScoreRecorded(score=sc), project=project_id, key=event_key(sc)),
+                           sc.id)
+
+
+def _updated(project_id: str, sc: ScoreData) -> outbox.Outgoing:
+    return outbox.Outgoing(SCORES, make_envelope(ScoreUpdated(score=sc), project=project_id, key=event_key(sc)),
+                           sc.id)
+
+
+def _may_change(actor: Actor, sc: ScoreData) -> bool:
+    return may_change(sc, user_id=actor.user_id, is_admin=actor.is_admin, can_configure=actor.can_configure)
+
+
+async def record_scores(
+    deps: Deps, actor: Actor, inputs: Sequence[ScoreInput], *,
+    claim: Callable[[AsyncSession], Awaitable[bool]] | None = None,
+) -> list[Outcome]:
+    """Validate and record ``inputs``; one outcome per input, in order.
+
+    ``claim`` runs first inside the transaction (the command consumer records the event id there); if it returns
+    False the event was applied before and nothing is written.
+    """
+    if not actor.can_review:
+        raise Forbidden("viewers cannot record scores")
+    now = deps.clock()
+    project = actor.project_id
+    outcomes: list[Outcome | None] = [None] * len(inputs)
+    ids = [inp.id or uuid.uuid4().hex for inp in inputs]
+
+    async with deps.sessions() as s:
+        replays = await repository.get_by_idempotency_keys(s, project, (i.idempotency_key or "" for i in inputs))
+        configs = await repository.get_configs(s, project, (i.config_id or "" for i in inputs))
+
+    candidates: list[tuple[int, ScoreData, str | None]] = []
+    seen_keys: dict[str, int] = {}
+    for idx, inp in enumerate(inputs):
+        key = inp.idempotency_key
+        if key and key in replays:
+            outcomes[idx] = Outcome(idx, "replayed", replays[key].score)
+            continue
+        if actor.user_id is not None:
+            # A signed-in person always scores as themselves.
+            inp = replace(inp, author_user_id=actor.user_id)
+        config: ScoreConfigData | None = configs.get(inp.config_id) if inp.config_id else None
+        try:
+            sc = build_score(inp, config, score_id=ids[idx], now=now,
+                             config_missing=bool(inp.config_id) and config is None)
+        except Invalid as exc:
+            outcomes[idx] = Outcome(idx, "rejected", problems=exc.problems)
+            continue
+        if key and key in seen_keys:
+            continue  # resolved after the insert: the same key twice in one batch records one score
+        if key:
+            seen_keys[key] = idx
+        candidates.append((idx, sc, key))
+
+    events: list[outbox.Outgoing] = []
+    async with deps.sessions() as s, s.begin():
+        if claim is not None and not await claim(s):
+            return [Outcome(i, "unchanged") for i in range(len(inputs))]
+        inserted = await repository.insert_scores(s, project, [(sc, key) for _, sc, key in candidates], now)
+        history: list[tuple[ScoreData, int, str, str | None]] = []
+        leftovers = [(idx, sc, key) for idx, sc, key in candidates if sc.id not in inserted]
+        existing = await repository.get_scores(s, project, (sc.id for _, sc, _ in leftovers), lock=True)
+        late_keys = await repository.get_by_idempotency_keys(s, project, (k or "" for _, _, k in leftovers))
+        for idx, sc, key in candidates:
+            if sc.id in inserted:
+                inserted.discard(sc.id)  # a duplicate id later in the batch is then an update of this one
+                outcomes[idx] = Outcome(idx, "created", sc)
+                history.append((sc, 1, "created", actor.name))
+                events.append(_recorded(project, sc))
+                existing[sc.id] = StoredScore(sc, 1, now, now, None, key)
+                continue
+            if key and key in late_keys and late_keys[key].score.id != sc.id:
+                outcomes[idx] = Outcome(idx, "replayed", late_keys[key].score)
+                continue
+            st = existing.get(sc.id)
+            if st is None:  # only the idempotency key collided, with a concurrent request
+                outcomes[idx] = Outcome(idx, "rejected", error="conflict",
+                                        problems=[Problem("idempotency_key", "in_flight",
+                                                          "a request with this key is still being recorded")])
+                continue
+            outcome = _resolve_existing(actor, idx, st, sc)
+            outcomes[idx] = outcome
+            if outcome.status == "updated":
+                rev = st.revision + 1
+                await repository.save_score(s, project, sc, rev, now)
+                history.append((sc, rev, "updated", actor.name))
+                events.append(_updated(project, sc))
+                existing[sc.id] = StoredScore(sc, rev, st.created_at, now, None, st.idempotency_key)
+        await repository.add_history(s, project, history, now)
+        await outbox.add(s, events)
+
+    # Resolve same-key duplicates inside the batch to the score their first occurrence recorded.
+    for idx, inp in enumerate(inputs):
+        if outcomes[idx] is None:
+            first = outcomes[seen_keys[inp.idempotency_key or ""]]
+            outcomes[idx] = Outcome(idx, "replayed", first.score if first else None)
+
+    await deps.outbox.publish(events)
+    replayed = [o.score.id for o in outcomes if o and o.status in ("replayed", "unchanged") and o.score]
+    if replayed:
+        await deps.outbox.publish_pending(project, replayed)
+    return [o for o in outcomes if o is not None]
+
+
+def _resolve_existing(actor: Actor, idx: int, st: StoredScore, sc: ScoreData) -> Outcome:
+    """The same score id again: a retry (same content) or an update (Langfuse: same id = upsert)."""
+    if st.deleted_at is not None:
+        return Outcome(idx, "rejected", error="conflict",
+                       problems=[Problem("id", "deleted", f"score {sc.id!r} was deleted")])
+    # A change keeps the author and source of the original.
+    sc_kept = sc.model_copy(update={"author_user_id": st.score.author_user_id, "source": st.score.source})
+    if same_content(st.score, sc_kept) or same_content(st.score, sc):
+        return Outcome(idx, "unchanged", st.score)
+    if not _may_change(actor, st.score):
+        return Outcome(idx, "rejected", error="forbidden",
+                       problems=[Problem("id", "author_or_admin",
+                                         "only the author or a project admin changes a human score")])
+    sc.author_user_id = st.score.author_user_id
+    sc.source = st.score.source
+    return Outcome(idx, "updated", sc)
+
+
+async def change_score(deps: Deps, actor: Actor, score_id: str, changes: dict[str, Any]) -> ScoreData:
+    """Change a recorded score's value, comment or metadata; the value is checked against the config's current
+    version (an archived config takes no new judgments)."""
+    now = deps.clock()
+    async with deps.sessions() as s, s.begin():
+        found = await repository.get_scores(s, actor.project_id, [score_id], lock=True)
+        st = found.get(score_id)
+        if st is None or st.deleted_at is not None:
+            raise NotFound("score", score_id)
+        if not _may_change(actor, st.score):
+            raise Forbidden("only the author or a project admin changes a human score")
+        old = st.score
+        config = None
+        if old.config_id:
+            config = await repository.get_config(s, actor.project_id, old.config_id)
+        inp = ScoreInput(
+            name=old.name, data_type=old.data_type,
+            value=changes["value"] if "value" in changes else _current_value(old),
+            id=old.id, trace_id=old.trace_id, observation_id=old.observation_id, session_id=old.session_id,
+            dataset_run_id=old.dataset_run_id, config_id=old.config_id,
+            comment=changes["comment"] if "comment" in changes else old.comment,
+            metadata=changes["metadata"] if "metadata" in changes else old.metadata,
+            environment=old.environment, timestamp=old.timestamp, source=old.source,
+            author_user_id=old.author_user_id, evaluator_name=old.evaluator_name,
+            evaluator_version=old.evaluator_version, queue_id=old.queue_id, queue_item_id=old.queue_item_id,
+        )
+        new = build_score(inp, config, score_id=old.id, now=now,
+                          config_missing=bool(old.config_id) and config is None)
+        if same_content(old, new):
+            return old
+        rev = st.revision + 1
+        await repository.save_score(s, actor.project_id, new, rev, now)
+        await repository.add_history(s, actor.project_id, [(new, rev, "updated", actor.name)], now)
+        event = _updated(actor.project_id, new)
+        await outbox.add(s, [event])
+    await deps.outbox.publish([event])
+    return new
+
+
+def _current_value(sc: ScoreData) -> Any:
+    if sc.string_values is not None:
+        return sc.string_values
+    if sc.string_value is not None and sc.data_type.value in ("CATEGORICAL", "TEXT"):
+        return sc.string_value
+    return sc.value
+
+
+async def delete_score(deps: Deps, actor: Actor, score_id: str) -> ScoreData:
+    now = deps.clock()
+    async with deps.sessions() as s, s.begin():
+        st = (await repository.get_scores(s, actor.project_id, [score_id], lock=True)).get(score_id)
+        if st is None or st.deleted_at is not None:
+            raise NotFound("score", score_id)
+        if not _may_change(actor, st.score):
+            raise Forbidden("only the author or a project admin deletes a human score")
+        rev = st.revision + 1
+        await repository.mark_deleted(s, actor.project_id, score_id, rev, now, actor.name)
+        await repository.add_history(s, actor.project_id, [(st.score, rev, "deleted", actor.name)], now)
+        event = outbox.Outgoing(SCORES, make_envelope(
+            ScoreDeleted(score_id=score_id, trace_id=st.score.trace_id, deleted_by=actor.name),
+            project=actor.project_id, key=event_key(st.score)), score_id)
+        await outbox.add(s, [event])
+    await deps.outbox.publish([event])
+    return st.score
+
+
+async def get_score(deps: Deps, actor: Actor, score_id: str) -> StoredScore:
+    async with deps.sessions() as s:
+        st = (await repository.get_scores(s, actor.project_id, [score_id])).get(score_id)
+    if st is None or st.deleted_at is not None:
+        raise NotFound("score", score_id)
+    return st
+
+
+async def score_history(deps: Deps, actor: Actor, score_id: str) -> list[dict[str, Any]]:
+    async with deps.sessions() as s:
+        entries = await repository.history(s, actor.project_id, score_id)
+    if not entries:
+        raise NotFound("score", score_id)
+    return entries
+
+
+async def list_scores_after(deps: Deps, actor: Actor, f: ScoreFilter, *, after: tuple[datetime, str] | None,
+                            limit: int) -> list[StoredScore]:
+    async with deps.sessions() as s:
+        return await repository.list_scores_after(s, actor.project_id, f, after=after, limit=limit)
+
+
+async def list_scores_page(deps: Deps, actor: Actor, f: ScoreFilter, *, page: int,
+                           limit: int) -> tuple[list[StoredScore], int]:
+    async with deps.sessions() as s:
+        return await repository.list_scores_page(s, actor.project_id, f, page=page, limit=limit)
+
+
+__all__ = ["Conflict", "Outcome", "change_score", "delete_score", "get_score", "record_scores", "score_history"]

@@ -1,0 +1,34 @@
+"""Wiring: one FastAPI app that serves both HTTP surfaces, consumes RecordScore commands and runs the outbox."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from scoring.adapters.outbox import OutboxPublisher
+from scoring.application.deps import Deps
+from scoring.config import Settings
+from scoring.entrypoints import consumers, http_native, http_public
+from tally_shared.service import build_runtime
+from tally_shared.service import create_app as create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = build_runtime("scoring", settings)
+    publisher = OutboxPublisher(
+        runtime.broker, runtime.sessions, relay_after=settings.outbox_relay_after_seconds,
+        relay_interval=settings.outbox_relay_interval_seconds, publish_timeout=settings.publish_timeout_seconds,
+    )
+    deps = Deps(sessions=runtime.sessions, outbox=publisher)
+    consumers.register(runtime.broker, deps, settings.group_id)
+    runtime.consumer_groups[settings.group_id] = consumers.TOPICS
+
+    app = create_service_app(
+        runtime, title="Tally scoring",
+        description="Score configs and scores: validated, versioned, recorded as events.",
+        routers=[http_public.router, http_native.router],
+        background=[publisher.run],
+    )
+    app.state.deps = deps
+    app.state.settings = settings
+    return app

@@ -1,0 +1,23 @@
+"""Thin subscribers: decode (done by tally_shared.messaging), then hand over to the application handler."""
+
+from __future__ import annotations
+
+from faststream.kafka import KafkaBroker
+
+from scoring.application.commands import handle_record_score
+from scoring.application.deps import Deps
+from tally_shared.envelope import Envelope, Payload, PoisonMessage
+from tally_shared.events import RecordScore
+from tally_shared.messaging import subscribe
+from tally_shared.topics import SCORE_COMMANDS
+
+TOPICS = (SCORE_COMMANDS,)
+
+
+def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
+    async def on_record_score(env: Envelope, payload: Payload) -> None:
+        if not isinstance(payload, RecordScore):
+            raise PoisonMessage(f"expected RecordScore, got {type(payload).__name__}")
+        await handle_record_score(env, payload, deps, consumer=group_id)
+
+    subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})

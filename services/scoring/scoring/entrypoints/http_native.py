@@ -1,0 +1,254 @@
+"""Tally's native API (snake_case): configs with versions and guidelines, scores with history, batches."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from scoring.adapters.repository import ScoreFilter
+from scoring.application import configs as config_app
+from scoring.application import scores as score_app
+from scoring.domain.configs import Definition
+from scoring.domain.errors import Invalid
+from scoring.entrypoints.common import (
+    actor_of,
+    csv,
+    decode_cursor,
+    deps_of,
+    domain_errors,
+    encode_cursor,
+    int_param,
+    invalid_error,
+    read_json,
+    ts_param,
+)
+from scoring.entrypoints.http_public import _rejection
+from scoring.entrypoints.mapping import config_native, score_input, score_native
+from tally_shared.events import Category, ScoreDataType
+from tally_shared.http import ApiError
+from tally_shared.identity import CurrentPrincipal
+
+router = APIRouter(prefix="/api/v1", tags=["native"])
+
+
+class ConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100)
+    data_type: ScoreDataType
+    description: str | None = None
+    guidelines: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    step: float | None = None
+    categories: list[Category] | None = None
+    multi_select: bool = False
+    max_length: int | None = None
+
+
+class ConfigPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=100)
+    data_type: ScoreDataType | None = None
+    description: str | None = None
+    guidelines: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    step: float | None = None
+    categories: list[Category] | None = None
+    multi_select: bool | None = None
+    max_length: int | None = None
+    is_archived: bool | None = None
+
+
+class ScorePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Any = None
+    comment: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] | None = None
+
+
+def _changes(body: BaseModel) -> dict[str, Any]:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    for key in ("is_archived", "multi_select", "name", "data_type"):
+        if key in changes and changes[key] is None:
+            del changes[key]
+    return changes
+
+
+# ------------------------------------------------------------------ configs
+
+
+@router.post("/score-configs", status_code=201)
+async def create_config(body: ConfigIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        config = await config_app.create_config(
+            deps_of(request), actor_of(principal), name=body.name,
+            definition=Definition(
+                data_type=body.data_type, min_value=body.min_value, max_value=body.max_value, step=body.step,
+                categories=tuple(body.categories) if body.categories is not None else None,
+                multi_select=body.multi_select, max_length=body.max_length,
+            ),
+            description=body.description, guidelines=body.guidelines,
+        )
+    return config_native(principal.project_id, config)
+
+
+@router.get("/score-configs")
+async def list_configs(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    limit = int_param(request, "limit", 50, 1, 100)
+    include_archived = request.query_params.get("include_archived", "true").lower() != "false"
+    configs, total = await config_app.list_configs(deps_of(request), actor_of(principal), page=page, limit=limit,
+                                                   include_archived=include_archived)
+    return {"data": [config_native(principal.project_id, c) for c in configs],
+            "meta": {"page": page, "limit": limit, "total_items": total, "total_pages": math.ceil(total / limit)}}
+
+
+@router.get("/score-configs/{config_id}")
+async def get_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        config = await config_app.get_config(deps_of(request), actor_of(principal), config_id)
+    return config_native(principal.project_id, config)
+
+
+@router.get("/score-configs/{config_id}/versions")
+async def get_config_versions(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        versions = await config_app.config_versions(deps_of(request), actor_of(principal), config_id)
+    return {"data": [config_native(principal.project_id, c) for c in versions]}
+
+
+@router.patch("/score-configs/{config_id}")
+async def update_config(config_id: str, body: ConfigPatch, request: Request,
+                        principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        config = await config_app.update_config(deps_of(request), actor_of(principal), config_id, _changes(body))
+    return config_native(principal.project_id, config)
+
+
+@router.post("/score-configs/{config_id}/archive")
+async def archive_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        config = await config_app.update_config(deps_of(request), actor_of(principal), config_id,
+                                                {"is_archived": True})
+    return config_native(principal.project_id, config)
+
+
+@router.post("/score-configs/{config_id}/unarchive")
+async def unarchive_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        config = await config_app.update_config(deps_of(request), actor_of(principal), config_id,
+                                                {"is_archived": False})
+    return config_native(principal.project_id, config)
+
+
+# ------------------------------------------------------------------ scores
+
+
+@router.post("/scores", status_code=201, response_model=None)
+async def create_score(request: Request, principal: CurrentPrincipal,
+                       idempotency_key: str | None = Header(None, max_length=200)) -> JSONResponse:
+    """Record one score. A retry with the same ``Idempotency-Key`` header (or ``idempotency_key`` field, or score
+    ``id``) records nothing new and answers 200 with the score recorded the first time."""
+    body = await read_json(request)
+    if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
+        body["idempotency_key"] = idempotency_key
+    async with domain_errors():
+        inp = score_input(body, camel=False, allow_author=principal.via == "api_key")
+        [outcome] = await score_app.record_scores(deps_of(request), actor_of(principal), [inp])
+    if not outcome.ok:
+        raise _rejection(outcome)
+    assert outcome.score is not None
+    return JSONResponse({**outcome.score.model_dump(mode="json"), "project_id": principal.project_id,
+                         "status": outcome.status},
+                        status_code=201 if outcome.status in ("created", "updated") else 200)
+
+
+@router.post("/scores/batch", response_model=None)
+@router.post("/scores:batch", response_model=None)
+async def create_scores_batch(request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    """Record many automated scores in one transaction and one publish. Each score is accepted or rejected on its
+    own: ``results`` says which, with the field and rule for every rejection."""
+    body = await read_json(request)
+    items = body.get("scores") if isinstance(body, dict) else body
+    if not isinstance(items, list) or not items:
+        raise invalid_error([], "send {\"scores\": [...]} with at least one score")
+    max_batch = request.app.state.settings.max_batch
+    if len(items) > max_batch:
+        raise ApiError(413, "payload_too_large", f"at most {max_batch} scores per batch")
+    allow_author = principal.via == "api_key"
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    inputs = []
+    positions = []
+    for i, item in enumerate(items):
+        try:
+            inputs.append(score_input(item, camel=False, allow_author=allow_author))
+            positions.append(i)
+        except Invalid as exc:
+            results[i] = {"index": i, "status": "rejected", "errors": [p.as_dict() for p in exc.problems]}
+    async with domain_errors():
+        outcomes = await score_app.record_scores(deps_of(request), actor_of(principal), inputs)
+    for pos, outcome in zip(positions, outcomes, strict=True):
+        if outcome.ok:
+            results[pos] = {"index": pos, "status": outcome.status, "id": outcome.score.id if outcome.score else None}
+        else:
+            results[pos] = {"index": pos, "status": "rejected", "errors": [p.as_dict() for p in outcome.problems]}
+    rejected = sum(1 for r in results if r and r["status"] == "rejected")
+    return JSONResponse({"accepted": len(items) - rejected, "rejected": rejected, "results": results},
+                        status_code=200)
+
+
+@router.get("/scores")
+async def list_scores(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    limit = int_param(request, "limit", 50, 1, 500)
+    f = ScoreFilter(
+        ids=csv(request, "id"), names=csv(request, "name"), sources=csv(request, "source"),
+        data_types=csv(request, "data_type"), environments=csv(request, "environment"),
+        config_ids=csv(request, "config_id"), queue_ids=csv(request, "queue_id"),
+        author_user_ids=csv(request, "author_user_id"), trace_ids=csv(request, "trace_id"),
+        observation_ids=csv(request, "observation_id"), session_ids=csv(request, "session_id"),
+        dataset_run_ids=csv(request, "dataset_run_id"), from_ts=ts_param(request, "from"),
+        to_ts=ts_param(request, "to"),
+    )
+    cursor = request.query_params.get("cursor")
+    rows = await score_app.list_scores_after(deps_of(request), actor_of(principal), f,
+                                             after=decode_cursor(cursor) if cursor else None, limit=limit + 1)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].score.timestamp, rows[-1].score.id)
+    return {"data": [score_native(principal.project_id, st) for st in rows], "next_cursor": next_cursor}
+
+
+@router.get("/scores/{score_id}")
+async def get_score(score_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        st = await score_app.get_score(deps_of(request), actor_of(principal), score_id)
+    return score_native(principal.project_id, st)
+
+
+@router.patch("/scores/{score_id}")
+async def change_score(score_id: str, body: ScorePatch, request: Request,
+                       principal: CurrentPrincipal) -> dict[str, Any]:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    async with domain_errors():
+        await score_app.change_score(deps_of(request), actor_of(principal), score_id, changes)
+        st = await score_app.get_score(deps_of(request), actor_of(principal), score_id)
+    return score_native(principal.project_id, st)
+
+
+@router.delete("/scores/{score_id}", status_code=204, response_model=None)
+async def delete_score(score_id: str, request: Request, principal: CurrentPrincipal) -> None:
+    async with domain_errors():
+        await score_app.delete_score(deps_of(request), actor_of(principal), score_id)
+
+
+@router.get("/scores/{score_id}/history")
+async def get_history(score_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    async with domain_errors():
+        entries = await score_app.score_history(deps_of(request), actor_of(principal), score_id)
+    return {"data": entries}
