@@ -75,7 +75,7 @@ class KafkaPublisher:
         # The broker may be down when ingest starts: ingest still serves (503s) and connects once it is back.
         try:
             await self._ensure_started()
-        except Exception:  # noqa: S110
+        except Exception:
             pass
 
     async def _ensure_started(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ingest.adapters.publisher import PublishError, Publisher
+from ingest.adapters.publisher import Publisher, PublishError
 from ingest.domain.batch import Batch
 from ingest.domain.report import Report
 from ingest.metrics import EVENTS

@@ -1,0 +1,125 @@
+"""Done-when: the real langfuse SDK (5.x, OTLP) and the OpenTelemetry SDK's OTLP/HTTP exporter send traces through
+the running ingest service, and they are on Kafka as TraceIngested events with the right fields."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from tally_shared.events import ObservationData, TraceData, TraceIngested
+from tally_shared.testing.plugin import basic_auth
+from tally_shared.topics import TRACES
+
+from .conftest import Server, read_events
+
+
+def _merge(events: list[tuple[Any, Any]], trace_id: str) -> tuple[TraceData | None, dict[str, ObservationData]]:
+    """Fold the trace's events the way a consumer would (later fields win)."""
+    trace: dict[str, Any] = {}
+    observations: dict[str, dict[str, Any]] = {}
+    for env, payload in sorted(events, key=lambda e: e[0].occurred_at):
+        assert isinstance(payload, TraceIngested) and env.key == trace_id == payload.trace_id
+        if payload.trace is not None:
+            trace.update(payload.trace.model_dump(exclude_unset=True))
+        for o in payload.observations:
+            observations.setdefault(o.id, {}).update(o.model_dump(exclude_unset=True))
+    return (TraceData(**trace) if trace else None,
+            {k: ObservationData(**v) for k, v in observations.items()})
+
+
+def _send_with_langfuse(base_url: str, public_key: str, secret_key: str) -> str:
+    from langfuse import Langfuse, propagate_attributes
+
+    lf = Langfuse(public_key=public_key, secret_key=secret_key, base_url=base_url, tracer_provider=TracerProvider(),
+                  environment="sdk-test", release="rel-1")
+    with lf.start_as_current_observation(as_type="span", name="handle-request", input={"question": "hi"}) as root, \
+            propagate_attributes(user_id="user-1", session_id="session-1", tags=["alpha", "beta"],
+                                 trace_name="sdk-trace", metadata={"team": "core"}):
+        with lf.start_as_current_observation(
+            as_type="generation", name="llm-call", model="gpt-4o", input=[{"role": "user", "content": "hi"}],
+            model_parameters={"temperature": 0.5},
+        ) as gen:
+            gen.update(output="hello!", usage_details={"input": 10, "output": 3}, cost_details={"total": 0.002})
+        with lf.start_as_current_observation(as_type="tool", name="search", input="query") as tool:
+            tool.update(output=["result"], metadata={"hits": 1})
+        root.update(output={"answer": "hello!"}, level="WARNING", status_message="slow upstream")
+        trace_id = root.trace_id
+    lf.flush()
+    lf.shutdown()
+    return trace_id
+
+
+async def test_langfuse_sdk(ingest_server: Server, api_key: tuple[str, str], project_id: str,
+                            kafka_bootstrap: str) -> None:
+    trace_id = await asyncio.to_thread(_send_with_langfuse, ingest_server.base_url, *api_key)
+    events = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.project == project_id, count=1, settle=1.0)
+    trace, obs = _merge(events, trace_id)
+    assert trace is not None
+    assert trace.name == "sdk-trace" and trace.user_id == "user-1" and trace.session_id == "session-1"
+    assert trace.tags == ["alpha", "beta"] and trace.metadata == {"team": "core"}
+    assert trace.input == {"question": "hi"} and trace.output == {"answer": "hello!"}
+    assert trace.environment == "sdk-test" and trace.release == "rel-1"
+    by_name = {o.name: o for o in obs.values()}
+    assert set(by_name) == {"handle-request", "llm-call", "search"}
+    root, gen, tool = by_name["handle-request"], by_name["llm-call"], by_name["search"]
+    assert root.type == "SPAN" and root.parent_observation_id is None
+    assert root.level == "WARNING" and root.status_message == "slow upstream"
+    assert gen.type == "GENERATION" and gen.model == "gpt-4o" and gen.parent_observation_id == root.id
+    assert gen.input == [{"role": "user", "content": "hi"}] and gen.output == "hello!"
+    assert gen.model_parameters == {"temperature": 0.5}
+    assert gen.usage_details == {"input": 10, "output": 3} and gen.cost_details == {"total": 0.002}
+    assert gen.environment == "sdk-test" and gen.start_time is not None and gen.end_time is not None
+    assert tool.type == "TOOL" and tool.input == "query" and tool.output == ["result"]
+    assert tool.metadata is not None and tool.metadata["hits"] == 1
+
+
+def _send_with_otel(base_url: str, public_key: str, secret_key: str) -> str:
+    provider = TracerProvider(resource=Resource.create({"service.name": "otel-test",
+                                                        "deployment.environment.name": "otel-env"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+        endpoint=f"{base_url}/v1/traces", headers=basic_auth(public_key, secret_key))))
+    tracer = provider.get_tracer("tally-test")
+    with tracer.start_as_current_span("agent-run", attributes={
+        "gen_ai.operation.name": "invoke_agent", "input.value": '{"task": "t"}', "session.id": "s-otel",
+        "user.id": "u-otel",
+    }) as root:
+        with tracer.start_as_current_span("chat", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-x",
+            "gen_ai.response.model": "claude-x-2025", "gen_ai.request.max_tokens": 100,
+            "gen_ai.usage.input_tokens": 7, "gen_ai.usage.output_tokens": 2,
+            "gen_ai.input.messages": orjson.dumps([{"role": "user", "parts": [{"type": "text", "content": "q"}]}])
+            .decode(),
+        }) as chat:
+            chat.set_attribute("gen_ai.output.messages", '[{"role": "assistant"}]')
+        with tracer.start_as_current_span("lookup", attributes={"openinference.span.kind": "RETRIEVER"}) as lookup:
+            lookup.set_status(Status(StatusCode.ERROR, "index offline"))
+        root.set_attribute("output.value", "done")
+        trace_id = format(root.get_span_context().trace_id, "032x")
+    provider.force_flush()
+    provider.shutdown()
+    return trace_id
+
+
+async def test_opentelemetry_sdk(ingest_server: Server, api_key: tuple[str, str], project_id: str,
+                                 kafka_bootstrap: str) -> None:
+    trace_id = await asyncio.to_thread(_send_with_otel, ingest_server.base_url, *api_key)
+    events = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.project == project_id, count=1, settle=1.0)
+    trace, obs = _merge(events, trace_id)
+    assert trace is not None and trace.name == "agent-run" and trace.input == {"task": "t"}
+    assert trace.output == "done" and trace.session_id == "s-otel" and trace.user_id == "u-otel"
+    by_name = {o.name: o for o in obs.values()}
+    root, chat, lookup = by_name["agent-run"], by_name["chat"], by_name["lookup"]
+    assert root.type == "AGENT" and chat.type == "GENERATION" and lookup.type == "RETRIEVER"
+    assert chat.model == "claude-x-2025" and chat.model_parameters == {"max_tokens": 100}
+    assert chat.usage_details == {"input": 7, "output": 2}
+    assert chat.input == [{"role": "user", "parts": [{"type": "text", "content": "q"}]}]
+    assert chat.output == [{"role": "assistant"}] and chat.parent_observation_id == root.id
+    assert lookup.level == "ERROR" and lookup.status_message == "index offline"
+    assert chat.environment == "otel-env"
