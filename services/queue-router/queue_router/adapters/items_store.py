@@ -1,0 +1,115 @@
+"""Adding items: one path for rules, backfills and explicit adds (item rows, their review slots, the routing
+decision, and the QueueItemAdded event in the outbox, all in the caller's transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlalchemy import tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from queue_router.adapters.outbox import enqueue
+from queue_router.adapters.tables import item_slots, items, routing_decisions
+from tally_shared.envelope import Envelope, make_envelope
+from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
+
+
+@dataclass
+class NewItem:
+    project_id: str
+    queue_id: str
+    object_type: str
+    object_id: str
+    trace_id: str | None
+    reviewers_per_item: int
+    reason: str
+    rule_id: str | None = None
+    added_by: str | None = None
+    assignees: list[str] | None = None
+    event_id: uuid.UUID | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.queue_id, self.object_type, self.object_id)
+
+
+def new_item_id() -> str:
+    return str(uuid.uuid4())
+
+
+def item_ref(row: Any) -> ItemRef:
+    return ItemRef(queue_id=row["queue_id"], item_id=row["id"], object_type=ObjectType(row["object_type"]),
+                   object_id=row["object_id"], trace_id=row["trace_id"])
+
+
+def event_key(ref: ItemRef) -> str:
+    return ref.trace_id or ref.queue_id
+
+
+async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
+                         ) -> dict[tuple[str, str, str], str]:
+    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included)."""
+    if not keys:
+        return {}
+    rows = (await session.execute(
+        sa_select(items.c.queue_id, items.c.object_type, items.c.object_id, items.c.status)
+        .where(tuple_(items.c.queue_id, items.c.object_type, items.c.object_id).in_(list(dict.fromkeys(keys))))
+    )).all()
+    return {(r.queue_id, r.object_type, r.object_id): r.status for r in rows}
+
+
+async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tuple[NewItem, dict[str, Any]]]:
+    """Insert items that are not in their queue yet; returns (request, row) for the ones inserted."""
+    if not new:
+        return []
+    now = datetime.now(UTC)
+    by_key: dict[tuple[str, str, str], tuple[NewItem, dict[str, Any]]] = {}
+    for n in new:
+        if n.key in by_key:
+            continue
+        row = {"id": new_item_id(), "project_id": n.project_id, "queue_id": n.queue_id,
+               "object_type": n.object_type, "object_id": n.object_id, "trace_id": n.trace_id,
+               "status": "PENDING", "reviewers_per_item": n.reviewers_per_item, "assignees": n.assignees,
+               "rule_id": n.rule_id, "reason": n.reason, "added_by": n.added_by, "created_at": now,
+               "updated_at": now, "completions": 0, "flags": 0, "completed_at": None}
+        by_key[n.key] = (n, row)
+    returned = (await session.execute(
+        pg_insert(items).on_conflict_do_nothing(constraint="uq_items_queue_object")
+        .returning(items.c.id), [row for _, row in by_key.values()],
+    )).scalars().all()
+    inserted_ids = set(returned)
+    done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
+    if not done:
+        return []
+    slots = [{"item_id": row["id"], "slot_no": i, "queue_id": row["queue_id"], "state": "open",
+              "assignees": row["assignees"], "item_created_at": now}
+             for _, row in done for i in range(max(1, row["reviewers_per_item"]))]
+    await session.execute(item_slots.insert(), slots)
+    await session.execute(
+        pg_insert(routing_decisions).on_conflict_do_nothing(),
+        [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
+          "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
+          "event_id": n.event_id} for n, row in done],
+    )
+    envelopes: list[Envelope] = []
+    for n, row in done:
+        ref = item_ref(row)
+        envelopes.append(make_envelope(
+            QueueItemAdded(item=ref, rule_id=n.rule_id, reason=n.reason, added_by=n.added_by),
+            project=n.project_id, key=event_key(ref), occurred_at=now,
+        ))
+    await enqueue(session, envelopes)
+    return done
+
+
+async def record_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Decisions that added nothing (sampled out, cap reached, previously removed); one per rule, object and
+    outcome."""
+    if rows:
+        await session.execute(pg_insert(routing_decisions).on_conflict_do_nothing(), list(rows))

@@ -1,0 +1,281 @@
+"""Reviewing: leases on review slots, and what a reviewer does with an item.
+
+An item needing N reviewers has N slot rows. ``next_item`` locks the first claimable slot with
+``FOR UPDATE SKIP LOCKED``: concurrent reviewers skip each other's locked rows, and a slot whose row changed
+under a waiting reviewer is re-checked by PostgreSQL against the row's new state, so a slot is handed out once.
+The ``reviews`` row (item, reviewer) is the reviewer's claim on the item: its primary key makes "never twice to
+the same person" hold even for one reviewer asking twice at once.
+
+Lock order everywhere: item row (completions only), then slot row, then review row. ``next_item`` takes no item
+lock, so no cycle is possible.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, exists, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from queue_router.adapters.items_store import event_key, item_ref
+from queue_router.adapters.outbox import enqueue
+from queue_router.adapters.tables import item_slots, items, reviews
+from queue_router.application.queues import get_queue_row, item_out
+from tally_shared.envelope import make_envelope
+from tally_shared.events.queues import (
+    QueueItemCompleted,
+    QueueItemFlagged,
+    QueueItemLeased,
+    QueueItemSkipped,
+)
+from tally_shared.http import ApiError
+
+
+@dataclass
+class ReviewDeps:
+    sessions: async_sessionmaker[AsyncSession]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def reviewer_allowed(queue: dict[str, Any], reviewer: str, email: str | None) -> bool:
+    allowed = queue["reviewers"]
+    if not allowed:
+        return True
+    lowered = {a.lower() for a in allowed}
+    return reviewer in allowed or reviewer.lower() in lowered or (email is not None and email.lower() in lowered)
+
+
+async def next_item(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
+                    ) -> dict[str, Any] | None:
+    for _ in range(8):
+        got = await _try_lease(deps, project_id, queue_id, reviewer, queue)
+        if got is not _RETRY:
+            return got  # type: ignore[return-value]
+    raise ApiError(409, "conflict", "could not lease an item; try again")
+
+
+_RETRY = object()
+
+_CLAIMABLE = text("""
+SELECT s.item_id, s.slot_no, s.reviewer AS old_reviewer, s.lease_id AS old_lease
+FROM queue_router.item_slots s
+WHERE s.queue_id = :queue_id
+  AND (s.state = 'open' OR (s.state = 'leased' AND s.lease_expires_at < now()))
+  AND (s.assignees IS NULL OR CAST(:reviewer AS varchar) = ANY(s.assignees))
+  AND NOT EXISTS (
+    SELECT 1 FROM queue_router.reviews r
+    WHERE r.item_id = s.item_id AND r.reviewer = :reviewer
+      AND r.status IN ('in_progress', 'completed', 'skipped', 'flagged'))
+ORDER BY s.item_created_at, s.item_id, s.slot_no
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+""")
+
+
+async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
+                     ) -> dict[str, Any] | object | None:
+    async with deps.sessions() as session, session.begin():
+        slot = (await session.execute(_CLAIMABLE, {"queue_id": queue_id, "reviewer": reviewer})).first()
+        if slot is None:
+            return None
+        now = _now()
+        lease_id = str(uuid.uuid4())
+        expires = now + timedelta(seconds=queue["lease_seconds"])
+        if slot.old_reviewer is not None:
+            # An expired lease: the slot goes back to the pool and its holder loses it.
+            await session.execute(update(reviews).where(
+                reviews.c.item_id == slot.item_id, reviews.c.reviewer == slot.old_reviewer,
+                reviews.c.lease_id == slot.old_lease, reviews.c.status == "in_progress",
+            ).values(status="expired", updated_at=now))
+        stmt = pg_insert(reviews).values(
+            item_id=slot.item_id, reviewer=reviewer, project_id=project_id, queue_id=queue_id,
+            status="in_progress", lease_id=lease_id, slot_no=slot.slot_no, started_at=now, updated_at=now)
+        claimed = (await session.execute(stmt.on_conflict_do_update(
+            index_elements=["item_id", "reviewer"],
+            set_={"status": "in_progress", "lease_id": lease_id, "slot_no": slot.slot_no, "reason": None,
+                  "started_at": now, "updated_at": now},
+            where=reviews.c.status.in_(["released", "expired"]),
+        ).returning(reviews.c.item_id))).first()
+        if claimed is None:
+            # This reviewer took another slot of the same item concurrently; undo and look again.
+            await session.rollback()
+            return _RETRY
+        await session.execute(update(item_slots).where(
+            item_slots.c.item_id == slot.item_id, item_slots.c.slot_no == slot.slot_no,
+        ).values(state="leased", reviewer=reviewer, lease_id=lease_id, lease_expires_at=expires))
+        item = dict((await session.execute(select(items).where(items.c.id == slot.item_id))).one()._mapping)
+        ref = item_ref(item)
+        await enqueue(session, [make_envelope(
+            QueueItemLeased(item=ref, reviewer=reviewer, lease_id=lease_id, expires_at=expires),
+            project=project_id, key=event_key(ref), occurred_at=now)])
+    out = item_out(item, 1)
+    out["reviewer_status"] = "in_progress"
+    out["blind"] = queue["blind"]
+    out["score_configs"] = queue["score_configs"]
+    return {"item": out, "lease": {"id": lease_id, "expires_at": expires, "slot": slot.slot_no}}
+
+
+async def _held_slot(session: AsyncSession, item_id: str, reviewer: str, lease_id: str | None) -> Any:
+    slot = (await session.execute(select(item_slots).where(
+        item_slots.c.item_id == item_id, item_slots.c.reviewer == reviewer,
+        item_slots.c.state.in_(["leased", "done"])).with_for_update())).first()
+    if slot is None or (lease_id is not None and slot.lease_id != lease_id):
+        raise ApiError(409, "lease_lost", "you hold no lease on this item (it expired and was taken, or was "
+                                          "released)", {"field": "lease_id", "rule": "current_lease"})
+    return slot
+
+
+async def _item_row(session: AsyncSession, project_id: str, queue_id: str, item_id: str, lock: bool) -> Any:
+    stmt = select(items).where(items.c.id == item_id, items.c.queue_id == queue_id,
+                               items.c.project_id == project_id)
+    row = (await session.execute(stmt.with_for_update() if lock else stmt)).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"item {item_id!r} not found")
+    return row
+
+
+async def complete(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
+                   lease_id: str | None) -> dict[str, Any]:
+    async with deps.sessions() as session, session.begin():
+        item = dict((await _item_row(session, project_id, queue_id, item_id, lock=True))._mapping)
+        review = (await session.execute(select(reviews).where(
+            reviews.c.item_id == item_id, reviews.c.reviewer == reviewer))).first()
+        if review is not None and review.status == "completed":
+            return item_out(item) | {"reviewer_status": "completed"}
+        if item["status"] != "PENDING":
+            raise ApiError(409, "item_closed", f"the item is {item['status'].lower()}")
+        slot = await _held_slot(session, item_id, reviewer, lease_id)
+        now = _now()
+        await session.execute(update(item_slots).where(
+            item_slots.c.item_id == item_id, item_slots.c.slot_no == slot.slot_no,
+        ).values(state="done", lease_expires_at=None))
+        await session.execute(update(reviews).where(reviews.c.item_id == item_id, reviews.c.reviewer == reviewer)
+                              .values(status="completed", completed_at=now, updated_at=now, reason=None))
+        completions = item["completions"] + 1
+        done = completions >= item["reviewers_per_item"]
+        changes: dict[str, Any] = {"completions": completions, "updated_at": now}
+        if done:
+            changes.update(status="COMPLETED", completed_at=now)
+        await session.execute(update(items).where(items.c.id == item_id).values(**changes))
+        item.update(changes)
+        ref = item_ref(item)
+        await enqueue(session, [make_envelope(
+            QueueItemCompleted(item=ref, reviewer=reviewer, item_completed=done),
+            project=project_id, key=event_key(ref), occurred_at=now)])
+    return item_out(item) | {"reviewer_status": "completed"}
+
+
+async def give_back(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
+                    lease_id: str | None, *, status: str, reason: str | None) -> dict[str, Any]:
+    """skip / flag / release: the reviewer's slot returns to the pool."""
+    async with deps.sessions() as session, session.begin():
+        item = dict((await _item_row(session, project_id, queue_id, item_id, lock=False))._mapping)
+        if item["status"] != "PENDING":
+            raise ApiError(409, "item_closed", f"the item is {item['status'].lower()}")
+        slot = await _held_slot(session, item_id, reviewer, lease_id)
+        if slot.state == "done":
+            raise ApiError(409, "already_completed", "you completed this item already")
+        now = _now()
+        await session.execute(update(item_slots).where(
+            item_slots.c.item_id == item_id, item_slots.c.slot_no == slot.slot_no,
+        ).values(state="open", reviewer=None, lease_id=None, lease_expires_at=None))
+        await session.execute(update(reviews).where(reviews.c.item_id == item_id, reviews.c.reviewer == reviewer)
+                              .values(status=status, reason=reason, updated_at=now))
+        ref = item_ref(item)
+        if status == "flagged":
+            await session.execute(update(items).where(items.c.id == item_id)
+                                  .values(flags=items.c.flags + 1, updated_at=now))
+            item["flags"] += 1
+            await enqueue(session, [make_envelope(QueueItemFlagged(item=ref, reviewer=reviewer, reason=reason),
+                                                  project=project_id, key=event_key(ref), occurred_at=now)])
+        elif status == "skipped":
+            await enqueue(session, [make_envelope(QueueItemSkipped(item=ref, reviewer=reviewer, reason=reason),
+                                                  project=project_id, key=event_key(ref), occurred_at=now)])
+    return item_out(item) | {"reviewer_status": "pending" if status == "released" else status}
+
+
+async def heartbeat(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
+                    lease_id: str | None, lease_seconds: int) -> dict[str, Any]:
+    async with deps.sessions() as session, session.begin():
+        await _item_row(session, project_id, queue_id, item_id, lock=False)
+        slot = await _held_slot(session, item_id, reviewer, lease_id)
+        if slot.state != "leased":
+            raise ApiError(409, "already_completed", "you completed this item already")
+        expires = _now() + timedelta(seconds=lease_seconds)
+        await session.execute(update(item_slots).where(
+            item_slots.c.item_id == item_id, item_slots.c.slot_no == slot.slot_no,
+        ).values(lease_expires_at=expires))
+    return {"lease": {"id": slot.lease_id, "expires_at": expires, "slot": slot.slot_no}}
+
+
+async def progress(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str, Any]:
+    now = _now()
+    hour_ago = now - timedelta(hours=1)
+    day_ago = now - timedelta(hours=24)
+    live = exists().where(item_slots.c.item_id == items.c.id, item_slots.c.state == "leased",
+                          item_slots.c.lease_expires_at > func.now())
+    item_state = case(
+        (items.c.status != "PENDING", items.c.status),
+        (or_(items.c.completions > 0, live), "IN_PROGRESS"),
+        else_="PENDING",
+    )
+    async with deps.sessions() as session:
+        queue = await get_queue_row(session, project_id, queue_id)
+        by_status: dict[str, int] = dict((await session.execute(
+            select(item_state, func.count()).where(items.c.queue_id == queue_id).group_by(item_state))).all())
+        items_done_hour = (await session.execute(select(func.count()).select_from(items).where(
+            items.c.queue_id == queue_id, items.c.completed_at >= hour_ago))).scalar_one()
+        per_reviewer = (await session.execute(
+            select(reviews.c.reviewer, reviews.c.status, func.count())
+            .where(reviews.c.queue_id == queue_id).group_by(reviews.c.reviewer, reviews.c.status))).all()
+        hourly = (await session.execute(
+            select(reviews.c.reviewer, func.count(),
+                   func.count().filter(reviews.c.completed_at >= hour_ago),
+                   func.min(reviews.c.completed_at), func.max(reviews.c.completed_at))
+            .where(reviews.c.queue_id == queue_id, reviews.c.status == "completed",
+                   reviews.c.completed_at >= day_ago)
+            .group_by(reviews.c.reviewer))).all()
+        series = (await session.execute(
+            select(func.date_trunc("hour", items.c.completed_at).label("h"), func.count())
+            .where(items.c.queue_id == queue_id, items.c.completed_at >= day_ago)
+            .group_by(text("1")).order_by(text("1")))).all()
+    reviewers: dict[str, dict[str, Any]] = {}
+    for r, st, n in per_reviewer:
+        d = reviewers.setdefault(r, {"reviewer": r, "counts": {k: 0 for k in
+                                                                ("in_progress", "completed", "skipped", "flagged",
+                                                                 "released", "expired")},
+                                     "completed_last_hour": 0, "completed_per_hour_24h": 0.0})
+        d["counts"][st] = n
+    for r, n24, n1, first, last in hourly:
+        d = reviewers[r]
+        d["completed_last_hour"] = n1
+        # Rate over the span this reviewer actually worked in the last day (at least one hour).
+        span_h = max(1.0, (last - first).total_seconds() / 3600) if first and last else 1.0
+        d["completed_per_hour_24h"] = round(n24 / span_h, 2)
+    counts = {k: int(by_status.get(k, 0)) for k in ("PENDING", "IN_PROGRESS", "COMPLETED", "REMOVED")}
+    total = sum(v for k, v in counts.items() if k != "REMOVED")
+    return {
+        "queue_id": queue_id, "reviewers_per_item": queue["reviewers_per_item"],
+        "items": {"total": total, **{k.lower(): v for k, v in counts.items()}},
+        "completed_fraction": round(counts["COMPLETED"] / total, 4) if total else 0.0,
+        "items_completed_last_hour": items_done_hour,
+        "items_completed_per_hour": [{"hour": h, "completed": n} for h, n in series],
+        "reviewers": sorted(reviewers.values(), key=lambda d: d["reviewer"]),
+    }
+
+
+async def queue_for_review(sessions: async_sessionmaker[AsyncSession], project_id: str, queue_id: str
+                           ) -> dict[str, Any]:
+    async with sessions() as session:
+        q = await get_queue_row(session, project_id, queue_id)
+    if q["is_archived"]:
+        raise ApiError(409, "queue_archived", "the queue is archived")
+    return q
+

@@ -1,0 +1,447 @@
+"""Rule filters: the JSON shape, its validation, and compilation into fast in-memory predicates.
+
+Shape (documented in docs/api.md, "Queues and routing")::
+
+    {"groups": [                       # groups are ORed; an empty list matches every trace
+        {"conditions": [               # conditions in a group are ANDed
+            {"field": "name", "op": "eq", "value": "checkout-agent"},
+            {"field": "metadata", "key": "customer.tier", "op": "in", "value": ["gold", "platinum"]},
+            {"field": "score", "name": "toxicity", "source": "EVAL", "evaluator": "judge-v2",
+             "op": "gte", "value": 0.7}
+        ]}
+    ]}
+
+Compilation: every condition becomes a closure over a ``TraceView``; a rule set is indexed by one "anchor"
+condition per group (an equality on a selective field), so an event is checked only against the groups whose
+anchor it satisfies plus the few groups that have no anchor. That keeps evaluation close to constant in the
+number of rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_GROUPS = 20
+MAX_CONDITIONS = 50
+MAX_LIST = 200
+MAX_STRING = 1000
+
+StringField = Literal["name", "environment", "release", "user_id", "session_id", "dataset_run_name"]
+ListField = Literal["tags", "observation_types", "observation_names"]
+NumberField = Literal["latency", "total_cost", "input_tokens", "output_tokens", "total_tokens"]
+
+STRING_FIELDS = frozenset(("name", "environment", "release", "user_id", "session_id", "dataset_run_name"))
+LIST_FIELDS = frozenset(("tags", "observation_types", "observation_names"))
+NUMBER_FIELDS = frozenset(("latency", "total_cost", "input_tokens", "output_tokens", "total_tokens"))
+ALL_FIELDS = STRING_FIELDS | LIST_FIELDS | NUMBER_FIELDS | {"has_error", "metadata", "score"}
+
+STRING_OPS = frozenset(("eq", "neq", "in", "not_in", "contains", "starts_with", "exists", "not_exists"))
+LIST_OPS = frozenset(("any_of", "all_of", "none_of", "contains", "exists", "not_exists"))
+NUMBER_OPS = frozenset(("eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists"))
+BOOL_OPS = frozenset(("eq",))
+METADATA_OPS = STRING_OPS | NUMBER_OPS
+SCORE_OPS = frozenset(("eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists"))
+
+Op = Literal["eq", "neq", "in", "not_in", "contains", "starts_with", "exists", "not_exists",
+             "any_of", "all_of", "none_of", "gt", "gte", "lt", "lte"]
+
+
+class FilterError(ValueError):
+    """A filter that cannot be compiled: ``field`` is the JSON path, ``rule`` the rule broken."""
+
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule
+        self.message = message
+
+
+Scalar = str | float | int | bool
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: Literal["name", "environment", "release", "user_id", "session_id", "dataset_run_name", "tags",
+                   "observation_types", "observation_names", "latency", "total_cost", "input_tokens",
+                   "output_tokens", "total_tokens", "has_error", "metadata", "score"] = Field(
+        description="Trace field, `metadata` (with `key`) or `score` (with `name`). latency is in seconds.")
+    op: Op
+    value: Scalar | list[Scalar] | None = Field(
+        default=None, description="A string, number or boolean; a list for in/not_in/any_of/all_of/none_of")
+    key: str | None = Field(default=None, max_length=200,
+                            description="metadata only: the key; dots reach into nested objects (a.b.c)")
+    name: str | None = Field(default=None, max_length=200, description="score only: the score name")
+    source: Literal["EVAL", "API"] | None = Field(default=None, description="score only: its source")
+    evaluator: str | None = Field(default=None, max_length=200,
+                                  description="score only: the evaluator that produced it")
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        check_condition(self)
+        return self
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conditions: list[Condition] = Field(min_length=1, max_length=MAX_CONDITIONS)
+
+
+class RuleFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: list[Group] = Field(default_factory=list, max_length=MAX_GROUPS,
+                                description="ORed; an empty list matches every trace")
+
+
+def _fail(rule: str, message: str) -> None:
+    # pydantic turns ValueError into a 422 detail at the condition's path; the message names the rule.
+    raise ValueError(f"{rule}: {message}")
+
+
+def check_condition(c: Condition) -> None:
+    f, op, v = c.field, c.op, c.value
+    allowed = (STRING_OPS if f in STRING_FIELDS else LIST_OPS if f in LIST_FIELDS else
+               NUMBER_OPS if f in NUMBER_FIELDS else BOOL_OPS if f == "has_error" else
+               METADATA_OPS if f == "metadata" else SCORE_OPS)
+    if op not in allowed:
+        _fail("op_not_allowed", f"op {op!r} is not allowed on field {f!r}; use one of {sorted(allowed)}")
+    if f == "metadata" and not c.key:
+        _fail("key_required", "a metadata condition needs `key`")
+    if f != "metadata" and c.key is not None:
+        _fail("key_not_allowed", "`key` is only for metadata conditions")
+    if f == "score" and not c.name:
+        _fail("name_required", "a score condition needs `name`")
+    if f != "score" and (c.name is not None or c.source is not None or c.evaluator is not None):
+        _fail("score_only", "`name`, `source` and `evaluator` are only for score conditions")
+    if op in ("exists", "not_exists"):
+        if v is not None:
+            _fail("no_value", f"op {op!r} takes no value")
+        return
+    if v is None:
+        _fail("value_required", f"op {op!r} needs a value")
+    is_list = isinstance(v, list)
+    if op in ("in", "not_in", "any_of", "all_of", "none_of"):
+        if not is_list or not v:
+            _fail("list_required", f"op {op!r} needs a non-empty list")
+        assert isinstance(v, list)
+        if len(v) > MAX_LIST:
+            _fail("list_too_long", f"at most {MAX_LIST} values")
+        values: list[Any] = v
+    else:
+        if is_list:
+            _fail("scalar_required", f"op {op!r} needs a single value, not a list")
+        values = [v]
+    for x in values:
+        if isinstance(x, str) and len(x) > MAX_STRING:
+            _fail("value_too_long", f"strings are at most {MAX_STRING} characters")
+    if f in STRING_FIELDS or f in LIST_FIELDS:
+        if not all(isinstance(x, str) for x in values):
+            _fail("string_required", f"field {f!r} compares with strings")
+    elif f in NUMBER_FIELDS:
+        if not all(_is_number(x) for x in values):
+            _fail("number_required", f"field {f!r} compares with numbers")
+    elif f == "has_error":
+        if not isinstance(v, bool):
+            _fail("bool_required", "has_error compares with true or false")
+    elif op in ("gt", "gte", "lt", "lte") and not all(_is_number(x) for x in values):
+        _fail("number_required", f"op {op!r} compares with a number")
+    elif op in ("contains", "starts_with") and not all(isinstance(x, str) for x in values):
+        _fail("string_required", f"op {op!r} compares with a string")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a predicate sees
+
+
+@dataclass(slots=True)
+class ScoreView:
+    name: str
+    source: str
+    evaluator: str | None
+    value: float | None
+    string_value: str | None
+    string_values: Sequence[str] | None = None
+
+
+@dataclass(slots=True)
+class TraceView:
+    trace_id: str
+    name: str | None = None
+    environment: str | None = None
+    release: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    dataset_run_name: str | None = None
+    tags: Sequence[str] = ()
+    observation_types: Sequence[str] = ()
+    observation_names: Sequence[str] = ()
+    latency: float | None = None
+    total_cost: float | None = None
+    input_tokens: float | None = None
+    output_tokens: float | None = None
+    total_tokens: float | None = None
+    has_error: bool = False
+    metadata: dict[str, Any] | None = None
+    scores: Sequence[ScoreView] = ()
+    _score_names: frozenset[str] | None = field(default=None, repr=False)
+
+    def score_names(self) -> frozenset[str]:
+        if self._score_names is None:
+            self._score_names = frozenset(s.name for s in self.scores)
+        return self._score_names
+
+
+Predicate = Callable[[TraceView], bool]
+
+
+def _metadata_get(meta: dict[str, Any] | None, path: tuple[str, ...]) -> tuple[bool, Any]:
+    cur: Any = meta
+    for part in path:
+        if not isinstance(cur, dict) or part not in cur:
+            return False, None
+        cur = cur[part]
+    return True, cur
+
+
+def _scalar_eq(a: Any, b: Any) -> bool:
+    # Metadata values arrive as JSON: "42" and 42 are different, but 42 and 42.0 are the same.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def _compare(op: str, x: Any, v: Any) -> bool:
+    """x (the trace's value, present) against v (the condition's value)."""
+    if op == "eq":
+        return _scalar_eq(x, v)
+    if op == "neq":
+        return not _scalar_eq(x, v)
+    if op == "in":
+        return any(_scalar_eq(x, y) for y in v)
+    if op == "not_in":
+        return not any(_scalar_eq(x, y) for y in v)
+    if op == "contains":
+        if isinstance(x, str):
+            return v in x
+        if isinstance(x, list):
+            return any(_scalar_eq(e, v) for e in x)
+        return False
+    if op == "starts_with":
+        return isinstance(x, str) and x.startswith(v)
+    if not _is_number(x):
+        return False
+    if op == "gt":
+        return bool(x > v)
+    if op == "gte":
+        return bool(x >= v)
+    if op == "lt":
+        return bool(x < v)
+    if op == "lte":
+        return bool(x <= v)
+    raise AssertionError(op)
+
+
+def compile_condition(c: Condition) -> Predicate:
+    f, op, v = c.field, c.op, c.value
+    if f in STRING_FIELDS:
+        attr = f
+        if op == "eq":
+            return lambda t: getattr(t, attr) == v
+        if op == "neq":
+            return lambda t: getattr(t, attr) != v
+        if op == "in":
+            sv = frozenset(v)  # type: ignore[arg-type]
+            return lambda t: getattr(t, attr) in sv
+        if op == "not_in":
+            sv = frozenset(v)  # type: ignore[arg-type]
+            return lambda t: getattr(t, attr) not in sv
+        if op == "contains":
+            return lambda t: (x := getattr(t, attr)) is not None and v in x
+        if op == "starts_with":
+            return lambda t: (x := getattr(t, attr)) is not None and x.startswith(v)
+        if op == "exists":
+            return lambda t: getattr(t, attr) is not None
+        return lambda t: getattr(t, attr) is None
+    if f in LIST_FIELDS:
+        attr = f
+        if op == "contains":
+            return lambda t: v in getattr(t, attr)
+        if op == "exists":
+            return lambda t: len(getattr(t, attr)) > 0
+        if op == "not_exists":
+            return lambda t: len(getattr(t, attr)) == 0
+        sv = frozenset(v)  # type: ignore[arg-type]
+        if op == "any_of":
+            return lambda t: not sv.isdisjoint(getattr(t, attr))
+        if op == "all_of":
+            return lambda t: sv.issubset(getattr(t, attr))
+        return lambda t: sv.isdisjoint(getattr(t, attr))
+    if f in NUMBER_FIELDS:
+        attr = f
+        if op == "exists":
+            return lambda t: getattr(t, attr) is not None
+        if op == "not_exists":
+            return lambda t: getattr(t, attr) is None
+        return lambda t: (x := getattr(t, attr)) is not None and _compare(op, x, v)
+    if f == "has_error":
+        want = bool(v)
+        return lambda t: t.has_error is want
+    if f == "metadata":
+        assert c.key is not None
+        path = tuple(c.key.split("."))
+        if op == "exists":
+            return lambda t: _metadata_get(t.metadata, path)[0]
+        if op == "not_exists":
+            return lambda t: not _metadata_get(t.metadata, path)[0]
+
+        def _meta(t: TraceView) -> bool:
+            found, x = _metadata_get(t.metadata, path)
+            return found and x is not None and _compare(op, x, v)
+
+        return _meta
+    # score
+    name, source, evaluator = c.name, c.source, c.evaluator
+
+    def _scores(t: TraceView) -> Iterable[ScoreView]:
+        if name not in t.score_names():
+            return ()
+        return [s for s in t.scores if s.name == name and (source is None or s.source == source)
+                and (evaluator is None or s.evaluator == evaluator)]
+
+    if op == "exists":
+        return lambda t: any(True for _ in _scores(t))
+    if op == "not_exists":
+        return lambda t: not any(True for _ in _scores(t))
+
+    def _score_value_matches(s: ScoreView) -> bool:
+        if s.value is not None and (_is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v))):
+            return _compare(op, s.value, v)
+        if s.string_values:
+            return any(_compare(op, x, v) for x in s.string_values)
+        if s.string_value is not None:
+            return _compare(op, s.string_value, v)
+        if s.value is not None and isinstance(v, bool):
+            return _compare(op, bool(s.value), v)
+        return False
+
+    return lambda t: any(_score_value_matches(s) for s in _scores(t))
+
+
+def parse_filter(data: Any) -> RuleFilter:
+    return RuleFilter.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rule sets
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGroup:
+    rule_index: int
+    checks: tuple[Predicate, ...]
+
+
+# Anchor preference: the most selective kinds first.
+_ANCHOR_FIELDS = ("name", "dataset_run_name", "session_id", "user_id", "score", "tags", "release",
+                  "observation_names", "environment", "observation_types", "has_error")
+
+
+def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
+    """Index keys under which a trace could satisfy ``c``; None if ``c`` cannot serve as an anchor."""
+    f, op, v = c.field, c.op, c.value
+    if f in STRING_FIELDS:
+        if op == "eq":
+            return [(f, v)]
+        if op == "in":
+            return [(f, x) for x in v]  # type: ignore[union-attr]
+        return None
+    if f in LIST_FIELDS:
+        if op == "contains":
+            return [(f, v)]
+        if op in ("any_of", "all_of"):
+            return [(f, x) for x in (v if op == "any_of" else v[:1])]  # type: ignore[index,union-attr]
+        return None
+    if f == "has_error" and v is True:
+        return [("has_error", True)]
+    if f == "score" and op != "not_exists":
+        return [("score", c.name)]
+    return None
+
+
+@dataclass
+class RuleSet:
+    """Compiled rules of one project. ``match(view)`` returns the indexes of the rules that match."""
+
+    size: int
+    index: dict[tuple[str, Any], list[CompiledGroup]]
+    unanchored: list[CompiledGroup]
+
+    def match(self, t: TraceView) -> list[int]:
+        if self.size == 0:
+            return []
+        idx = self.index
+        candidates: list[CompiledGroup] = list(self.unanchored)
+        if idx:
+            for key in (("name", t.name), ("dataset_run_name", t.dataset_run_name), ("session_id", t.session_id),
+                        ("user_id", t.user_id), ("release", t.release), ("environment", t.environment)):
+                hit = idx.get(key)
+                if hit:
+                    candidates.extend(hit)
+            for fname, values in (("tags", t.tags), ("observation_names", t.observation_names),
+                                  ("observation_types", t.observation_types)):
+                for x in values:
+                    hit = idx.get((fname, x))
+                    if hit:
+                        candidates.extend(hit)
+            if t.has_error:
+                hit = idx.get(("has_error", True))
+                if hit:
+                    candidates.extend(hit)
+            for s in t.score_names():
+                hit = idx.get(("score", s))
+                if hit:
+                    candidates.extend(hit)
+        matched: set[int] = set()
+        for g in candidates:
+            if g.rule_index in matched:
+                continue
+            for check in g.checks:
+                if not check(t):
+                    break
+            else:
+                matched.add(g.rule_index)
+        return sorted(matched)
+
+
+def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
+    index: dict[tuple[str, Any], list[CompiledGroup]] = {}
+    unanchored: list[CompiledGroup] = []
+    for i, flt in enumerate(filters):
+        if not flt.groups:
+            unanchored.append(CompiledGroup(i, ()))
+            continue
+        for g in flt.groups:
+            compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions))
+            best: list[tuple[str, Any]] | None = None
+            best_rank = len(_ANCHOR_FIELDS)
+            for c in g.conditions:
+                keys = _anchor_keys(c)
+                if keys is None:
+                    continue
+                rank = _ANCHOR_FIELDS.index(c.field)
+                if rank < best_rank:
+                    best, best_rank = keys, rank
+            if best is None:
+                unanchored.append(compiled)
+            else:
+                for key in dict.fromkeys(best):
+                    index.setdefault(key, []).append(compiled)
+    return RuleSet(size=len(filters), index=index, unanchored=unanchored)

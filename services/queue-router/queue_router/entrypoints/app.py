@@ -1,0 +1,46 @@
+"""Wiring: runtime, routers, the routing consumer and the outbox relay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from queue_router.adapters.outbox import relay_forever
+from queue_router.adapters.rule_cache import RuleCache
+from queue_router.application.queues import Deps
+from queue_router.application.reviewing import ReviewDeps
+from queue_router.application.routing import RouterDeps
+from queue_router.config import Settings
+from queue_router.entrypoints import consumers, http, langfuse_http
+from tally_shared.service import build_runtime
+from tally_shared.service import create_app as create_service_app
+from tally_shared.topics import SCORES, TRACES
+
+DESCRIPTION = """Annotation queues filled live by routing rules over traces and automated scores, and reviewed
+under leases. See docs/api.md, "Queues and routing", for the rule filter shape."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = build_runtime("queue-router", settings)
+    cache = RuleCache()
+    if settings.run_consumers:
+        consumers.register(runtime.broker, group_id=settings.group_id,
+                           deps=RouterDeps(runtime.sessions, cache), max_records=settings.batch_max_records)
+        runtime.consumer_groups[settings.group_id] = [TRACES, SCORES]
+
+    async def relay() -> None:
+        await relay_forever(runtime.sessions, runtime.broker, poll_seconds=settings.outbox_poll_seconds,
+                            batch=settings.outbox_batch,
+                            retention=timedelta(hours=settings.outbox_retention_hours))
+
+    app = create_service_app(
+        runtime, title="Tally queue-router", description=DESCRIPTION,
+        routers=[http.router, langfuse_http.router],
+        background=[relay] if settings.run_outbox_relay else [],
+    )
+    app.state.queue_deps = Deps(runtime.sessions, cache, max_backfill_scan=settings.max_backfill_scan)
+    app.state.review_deps = ReviewDeps(runtime.sessions)
+    app.state.rule_cache = cache
+    return app

@@ -1,0 +1,226 @@
+"""Native API: /api/v1/queues (queues, rules, items, reviewing, progress)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from queue_router.application import queues as app_queues
+from queue_router.application import reviewing
+from queue_router.application.queues import Deps
+from queue_router.application.reviewing import ReviewDeps
+from queue_router.domain.models import (
+    Backfill,
+    ItemsAdd,
+    NextRequest,
+    QueueCreate,
+    QueueUpdate,
+    ReviewAction,
+    RuleCreate,
+    RuleUpdate,
+)
+from tally_shared.http import ApiError
+from tally_shared.identity import CurrentPrincipal, Principal
+
+router = APIRouter(prefix="/api/v1/queues", tags=["queues"])
+
+
+def deps(request: Request) -> Deps:
+    d: Deps = request.app.state.queue_deps
+    return d
+
+
+def review_deps(request: Request) -> ReviewDeps:
+    d: ReviewDeps = request.app.state.review_deps
+    return d
+
+
+def require_configure(p: Principal) -> None:
+    if not p.can_configure:
+        raise ApiError(403, "forbidden", "your role cannot configure queues")
+
+
+def resolve_reviewer(p: Principal, reviewer: str | None) -> str:
+    if not p.can_review:
+        raise ApiError(403, "forbidden", "your role cannot review")
+    if reviewer is None or reviewer == "me":
+        if p.user_id is None:
+            raise ApiError(422, "validation_error", "an API key must name the reviewer",
+                           [{"field": "reviewer", "rule": "required", "message": "required for API keys"}])
+        return p.user_id
+    if p.via == "user" and reviewer != p.user_id and not p.is_admin:
+        raise ApiError(403, "forbidden", "only admins act for another reviewer")
+    return reviewer
+
+
+async def _check_reviewer_allowed(request: Request, p: Principal, queue: dict[str, Any], reviewer: str) -> None:
+    email = None
+    if p.user_id == reviewer and any("@" in r for r in queue["reviewers"]):
+        user = await request.app.state.identity.get_user(reviewer)
+        email = user.email if user else None
+    if not reviewing.reviewer_allowed(queue, reviewer, email):
+        raise ApiError(403, "not_a_reviewer", f"{reviewer!r} is not a reviewer of this queue")
+
+
+def _page_meta(page: int, limit: int, total: int) -> dict[str, int]:
+    return {"page": page, "limit": limit, "total_items": total, "total_pages": (total + limit - 1) // limit}
+
+
+# --- queues ---------------------------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, summary="Create a queue")
+async def create_queue(body: QueueCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.create_queue(deps(request), p.project_id, body, p.actor)
+
+
+@router.get("", summary="List queues")
+async def list_queues(p: CurrentPrincipal, request: Request, page: int = Query(1, ge=1),
+                      limit: int = Query(50, ge=1, le=500), include_archived: bool = False) -> dict[str, Any]:
+    data, total = await app_queues.list_queues(deps(request), p.project_id, include_archived=include_archived,
+                                               page=page, limit=limit)
+    return {"data": data, "meta": _page_meta(page, limit, total)}
+
+
+@router.get("/{queue_id}", summary="Get a queue")
+async def get_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await app_queues.get_queue(deps(request), p.project_id, queue_id)
+
+
+@router.patch("/{queue_id}", summary="Update a queue")
+async def update_queue(queue_id: str, body: QueueUpdate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.update_queue(deps(request), p.project_id, queue_id, app_queues.queue_changes(body))
+
+
+@router.post("/{queue_id}/archive", summary="Archive a queue (its rules stop routing)")
+async def archive_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.update_queue(deps(request), p.project_id, queue_id, {}, archive=True)
+
+
+# --- rules ----------------------------------------------------------------------------------------------------
+
+
+@router.post("/{queue_id}/rules", status_code=201, summary="Create a routing rule")
+async def create_rule(queue_id: str, body: RuleCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.create_rule(deps(request), p.project_id, queue_id, body, p.actor)
+
+
+@router.get("/{queue_id}/rules", summary="List a queue's routing rules")
+async def list_rules(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return {"data": await app_queues.list_rules(deps(request), p.project_id, queue_id)}
+
+
+@router.patch("/{queue_id}/rules/{rule_id}", summary="Update a routing rule (pause with active=false)")
+async def update_rule(queue_id: str, rule_id: str, body: RuleUpdate, p: CurrentPrincipal, request: Request
+                      ) -> dict[str, Any] | None:
+    require_configure(p)
+    return await app_queues.update_rule(deps(request), p.project_id, queue_id, rule_id, body)
+
+
+@router.delete("/{queue_id}/rules/{rule_id}", status_code=204, summary="Delete a routing rule")
+async def delete_rule(queue_id: str, rule_id: str, p: CurrentPrincipal, request: Request) -> Response:
+    require_configure(p)
+    await app_queues.update_rule(deps(request), p.project_id, queue_id, rule_id, None)
+    return Response(status_code=204)
+
+
+# --- items ----------------------------------------------------------------------------------------------------
+
+
+@router.post("/{queue_id}/items", status_code=201, summary="Add items by id (up to 1,000 per call)")
+async def add_items(queue_id: str, body: ItemsAdd, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.add_items(deps(request), p.project_id, queue_id, body, p.actor)
+
+
+async def _backfill(queue_id: str, body: Backfill, p: Principal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.backfill(deps(request), p.project_id, queue_id, body, p.actor)
+
+
+@router.post("/{queue_id}/items:backfill", summary="Add items by a filter over traces already seen")
+async def backfill(queue_id: str, body: Backfill, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await _backfill(queue_id, body, p, request)
+
+
+@router.post("/{queue_id}/items/backfill", summary="Same as items:backfill")
+async def backfill_alias(queue_id: str, body: Backfill, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await _backfill(queue_id, body, p, request)
+
+
+@router.get("/{queue_id}/items", summary="List items (filter by status; by a reviewer's own status with reviewer)")
+async def list_items(
+    queue_id: str, p: CurrentPrincipal, request: Request,
+    status: str | None = Query(None, description="pending | in_progress | completed | removed; with reviewer: "
+                                                 "pending | in_progress | completed | skipped | flagged"),
+    reviewer: str | None = Query(None, description="a reviewer id, or `me`"),
+    page: int = Query(1, ge=1), limit: int = Query(50, ge=1, le=500),
+) -> dict[str, Any]:
+    who = None
+    if reviewer is not None:
+        who = p.user_id if reviewer == "me" else reviewer
+        if who is None:
+            raise ApiError(422, "validation_error", "`me` needs a signed-in user",
+                           [{"field": "reviewer", "rule": "user_required", "message": "API keys name a reviewer"}])
+    data, total = await app_queues.list_items(deps(request), p.project_id, queue_id, status=status, reviewer=who,
+                                              page=page, limit=limit)
+    return {"data": data, "meta": _page_meta(page, limit, total)}
+
+
+@router.get("/{queue_id}/items/{item_id}", summary="Get an item with its reviews and routing decisions")
+async def get_item(queue_id: str, item_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await app_queues.get_item(deps(request), p.project_id, queue_id, item_id)
+
+
+@router.delete("/{queue_id}/items/{item_id}", summary="Remove an item (remembered: no rule re-adds it)")
+async def remove_item(queue_id: str, item_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    require_configure(p)
+    return await app_queues.remove_item(deps(request), p.project_id, queue_id, item_id, p.actor)
+
+
+# --- reviewing ------------------------------------------------------------------------------------------------
+
+
+@router.post("/{queue_id}/next", summary="Lease the reviewer's next item (204 when none is left)",
+             responses={204: {"description": "nothing left for this reviewer"}})
+async def next_item(queue_id: str, p: CurrentPrincipal, request: Request, body: NextRequest | None = None
+                    ) -> Any:
+    reviewer = resolve_reviewer(p, body.reviewer if body else None)
+    rd = review_deps(request)
+    queue = await reviewing.queue_for_review(rd.sessions, p.project_id, queue_id)
+    await _check_reviewer_allowed(request, p, queue, reviewer)
+    got = await reviewing.next_item(rd, p.project_id, queue_id, reviewer, queue)
+    if got is None:
+        return Response(status_code=204)
+    return JSONResponse(jsonable_encoder(got))
+
+
+@router.post("/{queue_id}/items/{item_id}/{action}",
+             summary="complete | skip | flag | release | heartbeat (body: reviewer, lease_id, reason)")
+async def review_action(queue_id: str, item_id: str,
+                        action: Literal["complete", "skip", "flag", "release", "heartbeat"],
+                        p: CurrentPrincipal, request: Request, body: ReviewAction | None = None) -> dict[str, Any]:
+    body = body or ReviewAction()
+    reviewer = resolve_reviewer(p, body.reviewer)
+    rd = review_deps(request)
+    if action == "complete":
+        return await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
+    if action == "heartbeat":
+        queue = await reviewing.queue_for_review(rd.sessions, p.project_id, queue_id)
+        return await reviewing.heartbeat(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id,
+                                         queue["lease_seconds"])
+    status = {"skip": "skipped", "flag": "flagged", "release": "released"}[action]
+    return await reviewing.give_back(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id, status=status,
+                                     reason=body.reason)
+
+
+@router.get("/{queue_id}/progress", summary="Counts by status and completions per hour, per queue and reviewer")
+async def progress(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await reviewing.progress(review_deps(request), p.project_id, queue_id)
