@@ -12,10 +12,12 @@ in front of stub upstreams."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import http.server
 import importlib
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
@@ -25,8 +27,10 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -506,3 +510,90 @@ def test_dockerignore_keeps_local_state_out_but_not_the_lock() -> None:
         assert needed in patterns
     for kept in ("uv.lock", "pyproject.toml", "shared", "services", "cli"):
         assert not any(p in (kept, kept + "/", f"**/{kept}") for p in patterns), f"{kept} must reach the build"
+
+
+# An image has only the locked runtime dependencies of its package, not the dev virtualenv: an import that works in
+# tests can still fail in the container. Every third-party import must come from the package's locked closure.
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_closure(package: str) -> set[str]:
+    """Every distribution uv.lock installs for ``package`` without dev groups (markers ignored: a superset)."""
+    lock = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(package, ())]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        deps = list(lock[name].get("dependencies", []))
+        for extra in extras:
+            deps += lock[name].get("optional-dependencies", {}).get(extra, [])
+        todo += [(d["name"], tuple(d.get("extra", ()))) for d in deps]
+    return {_normalise(name) for name, _ in seen}
+
+
+def third_party_imports(package_dir: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Top-level module -> a file importing it, outside ``if TYPE_CHECKING:`` blocks."""
+    first_party = {"tally_shared", "tally_cli", *MODULES.values()}
+    found: dict[str, str] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir).as_posix()
+        if rel.startswith(skip):
+            continue
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in first_party and top != "__future__":
+                    found.setdefault(top, rel)
+    return found
+
+
+def _missing_from_lock(package: str, package_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    closure = locked_closure(package)
+    providers = importlib.metadata.packages_distributions()
+    missing = []
+    for module, where in third_party_imports(package_dir, skip).items():
+        dists = {_normalise(d) for d in providers.get(module, [])}
+        if not dists & closure:
+            missing.append(f"{module} (imported in {where}; from {sorted(dists) or 'nothing installed'})")
+    return missing
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_imports_only_what_its_image_installs(service) -> None:
+    module = MODULES[service]
+    missing = _missing_from_lock(f"tally-{service}", ROOT / "services" / service / module)
+    assert missing == [], f"tally-{service} must declare these in its pyproject.toml (and uv.lock): {missing}"
+
+
+def test_shared_and_cli_import_only_what_their_images_install() -> None:
+    # tally_shared.testing is the pytest plugin: dev only, never imported by a running service.
+    assert _missing_from_lock("tally-shared", ROOT / "shared" / "tally_shared", skip=("testing/",)) == []
+    assert _missing_from_lock("tally-cli", ROOT / "cli" / "tally_cli") == []
+
+
+def test_the_import_check_notices_an_undeclared_dependency(tmp_path) -> None:
+    # jsonschema is installed here (a dev dependency) but in no image.
+    (tmp_path / "mod.py").write_text(
+        "import json\nimport jsonschema\nfrom tally_shared import db\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pytest\n"
+    )
+    assert third_party_imports(tmp_path) == {"jsonschema": "mod.py"}
+    assert "jsonschema" not in locked_closure("tally-cli")
+    assert [m.split()[0] for m in _missing_from_lock("tally-cli", tmp_path)] == ["jsonschema"]
