@@ -77,6 +77,20 @@ def test_compose_file_follows_the_compose_specification(compose, compose_validat
     assert errors == []
 
 
+def test_docker_compose_accepts_the_file_and_requires_a_secret_key() -> None:
+    # Debian's docker-compose (1.29) validates and interpolates without a Docker engine.
+    binary = shutil.which("docker-compose")
+    if not binary:
+        pytest.skip("no docker-compose binary (Debian package docker-compose) for `docker-compose config`")
+    env = {k: v for k, v in os.environ.items() if k not in ("TALLY_SECRET_KEY", "COMPOSE_FILE")}
+    ok = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], env={**env, "TALLY_SECRET_KEY": "s" * 32},
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    unset = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert unset.returncode != 0 and "TALLY_SECRET_KEY" in unset.stderr
+
+
 @pytest.mark.parametrize("breakage", ["misspelled key", "wrong type", "bad condition"])
 def test_the_schema_check_rejects_a_broken_compose_file(compose, compose_validator, breakage) -> None:
     broken = copy.deepcopy(compose)
