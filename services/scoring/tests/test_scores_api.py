@@ -24,7 +24,7 @@ async def make_config(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     body.setdefault("name", f"cfg-{uuid.uuid4().hex[:8]}")
     r = await client.post("/api/v1/score-configs", json=body)
     assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 async def score(client: httpx.AsyncClient, config: dict[str, Any] | None, value: Any, **extra: Any) -> httpx.Response:
@@ -63,7 +63,7 @@ async def test_numeric_config_bounds_step_and_type(client: httpx.AsyncClient, ta
 
 
 async def test_invalid_config_definitions(client: httpx.AsyncClient) -> None:
-    bad = [
+    bad: list[tuple[dict[str, Any], str, str]] = [
         ({"data_type": "NUMERIC", "min_value": 5, "max_value": 1}, "max_value", "greater_than_min"),
         ({"data_type": "NUMERIC", "step": 0}, "step", "positive"),
         ({"data_type": "CATEGORICAL"}, "categories", "required"),
