@@ -491,6 +491,16 @@ def test_service_dockerfile_builds_its_package_and_runs_migrate_then_serve(servi
     assert argv[2] == f"python -m {module} migrate && exec python -m {module} serve"
 
 
+def test_uv_lock_matches_every_pyproject() -> None:
+    # The images install with --frozen, which trusts uv.lock as it is: a dependency added to a pyproject.toml
+    # without re-locking would silently be missing from the image.
+    from uv import find_uv_bin
+
+    result = subprocess.run([find_uv_bin(), "lock", "--check", "--offline"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_image_command_and_environment_fit_the_service(service, monkeypatch) -> None:
     module = MODULES[service]
