@@ -126,6 +126,14 @@ def test_kafka_is_a_single_kraft_node_with_its_log_on_a_volume(compose) -> None:
     assert "healthcheck" in kafka
 
 
+def test_init_creates_every_topic_since_kafka_does_not_auto_create(compose) -> None:
+    import tally_shared.topics as topics
+
+    assert compose["services"]["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    defined = {t for t in vars(topics).values() if isinstance(t, topics.Topic)}
+    assert defined <= set(topics.ALL_TOPICS), "a topic `tally init` (ensure_topics) would not create"
+
+
 def test_postgres_keeps_its_data_on_a_volume(compose) -> None:
     postgres = compose["services"]["postgres"]
     assert _volume_at(compose, postgres, "/var/lib/postgresql/data")
