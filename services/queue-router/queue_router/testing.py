@@ -56,6 +56,12 @@ class Service:
             timestamp=datetime.now(UTC)))])
         return sid
 
+    async def items(self, auth: dict[str, str], queue_id: str, **params: Any) -> list[dict[str, Any]]:
+        r = await self.client.get(f"/api/v1/queues/{queue_id}/items", headers=auth, params={"limit": 500, **params})
+        r.raise_for_status()
+        data: list[dict[str, Any]] = r.json()["data"]
+        return data
+
     async def wait_items(self, auth: dict[str, str], queue_id: str, n: int, *, status: str | None = None,
                          timeout: float = 30) -> list[dict[str, Any]]:
         async def probe() -> list[dict[str, Any]] | None:
@@ -83,3 +89,19 @@ async def start_service(database_url: str, kafka: str, **overrides: Any) -> Asyn
     await producer.stop()
 
 
+
+
+async def summaries_seen(svc: Service, project: str, trace_ids: Sequence[str], timeout: float = 30) -> None:
+    """Wait until the router has applied events for every trace (summary and routing commit together)."""
+    from sqlalchemy import func, select
+
+    from queue_router.adapters.tables import trace_summaries
+
+    async def probe() -> bool:
+        async with svc.app.state.queue_deps.sessions() as s:
+            n = (await s.execute(select(func.count()).select_from(trace_summaries).where(
+                trace_summaries.c.project_id == project, trace_summaries.c.trace_id.in_(list(trace_ids)),
+                trace_summaries.c.has_trace.is_(True)))).scalar_one()
+        return int(n) == len(set(trace_ids))
+
+    await eventually(probe, timeout=timeout, what=f"router to see {len(trace_ids)} traces")
