@@ -1,0 +1,158 @@
+"""Replay: rebuild every read model from the start of the topics into a shadow schema, then swap it in.
+
+1. ``projections_rebuild`` gets empty copies of the live tables (``LIKE ... INCLUDING ALL``: same columns,
+   defaults, keys and indexes as the migrated schema).
+2. A consumer with every partition assigned (no group membership: nothing to join, commit or clean up) reads each
+   topic from offset 0 up to the end offsets taken at the start, applying batches with the same projector as the
+   live service, into the shadow tables.
+3. The swap takes the live writers' advisory lock (the live consumer waits at the start of its next batch), reads
+   on to the end offsets of that moment (so the shadow holds every event the live consumer has applied or is about
+   to), moves the live tables out and the shadow tables in with ``ALTER TABLE ... SET SCHEMA`` (index names
+   restored), and commits: readers and the live consumer see the rebuilt tables from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from projections.adapters.projector import Projector, apply_lock_key
+from projections.adapters.sql import ident
+from projections.adapters.tables import make_tables
+from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
+from tally_shared.db import make_session_factory
+from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RebuildReport:
+    events_read: int
+    events_applied: int
+    poison_skipped: int
+    seconds: float
+    swap_seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events_read / self.seconds if self.seconds else 0.0
+
+
+_INDEX_NAME = re.compile(r"INDEX \S+ ON \S+ ")
+
+
+async def _create_shadow(conn: AsyncConnection, live: str, shadow: str) -> None:
+    await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(shadow)} CASCADE"))
+    await conn.execute(text(f"CREATE SCHEMA {ident(shadow)}"))
+    for table in make_tables(live).all():
+        await conn.execute(text(
+            f"CREATE TABLE {ident(shadow)}.{ident(table.name)} "
+            f"(LIKE {ident(live)}.{ident(table.name)} INCLUDING ALL)"
+        ))
+
+
+async def _index_defs(conn: AsyncConnection, schema: str, table: str) -> dict[str, str]:
+    rows = await conn.execute(
+        text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s AND tablename = :t"),
+        {"s": schema, "t": table},
+    )
+    return {r[0]: _INDEX_NAME.sub("INDEX ON ", r[1]) for r in rows}
+
+
+async def _swap(conn: AsyncConnection, live: str, shadow: str, old: str) -> None:
+    await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(old)} CASCADE"))
+    await conn.execute(text(f"CREATE SCHEMA {ident(old)}"))
+    for table in make_tables(live).all():
+        name = ident(table.name)
+        before = await _index_defs(conn, live, table.name)
+        await conn.execute(text(f"ALTER TABLE {ident(live)}.{name} SET SCHEMA {ident(old)}"))
+        await conn.execute(text(f"ALTER TABLE {ident(shadow)}.{name} SET SCHEMA {ident(live)}"))
+        after = await _index_defs(conn, live, table.name)
+        wanted = {d: n for n, d in before.items()}
+        for new_name, d in after.items():
+            target = wanted.get(d)
+            if target and target != new_name:
+                await conn.execute(text(f"ALTER INDEX {ident(live)}.{ident(new_name)} RENAME TO {ident(target)}"))
+
+
+async def rebuild(
+    engine: AsyncEngine,
+    bootstrap_servers: str,
+    *,
+    live_schema: str,
+    batch_size: int = 5000,
+    progress: Callable[[str], None] | None = None,
+) -> RebuildReport:
+    shadow, old = f"{live_schema}_rebuild", f"{live_schema}_old"
+    say = progress or log.info
+    async with engine.begin() as conn:
+        await _create_shadow(conn, live_schema, shadow)
+    deps = Deps(sessions=make_session_factory(engine), projector=Projector(make_tables(shadow)))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_records=batch_size, fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    counts = {"read": 0, "applied": 0, "poison": 0}
+    start = time.perf_counter()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(t.name, p) for t in CONSUMED_TOPICS
+                      for p in sorted(consumer.partitions_for_topic(t.name) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+
+        async def drain_to(ends: dict[TopicPartition, int]) -> None:
+            pending = {tp for tp, end in ends.items() if end > 0}
+            while pending:
+                got = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
+                batch: list[tuple[Envelope, Payload]] = []
+                for tp, records in got.items():
+                    for rec in records:
+                        if rec.offset >= ends[tp]:
+                            # past this phase's end: read it again in the next phase
+                            consumer.seek(tp, ends[tp])
+                            pending.discard(tp)
+                            break
+                        counts["read"] += 1
+                        try:
+                            batch.append(decode(rec.value or b""))
+                        except PoisonMessage:
+                            counts["poison"] += 1
+                if batch:
+                    counts["applied"] += len(await apply_batch(batch, deps))
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+
+        ends = await consumer.end_offsets(partitions)
+        say(f"replaying {sum(ends.values())} events from {len(partitions)} partitions into {shadow}")
+        await drain_to(ends)
+        say(f"replayed {counts['read']} events in {time.perf_counter() - start:.1f}s; swapping")
+        swap_start = time.perf_counter()
+        async with engine.connect() as conn:
+            async with conn.begin():
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                   {"k": apply_lock_key(live_schema)})
+                await drain_to(await consumer.end_offsets(partitions))
+                await _swap(conn, live_schema, shadow, old)
+            await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(old)} CASCADE"))
+            await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(shadow)} CASCADE"))
+            await conn.commit()
+        swap_seconds = time.perf_counter() - swap_start
+    finally:
+        await consumer.stop()
+    report = RebuildReport(counts["read"], counts["applied"], counts["poison"], time.perf_counter() - start,
+                           swap_seconds)
+    say(f"rebuilt: {report.events_read} events read, {report.events_applied} applied, "
+        f"{report.poison_skipped} unparseable skipped, {report.seconds:.1f}s ({report.events_per_second:.0f}/s)")
+    return report

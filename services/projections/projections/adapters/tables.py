@@ -1,0 +1,231 @@
+"""The read-model tables. Built per schema so that a rebuild can write the same tables into a shadow schema.
+
+Every column is derived from events only (never ``now()``), so that a rebuild from the log reproduces the live
+tables row for row. Timestamps of the events that set each field are kept in ``field_ts`` (field -> epoch
+microseconds of the envelope's ``occurred_at``) for per-field last-write-wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tally_shared.db import processed_events_table
+
+TS = DateTime(timezone=True)
+
+
+@dataclass(frozen=True)
+class Tables:
+    schema: str
+    metadata: MetaData
+    processed: Table
+    traces: Table
+    observations: Table
+    scores: Table
+    score_configs: Table
+    score_rollup: Table
+    queues: Table
+    queue_items: Table
+    queue_reviews: Table
+
+    def all(self) -> list[Table]:
+        return [
+            self.processed, self.traces, self.observations, self.scores, self.score_configs, self.score_rollup,
+            self.queues, self.queue_items, self.queue_reviews,
+        ]
+
+
+def make_tables(schema: str) -> Tables:
+    md = MetaData(schema=schema)
+    processed = processed_events_table(md)
+
+    traces = Table(
+        "traces", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("name", Text),
+        Column("timestamp", TS),
+        Column("input", JSONB),
+        Column("output", JSONB),
+        Column("metadata", JSONB),
+        Column("tags", JSONB),
+        Column("user_id", Text),
+        Column("session_id", Text),
+        Column("release", Text),
+        Column("version", Text),
+        Column("environment", Text),
+        Column("public", Boolean),
+        Column("dataset_run_name", Text),
+        Column("dataset_item_id", Text),
+        Column("dataset_name", Text),
+        Column("field_ts", JSONB, nullable=False),
+        Column("created_at", TS, nullable=False),
+        Column("updated_at", TS, nullable=False),
+        Index("ix_traces_project_ts", "project_id", "timestamp"),
+        Index("ix_traces_project_run", "project_id", "dataset_run_name"),
+        Index("ix_traces_tags", "tags", postgresql_using="gin"),
+    )
+
+    observations = Table(
+        "observations", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("trace_id", String(200), nullable=False),
+        Column("type", Text),
+        Column("name", Text),
+        Column("parent_observation_id", Text),
+        Column("start_time", TS),
+        Column("end_time", TS),
+        Column("completion_start_time", TS),
+        Column("level", Text),
+        Column("status_message", Text),
+        Column("model", Text),
+        Column("model_parameters", JSONB),
+        Column("usage_details", JSONB),
+        Column("cost_details", JSONB),
+        Column("input", JSONB),
+        Column("output", JSONB),
+        Column("metadata", JSONB),
+        Column("version", Text),
+        Column("environment", Text),
+        Column("field_ts", JSONB, nullable=False),
+        Column("created_at", TS, nullable=False),
+        Column("updated_at", TS, nullable=False),
+        Index("ix_observations_trace", "project_id", "trace_id"),
+        Index("ix_observations_start", "project_id", "start_time", "id"),
+    )
+
+    scores = Table(
+        "scores", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("data_type", String(20), nullable=False),
+        Column("value", Float),
+        Column("string_value", Text),
+        Column("string_values", JSONB),
+        Column("trace_id", String(200)),
+        Column("observation_id", String(200)),
+        Column("session_id", String(200)),
+        Column("dataset_run_id", String(200)),
+        Column("config_id", String(200)),
+        Column("config_version", Integer),
+        Column("comment", Text),
+        Column("source", String(20), nullable=False),
+        Column("author_user_id", Text),
+        Column("evaluator_name", Text),
+        Column("evaluator_version", Text),
+        Column("queue_id", String(200)),
+        Column("queue_item_id", String(200)),
+        Column("environment", Text),
+        Column("metadata", JSONB),
+        Column("timestamp", TS, nullable=False),
+        Column("deleted", Boolean, nullable=False),
+        # occurred_at of the event that set the current state (whole-row last-write-wins, tombstones included)
+        Column("event_ts", BigInteger, nullable=False),
+        Column("created_at", TS, nullable=False),
+        Column("updated_at", TS, nullable=False),
+        # the trace dimensions this score is counted under in score_rollup (see domain.rollup)
+        Column("rolled_dims", JSONB),
+        Index("ix_scores_trace", "project_id", "trace_id"),
+        Index("ix_scores_name_ts", "project_id", "name", "timestamp"),
+        Index("ix_scores_config", "project_id", "config_id"),
+    )
+
+    score_configs = Table(
+        "score_configs", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("version", Integer, nullable=False),
+        Column("name", Text, nullable=False),
+        Column("data_type", String(20), nullable=False),
+        Column("data", JSONB, nullable=False),
+        Column("is_archived", Boolean, nullable=False),
+        Column("event_ts", BigInteger, nullable=False),
+    )
+
+    # Pre-aggregated score counts: one row per (bucket, series, filter dimension, value). A score adds to the
+    # unfiltered row (dim_kind '') and to one row per dimension value of its trace (name, environment, release,
+    # user, each tag), at hour and at day granularity. Sums are NUMERIC so any application order gives the same
+    # totals (a rebuild equals the live table exactly).
+    score_rollup = Table(
+        "score_rollup", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("granularity", String(5), primary_key=True),
+        Column("dim_kind", String(20), primary_key=True),
+        Column("dim_value", Text, primary_key=True),
+        Column("name", Text, primary_key=True),
+        Column("bucket", TS, primary_key=True),
+        Column("source", String(20), primary_key=True),
+        Column("config_id", String(200), primary_key=True),
+        Column("data_type", String(20), primary_key=True),
+        Column("value_key", Text, primary_key=True),
+        Column("n", BigInteger, nullable=False),
+        Column("n_value", BigInteger, nullable=False),
+        Column("sum", Numeric, nullable=False),
+        Column("sum_sq", Numeric, nullable=False),
+    )
+
+    queues = Table(
+        "queues", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("name", Text),
+        Column("data", JSONB),
+        Column("created", Boolean, nullable=False),
+        Column("event_ts", BigInteger, nullable=False),
+    )
+
+    queue_items = Table(
+        "queue_items", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("queue_id", String(200), primary_key=True),
+        Column("item_id", String(200), primary_key=True),
+        Column("object_type", String(20), nullable=False),
+        Column("object_id", String(200), nullable=False),
+        Column("trace_id", String(200)),
+        Column("reason", Text),
+        Column("rule_id", Text),
+        Column("added_at", TS),
+        Column("first_leased_at", TS),
+        Column("completed_at", TS),
+        Column("removed_at", TS),
+        Column("flagged_at", TS),
+        Column("last_event_at", TS, nullable=False),
+        Index("ix_queue_items_trace", "project_id", "trace_id"),
+        Index("ix_queue_items_object", "project_id", "object_id"),
+    )
+
+    queue_reviews = Table(
+        "queue_reviews", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("queue_id", String(200), primary_key=True),
+        Column("item_id", String(200), primary_key=True),
+        Column("reviewer", String(200), primary_key=True),
+        Column("leased_at", TS),
+        Column("completed_at", TS),
+        Column("skipped_at", TS),
+        Column("skip_reason", Text),
+        Column("flagged_at", TS),
+        Column("flag_reason", Text),
+        Index("ix_queue_reviews_done", "project_id", "queue_id", "completed_at"),
+    )
+
+    return Tables(schema, md, processed, traces, observations, scores, score_configs, score_rollup, queues,
+                  queue_items, queue_reviews)

@@ -1,0 +1,239 @@
+"""Queue progress and score analytics (served from the pre-aggregated rollup)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from projections.adapters.tables import Tables
+from projections.domain.rollup import add_to, contributions
+from projections.domain.stats import mean_ci
+from tally_shared.http import ApiError
+
+# -- queue progress --------------------------------------------------------------------------------------------
+
+
+def _item_counts(qi: Any) -> list[Any]:
+    live = qi.c.removed_at.is_(None)
+    return [
+        func.count().filter(live).label("total"),
+        func.count().filter(and_(live, qi.c.completed_at.isnot(None))).label("completed"),
+        func.count().filter(and_(live, qi.c.completed_at.is_(None), qi.c.first_leased_at.isnot(None)))
+        .label("in_progress"),
+        func.count().filter(and_(live, qi.c.completed_at.is_(None), qi.c.first_leased_at.is_(None)))
+        .label("pending"),
+        func.count().filter(and_(live, qi.c.flagged_at.isnot(None))).label("flagged"),
+        func.count().filter(qi.c.removed_at.isnot(None)).label("removed"),
+    ]
+
+
+def _progress_row(q: dict[str, Any], counts: dict[str, int] | None) -> dict[str, Any]:
+    c = counts or {"total": 0, "completed": 0, "in_progress": 0, "pending": 0, "flagged": 0, "removed": 0}
+    data = q.get("data") or {}
+    return {
+        "queue_id": q["id"],
+        "name": q.get("name"),
+        "known": bool(q.get("created")),
+        "reviewers_per_item": data.get("reviewers_per_item"),
+        "score_config_ids": data.get("score_config_ids", []),
+        "is_archived": data.get("is_archived", False),
+        "items": dict(c),
+        "total_items": c["total"],
+        "completed_items": c["completed"],
+        "completion_rate": (c["completed"] / c["total"]) if c["total"] else None,
+    }
+
+
+async def queues_progress(session: AsyncSession, t: Tables, project_id: str) -> list[dict[str, Any]]:
+    qq, qi = t.queues, t.queue_items
+    queues = [dict(r) for r in (await session.execute(
+        select(qq).where(qq.c.project_id == project_id).order_by(qq.c.name, qq.c.id))).mappings()]
+    counts = {r["queue_id"]: dict(r) for r in (await session.execute(
+        select(qi.c.queue_id, *_item_counts(qi)).where(qi.c.project_id == project_id).group_by(qi.c.queue_id)
+    )).mappings()}
+    out = []
+    for q in queues:
+        c = counts.get(q["id"])
+        out.append(_progress_row(q, {k: v for k, v in c.items() if k != "queue_id"} if c else None))
+    return out
+
+
+async def queue_progress(session: AsyncSession, t: Tables, project_id: str, queue_id: str, *,
+                         bucket: str = "hour") -> dict[str, Any]:
+    qq, qi, qr = t.queues, t.queue_items, t.queue_reviews
+    q = (await session.execute(select(qq).where(qq.c.project_id == project_id, qq.c.id == queue_id))
+         ).mappings().first()
+    if q is None:
+        raise ApiError(404, "not_found", f"queue {queue_id!r} not found")
+    c = (await session.execute(select(*_item_counts(qi)).where(qi.c.project_id == project_id,
+                                                               qi.c.queue_id == queue_id))).mappings().one()
+    out = _progress_row(dict(q), dict(c))
+    reviewers = [dict(r) for r in (await session.execute(
+        select(
+            qr.c.reviewer,
+            func.count().filter(qr.c.completed_at.isnot(None)).label("completed"),
+            func.count().filter(and_(qr.c.completed_at.is_(None), qr.c.skipped_at.isnot(None))).label("skipped"),
+            func.count().filter(qr.c.flagged_at.isnot(None)).label("flagged"),
+            func.count().filter(and_(qr.c.completed_at.is_(None), qr.c.skipped_at.is_(None),
+                                     qr.c.leased_at.isnot(None))).label("in_progress"),
+            func.min(qr.c.completed_at).label("first_completed_at"),
+            func.max(qr.c.completed_at).label("last_completed_at"),
+        ).where(qr.c.project_id == project_id, qr.c.queue_id == queue_id).group_by(qr.c.reviewer)
+        .order_by(qr.c.reviewer)
+    )).mappings()]
+    unit = "hour" if bucket == "hour" else "day"
+    reviews_per = {r[0]: r[1] for r in (await session.execute(
+        select(func.date_trunc(unit, qr.c.completed_at, "UTC").label("b"), func.count())
+        .where(qr.c.project_id == project_id, qr.c.queue_id == queue_id, qr.c.completed_at.isnot(None))
+        .group_by(text("b")).order_by(text("b"))))}
+    items_per = {r[0]: r[1] for r in (await session.execute(
+        select(func.date_trunc(unit, qi.c.completed_at, "UTC").label("b"), func.count())
+        .where(qi.c.project_id == project_id, qi.c.queue_id == queue_id, qi.c.completed_at.isnot(None),
+               qi.c.removed_at.is_(None))
+        .group_by(text("b")).order_by(text("b"))))}
+    out["reviewers"] = reviewers
+    out["throughput"] = {
+        "bucket": unit,
+        "points": [{"bucket": b, "reviews_completed": reviews_per.get(b, 0), "items_completed": items_per.get(b, 0)}
+                   for b in sorted(set(reviews_per) | set(items_per))],
+    }
+    return out
+
+
+# -- score analytics -------------------------------------------------------------------------------------------
+
+Row = tuple[str, str, str, str, datetime, str, int, int, Decimal, Decimal]
+
+
+def _series(rows: Iterable[Row], bins: int) -> list[dict[str, Any]]:
+    """rows: (name, source, config_id, data_type, bucket, value_key, n, n_value, sum, sum_sq)."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r[0], r[1], r[2], r[3])].append(r)
+    out = []
+    for (name, source, config_id, data_type), rs in sorted(groups.items()):
+        n = sum(r[6] for r in rs)
+        nv = sum(r[7] for r in rs)
+        s = float(sum((r[8] for r in rs), Decimal(0)))
+        ss = float(sum((r[9] for r in rs), Decimal(0)))
+        stats = mean_ci(nv, s, ss)
+        buckets: dict[datetime, list[Any]] = {}
+        for r in rs:
+            b = buckets.setdefault(r[4], [0, 0, Decimal(0), {}])
+            b[0] += r[6]
+            b[1] += r[7]
+            b[2] += r[8]
+            if data_type != "NUMERIC":
+                b[3][r[5]] = b[3].get(r[5], 0) + r[6]
+        points = []
+        for bk in sorted(buckets):
+            b = buckets[bk]
+            p: dict[str, Any] = {"bucket": bk, "count": b[0], "mean": float(b[2]) / b[1] if b[1] else None}
+            if data_type != "NUMERIC":
+                p["categories"] = dict(sorted(b[3].items()))
+            points.append(p)
+        series: dict[str, Any] = {
+            "name": name, "source": source, "config_id": config_id or None, "data_type": data_type,
+            "count": n, "mean": stats["mean"], "std": stats["std"], "ci_low": stats["ci_low"],
+            "ci_high": stats["ci_high"], "buckets": points,
+        }
+        if data_type == "NUMERIC":
+            series["distribution"] = {"type": "histogram", "bins": _histogram(rs, bins)}
+        else:
+            cats: dict[str, int] = defaultdict(int)
+            for r in rs:
+                cats[r[5]] += r[6]
+            series["distribution"] = {"type": "categories", "counts": dict(sorted(cats.items()))}
+        out.append(series)
+    return out
+
+
+def _histogram(rs: Sequence[Row], bins: int) -> list[dict[str, Any]]:
+    vals: dict[float, int] = defaultdict(int)
+    for r in rs:
+        vals[float(r[5])] += r[6]
+    if not vals:
+        return []
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        return [{"lower": lo, "upper": hi, "count": sum(vals.values())}]
+    distinct = sorted(vals)
+    if len(distinct) <= bins:  # a discrete scale (1-5, 0-10): one bar per value
+        return [{"lower": v, "upper": v, "count": vals[v]} for v in distinct]
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v, c in vals.items():
+        counts[min(bins - 1, int((v - lo) / width))] += c
+    return [{"lower": lo + i * width, "upper": lo + (i + 1) * width, "count": counts[i]} for i in range(bins)]
+
+
+async def score_analytics(
+    session: AsyncSession, t: Tables, project_id: str, *, bucket: str, names: Sequence[str],
+    config_id: str | None, source: str | None, data_type: str | None, from_ts: datetime | None,
+    to_ts: datetime | None, trace_name: str | None, tags: Sequence[str], environment: str | None,
+    release: str | None, user_id: str | None, bins: int, max_scan: int = 200_000,
+) -> dict[str, Any]:
+    if bucket not in ("hour", "day"):
+        raise ApiError(422, "validation_error", "bucket must be hour or day",
+                       [{"field": "bucket", "rule": "enum", "message": "hour | day"}])
+    given = [("trace_name", trace_name), ("environment", environment), ("release", release), ("user", user_id)]
+    dims: list[tuple[str, str]] = [(k, v) for k, v in given if v is not None] + [("tag", tg) for tg in tags]
+    r = t.score_rollup
+    if len(dims) <= 1:
+        kind, value = dims[0] if dims else ("", "")
+        q = select(r.c.name, r.c.source, r.c.config_id, r.c.data_type, r.c.bucket, r.c.value_key, r.c.n,
+                   r.c.n_value, r.c.sum, r.c.sum_sq).where(
+            r.c.project_id == project_id, r.c.granularity == bucket, r.c.dim_kind == kind, r.c.dim_value == value)
+        if names:
+            q = q.where(r.c.name.in_(list(names)))
+        if config_id is not None:
+            q = q.where(r.c.config_id == config_id)
+        if source is not None:
+            q = q.where(r.c.source == source)
+        if data_type is not None:
+            q = q.where(r.c.data_type == data_type)
+        if from_ts is not None:
+            q = q.where(r.c.bucket >= from_ts)
+        if to_ts is not None:
+            q = q.where(r.c.bucket < to_ts)
+        rows: list[Row] = [tuple(x) for x in (await session.execute(q)).all()]
+        served, truncated = "rollup", False
+    else:
+        # Several filters at once: the rollup holds one dimension per row, so count the matching scores.
+        s = t.scores
+        q2 = select(s.c.name, s.c.source, s.c.config_id, s.c.data_type, s.c.value, s.c.string_value,
+                    s.c.string_values, s.c.timestamp).where(s.c.project_id == project_id, ~s.c.deleted)
+        for kind, value in dims:
+            if kind == "tag":
+                q2 = q2.where(s.c.rolled_dims["tag"].op("?")(value))
+            else:
+                q2 = q2.where(s.c.rolled_dims[kind].astext == value)
+        if names:
+            q2 = q2.where(s.c.name.in_(list(names)))
+        if config_id is not None:
+            q2 = q2.where(s.c.config_id == config_id)
+        if source is not None:
+            q2 = q2.where(s.c.source == source)
+        if data_type is not None:
+            q2 = q2.where(s.c.data_type == data_type)
+        if from_ts is not None:
+            q2 = q2.where(s.c.timestamp >= from_ts)
+        if to_ts is not None:
+            q2 = q2.where(s.c.timestamp < to_ts)
+        deltas: dict[Any, list[Any]] = {}
+        n = 0
+        for row in (await session.execute(q2.limit(max_scan + 1))).mappings():
+            n += 1
+            if n > max_scan:
+                break
+            add_to(deltas, (c for c in contributions(project_id, dict(row), {}) if c[0][1] == bucket), +1)
+        rows = [(k[4], k[6], k[7], k[8], k[5], k[9], m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
+        served, truncated = "scores", n > max_scan
+    return {"bucket": bucket, "served_from": served, "truncated": truncated,
+            "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(rows, bins)}

@@ -1,0 +1,424 @@
+"""Experiment comparison, agreement between reviewers, judge calibration, labelled-dataset export."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from projections.adapters.tables import Tables
+from projections.domain import stats
+from tally_shared.http import ApiError
+
+HUMAN = "ANNOTATION"
+
+
+def kind_of(source: str) -> str:
+    return "human" if source == HUMAN else "automated"
+
+
+def object_key(s: dict[str, Any]) -> tuple[str, str]:
+    """What a score is about: the most specific target it names."""
+    if s.get("observation_id"):
+        return ("OBSERVATION", s["observation_id"])
+    if s.get("trace_id"):
+        return ("TRACE", s["trace_id"])
+    if s.get("session_id"):
+        return ("SESSION", s["session_id"])
+    return ("DATASET_RUN", s.get("dataset_run_id") or "")
+
+
+# -- experiments -----------------------------------------------------------------------------------------------
+
+async def experiment_runs(session: AsyncSession, t: Tables, project_id: str,
+                          dataset_name: str | None) -> list[dict[str, Any]]:
+    tr, s = t.traces, t.scores
+    q = (select(tr.c.dataset_name, tr.c.dataset_run_name, func.count().label("traces"),
+                func.count(func.distinct(tr.c.dataset_item_id)).label("items"),
+                func.min(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("first_trace_at"),
+                func.max(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("last_trace_at"))
+         .where(tr.c.project_id == project_id, tr.c.dataset_run_name.isnot(None))
+         .group_by(tr.c.dataset_name, tr.c.dataset_run_name).order_by(tr.c.dataset_run_name))
+    if dataset_name is not None:
+        q = q.where(tr.c.dataset_name == dataset_name)
+    runs = [dict(r) for r in (await session.execute(q)).mappings()]
+    names = defaultdict(set)
+    for r in (await session.execute(
+        select(tr.c.dataset_run_name, s.c.name, s.c.source).distinct()
+        .select_from(s.join(tr, and_(tr.c.project_id == s.c.project_id, tr.c.id == s.c.trace_id)))
+        .where(s.c.project_id == project_id, tr.c.dataset_run_name.isnot(None), ~s.c.deleted))):
+        names[r[0]].add((r[1], kind_of(r[2])))
+    for run in runs:
+        run["score_names"] = [{"name": n, "kind": k} for n, k in sorted(names.get(run["dataset_run_name"], ()))]
+    return runs
+
+
+def _agg(values: Sequence[float]) -> dict[str, Any]:
+    n = len(values)
+    return stats.mean_ci(n, float(sum(values)), float(sum(v * v for v in values)))
+
+
+async def compare_runs(session: AsyncSession, t: Tables, project_id: str, runs: Sequence[str], *,
+                       win_score: str | None, higher_is_better: bool) -> dict[str, Any]:
+    if not runs:
+        raise ApiError(422, "validation_error", "name at least one run",
+                       [{"field": "runs", "rule": "min_items", "message": "runs=a,b"}])
+    tr, s = t.traces, t.scores
+    traces = [dict(r) for r in (await session.execute(
+        select(tr.c.id, tr.c.dataset_run_name, tr.c.dataset_item_id)
+        .where(tr.c.project_id == project_id, tr.c.dataset_run_name.in_(list(runs)))))
+        .mappings()]
+    run_of = {r["id"]: r for r in traces}
+    scores: list[dict[str, Any]] = []
+    ids = list(run_of)
+    for i in range(0, len(ids), 5000):
+        scores += [dict(r) for r in (await session.execute(
+            select(s.c.trace_id, s.c.name, s.c.source, s.c.data_type, s.c.value, s.c.string_value,
+                   s.c.author_user_id)
+            .where(s.c.project_id == project_id, s.c.trace_id.in_(ids[i:i + 5000]), ~s.c.deleted))).mappings()]
+    per_run: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    labels: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    per_item: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    item_vals: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for sc in scores:
+        tr_row = run_of[sc["trace_id"]]
+        run: str = tr_row["dataset_run_name"]
+        item: str = tr_row["dataset_item_id"] or tr_row["id"]
+        k = kind_of(sc["source"])
+        if sc["value"] is not None:
+            per_run[(run, sc["name"], k)].append(float(sc["value"]))
+            item_vals[(item, run, sc["name"], k)].append(float(sc["value"]))
+        if sc["string_value"] is not None:
+            labels[(run, sc["name"], k)][sc["string_value"]] += 1
+    for tr_row in traces:
+        item = tr_row["dataset_item_id"] or tr_row["id"]
+        per_item[item].setdefault(tr_row["dataset_run_name"], {"trace_id": tr_row["id"], "scores": {}})
+    for (item, run, name, k), vals in item_vals.items():
+        cell = per_item[item][run]["scores"].setdefault(name, {"human": None, "automated": None})
+        cell[k] = sum(vals) / len(vals)
+    names = sorted({(n, r) for (r, n, _) in per_run} | {(n, r) for (r, n, _) in labels})
+    aggregates = []
+    for name in sorted({n for n, _ in names}):
+        row: dict[str, Any] = {"name": name, "runs": {}}
+        for run in runs:
+            row["runs"][run] = {
+                k: {**_agg(per_run.get((run, name, k), [])),
+                    "labels": dict(labels[(run, name, k)]) if labels.get((run, name, k)) else None}
+                for k in ("human", "automated")
+            }
+        aggregates.append(row)
+    out: dict[str, Any] = {
+        "runs": list(runs),
+        "aggregates": aggregates,
+        "items": [{"dataset_item_id": item, "runs": per_item[item]} for item in sorted(per_item)],
+    }
+    if len(runs) >= 2:
+        a, b = runs[0], runs[1]
+        win_name: str | None = win_score or next(iter(sorted({n for (_, n, k) in per_run if k == "human"})), None)
+        wins = losses = ties = 0
+        if win_name is not None:
+            for item in per_item:
+                va = item_vals.get((item, a, win_name, "human"))
+                vb = item_vals.get((item, b, win_name, "human"))
+                if not va or not vb:
+                    continue
+                ma, mb = sum(va) / len(va), sum(vb) / len(vb)
+                if math.isclose(ma, mb):
+                    ties += 1
+                elif (ma > mb) == higher_is_better:
+                    wins += 1
+                else:
+                    losses += 1
+        decided = wins + losses
+        low, high = stats.wilson_interval(wins, decided)
+        out["win_rate"] = {
+            "run_a": a, "run_b": b, "score_name": win_name, "higher_is_better": higher_is_better,
+            "items_compared": decided + ties, "wins": wins, "losses": losses, "ties": ties,
+            "win_rate": wins / decided if decided else None, "ci_low": low, "ci_high": high,
+            "method": "wins / (wins + losses), Wilson 95% interval; ties reported apart",
+        }
+    return out
+
+
+# -- agreement ---------------------------------------------------------------------------------------------------
+
+async def _config(session: AsyncSession, t: Tables, project_id: str, config_id: str | None) -> dict[str, Any] | None:
+    if config_id is None:
+        return None
+    c = t.score_configs
+    row = (await session.execute(select(c.c.data).where(c.c.project_id == project_id, c.c.id == config_id))
+           ).scalar_one_or_none()
+    return row
+
+
+async def _human_scores(session: AsyncSession, t: Tables, project_id: str, *, config_id: str | None,
+                        score_name: str | None, queue_id: str | None) -> list[dict[str, Any]]:
+    if config_id is None and score_name is None:
+        raise ApiError(422, "validation_error", "name a score config or a score name",
+                       [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+    s, qi = t.scores, t.queue_items
+    q = select(s).where(s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN,
+                        s.c.author_user_id.isnot(None))
+    q = q.where(s.c.config_id == config_id) if config_id is not None else q.where(s.c.name == score_name)
+    if queue_id is not None:
+        in_queue = select(qi.c.object_id).where(qi.c.project_id == project_id, qi.c.queue_id == queue_id,
+                                                qi.c.removed_at.is_(None))
+        q = q.where(or_(s.c.queue_id == queue_id,
+                        func.coalesce(s.c.observation_id, s.c.trace_id, s.c.session_id).in_(in_queue)))
+    return [dict(r) for r in (await session.execute(q.order_by(s.c.timestamp, s.c.id))).mappings()]
+
+
+def _rating(sc: dict[str, Any], level: str) -> Any:
+    if sc["data_type"] == "NUMERIC" or level in ("interval", "ratio"):
+        return sc["value"]
+    if level == "ordinal" and sc["value"] is not None:
+        return sc["value"]
+    if sc.get("string_values"):
+        return "|".join(sorted(sc["string_values"]))
+    return sc["string_value"] if sc["string_value"] is not None else sc["value"]
+
+
+async def agreement(session: AsyncSession, t: Tables, project_id: str, *, queue_id: str | None,
+                    config_id: str | None, score_name: str | None, level: str | None,
+                    top: int) -> dict[str, Any]:
+    scores = await _human_scores(session, t, project_id, config_id=config_id, score_name=score_name,
+                                 queue_id=queue_id)
+    cfg = await _config(session, t, project_id, config_id)
+    data_type = (cfg or {}).get("data_type") or (scores[0]["data_type"] if scores else "NUMERIC")
+    lvl = level or stats.default_level(data_type)
+    if lvl not in stats.LEVELS:
+        raise ApiError(422, "validation_error", "unknown level",
+                       [{"field": "level", "rule": "enum", "message": " | ".join(stats.LEVELS)}])
+    ratings: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+    traces: dict[tuple[str, str], str | None] = {}
+    for sc in scores:  # ordered by time: a reviewer's latest score on an object counts
+        v = _rating(sc, lvl)
+        if v is None:
+            continue
+        key = object_key(sc)
+        ratings[key][sc["author_user_id"]] = v
+        traces[key] = sc.get("trace_id")
+    domain = None
+    if cfg and cfg.get("categories") and lvl in ("ordinal", "nominal"):
+        cats = sorted(cfg["categories"], key=lambda c: c["value"])
+        domain = [c["value"] for c in cats] if lvl == "ordinal" else [c["label"] for c in cats]
+        present = {v for r in ratings.values() for v in r.values()}
+        if not present.issubset(domain):
+            domain = None
+    res = stats.agreement(ratings, lvl, value_domain=domain, top_disputed=top)
+    body = res.as_dict()
+    body["disputed"] = [
+        {"object_type": d["unit"][0], "object_id": d["unit"][1], "trace_id": traces.get(d["unit"]),
+         "ratings": d["ratings"], "disagreement": d["disagreement"]} for d in body["disputed"]
+    ]
+    body["most_disputed"] = body.pop("disputed")
+    return {"queue_id": queue_id, "config_id": config_id, "score_name": score_name or (cfg or {}).get("name"),
+            "data_type": data_type, **body}
+
+
+# -- judge calibration ------------------------------------------------------------------------------------------
+
+def _human_consensus(values: list[Any], numeric: bool) -> Any:
+    if numeric:
+        return sum(values) / len(values)
+    counts = Counter(values)
+    top = max(counts.values())
+    return sorted(v for v, c in counts.items() if c == top)[0]
+
+
+async def calibration(session: AsyncSession, t: Tables, project_id: str, *, config_id: str | None,
+                      score_name: str | None, evaluator: str, bucket: str, top: int) -> dict[str, Any]:
+    humans = await _human_scores(session, t, project_id, config_id=config_id, score_name=score_name, queue_id=None)
+    cfg = await _config(session, t, project_id, config_id)
+    data_type = (cfg or {}).get("data_type") or (humans[0]["data_type"] if humans else "NUMERIC")
+    numeric = data_type == "NUMERIC"
+    label_values = {c["label"]: float(c["value"]) for c in (cfg or {}).get("categories") or []} or None
+    if data_type == "BOOLEAN" and label_values is None:
+        label_values = {"False": 0.0, "True": 1.0}
+    h_by: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    h_rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for sc in humans:
+        v = sc["value"] if numeric else (sc["string_value"] if sc["string_value"] is not None else
+                                         (None if sc["value"] is None else repr(sc["value"])))
+        if v is None:
+            continue
+        h_by[object_key(sc)].append(v)
+        h_rows[object_key(sc)].append(sc)
+    s = t.scores
+    autos: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
+    keys = list(h_by)
+    for i in range(0, len(keys), 2000):
+        chunk = keys[i:i + 2000]
+        obj = func.coalesce(s.c.observation_id, s.c.trace_id)
+        rows = (await session.execute(
+            select(s).where(s.c.project_id == project_id, ~s.c.deleted, s.c.source != HUMAN,
+                            s.c.name == evaluator, obj.in_([k[1] for k in chunk])).order_by(s.c.timestamp, s.c.id)
+        )).mappings()
+        for r in rows:
+            key = object_key(dict(r))
+            if key in h_by:
+                autos[(key, r["evaluator_version"] or "")] = dict(r)  # latest per object and version
+    def auto_value(a: dict[str, Any]) -> Any:
+        if numeric:
+            return a["value"]
+        return a["string_value"] if a["string_value"] is not None else (
+            None if a["value"] is None else repr(a["value"]))
+
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for (key, _), a in autos.items():
+        if key not in latest or (a["timestamp"], a["id"]) > (latest[key]["timestamp"], latest[key]["id"]):
+            latest[key] = a
+    pairs, meta = [], []
+    for key, a in sorted(latest.items()):
+        av = auto_value(a)
+        if av is None:
+            continue
+        hv = _human_consensus(h_by[key], numeric)
+        pairs.append((hv, av))
+        meta.append((key, a))
+    overall = stats.calibration(pairs, data_type=data_type, label_values=label_values)
+    unit = "week" if bucket == "week" else "day"
+
+    def trunc(ts: datetime) -> datetime:
+        d = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        return d if unit == "day" else d.fromordinal(d.toordinal() - d.weekday()).replace(tzinfo=d.tzinfo)
+
+    trend: dict[datetime, list[tuple[Any, Any]]] = defaultdict(list)
+    for (hv, av), (_, a) in zip(pairs, meta, strict=True):
+        trend[trunc(a["timestamp"])].append((hv, av))
+    by_version: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    for (key, version), a in autos.items():
+        av = auto_value(a)
+        if av is not None:
+            by_version[version].append((_human_consensus(h_by[key], numeric), av))
+
+    def brief(ps: list[tuple[Any, Any]]) -> dict[str, Any]:
+        r = stats.calibration(ps, data_type=data_type, label_values=label_values)
+        return {k: r.get(k) for k in ("n", "kappa", "spearman", "mae", "exact_agreement")}
+
+    def gap(hv: Any, av: Any) -> float:
+        if numeric:
+            return abs(float(hv) - float(av))
+        if label_values and str(hv) in label_values and str(av) in label_values:
+            return abs(label_values[str(hv)] - label_values[str(av)])
+        return 0.0 if hv == av else 1.0
+
+    worst = sorted(zip(pairs, meta, strict=True), key=lambda pm: (-gap(*pm[0]), pm[1][0]))
+    disagreements = [
+        {"object_type": key[0], "object_id": key[1], "trace_id": a.get("trace_id"), "human": hv, "automated": av,
+         "gap": gap(hv, av), "evaluator_version": a.get("evaluator_version"), "automated_comment": a.get("comment"),
+         "reviewers": [{"reviewer": h["author_user_id"], "value": h["value"], "string_value": h["string_value"],
+                        "comment": h["comment"]} for h in h_rows[key]]}
+        for (hv, av), (key, a) in worst[:top] if gap(hv, av) > 0
+    ]
+    return {
+        "config_id": config_id, "score_name": score_name or (cfg or {}).get("name"), "evaluator": evaluator,
+        "data_type": data_type, **overall,
+        "trend": {"bucket": unit, "points": [{"bucket": b, **brief(ps)} for b, ps in sorted(trend.items())]},
+        "by_evaluator_version": [{"evaluator_version": v or None, **brief(ps)} for v, ps in sorted(by_version.items())],
+        "biggest_disagreements": disagreements,
+    }
+
+
+# -- export ------------------------------------------------------------------------------------------------------
+
+async def export_dataset(
+    sessions: async_sessionmaker[AsyncSession], t: Tables, project_id: str, *, config_id: str | None,
+    score_name: str | None, object_type: str | None, min_reviewers: int, min_agreement: float,
+    include_io: bool, chunk: int,
+) -> AsyncIterator[bytes]:
+    """JSONL: one labelled object per line with every human score on it, its consensus label and the share of
+    reviewers agreeing with it. Objects are read in chunks of ``chunk`` (keyset by object id), so memory stays
+    flat whatever the export's size."""
+    if config_id is None and score_name is None:
+        raise ApiError(422, "validation_error", "name a score config or a score name",
+                       [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+    s, tr, o = t.scores, t.traces, t.observations
+    obj = func.coalesce(s.c.observation_id, s.c.trace_id)
+    base = [s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN, s.c.author_user_id.isnot(None),
+            s.c.config_id == config_id if config_id is not None else s.c.name == score_name, obj.isnot(None)]
+    if object_type == "OBSERVATION":
+        base.append(s.c.observation_id.isnot(None))
+    elif object_type == "TRACE":
+        base.append(s.c.observation_id.is_(None))
+    after: str | None = None
+    while True:
+        async with sessions() as session:
+            q = select(obj.label("obj")).where(*base).group_by(obj).having(
+                func.count(func.distinct(s.c.author_user_id)) >= min_reviewers).order_by(obj).limit(chunk)
+            if after is not None:
+                q = q.where(obj > after)
+            objs = [r[0] for r in (await session.execute(q))]
+            if not objs:
+                return
+            after = objs[-1]
+            rows = [dict(r) for r in (await session.execute(
+                select(s).where(*base, obj.in_(objs)).order_by(s.c.timestamp, s.c.id))).mappings()]
+            by_obj: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+            for r in rows:
+                by_obj[r["observation_id"] or r["trace_id"]][r["author_user_id"]] = r
+            trace_ids = sorted({r["trace_id"] for r in rows if r["trace_id"]})
+            obs_ids = sorted({r["observation_id"] for r in rows if r["observation_id"]})
+            tcols = [tr.c.id, tr.c.name, tr.c.input, tr.c.output, tr.c.metadata, tr.c.tags] if include_io else [
+                tr.c.id, tr.c.name, tr.c.tags]
+            tmap = {r["id"]: dict(r) for r in (await session.execute(
+                select(*tcols).where(tr.c.project_id == project_id, tr.c.id.in_(trace_ids)))).mappings()}
+            ocols = [o.c.id, o.c.name, o.c.type, o.c.input, o.c.output, o.c.metadata] if include_io else [
+                o.c.id, o.c.name, o.c.type]
+            omap = {r["id"]: dict(r) for r in (await session.execute(
+                select(*ocols).where(o.c.project_id == project_id, o.c.id.in_(obs_ids)))).mappings()
+            } if obs_ids else {}
+        lines = []
+        for oid in objs:
+            by_reviewer = by_obj.get(oid, {})
+            if len(by_reviewer) < min_reviewers:
+                continue
+            first = next(iter(by_reviewer.values()))
+            numeric = first["data_type"] == "NUMERIC"
+            vals = [r["value"] if numeric else (r["string_value"] if r["string_value"] is not None else r["value"])
+                    for r in by_reviewer.values()]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            label = _human_consensus(vals, numeric)
+            agree = sum(1 for v in vals if v == label) / len(vals) if not numeric else (
+                sum(1 for v in vals if math.isclose(v, label)) / len(vals))
+            if not numeric and agree < min_agreement:
+                continue
+            if numeric and min_agreement > 0 and len(set(vals)) > 1 and agree < min_agreement:
+                continue
+            is_obs = first["observation_id"] is not None
+            record: dict[str, Any] = {
+                "object_type": "OBSERVATION" if is_obs else "TRACE",
+                "object_id": oid,
+                "trace_id": first["trace_id"],
+                "score_name": first["name"],
+                "config_id": first["config_id"],
+                "data_type": first["data_type"],
+                "label": label,
+                "n_reviewers": len(vals),
+                "agreement": agree,
+                "scores": [{"reviewer": r["author_user_id"], "value": r["value"], "string_value": r["string_value"],
+                            "comment": r["comment"], "timestamp": r["timestamp"]} for r in by_reviewer.values()],
+            }
+            target = omap.get(oid) if is_obs else tmap.get(oid)
+            trace = tmap.get(first["trace_id"] or "")
+            if trace is not None:
+                record["trace_name"] = trace.get("name")
+                record["tags"] = trace.get("tags") or []
+            if target is not None and include_io:
+                record["input"] = target.get("input")
+                record["output"] = target.get("output")
+                record["metadata"] = target.get("metadata")
+            if is_obs and target is not None:
+                record["observation_name"] = target.get("name")
+                record["observation_type"] = target.get("type")
+            lines.append(orjson.dumps(record, option=orjson.OPT_UTC_Z) + b"\n")
+        if lines:
+            yield b"".join(lines)

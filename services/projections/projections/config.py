@@ -1,0 +1,15 @@
+from pydantic_settings import SettingsConfigDict
+
+from tally_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_PROJECTIONS_", extra="ignore")
+
+    port: int = 8104
+    group_id: str = "projections"
+    # One batch = one transaction; bigger batches amortise round trips, smaller ones cut end-to-end delay.
+    batch_max_records: int = 2000
+    rebuild_batch_size: int = 5000
+    max_page_limit: int = 1000
+    export_chunk: int = 500

@@ -1,0 +1,121 @@
+"""How a score counts in the pre-aggregated ``score_rollup`` (pure).
+
+A live score contributes, at hour and day granularity, to one unfiltered row and to one row per dimension value
+of its trace (trace name, environment, release, user, each tag), keyed by a value key: the category label for
+categorical and boolean scores, the value rounded to two significant digits for numeric ones (a fine histogram
+that queries re-bin). Contributions only ever add and subtract, so the table is independent of the order in
+which scores and traces arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+GRANULARITIES = ("hour", "day")
+DIM_KINDS = ("trace_name", "environment", "release", "user", "tag")
+
+RollupKey = tuple[str, str, str, str, str, datetime, str, str, str, str]
+# n, n_value, sum, sum_sq
+Measures = list[Any]
+
+
+def value_key_numeric(value: float) -> str:
+    return repr(float(f"{value:.2g}"))
+
+
+def truncate(ts: datetime, granularity: str) -> datetime:
+    if granularity == "hour":
+        return ts.replace(minute=0, second=0, microsecond=0)
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def bucket_starts(start: datetime, end: datetime, granularity: str) -> list[datetime]:
+    step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+    out, cur = [], truncate(start, granularity)
+    while cur <= end:
+        out.append(cur)
+        cur += step
+    return out
+
+
+def trace_dims(trace: Mapping[str, Any] | None, score_environment: str | None) -> dict[str, Any]:
+    """The filter dimensions a score is counted under: its trace's attributes (environment falls back to the
+    score's own)."""
+    t = trace or {}
+    tags = t.get("tags")
+    return {
+        "trace_name": t.get("name"),
+        "environment": t.get("environment") or score_environment,
+        "release": t.get("release"),
+        "user": t.get("user_id"),
+        "tag": sorted({str(x) for x in tags}) if isinstance(tags, list) else [],
+    }
+
+
+def _dim_pairs(dims: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pairs = [("", "")]
+    for kind in DIM_KINDS:
+        v = dims.get(kind)
+        if kind == "tag":
+            pairs.extend(("tag", str(t)) for t in (v or []))
+        elif v is not None and v != "":
+            pairs.append((kind, str(v)))
+    return pairs
+
+
+def value_keys(score: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """(value key, numeric value) pairs one score contributes; empty for text scores."""
+    dt = score["data_type"]
+    value = score.get("value")
+    if dt == "NUMERIC":
+        return [] if value is None else [(value_key_numeric(value), value)]
+    if dt == "BOOLEAN":
+        label = score.get("string_value")
+        if label is None and value is not None:
+            label = "True" if value >= 0.5 else "False"
+        return [] if label is None else [(label, value)]
+    if dt == "CATEGORICAL":
+        labels = score.get("string_values")
+        if labels:
+            return [(str(lab), None) for lab in labels]
+        label = score.get("string_value")
+        if label is None and value is not None:
+            label = repr(value)
+        return [] if label is None else [(label, value)]
+    return []
+
+
+def contributions(
+    project_id: str, score: Mapping[str, Any], dims: Mapping[str, Any]
+) -> list[tuple[RollupKey, float | None]]:
+    if score.get("deleted"):
+        return []
+    vks = value_keys(score)
+    if not vks:
+        return []
+    ts: datetime = score["timestamp"]
+    out: list[tuple[RollupKey, float | None]] = []
+    for gran in GRANULARITIES:
+        bucket = truncate(ts, gran)
+        for kind, dim_value in _dim_pairs(dims):
+            for vk, val in vks:
+                key: RollupKey = (project_id, gran, kind, dim_value, score["name"], bucket, score["source"],
+                                  score.get("config_id") or "", score["data_type"], vk)
+                out.append((key, val))
+    return out
+
+
+def add_to(deltas: dict[RollupKey, Measures], contribs: Iterable[tuple[RollupKey, float | None]], sign: int) -> None:
+    for key, val in contribs:
+        m = deltas.get(key)
+        if m is None:
+            m = deltas[key] = [0, 0, Decimal(0), Decimal(0)]
+        m[0] += sign
+        if val is not None:
+            d = Decimal(repr(float(val)))
+            m[1] += sign
+            m[2] += sign * d
+            m[3] += sign * d * d

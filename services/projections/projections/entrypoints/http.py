@@ -1,0 +1,290 @@
+"""HTTP reads. Every route is scoped to the caller's project (``CurrentPrincipal``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from projections.adapters.tables import Tables
+from projections.application import dashboards, evaluation, traces
+from tally_shared.http import ApiError
+from tally_shared.identity import CurrentPrincipal
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return float(o)
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    raise TypeError
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.runtime.sessions
+
+
+def _tables(request: Request) -> Tables:
+    return request.app.state.tables
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _sessions(request)() as session:
+        yield session
+
+
+DB = Annotated[AsyncSession, Depends(_session)]
+TablesDep = Annotated[Tables, Depends(_tables)]
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is not None and ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts
+
+
+public = APIRouter(tags=["langfuse-compatible"], default_response_class=JSON)
+native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_class=JSON)
+
+
+# -- Langfuse-compatible -------------------------------------------------------------------------------------------
+
+@public.get("/api/public/traces/{trace_id}")
+async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+    """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost."""
+    return await traces.public_trace(db, t, principal.project_id, trace_id)
+
+
+@public.get("/api/public/traces")
+async def list_public_traces(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    name: str | None = None,
+    session_id: Annotated[str | None, Query(alias="sessionId")] = None,
+    from_timestamp: Annotated[datetime | None, Query(alias="fromTimestamp")] = None,
+    to_timestamp: Annotated[datetime | None, Query(alias="toTimestamp")] = None,
+    order_by: Annotated[str | None, Query(alias="orderBy")] = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    version: str | None = None,
+    release: str | None = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+    fields: str | None = None,
+) -> Any:
+    return await traces.public_traces(
+        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields, name=name,
+        user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
+        tags=tags or [], version=version, release=release, environment=environment or [],
+    )
+
+
+@public.get("/api/public/v2/observations")
+async def list_public_observations_v2(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    fields: str | None = None,
+    expand_metadata: Annotated[str | None, Query(alias="expandMetadata")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+    parse_io_as_json: Annotated[bool | None, Query(alias="parseIoAsJson")] = None,
+    name: str | None = None,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    session_id: Annotated[str | None, Query(alias="sessionId")] = None,
+    type: str | None = None,
+    trace_id: Annotated[str | None, Query(alias="traceId")] = None,
+    level: str | None = None,
+    parent_observation_id: Annotated[str | None, Query(alias="parentObservationId")] = None,
+    is_root_observation: Annotated[bool | None, Query(alias="isRootObservation")] = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+    from_start_time: Annotated[datetime | None, Query(alias="fromStartTime")] = None,
+    to_start_time: Annotated[datetime | None, Query(alias="toStartTime")] = None,
+    version: str | None = None,
+    filter: str | None = None,
+) -> Any:
+    if parse_io_as_json:
+        raise ApiError(400, "bad_request", "parseIoAsJson is deprecated; remove it or set it to false",
+                       [{"field": "parseIoAsJson", "rule": "deprecated", "message": "must be false"}])
+    return await traces.public_observations_v2(
+        db, t, principal.project_id, fields=fields, expand_metadata=expand_metadata, limit=limit, cursor=cursor,
+        filter_json=filter, name=name, user_id=user_id, session_id=session_id, type_=type, trace_id=trace_id,
+        level=level, parent_observation_id=parent_observation_id, is_root_observation=is_root_observation,
+        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
+        version=version,
+    )
+
+
+@public.get("/api/public/observations/{observation_id}")
+async def get_public_observation(observation_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+    return await traces.public_observation(db, t, principal.project_id, observation_id)
+
+
+# -- native trace view -------------------------------------------------------------------------------------------
+
+@native.get("/traces")
+async def list_traces(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    name: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+    release: str | None = None,
+    version: str | None = None,
+    from_timestamp: datetime | None = None,
+    to_timestamp: datetime | None = None,
+    order_by: str | None = None,
+    level: Annotated[str | None, Query(pattern="^(DEBUG|DEFAULT|WARNING|ERROR)$")] = None,
+    score_name: str | None = None,
+    score_min: float | None = None,
+    score_max: float | None = None,
+    score_label: str | None = None,
+    score_source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
+) -> Any:
+    """Traces for the console's table: filters on trace fields, on an observation level and on scores."""
+    return await traces.native_traces(
+        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
+        score_name=score_name, score_min=score_min, score_max=score_max, score_label=score_label,
+        score_source=score_source, name=name, user_id=user_id, session_id=session_id,
+        from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
+        release=release, environment=environment or [],
+    )
+
+
+@native.get("/traces/{trace_id}")
+async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+    """The trace, its observation tree, every score (author, source, config version, comment) and its queue
+    items with their reviews."""
+    return await traces.native_trace(db, t, principal.project_id, trace_id)
+
+
+# -- queue progress ------------------------------------------------------------------------------------------------
+
+@native.get("/progress/queues")
+async def list_queue_progress(principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+    return {"data": await dashboards.queues_progress(db, t, principal.project_id)}
+
+
+@native.get("/progress/queues/{queue_id}")
+async def get_queue_progress(
+    queue_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+    bucket: Annotated[str, Query(pattern="^(hour|day)$")] = "hour",
+) -> Any:
+    return await dashboards.queue_progress(db, t, principal.project_id, queue_id, bucket=bucket)
+
+
+# -- score analytics -------------------------------------------------------------------------------------------------
+
+@native.get("/analytics/scores")
+async def score_analytics(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    name: Annotated[list[str] | None, Query()] = None,
+    config_id: str | None = None,
+    source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
+    data_type: Annotated[str | None, Query(pattern="^(NUMERIC|CATEGORICAL|BOOLEAN)$")] = None,
+    bucket: Annotated[str, Query(pattern="^(hour|day)$")] = "day",
+    from_timestamp: datetime | None = None,
+    to_timestamp: datetime | None = None,
+    trace_name: str | None = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    environment: str | None = None,
+    release: str | None = None,
+    user_id: str | None = None,
+    bins: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Any:
+    """Count, mean (95% CI), distribution and per-bucket points per score name, source and config."""
+    return await dashboards.score_analytics(
+        db, t, principal.project_id, bucket=bucket, names=name or [], config_id=config_id, source=source,
+        data_type=data_type, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), trace_name=trace_name,
+        tags=tags or [], environment=environment, release=release, user_id=user_id, bins=bins,
+    )
+
+
+# -- experiments, agreement, calibration, export --------------------------------------------------------------------
+
+@native.get("/experiments/runs")
+async def experiment_runs(principal: CurrentPrincipal, db: DB, t: TablesDep,
+                          dataset_name: str | None = None) -> Any:
+    return {"data": await evaluation.experiment_runs(db, t, principal.project_id, dataset_name)}
+
+
+@native.get("/experiments/compare")
+async def compare_runs(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    runs: Annotated[str, Query(min_length=1, max_length=2000, description="comma-separated run names")],
+    win_score: str | None = None,
+    higher_is_better: bool = True,
+) -> Any:
+    names = [r.strip() for r in runs.split(",") if r.strip()][:20]
+    return await evaluation.compare_runs(db, t, principal.project_id, names, win_score=win_score,
+                                         higher_is_better=higher_is_better)
+
+
+@native.get("/agreement")
+async def agreement(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    queue_id: str | None = None,
+    config_id: str | None = None,
+    score_name: str | None = None,
+    level: Annotated[str | None, Query(pattern="^(nominal|ordinal|interval|ratio)$")] = None,
+    top: Annotated[int, Query(ge=0, le=500)] = 20,
+) -> Any:
+    """Krippendorff's alpha (level from the config's data type unless given), Cohen's kappa per reviewer pair,
+    percent agreement and the most disputed objects."""
+    return await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
+                                      score_name=score_name, level=level, top=top)
+
+
+@native.get("/calibration")
+async def calibration(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],
+    config_id: str | None = None,
+    score_name: str | None = None,
+    bucket: Annotated[str, Query(pattern="^(day|week)$")] = "day",
+    top: Annotated[int, Query(ge=0, le=500)] = 20,
+) -> Any:
+    return await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
+                                        score_name=score_name, evaluator=evaluator, bucket=bucket, top=top)
+
+
+@native.get("/exports/dataset.jsonl")
+async def export_dataset(
+    request: Request, principal: CurrentPrincipal, t: TablesDep,
+    config_id: str | None = None,
+    score_name: str | None = None,
+    object_type: Annotated[str | None, Query(pattern="^(TRACE|OBSERVATION)$")] = None,
+    min_reviewers: Annotated[int, Query(ge=1, le=100)] = 1,
+    min_agreement: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
+    include_io: bool = True,
+) -> StreamingResponse:
+    """Labelled objects as JSONL, streamed. ``min_agreement``: the share of reviewers that must agree with the
+    consensus label (1.0 = only unanimous items)."""
+    if config_id is None and score_name is None:
+        raise ApiError(422, "validation_error", "name a score config or a score name",
+                       [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+    stream = evaluation.export_dataset(
+        _sessions(request), t, principal.project_id, config_id=config_id, score_name=score_name,
+        object_type=object_type, min_reviewers=min_reviewers, min_agreement=min_agreement, include_io=include_io,
+        chunk=request.app.state.settings.export_chunk,
+    )
+    return StreamingResponse(stream, media_type="application/x-ndjson",
+                             headers={"Content-Disposition": 'attachment; filename="dataset.jsonl"'})
+
+
+def routers() -> list[APIRouter]:
+    return [public, native]

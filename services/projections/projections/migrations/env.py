@@ -1,0 +1,3 @@
+from tally_shared.migrations import run_env
+
+run_env("projections")
