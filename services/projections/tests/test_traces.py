@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from .conftest import Harness, at
-
 from langfuse.api.client import AsyncLangfuseAPI
+
 from tally_shared.events import ObservationData, ScoreData, ScoreRecorded, TraceData, TraceIngested
 from tally_shared.testing.wait import eventually
+
+from .conftest import Harness, at
 
 
 async def _get(h: Harness, auth: dict[str, str], path: str, **params: Any) -> httpx.Response:

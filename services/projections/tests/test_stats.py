@@ -1,0 +1,108 @@
+"""The statistics against published worked examples, and the pure merge/rollup rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from projections.domain.merge import merge_fields
+from projections.domain.rollup import add_to, contributions, trace_dims
+from projections.domain.stats import agreement, calibration, cohen_kappa, mean_ci, wilson_interval
+
+from .conftest import at
+
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 observers, 12 units, values
+# 1-5, missing data. Published: nominal 0.743, ordinal 0.815, interval 0.849, ratio 0.797.
+KRIPP = {
+    "A": [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+    "B": [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+    "C": [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+    "D": [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+}
+
+
+def kripp_ratings() -> dict[int, dict[str, int]]:
+    units: dict[int, dict[str, int]] = {}
+    for coder, row in KRIPP.items():
+        for u, v in enumerate(row):
+            if v is not None:
+                units.setdefault(u, {})[coder] = v
+    return units
+
+
+@pytest.mark.parametrize(("level", "published"), [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849),
+                                                  ("ratio", 0.797)])
+def test_krippendorff_alpha_matches_the_published_example(level: str, published: float) -> None:
+    res = agreement(kripp_ratings(), level)
+    assert res.alpha is not None and round(res.alpha, 3) == published
+    # unit 12 has a single value: not pairable, so 11 units count
+    assert (res.n_units, res.n_pairable_units, res.n_coders, res.n_ratings) == (12, 11, 4, 41)
+
+
+def test_cohen_kappa_textbook_example() -> None:
+    # Two readers, 50 items: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> p_o = 0.7, p_e = 0.5, kappa = 0.4
+    a = ["yes"] * 25 + ["no"] * 25
+    b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    k = cohen_kappa(a, b)
+    assert k is not None and math.isclose(k, 0.4)
+    # through agreement(): the pair's kappa and percent agreement
+    ratings = {i: {"r1": x, "r2": y} for i, (x, y) in enumerate(zip(a, b, strict=True))}
+    res = agreement(ratings, "nominal")
+    (pair,) = res.pairs
+    assert math.isclose(pair["kappa"], 0.4) and math.isclose(pair["percent_agreement"], 0.7)
+    assert math.isclose(res.percent_agreement or 0, 0.7)
+
+
+def test_disputed_items_and_degenerate_cases() -> None:
+    res = agreement({"u1": {"a": "x", "b": "x"}, "u2": {"a": "x", "b": "y", "c": "y"}, "u3": {"a": "z"}},
+                    "nominal")
+    assert [d["unit"] for d in res.disputed] == ["u2"]
+    assert res.n_pairable_units == 2
+    same = agreement({"u1": {"a": 1, "b": 1}, "u2": {"a": 1, "b": 1}}, "interval")
+    assert same.alpha is None and same.percent_agreement == 1.0  # no variation: alpha undefined
+    with pytest.raises(ValueError, match="level"):
+        agreement({}, "fuzzy")
+
+
+def test_intervals() -> None:
+    # 1, 2, 3, 4, 5: mean 3, s = sqrt(2.5), t(0.975, 4) = 2.776 -> half-width 1.963
+    ci = mean_ci(5, 15.0, 55.0)
+    assert ci["mean"] == 3 and math.isclose(ci["ci_high"] - 3, 2.7764451 * math.sqrt(2.5) / math.sqrt(5), rel_tol=1e-6)
+    # Wilson, 8 of 10: (0.4902, 0.9433) (Newcombe 1998 style figures)
+    low, high = wilson_interval(8, 10)
+    assert low is not None and high is not None
+    assert round(low, 4) == 0.4902 and round(high, 4) == 0.9433
+    assert wilson_interval(0, 0) == (None, None)
+
+
+def test_calibration_metrics() -> None:
+    pairs = [("good", "good"), ("good", "bad"), ("bad", "bad"), ("bad", "bad"), ("good", "good")]
+    r = calibration(pairs, data_type="CATEGORICAL", label_values={"bad": 0, "good": 1})
+    assert r["exact_agreement"] == 0.8 and r["confusion"]["labels"] == ["bad", "good"]
+    assert r["confusion"]["matrix"] == [[2, 0], [1, 2]]
+    assert math.isclose(r["mae"], 0.2)
+    num = calibration([(1, 1), (2, 3), (3, 3), (4, 5), (5, 5)], data_type="NUMERIC")
+    assert math.isclose(num["mae"], 0.4) and num["kappa_weights"] == "quadratic"
+    assert num["spearman"] is not None and num["spearman"] > 0.9
+
+
+def test_per_field_last_write_wins() -> None:
+    row: dict[str, object] = {}
+    ts: dict[str, int] = {}
+    merge_fields(row, ts, {"name": "new", "user": "u"}, 20)
+    merge_fields(row, ts, {"name": "old", "input": 1}, 10)
+    assert row == {"name": "new", "user": "u", "input": 1}
+
+
+def test_rollup_contributions_cancel_out() -> None:
+    s = {"name": "q", "data_type": "NUMERIC", "value": 0.123, "source": "EVAL", "timestamp": at(0)}
+    dims = trace_dims({"name": "chat", "tags": ["b", "a"], "environment": None}, "prod")
+    contribs = contributions("p", s, dims)
+    kinds = sorted({k[2] for k, _ in contribs})
+    assert kinds == ["", "environment", "tag", "trace_name"]
+    assert {k[9] for k, _ in contribs} == {"0.12"}
+    deltas: dict = {}
+    add_to(deltas, contribs, +1)
+    add_to(deltas, contribs, -1)
+    assert all(not any(m) for m in deltas.values())
