@@ -101,7 +101,7 @@ class Service:
 async def service(identity_db: str, kafka_bootstrap: str, tap: Tap) -> AsyncIterator[Service]:
     await asyncio.to_thread(upgrade, MIGRATIONS, identity_db, SCHEMA)
     settings = Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap,
-                        group_id=f"scoring-{uuid.uuid4().hex[:8]}", outbox_relay_after_seconds=2.0,
+                        group_id=f"scoring-{uuid.uuid4().hex[:8]}", outbox_relay_after_seconds=5.0,
                         outbox_relay_interval_seconds=0.5)
     app = create_app(settings)
     port = free_port()

@@ -41,7 +41,7 @@ async def test_record_score_command_recorded_once(service: Service, tap: Tap, pr
     marker = RecordScore(name="marker", value=0.5, trace_id=trace)
     await publish(runtime.broker, SCORE_COMMANDS, [make_envelope(marker, project=project.id, key=trace)])
     await tap.wait("ScoreRecorded", lambda e: e.key == trace and e.payload["score"]["name"] == "marker")
-    assert len(tap.of("ScoreRecorded", lambda e: e.payload["score"]["id"] == cmd.id)) == 1
+    assert len({e.id for e in tap.of("ScoreRecorded", lambda e: e.payload["score"]["id"] == cmd.id)}) == 1
     async with runtime.sessions() as s:
         n = (await s.execute(select(func.count()).select_from(scores).where(scores.c.project_id == project.id)))
         assert n.scalar_one() == 2
