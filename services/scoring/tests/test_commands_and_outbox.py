@@ -26,22 +26,23 @@ async def test_record_score_command_recorded_once(service: Service, tap: Tap, pr
                                                   client: httpx.AsyncClient) -> None:
     runtime = service.app.state.runtime
     trace = uuid.uuid4().hex
-    cmd = RecordScore(id=f"sdk-{uuid.uuid4().hex[:12]}", name="user-feedback", value=1, trace_id=trace,
+    cmd = RecordScore(name="user-feedback", value=1, trace_id=trace,
                       data_type=ScoreDataType.BOOLEAN, comment="thumbs up")
     env = make_envelope(cmd, project=project.id, key=trace)
     await publish(runtime.broker, SCORE_COMMANDS, [env])
     await publish(runtime.broker, SCORE_COMMANDS, [env])  # a redelivery of the same command
     ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace)
     assert ev.project == project.id
-    assert ev.payload["score"]["id"] == cmd.id and ev.payload["score"]["string_value"] == "True"
-    r = await client.get(f"/api/public/scores/{cmd.id}")
+    sid = ev.payload["score"]["id"]
+    assert ev.payload["score"]["string_value"] == "True"
+    r = await client.get(f"/api/public/scores/{sid}")
     assert r.status_code == 200 and r.json()["value"] == 1 and r.json()["comment"] == "thumbs up"
 
     # A later, different command for the same trace proves the duplicate was consumed (in order) by then.
     marker = RecordScore(name="marker", value=0.5, trace_id=trace)
     await publish(runtime.broker, SCORE_COMMANDS, [make_envelope(marker, project=project.id, key=trace)])
     await tap.wait("ScoreRecorded", lambda e: e.key == trace and e.payload["score"]["name"] == "marker")
-    assert len({e.id for e in tap.of("ScoreRecorded", lambda e: e.payload["score"]["id"] == cmd.id)}) == 1
+    assert len({e.id for e in tap.of("ScoreRecorded", lambda e: e.payload["score"]["id"] == sid)}) == 1
     async with runtime.sessions() as s:
         n = (await s.execute(select(func.count()).select_from(scores).where(scores.c.project_id == project.id)))
         assert n.scalar_one() == 2

@@ -3,6 +3,8 @@ ScoreRecorded; an invalid command is poison and goes to the dead-letter topic wi
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import CONSUMER
@@ -15,9 +17,11 @@ from tally_shared.envelope import Envelope, PoisonMessage
 from tally_shared.events import RecordScore
 
 
-def command_input(cmd: RecordScore) -> ScoreInput:
+def command_input(cmd: RecordScore, env: Envelope) -> ScoreInput:
+    # Without a client id, the id derives from the command's envelope id: a redelivered command names the same score.
+    score_id = cmd.id or uuid.uuid5(uuid.NAMESPACE_URL, f"tally:record-score:{env.id}").hex
     return ScoreInput(
-        name=cmd.name, value=cmd.value, data_type=cmd.data_type, id=cmd.id, trace_id=cmd.trace_id,
+        name=cmd.name, value=cmd.value, data_type=cmd.data_type, id=score_id, trace_id=cmd.trace_id,
         observation_id=cmd.observation_id, session_id=cmd.session_id, dataset_run_id=cmd.dataset_run_id,
         config_id=cmd.config_id, comment=cmd.comment, metadata=cmd.metadata, environment=cmd.environment,
         timestamp=cmd.timestamp, source=cmd.source, idempotency_key=cmd.idempotency_key,
@@ -31,7 +35,7 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
     async def claim(session: AsyncSession) -> bool:
         return await claim_event(session, processed_events, consumer, env.id)
 
-    [outcome] = await record_scores(deps, actor, [command_input(cmd)], claim=claim)
+    [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim)
     if not outcome.ok:
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
         raise PoisonMessage(f"invalid RecordScore: {reason}")
