@@ -1,0 +1,115 @@
+"""Wiring: settings -> identity store, API client, templates, middleware, routers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from console.adapters.api import HttpApiFactory
+from console.adapters.identity import ConsoleIdentity, Identity
+from console.adapters.port import ApiCallError, ApiFactory
+from console.config import Settings
+from console.entrypoints import auth, reading, review, setup, traces
+from console.entrypoints.security import CsrfError, security_headers
+from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
+from tally_shared import __version__
+from tally_shared.db import make_engine, ping
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("console")
+
+
+def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | None = None,
+               identity: Identity | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = None
+    if identity is None:
+        engine = make_engine(settings.database_url, pool_size=5, application_name="tally-console")
+        identity = ConsoleIdentity(engine)
+    http_factory = HttpApiFactory(settings.api_url, settings.secret_key, settings.api_timeout_seconds) \
+        if api_factory is None else None
+    factory: ApiFactory = api_factory or http_factory
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if http_factory is not None:
+                await http_factory.aclose()
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(title="Tally console", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.settings = settings
+    app.state.console_identity = identity
+    app.state.api_factory = factory
+    app.state.templates = make_templates()
+
+    # Middleware order: the last added runs first. Headers wrap everything, including the session's.
+    app.add_middleware(
+        SessionMiddleware, secret_key=settings.secret_key + ":console-session", session_cookie=settings.session_cookie,
+        max_age=settings.session_max_age_seconds, same_site="lax", https_only=settings.secure_cookies,
+    )
+    app.middleware("http")(security_headers)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        # Only the database: the gateway's health check calls this, so calling back through it would loop.
+        try:
+            if engine is not None:
+                await ping(engine)
+            return JSONResponse({"service": "console", "status": "ok", "checks": {"database": "ok"}})
+        except Exception as exc:
+            return JSONResponse({"service": "console", "status": "unavailable",
+                                 "checks": {"database": f"failed: {type(exc).__name__}"}}, status_code=503)
+
+    @app.exception_handler(LoginRequired)
+    async def _login(request: Request, exc: LoginRequired) -> Response:
+        if request.method != "GET" or "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": {"code": "unauthorized", "message": "sign in again"}}, status_code=401)
+        return redirect(login_url(exc.next_path))
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        return page(None, request, "error.html", status_code=403, title="Not allowed", message=exc.message)
+
+    @app.exception_handler(CsrfError)
+    async def _csrf(request: Request, exc: CsrfError) -> Response:
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": {"code": "csrf", "message": "missing or wrong CSRF token"}},
+                                status_code=403)
+        return page(None, request, "error.html", status_code=403, title="Form expired",
+                    message="This form was not sent from this console session (or the session changed). "
+                            "Go back, reload the page and try again.")
+
+    @app.exception_handler(ApiCallError)
+    async def _api(request: Request, exc: ApiCallError) -> Response:
+        log.warning("service call failed: %s", exc)
+        status = exc.status if exc.status in (403, 404) else 502
+        return page(None, request, "error.html", status_code=status, title="A service did not answer as expected",
+                    message=exc.describe())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(("/api/", "/static/")):
+            return JSONResponse({"error": {"code": "not_found" if exc.status_code == 404 else "error",
+                                           "message": str(exc.detail)}}, status_code=exc.status_code)
+        title = "Page not found" if exc.status_code == 404 else "Error"
+        return page(None, request, "error.html", status_code=exc.status_code, title=title, message=str(exc.detail))
+
+    for router in (auth.router, review.router, traces.router, setup.router, reading.router):
+        app.include_router(router)
+    return app
+
+

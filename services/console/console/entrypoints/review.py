@@ -1,0 +1,272 @@
+"""Reviewing: the queue list with progress, and the review screen (lease, trace, form, complete/skip/flag,
+heartbeat, history and editing completed items)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from console.adapters.port import ApiCallError
+from console.application.annotate import my_scores, submit
+from console.entrypoints.security import verify_csrf
+from console.entrypoints.web import Ctx, Forbidden, flash, get_ctx, page, redirect
+
+router = APIRouter(dependencies=[Depends(verify_csrf)])
+CtxDep = Annotated[Ctx, Depends(get_ctx)]
+
+STATUSES = ("completed", "in_progress", "skipped", "flagged", "pending")
+
+
+def visible_to(ctx: Ctx, queue: dict[str, Any]) -> bool:
+    """Reviewers see the queues they are named on (or open queues); leads see every queue of the project."""
+    if ctx.can_configure:
+        return True
+    reviewers = queue.get("reviewers") or []
+    return not reviewers or ctx.user.id in reviewers or ctx.user.email in reviewers
+
+
+def mine(progress: dict[str, Any], user_id: str) -> dict[str, Any]:
+    for r in progress.get("reviewers") or []:
+        if r.get("reviewer") == user_id:
+            return r
+    return {}
+
+
+@router.get("/queues", response_class=HTMLResponse)
+async def queues(ctx: CtxDep) -> Response:
+    all_queues = [q for q in await ctx.api.list_queues() if not q.get("is_archived")]
+    shown = [q for q in all_queues if visible_to(ctx, q)]
+    progress = await asyncio.gather(*(ctx.api.queue_progress(q["id"]) for q in shown), return_exceptions=True)
+    rows = []
+    for q, p in zip(shown, progress, strict=True):
+        prog: dict[str, Any] = p if isinstance(p, dict) else {}
+        rows.append({"queue": q, "progress": prog, "mine": mine(prog, ctx.user.id)})
+    return page(ctx, ctx.request, "queues.html", rows=rows, statuses=STATUSES)
+
+
+async def _queue_or_404(ctx: Ctx, queue_id: str) -> dict[str, Any]:
+    queue = await ctx.api.get_queue(queue_id)
+    if queue is None or not visible_to(ctx, queue):
+        raise Forbidden("No such queue in this project, or you are not one of its reviewers.")
+    return queue
+
+
+def _leases(request: Request) -> dict[str, dict[str, Any]]:
+    return dict(request.session.get("leases", {}))
+
+
+def _remember_lease(request: Request, lease: dict[str, Any]) -> None:
+    leases = _leases(request)
+    leases[lease["item_id"]] = {"lease_id": lease.get("lease_id"), "expires_at": str(lease.get("expires_at") or ""),
+                                "queue_id": lease.get("queue_id")}
+    request.session["leases"] = dict(list(leases.items())[-20:])
+
+
+def _remember_done(request: Request, queue_id: str, item_id: str) -> None:
+    recent = [r for r in request.session.get("recent", []) if r != [queue_id, item_id]]
+    recent.append([queue_id, item_id])
+    request.session["recent"] = recent[-30:]
+
+
+def previous_item(request: Request, queue_id: str, item_id: str, done: list[str]) -> str | None:
+    """The item to go back to: the one reviewed before this one in this session, else the last one completed."""
+    recent = [iid for qid, iid in request.session.get("recent", []) if qid == queue_id]
+    if item_id in recent:
+        i = recent.index(item_id)
+        return recent[i - 1] if i > 0 else None
+    if recent:
+        return str(recent[-1])
+    done = [d for d in done if d != item_id]
+    return done[-1] if done else None
+
+
+def _forget_lease(request: Request, item_id: str) -> None:
+    leases = _leases(request)
+    leases.pop(item_id, None)
+    request.session["leases"] = leases
+
+
+@router.get("/queues/{queue_id}/review", response_class=HTMLResponse)
+async def next_item(ctx: CtxDep, queue_id: str) -> Response:
+    ctx.require("review")
+    queue = await _queue_or_404(ctx, queue_id)
+    try:
+        lease = await ctx.api.next_item(queue_id)
+    except ApiCallError as e:
+        flash(ctx.request, f"Could not get the next item: {e.describe()}", "error")
+        return redirect("/queues")
+    if lease is None:
+        history = await ctx.api.my_items(queue_id)
+        return page(ctx, ctx.request, "queue_done.html", queue=queue, history=history)
+    lease.setdefault("queue_id", queue_id)
+    _remember_lease(ctx.request, lease)
+    return redirect(f"/queues/{queue_id}/items/{lease['item_id']}")
+
+
+async def _configs_of(ctx: Ctx, queue: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str]]:
+    by_id = {c["id"]: c for c in await ctx.api.list_configs(include_archived=True)}
+    wanted = queue.get("score_configs") or []
+    configs = [by_id[s["config_id"]] for s in wanted if s.get("config_id") in by_id]
+    required = {s["config_id"] for s in wanted if s.get("required")}
+    return configs, required
+
+
+async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[str, str] | None = None,
+                       values: dict[str, list[str]] | None = None, comment: str | None = None,
+                       status_code: int = 200) -> Response:
+    queue = await _queue_or_404(ctx, queue_id)
+    item = await ctx.api.get_item(queue_id, item_id)
+    if item is None:
+        raise Forbidden("This item is not in the queue (any more).")
+    trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
+    trace, (configs, required), history = await asyncio.gather(
+        ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue), ctx.api.my_items(queue_id),
+    )
+    lease = _leases(ctx.request).get(item_id)
+    existing = await _existing(ctx, trace_id, queue_id, item_id)
+    if values is None:
+        from console.domain.scoring import form_value
+
+        values = {cid: form_value(next(c for c in configs if c["id"] == cid), s)
+                  for cid, s in existing.items() if any(c["id"] == cid for c in configs)}
+        if comment is None:
+            comment = next((s.get("comment") for s in existing.values() if s.get("comment")), None)
+    others = [] if queue.get("blind") else [
+        s for s in (trace or {}).get("scores") or [] if s.get("author_user_id") != ctx.user.id
+    ]
+    previous = previous_item(ctx.request, queue_id, item_id,
+                             [h["item_id"] for h in history if h.get("my_status") == "completed"])
+    editing = item.get("my_status") == "completed" and not lease
+    return page(
+        ctx, ctx.request, "review.html", status_code=status_code, queue=queue, item=item, trace=trace,
+        configs=configs, required=required, lease=lease, values=values, comment=comment or "", errors=errors or {},
+        others=others, previous=previous, editing=editing, history=history,
+        focus_observation=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,
+    )
+
+
+async def _existing(ctx: Ctx, trace_id: str | None, queue_id: str, item_id: str) -> dict[str, dict[str, Any]]:
+    """This reviewer's scores for this item, per config, from scoring (never a duplicate after a quick edit)."""
+    if not trace_id:
+        return {}
+    scores = await ctx.api.list_scores({"trace_id": trace_id, "author_user_id": ctx.user.id})
+    return my_scores({"scores": scores}, ctx.user.id, item_id=item_id, queue_id=queue_id)
+
+
+async def _none() -> None:
+    return None
+
+
+@router.get("/queues/{queue_id}/items/{item_id}", response_class=HTMLResponse)
+async def review_item(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
+    ctx.require("review")
+    return await _review_page(ctx, queue_id, item_id)
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/complete", response_class=HTMLResponse)
+async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
+    ctx.require("review")
+    form = await ctx.request.form()
+    queue = await _queue_or_404(ctx, queue_id)
+    item = await ctx.api.get_item(queue_id, item_id)
+    if item is None:
+        raise Forbidden("This item is not in the queue (any more).")
+    configs, required = await _configs_of(ctx, queue)
+    values = {c["id"]: [str(v) for v in form.getlist(f"score:{c['id']}")] for c in configs}
+    comment = str(form.get("comment") or "")[:5000]
+    trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
+    existing = await _existing(ctx, trace_id, queue_id, item_id)
+    result = await submit(
+        ctx.api, configs=configs, values=values, required=required, comment=comment, trace_id=trace_id,
+        observation_id=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,
+        session_id=item.get("object_id") if item.get("object_type") == "SESSION" else None,
+        queue_id=queue_id, item_id=item_id, existing=existing,
+    )
+    if not result.ok:
+        return await _review_page(ctx, queue_id, item_id, errors=result.errors, values=values, comment=comment,
+                                  status_code=422)
+    lease = _leases(ctx.request).get(item_id)
+    if item.get("my_status") == "completed" and not lease:
+        flash(ctx.request, "Your scores were updated.", "ok")
+        return redirect(f"/queues/{queue_id}/history")
+    try:
+        await ctx.api.complete_item(queue_id, item_id, (lease or {}).get("lease_id"))
+    except ApiCallError as e:
+        flash(ctx.request, f"Scores saved, but completing the item failed: {e.describe()}", "error")
+        return redirect(f"/queues/{queue_id}/items/{item_id}")
+    _forget_lease(ctx.request, item_id)
+    _remember_done(ctx.request, queue_id, item_id)
+    flash(ctx.request, "Completed. Here is the next one.", "ok")
+    return redirect(f"/queues/{queue_id}/review")
+
+
+async def _skip_or_flag(ctx: Ctx, queue_id: str, item_id: str, reason: str, flagged: bool) -> Response:
+    ctx.require("review")
+    await _queue_or_404(ctx, queue_id)
+    lease_id = (_leases(ctx.request).get(item_id) or {}).get("lease_id")
+    try:
+        if flagged:
+            await ctx.api.flag_item(queue_id, item_id, lease_id, reason.strip() or None)
+        else:
+            await ctx.api.skip_item(queue_id, item_id, lease_id, reason.strip() or None)
+    except ApiCallError as e:
+        flash(ctx.request, f"Could not {'flag' if flagged else 'skip'}: {e.describe()}", "error")
+        return redirect(f"/queues/{queue_id}/items/{item_id}")
+    _forget_lease(ctx.request, item_id)
+    flash(ctx.request, "Flagged for attention." if flagged else "Skipped.", "ok")
+    return redirect(f"/queues/{queue_id}/review")
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/skip")
+async def skip(ctx: CtxDep, queue_id: str, item_id: str,
+               reason: Annotated[str, Form(max_length=1000)] = "") -> Response:
+    return await _skip_or_flag(ctx, queue_id, item_id, reason, flagged=False)
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/flag")
+async def flag(ctx: CtxDep, queue_id: str, item_id: str,
+               reason: Annotated[str, Form(max_length=1000)] = "") -> Response:
+    return await _skip_or_flag(ctx, queue_id, item_id, reason, flagged=True)
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/heartbeat")
+async def heartbeat(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
+    lease = _leases(ctx.request).get(item_id)
+    if not lease or not lease.get("lease_id"):
+        return JSONResponse({"ok": False, "error": "no lease held for this item"}, status_code=409)
+    try:
+        renewed = await ctx.api.heartbeat(queue_id, item_id, str(lease["lease_id"]))
+    except ApiCallError as e:
+        _forget_lease(ctx.request, item_id)
+        return JSONResponse({"ok": False, "error": e.describe()}, status_code=409)
+    renewed.setdefault("item_id", item_id)
+    renewed.setdefault("lease_id", lease["lease_id"])
+    renewed.setdefault("queue_id", queue_id)
+    _remember_lease(ctx.request, renewed)
+    return JSONResponse({"ok": True, "expires_at": str(renewed.get("expires_at") or "")})
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/release")
+async def release(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
+    lease = _leases(ctx.request).get(item_id)
+    if lease and lease.get("lease_id"):
+        try:
+            await ctx.api.release_item(queue_id, item_id, str(lease["lease_id"]))
+        except ApiCallError:
+            pass  # an expired lease returns the slot by itself
+        _forget_lease(ctx.request, item_id)
+    if "application/json" in ctx.request.headers.get("accept", ""):
+        return JSONResponse({"ok": True})
+    flash(ctx.request, "Released: the item goes back to the pool.", "ok")
+    return redirect("/queues")
+
+
+@router.get("/queues/{queue_id}/history", response_class=HTMLResponse)
+async def history(ctx: CtxDep, queue_id: str) -> Response:
+    ctx.require("review")
+    queue = await _queue_or_404(ctx, queue_id)
+    items = await ctx.api.my_items(queue_id)
+    return page(ctx, ctx.request, "history.html", queue=queue, items=list(reversed(items)))
