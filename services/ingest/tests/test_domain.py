@@ -78,14 +78,14 @@ def test_langfuse_rejects_bad_items_and_keeps_the_rest() -> None:
     assert report.errors[5][0] == 413 and report.errors[2][0] == 400
     assert report.errors[2][2]["field"] == "body.level"
     assert report.ids[7] == "#7"
-    [(env, payload)] = _decoded(batch)
+    [(_env, payload)] = _decoded(batch)
     assert isinstance(payload, TraceIngested) and [o.id for o in payload.observations] == ["s"]
 
 
 def test_observation_without_trace_gets_its_own_trace() -> None:
-    batch, report = langfuse.parse_batch(
-        [{"id": "e", "type": "event-create", "body": {"id": "ev", "name": "click", "startTime": "2025-01-01T00:00:00Z"}}],
-        LIMIT)
+    batch, _report = langfuse.parse_batch(
+        [{"id": "e", "type": "event-create",
+          "body": {"id": "ev", "name": "click", "startTime": "2025-01-01T00:00:00Z"}}], LIMIT)
     [(env, payload)] = _decoded(batch)
     assert isinstance(payload, TraceIngested) and payload.trace is not None
     assert payload.trace.name == "click" and payload.observations[0].trace_id == payload.trace_id == env.key
@@ -107,7 +107,8 @@ def test_native_batch() -> None:
          "body": {"id": "t", "name": "n", "dataset_run_name": "run-1", "dataset_item_id": "item-1"}},
         {"id": "2", "type": "observation", "body": {"id": "o", "trace_id": "t", "type": "retriever",
                                                       "output": None}},
-        {"id": "3", "type": "score", "body": {"name": "q", "value": "good", "trace_id": "t", "data_type": "CATEGORICAL"}},
+        {"id": "3", "type": "score",
+         "body": {"name": "q", "value": "good", "trace_id": "t", "data_type": "CATEGORICAL"}},
         {"id": "4", "type": "observation", "body": {"id": "o2"}},
     ]
     batch, report = native.parse_events(events, LIMIT)
@@ -202,7 +203,7 @@ def test_otlp_json_spans_are_grouped_by_trace() -> None:
     batch = Batch("otel")
     otel.add_spans(batch, report, otel.json_spans(data, report, LIMIT))
     assert list(report.errors) == [2]
-    [(env, payload)] = _decoded(batch)
+    [(_env, payload)] = _decoded(batch)
     assert isinstance(payload, TraceIngested) and payload.trace is not None
     assert payload.trace_id == "0af7651916cd43dd8448eb211c80319c" and payload.trace.input == "q"
     assert [o.name for o in payload.observations] == ["root", "child"]

@@ -72,7 +72,7 @@ async def test_native_batch(client: httpx.AsyncClient, api_key: tuple[str, str],
     assert [s["id"] for s in r.json()["successes"]] == ["1", "2"]
     assert r.json()["errors"][0]["error"] == {"field": "body.end_time", "rule": "datetime",
                                               "message": "must be an ISO 8601 date-time"}
-    [(env, payload)] = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.project == project_id, count=1)
+    [(_env, payload)] = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.project == project_id, count=1)
     assert isinstance(payload, TraceIngested) and payload.source == "native"
     assert payload.trace is not None and payload.trace.tags == ["x"]
     assert payload.observations[0].type == "AGENT" and payload.observations[0].input == {"a": 1}

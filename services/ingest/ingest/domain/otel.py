@@ -201,14 +201,18 @@ def _json_span(sp: dict[str, Any], resource: dict[str, Any]) -> SpanView:
     span_id = _json_id("spanId", sp.get("spanId"), 8)
     parent_raw = sp.get("parentSpanId")
     parent = _json_id("parentSpanId", parent_raw, 8) if parent_raw not in (None, "") else None
-    status = sp.get("status") if isinstance(sp.get("status"), dict) else {}
+    raw_status = sp.get("status")
+    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     code = status.get("code", 0)
     if isinstance(code, str):
         code = STATUS_ERROR if code.upper().endswith("ERROR") else 0
-    message = status.get("message") if isinstance(status.get("message"), str) else ""
+    raw_message = status.get("message")
+    message = raw_message if isinstance(raw_message, str) else ""
     name = sp.get("name")
-    events = [(e.get("name") if isinstance(e.get("name"), str) else "", _json_attrs(e.get("attributes")))
-              for e in _dicts(sp.get("events"))]
+    events: list[tuple[str, dict[str, Any]]] = []
+    for e in _dicts(sp.get("events")):
+        e_name = e.get("name")
+        events.append((e_name if isinstance(e_name, str) else "", _json_attrs(e.get("attributes"))))
     return SpanView(
         trace_id, span_id, parent, name if isinstance(name, str) else "",
         _json_nanos("startTimeUnixNano", sp.get("startTimeUnixNano")),
