@@ -50,7 +50,7 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(tally_stack: Stac
     async with httpx.AsyncClient(base_url=tally_stack.base_url, auth=tally_stack.auth, timeout=30) as api:
         queue = (await api.post("/api/v1/queues", json={"name": f"crash {run}"})).raise_for_status().json()
         (await api.post(f"/api/v1/queues/{queue['id']}/rules", json={
-            "name": "by name", "groups": [[{"field": "name", "op": "eq", "value": name}]],
+            "name": "by name", "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": name}]}]},
         })).raise_for_status()
 
         for b in range(BATCHES):

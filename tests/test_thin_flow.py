@@ -29,10 +29,10 @@ async def test_one_trace_through_every_service(tally_stack: StackHandle) -> None
             "name": f"quality-{run}", "dataType": "NUMERIC", "minValue": 1, "maxValue": 5,
         })).raise_for_status().json()
         queue = (await api.post("/api/v1/queues", json={
-            "name": f"thin flow {run}", "score_configs": [{"config_id": config["id"], "required": True}],
+            "name": f"thin flow {run}", "score_configs": [{"id": config["id"], "required": True}],
         })).raise_for_status().json()
         (await api.post(f"/api/v1/queues/{queue['id']}/rules", json={
-            "name": "by name", "groups": [[{"field": "name", "op": "eq", "value": trace_name}]],
+            "name": "by name", "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": trace_name}]}]},
         })).raise_for_status()
 
         now = datetime.now(UTC).isoformat()
@@ -82,7 +82,8 @@ async def test_one_trace_through_every_service(tally_stack: StackHandle) -> None
             if r.status_code != 200:
                 return None
             body: dict[str, Any] = r.json()
-            return body if body.get("completed") == 1 else None
+            return body if body.get("completed_items") == 1 else None
 
         p = await eventually(progress, timeout=30, what="queue progress: 1 item, completed")
-        assert p["total"] == 1 and p["completed"] == 1
+        assert p["total_items"] == 1 and p["completed_items"] == 1
+        assert [(r["reviewer"], r["completed"]) for r in p["reviewers"]] == [("reviewer-1", 1)]

@@ -103,29 +103,29 @@ def load_demo(base_url: str, public_key: str, secret_key: str, traces: int = 40,
             "name": "Triage: failures and low judge scores",
             "description": "Traces that errored or that the LLM judge scored below 0.5. Check the answer against "
                            "the docs; score correctness and helpfulness; flag anything that needs an engineer.",
-            "score_configs": [{"config_id": config_ids[0], "required": True},
-                              {"config_id": config_ids[1], "required": True},
-                              {"config_id": config_ids[2], "required": False}],
+            "score_configs": [{"id": config_ids[0], "required": True},
+                              {"id": config_ids[1], "required": True},
+                              {"id": config_ids[2], "required": False}],
             "reviewers_per_item": 1,
         }))
         agreement = _check(client.post("/api/v1/queues", json={
             "name": "Agreement sample: support-chat",
             "description": "A 30% sample of support-chat traffic, each reviewed by two people to measure "
                            "agreement.",
-            "score_configs": [{"config_id": config_ids[0], "required": True},
-                              {"config_id": config_ids[1], "required": True}],
+            "score_configs": [{"id": config_ids[0], "required": True},
+                              {"id": config_ids[1], "required": True}],
             "reviewers_per_item": 2,
         }))
         _check(client.post(f"/api/v1/queues/{triage['id']}/rules", json={
             "name": "errors or low judge score",
-            "groups": [
-                [{"field": "level", "op": "eq", "value": "ERROR"}],
-                [{"field": "score", "name": "judge-correctness", "op": "lt", "value": 0.5}],
-            ],
+            "filter": {"groups": [
+                {"conditions": [{"field": "has_error", "op": "eq", "value": True}]},
+                {"conditions": [{"field": "score", "name": "judge-correctness", "op": "lt", "value": 0.5}]},
+            ]},
         }))
         _check(client.post(f"/api/v1/queues/{agreement['id']}/rules", json={
             "name": "sample of support-chat",
-            "groups": [[{"field": "name", "op": "eq", "value": "support-chat"}]],
+            "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": "support-chat"}]}]},
             "sample_rate": 0.3,
         }))
 
