@@ -51,8 +51,8 @@ class Service:
                     data_type: str = "NUMERIC", score_id: str | None = None) -> str:
         sid = score_id or str(uuid.uuid4())
         await self.send(SCORES, project, trace_id, [ScoreRecorded(score=ScoreData(
-            id=sid, name=name, data_type=data_type, value=value, string_value=string_value,  # type: ignore[arg-type]
-            trace_id=trace_id, source=source, evaluator_name=evaluator,  # type: ignore[arg-type]
+            id=sid, name=name, data_type=data_type, value=value, string_value=string_value,
+            trace_id=trace_id, source=source, evaluator_name=evaluator,
             timestamp=datetime.now(UTC)))])
         return sid
 

@@ -14,11 +14,10 @@ import uvicorn
 from langfuse import Langfuse
 from langfuse.api import AnnotationQueueObjectType, AnnotationQueueStatus
 
-from tally_shared.infra import free_port, wait_for_port
-from tally_shared.testing.plugin import create_project_with_key
-
 from queue_router.config import Settings
 from queue_router.entrypoints.app import create_app
+from tally_shared.infra import free_port, wait_for_port
+from tally_shared.testing.plugin import create_project_with_key
 
 
 @pytest.fixture(scope="module")

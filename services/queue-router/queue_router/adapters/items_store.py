@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import select as sa_select
 from sqlalchemy import tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from queue_router.adapters.bulk import insert_rows
 from queue_router.adapters.outbox import enqueue
 from queue_router.adapters.tables import item_slots, items, routing_decisions
 from tally_shared.envelope import Envelope, make_envelope
@@ -79,10 +79,9 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
                "rule_id": n.rule_id, "reason": n.reason, "added_by": n.added_by, "created_at": now,
                "updated_at": now, "completions": 0, "flags": 0, "completed_at": None}
         by_key[n.key] = (n, row)
-    returned = (await session.execute(
-        pg_insert(items).on_conflict_do_nothing(constraint="uq_items_queue_object")
-        .returning(items.c.id), [row for _, row in by_key.values()],
-    )).scalars().all()
+    returned = (await insert_rows(session, items, [row for _, row in by_key.values()],
+                                  suffix="ON CONFLICT ON CONSTRAINT uq_items_queue_object DO NOTHING RETURNING id"
+                                  )).scalars().all()
     inserted_ids = set(returned)
     done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
     if not done:
@@ -90,12 +89,13 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
     slots = [{"item_id": row["id"], "slot_no": i, "queue_id": row["queue_id"], "state": "open",
               "assignees": row["assignees"], "item_created_at": now}
              for _, row in done for i in range(max(1, row["reviewers_per_item"]))]
-    await session.execute(item_slots.insert(), slots)
-    await session.execute(
-        pg_insert(routing_decisions).on_conflict_do_nothing(),
+    await insert_rows(session, item_slots, slots)
+    await insert_rows(
+        session, routing_decisions,
         [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
           "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
           "event_id": n.event_id} for n, row in done],
+        suffix="ON CONFLICT DO NOTHING",
     )
     envelopes: list[Envelope] = []
     for n, row in done:
@@ -112,4 +112,4 @@ async def record_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]
     """Decisions that added nothing (sampled out, cap reached, previously removed); one per rule, object and
     outcome."""
     if rows:
-        await session.execute(pg_insert(routing_decisions).on_conflict_do_nothing(), list(rows))
+        await insert_rows(session, routing_decisions, rows, suffix="ON CONFLICT DO NOTHING")

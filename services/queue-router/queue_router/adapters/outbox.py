@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from queue_router.adapters.bulk import insert_rows
 from queue_router.adapters.tables import outbox
 from tally_shared.envelope import Envelope
 from tally_shared.messaging import publish
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 async def enqueue(session: AsyncSession, envelopes: Sequence[Envelope], topic: Topic = QUEUES) -> None:
     if not envelopes:
         return
-    await session.execute(
-        outbox.insert(),
+    await insert_rows(
+        session, outbox,
         [{"event_id": e.id, "topic": topic.name, "key": e.key, "event_type": e.type, "body": e.to_bytes()}
          for e in envelopes],
     )

@@ -290,7 +290,10 @@ def compile_condition(c: Condition) -> Predicate:
             return lambda t: getattr(t, attr) is not None
         if op == "not_exists":
             return lambda t: getattr(t, attr) is None
-        return lambda t: (x := getattr(t, attr)) is not None and _compare(op, x, v)
+        num = float(v)  # type: ignore[arg-type]
+        cmp = {"eq": float.__eq__, "neq": float.__ne__, "gt": float.__gt__, "gte": float.__ge__,
+               "lt": float.__lt__, "lte": float.__le__}[op]
+        return lambda t: (x := getattr(t, attr)) is not None and cmp(float(x), num)
     if f == "has_error":
         want = bool(v)
         return lambda t: t.has_error is want
@@ -301,6 +304,20 @@ def compile_condition(c: Condition) -> Predicate:
             return lambda t: _metadata_get(t.metadata, path)[0]
         if op == "not_exists":
             return lambda t: not _metadata_get(t.metadata, path)[0]
+
+        if op in ("eq", "in") and all(isinstance(x, str) for x in (v if isinstance(v, list) else [v])):
+            # The common case, kept cheap: a string can only equal a string.
+            wanted = frozenset(v if isinstance(v, list) else [v])
+            if len(path) == 1:
+                k0 = path[0]
+                return lambda t: t.metadata is not None and isinstance(x := t.metadata.get(k0), str) \
+                    and x in wanted
+
+            def _meta_str(t: TraceView) -> bool:
+                found, x = _metadata_get(t.metadata, path)
+                return found and isinstance(x, str) and x in wanted
+
+            return _meta_str
 
         def _meta(t: TraceView) -> bool:
             found, x = _metadata_get(t.metadata, path)
@@ -351,7 +368,7 @@ class CompiledGroup:
 
 # Anchor preference: the most selective kinds first.
 _ANCHOR_FIELDS = ("name", "dataset_run_name", "session_id", "user_id", "score", "tags", "release",
-                  "observation_names", "environment", "observation_types", "has_error")
+                  "observation_names", "metadata", "environment", "observation_types", "has_error")
 
 
 def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
@@ -371,6 +388,11 @@ def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
         return None
     if f == "has_error" and v is True:
         return [("has_error", True)]
+    if f == "metadata" and op in ("eq", "in"):
+        values = v if isinstance(v, list) else [v]
+        if all(isinstance(x, str) for x in values):
+            return [("m", (c.key, x)) for x in values]
+        return None
     if f == "score" and op != "not_exists":
         return [("score", c.name)]
     return None
@@ -383,6 +405,8 @@ class RuleSet:
     size: int
     index: dict[tuple[str, Any], list[CompiledGroup]]
     unanchored: list[CompiledGroup]
+    # metadata keys some group is anchored on: (key as written, its path)
+    meta_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def match(self, t: TraceView) -> list[int]:
         if self.size == 0:
@@ -405,10 +429,17 @@ class RuleSet:
                 hit = idx.get(("has_error", True))
                 if hit:
                     candidates.extend(hit)
-            for s in t.score_names():
-                hit = idx.get(("score", s))
+            for sname in t.score_names():
+                hit = idx.get(("score", sname))
                 if hit:
                     candidates.extend(hit)
+            if t.metadata:
+                for mkey, path in self.meta_keys:
+                    found, x = _metadata_get(t.metadata, path)
+                    if found and isinstance(x, str):
+                        hit = idx.get(("m", (mkey, x)))
+                        if hit:
+                            candidates.extend(hit)
         matched: set[int] = set()
         for g in candidates:
             if g.rule_index in matched:
@@ -444,4 +475,5 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
             else:
                 for key in dict.fromkeys(best):
                     index.setdefault(key, []).append(compiled)
-    return RuleSet(size=len(filters), index=index, unanchored=unanchored)
+    meta_keys = tuple(sorted({(k[1][0], tuple(k[1][0].split("."))) for k in index if k[0] == "m"}))
+    return RuleSet(size=len(filters), index=index, unanchored=unanchored, meta_keys=meta_keys)

@@ -1,0 +1,174 @@
+"""Routing throughput of one queue-router process: trace events/s against 10, 100 and 1000 active rules.
+
+Three figures per rule count:
+  * match only: summary merge + compiled-rule evaluation in memory (the CPU part of routing);
+  * router: the batch handler as the consumer runs it (claim event ids, read summaries and scores, merge,
+    bulk upsert, evaluate, add items with decisions and outbox rows) on the real PostgreSQL, 500 events a batch;
+  * decode: envelope bytes -> validated payload, which the Kafka subscriber does before handing a batch over.
+End to end per process is about 1 / (1/router + 1/decode) events/s (Kafka fetch on top).
+
+Usage: .venv/bin/python bench/routing.py [--events 20000] [--rules 10,100,1000]
+Uses DATABASE_URL's server (default: local PostgreSQL), in a fresh database dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from queue_router import MIGRATIONS, SCHEMA
+from queue_router.adapters.rule_cache import RuleCache
+from queue_router.application.queues import Deps, create_queue, create_rule
+from queue_router.application.routing import RouterDeps, route_batch
+from queue_router.domain.models import QueueCreate, RuleCreate
+from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
+from tally_shared import infra
+from tally_shared.db import make_engine, make_session_factory
+from tally_shared.envelope import Envelope, Payload, decode, make_envelope
+from tally_shared.events import ObservationData, ScoreData, ScoreRecorded, TraceData, TraceIngested
+from tally_shared.migrations import upgrade
+
+NAMES = [f"agent-{i}" for i in range(400)]
+TAGS = [f"tag-{i}" for i in range(300)]
+ENVS = ["prod", "staging", "dev", "canary"]
+TIERS = ["free", "pro", "gold", "platinum"]
+
+
+def make_rule(i: int, rnd: random.Random) -> dict[str, Any]:
+    """A mix of realistic rules: most are anchored on a selective field, some only on numbers or metadata."""
+    kind = i % 10
+    c: list[dict[str, Any]]
+    if kind in (0, 1, 2):
+        c = [{"field": "name", "op": "eq", "value": rnd.choice(NAMES)},
+             {"field": "latency", "op": "gt", "value": rnd.choice([3, 4, 5])}]
+    elif kind in (3, 4):
+        c = [{"field": "tags", "op": "any_of", "value": rnd.sample(TAGS, 2)},
+             {"field": "environment", "op": "eq", "value": "prod"}]
+    elif kind == 5:
+        c = [{"field": "score", "name": f"eval-{i % 7}", "op": "lt", "value": 0.3},
+             {"field": "environment", "op": "in", "value": ["prod", "canary"]}]
+    elif kind == 6:
+        c = [{"field": "has_error", "op": "eq", "value": True},
+             {"field": "metadata", "key": "customer.tier", "op": "eq", "value": rnd.choice(TIERS)}]
+    elif kind == 7:
+        c = [{"field": "observation_names", "op": "contains", "value": f"tool-{i % 50}"},
+             {"field": "total_cost", "op": "gte", "value": 0.15}]
+    elif kind == 8:
+        c = [{"field": "user_id", "op": "eq", "value": f"user-{rnd.randrange(5000)}"}]
+    else:
+        # unanchored: evaluated on every event
+        c = [{"field": "total_tokens", "op": "gt", "value": 9000 + i},
+             {"field": "metadata", "key": "customer.tier", "op": "in", "value": ["gold", "platinum"]}]
+    return {"name": f"rule-{i}", "filter": {"groups": [{"conditions": c}]},
+            "sample_rate": rnd.choice([1.0, 0.5, 0.1]), "daily_cap": rnd.choice([None, None, 1000])}
+
+
+def make_events(project: str, n: int, rnd: random.Random) -> list[Envelope]:
+    out: list[Envelope] = []
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i in range(n):
+        tid = f"tr-{uuid.uuid4().hex}"
+        start = t0 + timedelta(seconds=i)
+        observations = [
+            ObservationData(id=f"{tid}-{j}", trace_id=tid, type=rnd.choice(["GENERATION", "TOOL", "SPAN"]),
+                            name=f"tool-{rnd.randrange(60)}", start_time=start,
+                            end_time=start + timedelta(seconds=rnd.random() * 6),
+                            level="ERROR" if rnd.random() < 0.03 else "DEFAULT",
+                            usage_details={"input": rnd.randrange(4000), "output": rnd.randrange(800)},
+                            cost_details={"total": rnd.random() / 10})
+            for j in range(2)
+        ]
+        trace = TraceData(id=tid, name=rnd.choice(NAMES), timestamp=start, tags=rnd.sample(TAGS, 2),
+                          environment=rnd.choice(ENVS), user_id=f"user-{rnd.randrange(5000)}",
+                          session_id=f"s-{rnd.randrange(2000)}", release="v1.2.3",
+                          metadata={"customer": {"tier": rnd.choice(TIERS)}, "region": "eu"})
+        out.append(make_envelope(TraceIngested(trace_id=tid, trace=trace, observations=observations),
+                                 project=project, key=tid, occurred_at=start))
+        if rnd.random() < 0.1:  # one trace in ten gets an automated score a little later
+            out.append(make_envelope(ScoreRecorded(score=ScoreData(
+                id=str(uuid.uuid4()), name=f"eval-{rnd.randrange(7)}", data_type="NUMERIC",  # type: ignore[arg-type]
+                value=rnd.random(), trace_id=tid, source="EVAL", evaluator_name="judge",  # type: ignore[arg-type]
+                timestamp=start)), project=project, key=tid, occurred_at=start + timedelta(seconds=30)))
+    return out
+
+
+async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
+    engine = make_engine(url, pool_size=4)
+    sessions = make_session_factory(engine)
+    rnd = random.Random(7)
+    print(f"{'rules':>6} {'events':>7} {'match only ev/s':>16} {'router ev/s':>12} {'decode ev/s':>12} "
+          f"{'added':>6} {'batch p50 ms':>12} {'batch p99 ms':>12}")
+    for n_rules in rule_counts:
+        project = f"bench-{n_rules}-{uuid.uuid4().hex[:6]}"
+        deps = Deps(sessions, RuleCache())
+        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench")
+        for i in range(n_rules):
+            await create_rule(deps, project, q["id"], RuleCreate.model_validate(make_rule(i, rnd)), "bench")
+        events = make_events(project, n_events, rnd)
+        pairs: list[tuple[Envelope, Payload]] = [(e, e.parse_payload()) for e in events]
+        traces = sum(1 for _, p in pairs if isinstance(p, TraceIngested))
+
+        # decode: what the subscriber does per message
+        raw = [e.to_bytes() for e in events]
+        t = time.perf_counter()
+        for b in raw:
+            decode(b)
+        decode_rate = len(raw) / (time.perf_counter() - t)
+
+        # match only: merge into a fresh summary and evaluate the compiled rules
+        router_deps = RouterDeps(sessions, RuleCache())
+        async with sessions() as s:
+            pr = (await router_deps.rules.get_many(s, [project]))[project]
+        t = time.perf_counter()
+        for env, p in pairs:
+            if isinstance(p, TraceIngested):
+                summ = Summary(project_id=project, trace_id=p.trace_id)
+                if p.trace:
+                    apply_trace(summ, p.trace, env.occurred_at.timestamp())
+                for o in p.observations:
+                    apply_observation(summ, o, env.occurred_at.timestamp())
+                recompute(summ)
+                pr.ruleset.match(summ.view())
+        match_rate = traces / (time.perf_counter() - t)
+
+        # the router, on the database
+        lat: list[float] = []
+        added = 0
+        t = time.perf_counter()
+        for i in range(0, len(pairs), 500):
+            b0 = time.perf_counter()
+            res = await route_batch(pairs[i:i + 500], router_deps)
+            lat.append((time.perf_counter() - b0) * 1000)
+            added += len(res.added)
+        router_rate = len(pairs) / (time.perf_counter() - t)
+        lat.sort()
+        p50 = lat[len(lat) // 2]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(f"{n_rules:>6} {len(pairs):>7} {match_rate:>16,.0f} {router_rate:>12,.0f} {decode_rate:>12,.0f} "
+              f"{added:>6} {p50:>12.1f} {p99:>12.1f}", flush=True)
+    await engine.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--rules", default="10,100,1000")
+    args = ap.parse_args()
+    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"tally_bench_{uuid.uuid4().hex[:8]}"
+    url = infra.create_database(server, name)
+    try:
+        upgrade(MIGRATIONS, url, SCHEMA)
+        asyncio.run(bench(url, args.events, [int(x) for x in args.rules.split(",")]))
+    finally:
+        infra.drop_database(server, name)
+
+
+if __name__ == "__main__":
+    main()
