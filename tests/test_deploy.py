@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import functools
 import http.server
 import importlib
 import importlib.metadata
@@ -570,7 +571,8 @@ def locked_closure(package: str) -> set[str]:
 
 
 def third_party_imports(package_dir: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """Top-level module -> a file importing it, outside ``if TYPE_CHECKING:`` blocks."""
+    """Imported third-party modules (dotted; for ``from m import a`` both ``m`` and ``m.a``, since ``a`` may be a
+    submodule) -> a file importing it, outside ``if TYPE_CHECKING:`` blocks."""
     first_party = {"tally_shared", "tally_cli", *MODULES.values()}
     found: dict[str, str] = {}
     for path in sorted(package_dir.rglob("*.py")):
@@ -586,24 +588,60 @@ def third_party_imports(package_dir: Path, skip: tuple[str, ...] = ()) -> dict[s
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             else:
                 continue
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names and top not in first_party and top != "__future__":
-                    found.setdefault(top, rel)
+                    found.setdefault(name, rel)
     return found
+
+
+@functools.cache
+def _file_owners() -> dict[str, str]:
+    """Installed file -> its distribution (from each distribution's RECORD)."""
+    owners = {}
+    for dist in importlib.metadata.distributions():
+        name = _normalise(dist.metadata["Name"])
+        owners.update({os.path.normpath(str(dist.locate_file(file))): name for file in dist.files or ()})
+    return owners
+
+
+def _module_file(module: str) -> str | None:
+    """The file that ``import module`` would load, found on sys.path without importing anything."""
+    parts = module.split(".")
+    for entry in sys.path:
+        base = Path(entry or ".").joinpath(*parts)
+        if not base.parent.is_dir():
+            continue
+        for candidate in (base / "__init__.py", base.with_name(parts[-1] + ".py"),
+                          *sorted(base.parent.glob(parts[-1] + ".*.so"))):
+            if candidate.is_file():
+                return os.path.normpath(str(candidate))
+    return None
+
+
+def _distribution_of(module: str) -> str | None:
+    """The distribution that installed ``module`` here; None if it is not a module (an attribute of its parent,
+    or not installed). Resolved by file, since namespace packages (google, opentelemetry) span distributions."""
+    path = _module_file(module)
+    return _file_owners().get(path) if path else None
 
 
 def _missing_from_lock(package: str, package_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:
     closure = locked_closure(package)
-    providers = importlib.metadata.packages_distributions()
+    imports = third_party_imports(package_dir, skip)
     missing = []
-    for module, where in third_party_imports(package_dir, skip).items():
-        dists = {_normalise(d) for d in providers.get(module, [])}
-        if not dists & closure:
-            missing.append(f"{module} (imported in {where}; from {sorted(dists) or 'nothing installed'})")
+    for module, where in imports.items():
+        dist = _distribution_of(module)
+        if dist is None:
+            parent = module.rpartition(".")[0]
+            if parent in imports:
+                continue  # `from parent import name`: name is an attribute, or a namespace resolved below it
+            missing.append(f"{module} (imported in {where}; not installed here)")
+        elif dist not in closure:
+            missing.append(f"{module} (imported in {where}; from {dist})")
     return missing
 
 
