@@ -326,6 +326,10 @@ class Projector:
             tkeys = {(k[0], s["trace_id"]) for k, s in states.items() if s.get("trace_id")}
             dims_src = await self._trace_dims(session, tkeys, trace_rows)
             for key, state in states.items():
+                if state.get("deleted"):
+                    # counted nowhere; no dimensions, so the row does not depend on when the trace arrived
+                    state["rolled_dims"] = None
+                    continue
                 tr = dims_src.get((key[0], state["trace_id"])) if state.get("trace_id") else None
                 state["rolled_dims"] = trace_dims(tr, state.get("environment"))
                 add_to(deltas, contributions(key[0], state, state["rolled_dims"]), +1)

@@ -3,12 +3,12 @@
 1. ``projections_rebuild`` gets empty copies of the live tables (``LIKE ... INCLUDING ALL``: same columns,
    defaults, keys and indexes as the migrated schema).
 2. A consumer with every partition assigned (no group membership: nothing to join, commit or clean up) reads each
-   topic from offset 0 up to the end offsets taken at the start, applying batches with the same projector as the
-   live service, into the shadow tables.
+   topic from offset 0 to its end, applying batches with the same projector as the live service, into the shadow
+   tables.
 3. The swap takes the live writers' advisory lock (the live consumer waits at the start of its next batch), reads
-   on to the end offsets of that moment (so the shadow holds every event the live consumer has applied or is about
-   to), moves the live tables out and the shadow tables in with ``ALTER TABLE ... SET SCHEMA`` (index names
-   restored), and commits: readers and the live consumer see the rebuilt tables from then on.
+   on until the shadow's processed events include every event the live tables applied, moves the live tables out
+   and the shadow tables in with ``ALTER TABLE ... SET SCHEMA`` (index names restored), and commits: readers and
+   the live consumer see the rebuilt tables from then on.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ async def rebuild(
     live_schema: str,
     batch_size: int = 5000,
     progress: Callable[[str], None] | None = None,
+    swap_timeout: float = 60.0,
 ) -> RebuildReport:
     shadow, old = f"{live_schema}_rebuild", f"{live_schema}_old"
     say = progress or log.info
@@ -103,6 +104,7 @@ async def rebuild(
     )
     await consumer.start()
     counts = {"read": 0, "applied": 0, "poison": 0}
+    per_partition: dict[str, int] = {}
     start = time.perf_counter()
     try:
         await consumer.topics()
@@ -111,43 +113,58 @@ async def rebuild(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
 
-        async def drain_to(ends: dict[TopicPartition, int]) -> None:
-            pending = {tp for tp, end in ends.items() if end > 0}
-            while pending:
-                got = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_size)
+        async def drain(ends: dict[TopicPartition, int], idle_ms: int) -> None:
+            """Read at least up to ``ends``, then on until a poll finds nothing new. (Tansu reports the base
+            offset of a partition's last record batch + 1 as its end offset, so the end offsets are a lower
+            bound, not the end.)"""
+            while True:
+                got = await consumer.getmany(timeout_ms=idle_ms, max_records=batch_size)
                 batch: list[tuple[Envelope, Payload]] = []
                 for tp, records in got.items():
                     for rec in records:
-                        if rec.offset >= ends[tp]:
-                            # past this phase's end: read it again in the next phase
-                            consumer.seek(tp, ends[tp])
-                            pending.discard(tp)
-                            break
                         counts["read"] += 1
+                        per_partition[f"{tp.topic}:{tp.partition}"] = rec.offset + 1
                         try:
                             batch.append(decode(rec.value or b""))
                         except PoisonMessage:
                             counts["poison"] += 1
                 if batch:
                     counts["applied"] += len(await apply_batch(batch, deps))
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+                if not got:
+                    positions = {tp: await consumer.position(tp) for tp in ends}
+                    if all(positions[tp] >= end for tp, end in ends.items()):
+                        return
 
         ends = await consumer.end_offsets(partitions)
-        say(f"replaying {sum(ends.values())} events from {len(partitions)} partitions into {shadow}")
-        await drain_to(ends)
+        say(f"replaying {len(partitions)} partitions into {shadow}")
+        await drain(ends, idle_ms=500)
         say(f"replayed {counts['read']} events in {time.perf_counter() - start:.1f}s; swapping")
         swap_start = time.perf_counter()
+        live_pe = f"{ident(live_schema)}.processed_events"
+        shadow_pe = f"{ident(shadow)}.processed_events"
+        missing_sql = text(
+            f"SELECT count(*) FROM {live_pe} l WHERE NOT EXISTS (SELECT 1 FROM {shadow_pe} s "  # noqa: S608
+            f"WHERE s.consumer = l.consumer AND s.event_id = l.event_id)"
+        )
         async with engine.connect() as conn:
             async with conn.begin():
                 await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
                                    {"k": apply_lock_key(live_schema)})
-                await drain_to(await consumer.end_offsets(partitions))
+                # The live writer is paused: the shadow must now hold every event it ever applied. Whatever it
+                # fetched but has not applied yet, it applies after the swap (its ids dedupe against the shadow's).
+                deadline = time.monotonic() + swap_timeout
+                while True:
+                    await drain(await consumer.end_offsets(partitions), idle_ms=100)
+                    missing = (await conn.execute(missing_sql)).scalar_one()
+                    if missing == 0:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"rebuild lacks {missing} events the live tables have; not swapping")
                 await _swap(conn, live_schema, shadow, old)
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(old)} CASCADE"))
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(shadow)} CASCADE"))
             await conn.commit()
+        log.debug("positions reached: %s", dict(sorted(per_partition.items())))
         swap_seconds = time.perf_counter() - swap_start
     finally:
         await consumer.stop()
