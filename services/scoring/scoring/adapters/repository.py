@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from scoring.adapters.tables import score_config_versions, score_configs, score_history, scores
+from tally_shared.envelope import Envelope
 from tally_shared.events import ScoreConfigData, ScoreData
 
 # ---------------------------------------------------------------- configs
@@ -294,3 +296,67 @@ async def config_has_scores(s: AsyncSession, project_id: str, config_id: str) ->
     q = select(scores.c.id).where(scores.c.project_id == project_id, scores.c.config_id == config_id).limit(1)
     return (await s.execute(q)).first() is not None
 
+
+
+# One statement writes new scores, their history rows and their outbox rows (atomic without an explicit
+# transaction, so one round trip). A row is skipped, and left to the transactional path, when its id or idempotency
+# key exists already, or when its config no longer has the version it was validated against or was archived.
+_INSERT_NEW = """
+WITH input AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::text[], $12::text[], $13::int[], $14::text[], $15::text[],
+                         $16::text[], $17::timestamptz[], $18::text[], $19::text[], $20::uuid[], $21::bytea[],
+                         $22::text[])
+        AS t(id, name, data_type, value, string_value, source, trace_id, observation_id, session_id,
+             dataset_run_id, config_id, config_version, author_user_id, queue_id, environment, ts, data,
+             idempotency_key, event_id, body, event_key)
+    WHERE t.config_id IS NULL OR EXISTS (
+        SELECT 1 FROM scoring.score_configs c
+        WHERE c.id = t.config_id AND c.project_id = $1 AND c.version = t.config_version AND NOT c.is_archived)
+), ins AS (
+    INSERT INTO scoring.scores (project_id, id, name, data_type, value, string_value, source, trace_id,
+        observation_id, session_id, dataset_run_id, config_id, config_version, author_user_id, queue_id,
+        environment, "timestamp", data, revision, idempotency_key, created_at, updated_at)
+    SELECT $1, id, name, data_type, value, string_value, source, trace_id, observation_id, session_id,
+        dataset_run_id, config_id, config_version, author_user_id, queue_id, environment, ts, data::jsonb, 1,
+        idempotency_key, $23, $23
+    FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), hist AS (
+    INSERT INTO scoring.score_history (project_id, score_id, revision, action, data, actor, at)
+    SELECT $1, input.id, 1, 'created', input.data::jsonb, $24, $23 FROM input JOIN ins ON ins.id = input.id
+), ob AS (
+    INSERT INTO scoring.outbox (id, project_id, aggregate_id, topic, key, body)
+    SELECT input.event_id, $1, input.id, 'tally.scores', input.event_key, input.body
+    FROM input JOIN ins ON ins.id = input.id
+)
+SELECT id FROM ins
+"""
+
+
+async def insert_new_scores(
+    sessions: async_sessionmaker[AsyncSession], project_id: str,
+    items: Sequence[tuple[ScoreData, str | None, Envelope]], actor: str | None, now: datetime,
+) -> set[str]:
+    """Fast path for new scores (ids and keys unique within ``items``); returns the ids written."""
+    if not items:
+        return set()
+    cols: list[list[Any]] = [[] for _ in range(21)]
+    for sc, key, env in items:
+        c = _score_columns(sc)
+        for i, v in enumerate((
+            sc.id, c["name"], c["data_type"], c["value"], c["string_value"], c["source"], c["trace_id"],
+            c["observation_id"], c["session_id"], c["dataset_run_id"], c["config_id"], c["config_version"],
+            c["author_user_id"], c["queue_id"], c["environment"], c["timestamp"], orjson.dumps(c["data"]).decode(),
+            key, env.id, env.to_bytes(), env.key,
+        )):
+            cols[i].append(v)
+    async with sessions() as s:
+        conn = await s.connection()
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        rows = await driver.fetch(_INSERT_NEW, project_id, *cols, now, actor)
+        await s.commit()
+    return {r["id"] for r in rows}

@@ -36,6 +36,7 @@ async def create_config(
         if not await repository.insert_config(s, actor.project_id, config):
             raise Conflict("name_taken", f"a score config named {name!r} already exists in this project")
         await outbox.add(s, [event])
+    deps.configs.put(actor.project_id, [config])
     await deps.outbox.publish([event])
     return config
 
@@ -60,6 +61,7 @@ async def update_config(deps: Deps, actor: Actor, config_id: str, changes: dict[
         )
         event = _outgoing(actor.project_id, payload, cfg)
         await outbox.add(s, [event])
+    deps.configs.put(actor.project_id, [cfg])
     await deps.outbox.publish([event])
     return cfg
 

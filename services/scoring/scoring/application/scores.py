@@ -60,6 +60,10 @@ async def record_scores(
 ) -> list[Outcome]:
     """Validate and record ``inputs``; one outcome per input, in order.
 
+    Fast path (HTTP): new scores are written with their history and outbox rows in one statement, checked against
+    the config version they were validated with. Anything else (a retried id or idempotency key, a config that
+    changed meanwhile, a command with ``claim``) takes the transactional path.
+
     ``claim`` runs first inside the transaction (the command consumer records the event id there); if it returns
     False the event was applied before and nothing is written.
     """
@@ -68,45 +72,117 @@ async def record_scores(
     now = deps.clock()
     project = actor.project_id
     outcomes: list[Outcome | None] = [None] * len(inputs)
-    ids = [inp.id or uuid.uuid4().hex for inp in inputs]
-
-    async with deps.sessions() as s:
-        replays = await repository.get_by_idempotency_keys(s, project, (i.idempotency_key or "" for i in inputs))
-        configs = await repository.get_configs(s, project, (i.config_id or "" for i in inputs))
-
-    candidates: list[tuple[int, ScoreData, str | None]] = []
-    seen_keys: dict[str, int] = {}
-    for idx, inp in enumerate(inputs):
-        key = inp.idempotency_key
-        if key and key in replays:
-            outcomes[idx] = Outcome(idx, "replayed", replays[key].score)
-            continue
+    prepared: list[ScoreInput] = []
+    for inp in inputs:
+        changes: dict[str, Any] = {}
+        if not inp.id:
+            changes["id"] = uuid.uuid4().hex
         if actor.user_id is not None:
-            # A signed-in person always scores as themselves.
-            inp = replace(inp, author_user_id=actor.user_id)
-        config: ScoreConfigData | None = configs.get(inp.config_id) if inp.config_id else None
+            changes["author_user_id"] = actor.user_id  # a signed-in person always scores as themselves
+        prepared.append(replace(inp, **changes) if changes else inp)
+
+    configs = await deps.configs.get_many(deps.sessions, project, (i.config_id for i in prepared))
+    candidates: list[tuple[int, ScoreData, str | None]] = []
+    for idx, inp in enumerate(prepared):
         try:
-            sc = build_score(inp, config, score_id=ids[idx], now=now,
-                             config_missing=bool(inp.config_id) and config is None)
+            sc = _build(inp, configs, now)
         except Invalid as exc:
             outcomes[idx] = Outcome(idx, "rejected", problems=exc.problems)
             continue
-        if key and key in seen_keys:
-            continue  # resolved after the insert: the same key twice in one batch records one score
-        if key:
-            seen_keys[key] = idx
-        candidates.append((idx, sc, key))
+        candidates.append((idx, sc, inp.idempotency_key))
+    # A rejection may come from a cached config that changed since (say, a widened range): re-check it fresh.
+    doubtful = {prepared[i].config_id for i, o in enumerate(outcomes) if o is not None and prepared[i].config_id}
+    if doubtful:
+        fresh = await deps.configs.refresh(deps.sessions, project, (c for c in doubtful if c))
+        for idx, inp in enumerate(prepared):
+            if outcomes[idx] is not None and inp.config_id in doubtful:
+                try:
+                    sc = _build(inp, fresh, now)
+                except Invalid as exc:
+                    outcomes[idx] = Outcome(idx, "rejected", problems=exc.problems)
+                    continue
+                outcomes[idx] = None
+                candidates.append((idx, sc, inp.idempotency_key))
+        candidates.sort(key=lambda c: c[0])
 
+    events: list[outbox.Outgoing] = []
+    pending = candidates
+    if claim is None and candidates:
+        seen_ids: set[str] = set()
+        seen_keys: set[str] = set()
+        fast: list[tuple[int, ScoreData, str | None, outbox.Outgoing]] = []
+        pending = []
+        for idx, sc, key in candidates:
+            if sc.id in seen_ids or (key and key in seen_keys):
+                pending.append((idx, sc, key))
+                continue
+            seen_ids.add(sc.id)
+            if key:
+                seen_keys.add(key)
+            fast.append((idx, sc, key, _recorded(project, sc)))
+        inserted = await repository.insert_new_scores(
+            deps.sessions, project, [(sc, key, ev.envelope) for _, sc, key, ev in fast], actor.name, now)
+        for idx, sc, key, ev in fast:
+            if sc.id in inserted:
+                outcomes[idx] = Outcome(idx, "created", sc)
+                events.append(ev)
+            else:
+                pending.append((idx, sc, key))
+        pending.sort(key=lambda c: c[0])
+    if pending or claim is not None:
+        slow = await _record_transactionally(deps, actor, prepared, pending, outcomes, now, claim)
+        if slow is None:
+            return [Outcome(i, "unchanged") for i in range(len(inputs))]
+        events += slow
+
+    await deps.outbox.publish(events)
+    replayed = [o.score.id for o in outcomes if o and o.status in ("replayed", "unchanged") and o.score]
+    if replayed:
+        await deps.outbox.publish_pending(project, replayed)
+    return [o if o is not None else Outcome(i, "unchanged") for i, o in enumerate(outcomes)]
+
+
+def _build(inp: ScoreInput, configs: dict[str, ScoreConfigData], now: datetime) -> ScoreData:
+    config = configs.get(inp.config_id) if inp.config_id else None
+    return build_score(inp, config, score_id=inp.id or "", now=now,
+                       config_missing=bool(inp.config_id) and config is None)
+
+
+async def _record_transactionally(
+    deps: Deps, actor: Actor, inputs: Sequence[ScoreInput], candidates: list[tuple[int, ScoreData, str | None]],
+    outcomes: list[Outcome | None], now: datetime, claim: Callable[[AsyncSession], Awaitable[bool]] | None,
+) -> list[outbox.Outgoing] | None:
+    project = actor.project_id
     events: list[outbox.Outgoing] = []
     async with deps.sessions() as s, s.begin():
         if claim is not None and not await claim(s):
-            return [Outcome(i, "unchanged") for i in range(len(inputs))]
-        inserted = await repository.insert_scores(s, project, [(sc, key) for _, sc, key in candidates], now)
+            return None
+        # The fast path may have validated against a cached config that changed since: check again, fresh.
+        fresh = await repository.get_configs(s, project, (sc.config_id or "" for _, sc, _ in candidates))
+        deps.configs.put(project, fresh.values())
+        checked: list[tuple[int, ScoreData, str | None]] = []
+        for idx, sc, key in candidates:
+            cfg = fresh.get(sc.config_id) if sc.config_id else None
+            if sc.config_id and (cfg is None or cfg.version != sc.config_version or cfg.is_archived):
+                try:
+                    sc = _build(inputs[idx], fresh, now)
+                except Invalid as exc:
+                    outcomes[idx] = Outcome(idx, "rejected", problems=exc.problems)
+                    continue
+            checked.append((idx, sc, key))
+        replays = await repository.get_by_idempotency_keys(s, project, (k or "" for _, _, k in checked))
+        to_insert = []
+        for idx, sc, key in checked:
+            if key and key in replays:
+                outcomes[idx] = Outcome(idx, "replayed", replays[key].score)
+            else:
+                to_insert.append((idx, sc, key))
+        inserted = await repository.insert_scores(s, project, [(sc, key) for _, sc, key in to_insert], now)
         history: list[tuple[ScoreData, int, str, str | None]] = []
-        leftovers = [(idx, sc, key) for idx, sc, key in candidates if sc.id not in inserted]
+        leftovers = [(idx, sc, key) for idx, sc, key in to_insert if sc.id not in inserted]
         existing = await repository.get_scores(s, project, (sc.id for _, sc, _ in leftovers), lock=True)
         late_keys = await repository.get_by_idempotency_keys(s, project, (k or "" for _, _, k in leftovers))
-        for idx, sc, key in candidates:
+        for idx, sc, key in to_insert:
             if sc.id in inserted:
                 inserted.discard(sc.id)  # a duplicate id later in the batch is then an update of this one
                 outcomes[idx] = Outcome(idx, "created", sc)
@@ -133,18 +209,7 @@ async def record_scores(
                 existing[sc.id] = StoredScore(sc, rev, st.created_at, now, None, st.idempotency_key)
         await repository.add_history(s, project, history, now)
         await outbox.add(s, events)
-
-    # Resolve same-key duplicates inside the batch to the score their first occurrence recorded.
-    for idx, inp in enumerate(inputs):
-        if outcomes[idx] is None:
-            first = outcomes[seen_keys[inp.idempotency_key or ""]]
-            outcomes[idx] = Outcome(idx, "replayed", first.score if first else None)
-
-    await deps.outbox.publish(events)
-    replayed = [o.score.id for o in outcomes if o and o.status in ("replayed", "unchanged") and o.score]
-    if replayed:
-        await deps.outbox.publish_pending(project, replayed)
-    return [o for o in outcomes if o is not None]
+    return events
 
 
 def _resolve_existing(actor: Actor, idx: int, st: StoredScore, sc: ScoreData) -> Outcome:
