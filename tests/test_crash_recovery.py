@@ -50,7 +50,8 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(tally_stack: Stac
     async with httpx.AsyncClient(base_url=tally_stack.base_url, auth=tally_stack.auth, timeout=30) as api:
         queue = (await api.post("/api/v1/queues", json={"name": f"crash {run}"})).raise_for_status().json()
         (await api.post(f"/api/v1/queues/{queue['id']}/rules", json={
-            "name": "by name", "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": name}]}]},
+            "name": "by name",
+            "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": name}]}]},
         })).raise_for_status()
 
         for b in range(BATCHES):
@@ -73,7 +74,7 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(tally_stack: Stac
         traces = await eventually(all_applied, timeout=120, what=f"{total} traces with their score in projections")
 
         async def queue_full() -> int | None:
-            body = (await api.get(f"/api/v1/queues/{queue['id']}/items", params={"limit": 1000})).json()
+            body = (await api.get(f"/api/v1/queues/{queue['id']}/items", params={"limit": 500})).json()
             items = body["data"] if isinstance(body, dict) else body
             return len(items) if len(items) >= total else None
 
@@ -86,6 +87,6 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(tally_stack: Stac
         assert sorted(len(t["scores"]) for t in traces) == [1] * total
         scores = (await api.get("/api/public/v2/scores", params={"name": name, "limit": 100})).json()
         assert scores["meta"]["totalItems"] == total
-        body = (await api.get(f"/api/v1/queues/{queue['id']}/items", params={"limit": 1000})).json()
+        body = (await api.get(f"/api/v1/queues/{queue['id']}/items", params={"limit": 500})).json()
         items = body["data"] if isinstance(body, dict) else body
         assert len(items) == total and len({i["object_id"] for i in items}) == total

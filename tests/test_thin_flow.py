@@ -32,7 +32,8 @@ async def test_one_trace_through_every_service(tally_stack: StackHandle) -> None
             "name": f"thin flow {run}", "score_configs": [{"id": config["id"], "required": True}],
         })).raise_for_status().json()
         (await api.post(f"/api/v1/queues/{queue['id']}/rules", json={
-            "name": "by name", "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": trace_name}]}]},
+            "name": "by name",
+            "filter": {"groups": [{"conditions": [{"field": "name", "op": "eq", "value": trace_name}]}]},
         })).raise_for_status()
 
         now = datetime.now(UTC).isoformat()
