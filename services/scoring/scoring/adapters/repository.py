@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from scoring.adapters.fast_pool import FastPool
 from scoring.adapters.tables import score_config_versions, score_configs, score_history, scores
 from tally_shared.envelope import Envelope
 from tally_shared.events import ScoreConfigData, ScoreData
@@ -336,7 +337,7 @@ SELECT id FROM ins
 
 
 async def insert_new_scores(
-    sessions: async_sessionmaker[AsyncSession], project_id: str,
+    pool: FastPool, project_id: str,
     items: Sequence[tuple[ScoreData, str | None, Envelope]], actor: str | None, now: datetime,
 ) -> set[str]:
     """Fast path for new scores (ids and keys unique within ``items``); returns the ids written."""
@@ -352,11 +353,6 @@ async def insert_new_scores(
             key, env.id, env.to_bytes(), env.key,
         )):
             cols[i].append(v)
-    async with sessions() as s:
-        conn = await s.connection()
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        rows = await driver.fetch(_INSERT_NEW, project_id, *cols, now, actor)
-        await s.commit()
+    async with (await pool.get()).acquire() as conn:
+        rows = await conn.fetch(_INSERT_NEW, project_id, *cols, now, actor)
     return {r["id"] for r in rows}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scoring.adapters.config_cache import ConfigCache
+from scoring.adapters.fast_pool import FastPool
 from scoring.adapters.outbox import OutboxPublisher
 
 
@@ -18,6 +19,7 @@ def utcnow() -> datetime:
 class Deps:
     sessions: async_sessionmaker[AsyncSession]
     outbox: OutboxPublisher
+    fast: FastPool
     configs: ConfigCache = field(default_factory=ConfigCache)
     clock: Callable[[], datetime] = field(default=utcnow)
 

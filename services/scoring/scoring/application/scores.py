@@ -121,7 +121,7 @@ async def record_scores(
                 seen_keys.add(key)
             fast.append((idx, sc, key, _recorded(project, sc)))
         inserted = await repository.insert_new_scores(
-            deps.sessions, project, [(sc, key, ev.envelope) for _, sc, key, ev in fast], actor.name, now)
+            deps.fast, project, [(sc, key, ev.envelope) for _, sc, key, ev in fast], actor.name, now)
         for idx, sc, key, ev in fast:
             if sc.id in inserted:
                 outcomes[idx] = Outcome(idx, "created", sc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from scoring.adapters.fast_pool import FastPool
 from scoring.adapters.outbox import OutboxPublisher
 from scoring.application.deps import Deps
 from scoring.config import Settings
@@ -16,10 +17,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = build_runtime("scoring", settings)
     publisher = OutboxPublisher(
-        runtime.broker, runtime.sessions, relay_after=settings.outbox_relay_after_seconds,
+        settings.kafka_bootstrap_servers, runtime.sessions, relay_after=settings.outbox_relay_after_seconds,
         relay_interval=settings.outbox_relay_interval_seconds, publish_timeout=settings.publish_timeout_seconds,
     )
-    deps = Deps(sessions=runtime.sessions, outbox=publisher)
+    fast = FastPool(settings.database_url, size=settings.db_pool_size)
+    deps = Deps(sessions=runtime.sessions, outbox=publisher, fast=fast)
     consumers.register(runtime.broker, deps, settings.group_id)
     runtime.consumer_groups[settings.group_id] = consumers.TOPICS
 
@@ -27,7 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime, title="Tally scoring",
         description="Score configs and scores: validated, versioned, recorded as events.",
         routers=[http_public.router, http_native.router],
-        background=[publisher.run],
+        on_startup=[publisher.start],
+        background=[publisher.run, fast.run],
     )
     app.state.deps = deps
     app.state.settings = settings
