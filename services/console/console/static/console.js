@@ -191,4 +191,6 @@
     setInterval(beat, period);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) beat(); });
   }
+  // Tests (and anything else) can wait for this before pressing keys.
+  document.documentElement.setAttribute("data-ready", "1");
 })();
