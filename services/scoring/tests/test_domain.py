@@ -66,3 +66,13 @@ def test_keys_and_permissions() -> None:
     assert may_change(sc, user_id="alice", is_admin=False, can_configure=False)
     assert not may_change(sc, user_id="bob", is_admin=False, can_configure=True)
     assert may_change(sc, user_id="boss", is_admin=True, can_configure=True)
+
+
+def test_app_is_built_outside_an_event_loop() -> None:
+    """``python -m scoring serve`` builds the app before uvicorn starts its loop."""
+    from scoring.config import Settings
+    from scoring.entrypoints.app import create_app
+
+    app = create_app(Settings(database_url="postgresql://u@127.0.0.1:1/x", kafka_bootstrap_servers="127.0.0.1:1"))
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert {"/api/public/scores", "/api/public/v3/scores", "/api/v1/scores/batch"} <= paths

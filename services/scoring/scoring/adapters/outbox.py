@@ -65,8 +65,19 @@ class OutboxPublisher:
 
     def __init__(self, bootstrap_servers: str, sessions: async_sessionmaker[AsyncSession], *,
                  relay_after: float = 5.0, relay_interval: float = 1.0, publish_timeout: float = 10.0) -> None:
+        self._bootstrap = bootstrap_servers
+        self._producer: AIOKafkaProducer | None = None
+        self._sessions = sessions
+        self._relay_after = relay_after
+        self._relay_interval = relay_interval
+        self._publish_timeout = publish_timeout
+        self._acked: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        # aiokafka binds to the running event loop, so the producer is made here, not in __init__.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, client_id="tally-scoring-outbox",
+            bootstrap_servers=self._bootstrap, client_id="tally-scoring-outbox",
             # acks=all: the HTTP 2xx promises the event is on the broker.
             acks="all",
             # Tansu has no idempotent producer; consumers dedupe by envelope id instead.
@@ -75,21 +86,19 @@ class OutboxPublisher:
             linger_ms=0,
             max_request_size=16 * 1024 * 1024,
         )
-        self._sessions = sessions
-        self._relay_after = relay_after
-        self._relay_interval = relay_interval
-        self._publish_timeout = publish_timeout
-        self._acked: set[uuid.UUID] = set()
-        self._wake = asyncio.Event()
+        await self._producer.start()
 
     async def publish(self, events: Sequence[Outgoing]) -> None:
         """Publish committed events and wait for the broker's acknowledgement. Raises PublishFailed."""
         if not events:
             return
+        if self._producer is None:
+            raise PublishFailed("the event producer is not started")
+        producer = self._producer
         start = time.perf_counter()
         try:
             futures = [
-                await self._producer.send(
+                await producer.send(
                     e.topic.name, value=e.body, key=e.envelope.key.encode(),
                     headers=[("event-type", e.envelope.type.encode()), ("content-type", b"application/json")],
                 )
@@ -158,9 +167,6 @@ class OutboxPublisher:
         log.info("outbox relay published %d abandoned events", len(rows))
         return len(rows)
 
-    async def start(self) -> None:
-        await self._producer.start()
-
     async def run(self) -> None:
         """Background task: delete acknowledged rows every 200 ms, relay abandoned ones every interval."""
         last_relay = 0.0
@@ -169,8 +175,9 @@ class OutboxPublisher:
             await self._maintain(loop, last_relay)
         finally:
             await self.drain()
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
 
     async def _maintain(self, loop: asyncio.AbstractEventLoop, last_relay: float) -> None:
         while True:
