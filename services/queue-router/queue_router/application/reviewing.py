@@ -12,8 +12,9 @@ lock, so no cycle is possible.
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,13 @@ from tally_shared.http import ApiError
 @dataclass
 class ReviewDeps:
     sessions: async_sessionmaker[AsyncSession]
+    # Sessions whose connections plan the claim query by its index (see ``CLAIM_SERVER_SETTINGS``).
+    claim_sessions: async_sessionmaker[AsyncSession] | None = None
+    queue_cache_seconds: float = 2.0
+    _queues: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    def forget_queue(self, project_id: str, queue_id: str) -> None:
+        self._queues.pop((project_id, queue_id), None)
 
 
 def _now() -> datetime:
@@ -63,10 +71,17 @@ async def next_item(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: 
 
 _RETRY = object()
 
+# ``state <> 'done'`` repeats the partial index's predicate. Without statistics (a queue filled a moment ago, before
+# autovacuum analysed it) the planner guesses one row and sorts the whole queue, then anti-joins by sequential scans:
+# hundreds of ms. The claim transaction therefore steers it to walk the index in ORDER BY order and stop at the first
+# claimable slot: the claim runs on connections with CLAIM_SERVER_SETTINGS (a separate small pool), which costs no
+# extra round trip. Its other statements are primary-key lookups, which these settings do not affect.
+CLAIM_SERVER_SETTINGS = {"enable_sort": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"}
 _CLAIMABLE = text("""
 SELECT s.item_id, s.slot_no, s.reviewer AS old_reviewer, s.lease_id AS old_lease
 FROM queue_router.item_slots s
 WHERE s.queue_id = :queue_id
+  AND s.state <> 'done'
   AND (s.state = 'open' OR (s.state = 'leased' AND s.lease_expires_at < now()))
   AND (s.assignees IS NULL OR CAST(:reviewer AS varchar) = ANY(s.assignees))
   AND NOT EXISTS (
@@ -81,7 +96,7 @@ FOR UPDATE SKIP LOCKED
 
 async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
                      ) -> dict[str, Any] | object | None:
-    async with deps.sessions() as session, session.begin():
+    async with (deps.claim_sessions or deps.sessions)() as session, session.begin():
         slot = (await session.execute(_CLAIMABLE, {"queue_id": queue_id, "reviewer": reviewer})).first()
         if slot is None:
             return None
@@ -107,10 +122,12 @@ async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer:
             # This reviewer took another slot of the same item concurrently; undo and look again.
             await session.rollback()
             return _RETRY
-        await session.execute(update(item_slots).where(
+        leased = (update(item_slots).where(
             item_slots.c.item_id == slot.item_id, item_slots.c.slot_no == slot.slot_no,
-        ).values(state="leased", reviewer=reviewer, lease_id=lease_id, lease_expires_at=expires))
-        item = dict((await session.execute(select(items).where(items.c.id == slot.item_id))).one()._mapping)
+        ).values(state="leased", reviewer=reviewer, lease_id=lease_id, lease_expires_at=expires)
+            .returning(item_slots.c.item_id).cte("leased"))
+        item = dict((await session.execute(
+            select(items).where(items.c.id == select(leased.c.item_id).scalar_subquery()))).one()._mapping)
         ref = item_ref(item)
         await enqueue(session, [make_envelope(
             QueueItemLeased(item=ref, reviewer=reviewer, lease_id=lease_id, expires_at=expires),
@@ -271,10 +288,16 @@ async def progress(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str
     }
 
 
-async def queue_for_review(sessions: async_sessionmaker[AsyncSession], project_id: str, queue_id: str
-                           ) -> dict[str, Any]:
-    async with sessions() as session:
-        q = await get_queue_row(session, project_id, queue_id)
+async def queue_for_review(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str, Any]:
+    """The queue's settings, cached for a moment: every next-item call needs them, and they rarely change."""
+    now = time.monotonic()
+    hit = deps._queues.get((project_id, queue_id))
+    if hit is not None and hit[0] > now:
+        q = hit[1]
+    else:
+        async with deps.sessions() as session:
+            q = await get_queue_row(session, project_id, queue_id)
+        deps._queues[(project_id, queue_id)] = (now + deps.queue_cache_seconds, q)
     if q["is_archived"]:
         raise ApiError(409, "queue_archived", "the queue is archived")
     return q

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from queue_router.adapters.outbox import relay_forever
 from queue_router.adapters.rule_cache import RuleCache
 from queue_router.application.queues import Deps
-from queue_router.application.reviewing import ReviewDeps
+from queue_router.application.reviewing import CLAIM_SERVER_SETTINGS, ReviewDeps
 from queue_router.application.routing import RouterDeps
 from queue_router.config import Settings
 from queue_router.entrypoints import consumers, http, langfuse_http
+from tally_shared.db import async_url, make_session_factory
 from tally_shared.service import build_runtime
 from tally_shared.service import create_app as create_service_app
 from tally_shared.topics import SCORES, TRACES
@@ -41,6 +46,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background=[relay] if settings.run_outbox_relay else [],
     )
     app.state.queue_deps = Deps(runtime.sessions, cache, max_backfill_scan=settings.max_backfill_scan)
-    app.state.review_deps = ReviewDeps(runtime.sessions)
+    claim_engine = create_async_engine(
+        async_url(settings.database_url), pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
+        pool_pre_ping=True, connect_args={"server_settings": {"application_name": "tally-queue-router-claims",
+                                                              **CLAIM_SERVER_SETTINGS}})
+    app.state.review_deps = ReviewDeps(runtime.sessions, make_session_factory(claim_engine))
+
+    app.router.lifespan_context = _with_cleanup(app.router.lifespan_context, claim_engine)
     app.state.rule_cache = cache
     return app
+
+
+def _with_cleanup(lifespan: Any, engine: AsyncEngine) -> Any:
+    @contextlib.asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            await engine.dispose()
+
+    return wrapped

@@ -94,12 +94,14 @@ async def get_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dic
 @router.patch("/{queue_id}", summary="Update a queue")
 async def update_queue(queue_id: str, body: QueueUpdate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
+    review_deps(request).forget_queue(p.project_id, queue_id)
     return await app_queues.update_queue(deps(request), p.project_id, queue_id, app_queues.queue_changes(body))
 
 
 @router.post("/{queue_id}/archive", summary="Archive a queue (its rules stop routing)")
 async def archive_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
+    review_deps(request).forget_queue(p.project_id, queue_id)
     return await app_queues.update_queue(deps(request), p.project_id, queue_id, {}, archive=True)
 
 
@@ -194,7 +196,7 @@ async def next_item(queue_id: str, p: CurrentPrincipal, request: Request, body: 
                     ) -> Any:
     reviewer = resolve_reviewer(p, body.reviewer if body else None)
     rd = review_deps(request)
-    queue = await reviewing.queue_for_review(rd.sessions, p.project_id, queue_id)
+    queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
     await _check_reviewer_allowed(request, p, queue, reviewer)
     got = await reviewing.next_item(rd, p.project_id, queue_id, reviewer, queue)
     if got is None:
@@ -213,7 +215,7 @@ async def review_action(queue_id: str, item_id: str,
     if action == "complete":
         return await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
     if action == "heartbeat":
-        queue = await reviewing.queue_for_review(rd.sessions, p.project_id, queue_id)
+        queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
         return await reviewing.heartbeat(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id,
                                          queue["lease_seconds"])
     status = {"skip": "skipped", "flag": "flagged", "release": "released"}[action]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from queue_router.application import queues as app_queues
 from queue_router.domain.models import ItemsAdd, ItemSpec, QueueCreate, ScoreConfigRef
-from queue_router.entrypoints.http import deps, require_configure
+from queue_router.entrypoints.http import deps, require_configure, review_deps
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
@@ -145,6 +145,7 @@ async def create_assignment(queue_id: str, body: LfAssignment, p: CurrentPrincip
     require_configure(p)
     d = deps(request)
     q = await app_queues.get_queue(d, p.project_id, queue_id)
+    review_deps(request).forget_queue(p.project_id, queue_id)
     if body.user_id not in q["reviewers"]:
         await app_queues.update_queue(d, p.project_id, queue_id, {"reviewers": [*q["reviewers"], body.user_id]})
     return {"userId": body.user_id, "queueId": queue_id, "projectId": p.project_id}
@@ -156,6 +157,7 @@ async def delete_assignment(queue_id: str, body: LfAssignment, p: CurrentPrincip
     require_configure(p)
     d = deps(request)
     q = await app_queues.get_queue(d, p.project_id, queue_id)
+    review_deps(request).forget_queue(p.project_id, queue_id)
     if body.user_id in q["reviewers"]:
         await app_queues.update_queue(d, p.project_id, queue_id,
                                       {"reviewers": [r for r in q["reviewers"] if r != body.user_id]})
