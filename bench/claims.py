@@ -25,14 +25,13 @@ from typing import Any
 
 import httpx
 
+from queue_router import MIGRATIONS, SCHEMA
 from tally_shared import infra
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.messaging import ensure_topics
 from tally_shared.migrations import upgrade
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
-
-from queue_router import MIGRATIONS, SCHEMA
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -141,7 +140,7 @@ def main() -> int:
                                args.reviewers, args.bursts))
     finally:
         if svc is not None:
-            infra.stop_process(svc)  # type: ignore[arg-type]
+            infra.stop_process(svc)
         infra.stop_process(tansu)
         infra.drop_database(server, name)
 

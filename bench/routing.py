@@ -92,8 +92,8 @@ def make_events(project: str, n: int, rnd: random.Random) -> list[Envelope]:
                                  project=project, key=tid, occurred_at=start))
         if rnd.random() < 0.1:  # one trace in ten gets an automated score a little later
             out.append(make_envelope(ScoreRecorded(score=ScoreData(
-                id=str(uuid.uuid4()), name=f"eval-{rnd.randrange(7)}", data_type="NUMERIC",  # type: ignore[arg-type]
-                value=rnd.random(), trace_id=tid, source="EVAL", evaluator_name="judge",  # type: ignore[arg-type]
+                id=str(uuid.uuid4()), name=f"eval-{rnd.randrange(7)}", data_type="NUMERIC",
+                value=rnd.random(), trace_id=tid, source="EVAL", evaluator_name="judge",
                 timestamp=start)), project=project, key=tid, occurred_at=start + timedelta(seconds=30)))
     return out
 
