@@ -1,0 +1,135 @@
+"""The HTTP adapter against a fake of the services' HTTP answers (shapes copied from their routers): paths,
+the bearer token and project header, and normalisation into the pages' shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from console.adapters.api import HttpApiFactory
+from console.adapters.port import ApiCallError, TraceQuery
+from tally_shared.identity.auth import read_user_token
+
+SECRET = "s3cret"
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.routes: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        status, body = self.routes.get((request.method, request.url.path), (404, {"error": {
+            "code": "not_found", "message": "no route"}}))
+        if body is None:
+            return httpx.Response(status)
+        return httpx.Response(status, json=body)
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer()
+
+
+def api_for(server: FakeServer) -> Any:
+    factory = HttpApiFactory("http://gw", SECRET)
+    factory._client = httpx.AsyncClient(base_url="http://gw", transport=httpx.MockTransport(server))
+    return factory.for_user("u-1", "proj")
+
+
+async def test_calls_carry_a_signed_user_token_and_the_project(server: FakeServer) -> None:
+    server.routes[("GET", "/api/v1/queues")] = (200, {"data": [], "meta": {}})
+    await api_for(server).list_queues()
+    req = server.requests[0]
+    assert req.headers["x-tally-project"] == "proj"
+    token = req.headers["authorization"].removeprefix("Bearer ")
+    assert read_user_token(SECRET, token) == "u-1"
+
+
+async def test_native_trace_is_flattened(server: FakeServer) -> None:
+    server.routes[("GET", "/api/v1/traces/t1")] = (200, {
+        "trace": {"id": "t1", "name": "chat", "input": {"camelCase": 1}},
+        "latency": 1.5, "total_cost": 0.01,
+        "observations": [{"id": "a", "parent_observation_id": None, "children": [
+            {"id": "b", "parent_observation_id": "a", "children": []}]}],
+        "scores": [{"id": "s", "name": "q", "value": 1}], "queue_items": [],
+    })
+    trace = await api_for(server).get_trace("t1")
+    assert trace["latency"] == 1.5 and trace["input"] == {"camelCase": 1}
+    assert [o["id"] for o in trace["observations"]] == ["a", "b"] and "children" not in trace["observations"][1]
+    assert await api_for(server).get_trace("missing") is None
+
+
+async def test_trace_list_maps_filters_and_score_summaries(server: FakeServer) -> None:
+    server.routes[("GET", "/api/v1/traces")] = (200, {"data": [{"id": "t", "scores": [
+        {"name": "q", "source": "EVAL", "count": 2, "mean": 0.5, "labels": []},
+        {"name": "c", "source": "ANNOTATION", "count": 1, "mean": 1.0, "labels": ["right"]}]}],
+        "meta": {"page": 1, "limit": 50, "total": 1}})
+    page = await api_for(server).list_traces(TraceQuery(name="n", tags=["a", "b"], level="ERROR",
+                                                         score_name="q", score_op="gte", score_value=0.5))
+    params = server.requests[0].url.params
+    assert params["name"] == "n" and params.get_list("tags") == ["a", "b"] and params["level"] == "ERROR"
+    assert params["score_name"] == "q" and params["score_min"] == "0.5" and "score_max" not in params
+    assert page.total == 1
+    assert page.items[0]["scores"][0]["value"] == 0.5 and page.items[0]["scores"][1]["string_value"] == "right"
+
+
+async def test_queue_config_refs_and_rule_filters_are_translated(server: FakeServer) -> None:
+    server.routes[("POST", "/api/v1/queues")] = (201, {"id": "q", "name": "Q", "score_configs": [
+        {"id": "c1", "required": True}], "reviewers": []})
+    server.routes[("POST", "/api/v1/queues/q/rules")] = (201, {"id": "r", "name": "x", "filter": {
+        "groups": [{"conditions": [{"field": "name", "op": "eq", "value": "n"}]}]}})
+    api = api_for(server)
+    q = await api.create_queue({"name": "Q", "score_configs": [{"config_id": "c1", "required": True}]})
+    assert json.loads(server.requests[0].content)["score_configs"] == [{"id": "c1", "required": True}]
+    assert q["score_configs"] == [{"config_id": "c1", "required": True}]
+    rule = await api.create_rule("q", {"name": "x", "groups": [[{"field": "name", "op": "eq", "value": "n"}]]})
+    assert json.loads(server.requests[1].content)["filter"] == {
+        "groups": [{"conditions": [{"field": "name", "op": "eq", "value": "n"}]}]}
+    assert rule["groups"] == [[{"field": "name", "op": "eq", "value": "n"}]]
+
+
+async def test_leasing_reviewing_and_progress(server: FakeServer) -> None:
+    server.routes[("POST", "/api/v1/queues/q/next")] = (200, {
+        "item": {"id": "i1", "object_type": "TRACE", "object_id": "t", "trace_id": "t"},
+        "lease": {"id": "L", "expires_at": "2030-01-01T00:00:00Z", "slot": 0}})
+    server.routes[("POST", "/api/v1/queues/q/items/i1/heartbeat")] = (200, {"lease": {
+        "id": "L", "expires_at": "2030-01-01T00:10:00Z"}})
+    server.routes[("GET", "/api/v1/queues/q/progress")] = (200, {
+        "items": {"total": 4, "pending": 1, "in_progress": 1, "completed": 2, "removed": 0},
+        "items_completed_last_hour": 2,
+        "reviewers": [{"reviewer": "u-1", "counts": {"completed": 2, "skipped": 1, "flagged": 0,
+                                                     "in_progress": 1}}]})
+    api = api_for(server)
+    lease = await api.next_item("q")
+    assert (lease["item_id"], lease["lease_id"], lease["trace_id"]) == ("i1", "L", "t")
+    assert (await api.heartbeat("q", "i1", "L"))["expires_at"] == "2030-01-01T00:10:00Z"
+    p = await api.queue_progress("q")
+    assert (p["total"], p["completed"], p["skipped"]) == (4, 2, 1)
+    assert p["reviewers"][0]["completed"] == 2
+    server.routes[("POST", "/api/v1/queues/q/next")] = (204, None)
+    assert await api.next_item("q") is None
+
+
+async def test_errors_become_api_call_errors_with_details(server: FakeServer) -> None:
+    server.routes[("POST", "/api/v1/scores")] = (422, {"error": {"code": "validation_error", "message": "bad",
+                                                                 "details": [{"field": "value", "rule": "max",
+                                                                              "message": "at most 5"}]}})
+    with pytest.raises(ApiCallError) as e:
+        await api_for(server).create_score({"name": "x", "value": 9})
+    assert e.value.status == 422 and e.value.describe() == "bad (value: at most 5)"
+
+
+async def test_unreachable_service_is_a_503(server: FakeServer) -> None:
+    def boom(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    factory = HttpApiFactory("http://gw", SECRET)
+    factory._client = httpx.AsyncClient(base_url="http://gw", transport=httpx.MockTransport(boom))
+    with pytest.raises(ApiCallError) as e:
+        await factory.for_user("u", "p").list_configs()
+    assert e.value.status == 503
