@@ -8,6 +8,7 @@ validate every event they read), without paying pydantic's per-object cost on th
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -92,8 +93,21 @@ def parse_time(field: str, v: Any) -> datetime:
         raise Invalid(field, "datetime", "is out of range") from None
 
 
+# RFC 3339 with an explicit offset: such strings are passed on as sent (once known to be a real date-time), saving
+# a parse-and-format on the hot path; anything else is normalised to UTC.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)\Z")
+
+
 def opt_time(field: str, v: Any) -> str | None:
-    return None if v is None else parse_time(field, v).isoformat()
+    if v is None:
+        return None
+    if isinstance(v, str) and _RFC3339.match(v):
+        try:
+            datetime.fromisoformat(v)
+            return v
+        except ValueError:
+            raise Invalid(field, "datetime", "must be an ISO 8601 date-time") from None
+    return parse_time(field, v).isoformat()
 
 
 def any_json(field: str, v: Any) -> Any:
@@ -251,16 +265,29 @@ SCORE_FIELDS: dict[str, Converter] = {
 }
 
 
-def convert(table: dict[str, Converter], body: dict[str, Any], aliases: dict[str, str] | None = None,
-            prefix: str = "body") -> dict[str, Any]:
-    """Apply ``table`` to the keys of ``body`` that it knows (others are ignored, as Langfuse does).
+Compiled = dict[str, tuple[str, str, Converter | None]]
 
-    ``aliases`` maps wire names (camelCase) to Tally names; a key present, even as null, is set.
-    """
+
+def compile_table(table: dict[str, Converter], aliases: dict[str, str] | None = None,
+                  prefix: str = "body") -> Compiled:
+    """wire name -> (Tally field, field path for errors, converter or None to take the value as is). Tally's
+    snake_case names are accepted next to the aliases."""
+    out: Compiled = {}
+    for wire, target in [*((k, k) for k in table), *(aliases or {}).items()]:
+        if target in table:
+            conv = table[target]
+            out[wire] = (target, f"{prefix}.{wire}", None if conv is any_json else conv)
+    return out
+
+
+def convert(compiled: Compiled, body: dict[str, Any]) -> dict[str, Any]:
+    """Apply the rules to the keys of ``body`` they know (others are ignored, as Langfuse does). A key present,
+    even as null, is set."""
     out: dict[str, Any] = {}
+    get = compiled.get
     for key, value in body.items():
-        target = aliases.get(key, key) if aliases is not None else key
-        conv = table.get(target)
-        if conv is not None:
-            out[target] = conv(f"{prefix}.{key}", value)
+        spec = get(key)
+        if spec is not None:
+            conv = spec[2]
+            out[spec[0]] = value if conv is None else conv(spec[1], value)
     return out

@@ -31,6 +31,10 @@ SCORE_ALIASES = {
     "datasetRunId": "dataset_run_id", "dataType": "data_type", "configId": "config_id",
 }
 
+TRACE = f.compile_table(f.TRACE_FIELDS, TRACE_ALIASES)
+OBSERVATION = f.compile_table(f.OBSERVATION_FIELDS, OBSERVATION_ALIASES)
+SCORE = f.compile_table(f.SCORE_FIELDS, SCORE_ALIASES)
+
 # event type -> (observation type or None for "given in the body", is an update)
 OBSERVATION_EVENTS: dict[str, tuple[str | None, bool]] = {
     "span-create": ("SPAN", False), "span-update": ("SPAN", True),
@@ -83,7 +87,7 @@ def _one(out: Batch, report: Report, index: int, ev: dict[str, Any]) -> None:
         report.reasons["sdk_log"] += 1
         return
     if kind == "trace-create":
-        trace = f.convert(f.TRACE_FIELDS, body, TRACE_ALIASES)
+        trace = f.convert(TRACE, body)
         trace["id"] = f.ident("body.id", body["id"]) if body.get("id") is not None else str(uuid.uuid4())
         if "timestamp" not in trace and at is not None:
             trace["timestamp"] = at.isoformat()
@@ -98,7 +102,7 @@ def _one(out: Batch, report: Report, index: int, ev: dict[str, Any]) -> None:
 
 def _observation(out: Batch, index: int, body: dict[str, Any], at: datetime | None, obs_type: str | None,
                  is_update: bool) -> None:
-    obs = f.convert(f.OBSERVATION_FIELDS, body, OBSERVATION_ALIASES)
+    obs = f.convert(OBSERVATION, body)
     if body.get("id") is not None:
         obs["id"] = f.ident("body.id", body["id"])
     elif is_update:
@@ -145,7 +149,7 @@ def _legacy_usage(obs: dict[str, Any], usage: Any) -> None:
 
 
 def _score(out: Batch, index: int, event_id: str, body: dict[str, Any], at: datetime | None) -> None:
-    score = f.convert(f.SCORE_FIELDS, body, SCORE_ALIASES)
+    score = f.convert(SCORE, body)
     if "name" not in score:
         raise Invalid("body.name", "required", "a score needs a name")
     score.setdefault("source", "API")

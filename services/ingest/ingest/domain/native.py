@@ -19,6 +19,9 @@ from ingest.domain.fields import Invalid
 from ingest.domain.report import Report
 
 EVENT_TYPES = ("trace", "observation", "score")
+TRACE = f.compile_table(f.TRACE_FIELDS)
+OBSERVATION = f.compile_table(f.OBSERVATION_FIELDS)
+SCORE = f.compile_table(f.SCORE_FIELDS)
 
 
 def parse_events(events: list[Any], max_item_bytes: int) -> tuple[Batch, Report]:
@@ -52,18 +55,18 @@ def _one(out: Batch, index: int, ev: dict[str, Any]) -> None:
     if not isinstance(body, dict):
         raise Invalid("body", "type", "must be an object")
     if kind == "trace":
-        trace = f.convert(f.TRACE_FIELDS, body)
+        trace = f.convert(TRACE, body)
         trace["id"] = f.ident("body.id", body.get("id"))
         out.add_trace(index, trace, at)
     elif kind == "observation":
-        obs = f.convert(f.OBSERVATION_FIELDS, body)
+        obs = f.convert(OBSERVATION, body)
         obs["id"] = f.ident("body.id", body.get("id"))
         obs["trace_id"] = f.ident("body.trace_id", body.get("trace_id"))
         if obs.get("type", 0) is None:
             del obs["type"]
         out.add_observation(index, obs, at)
     else:
-        score = f.convert(f.SCORE_FIELDS, body)
+        score = f.convert(SCORE, body)
         if "name" not in score:
             raise Invalid("body.name", "required", "a score needs a name")
         score.setdefault("source", "API")

@@ -51,8 +51,8 @@ class SpanView:
 # ---------------------------------------------------------------------------------------------------- decoding
 
 
-def _pb_value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
+def _pb_value(v: Any, kind: str | None = None) -> Any:
+    kind = kind or v.WhichOneof("value")
     if kind == "string_value":
         return v.string_value
     if kind == "int_value":
@@ -71,7 +71,13 @@ def _pb_value(v: Any) -> Any:
 
 
 def _pb_attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        # Most attributes are strings: read them without the general dispatch.
+        out[kv.key] = v.string_value if kind == "string_value" else _pb_value(v, kind)
+    return out
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
@@ -84,7 +90,8 @@ def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_byte
         resource = _pb_attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
             for sp in ss.spans:
-                index = report.add(sp.span_id.hex() or f"#{len(report.ids)}")
+                span_id = sp.span_id.hex()
+                index = report.add(span_id or f"#{len(report.ids)}")
                 size = sp.ByteSize()
                 if size > max_item_bytes:
                     report.too_large(index, size, max_item_bytes)
@@ -92,14 +99,14 @@ def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_byte
                 if len(sp.trace_id) != 16 or not any(sp.trace_id):
                     report.invalid(index, Invalid("traceId", "format", "must be 16 bytes, not all zero"))
                     continue
-                if len(sp.span_id) != 8 or not any(sp.span_id):
+                if len(span_id) != 16 or span_id == "0000000000000000":
                     report.invalid(index, Invalid("spanId", "format", "must be 8 bytes, not all zero"))
                     continue
                 parent = sp.parent_span_id.hex() if len(sp.parent_span_id) == 8 and any(sp.parent_span_id) else None
                 yield SpanView(
-                    sp.trace_id.hex(), sp.span_id.hex(), parent, sp.name, sp.start_time_unix_nano,
+                    sp.trace_id.hex(), span_id, parent, sp.name, sp.start_time_unix_nano,
                     sp.end_time_unix_nano, sp.status.code, sp.status.message, _pb_attrs(sp.attributes),
-                    [(e.name, _pb_attrs(e.attributes)) for e in sp.events], resource,
+                    [(e.name, _pb_attrs(e.attributes)) for e in sp.events] if sp.events else [], resource,
                 )
 
 
@@ -318,28 +325,33 @@ def _first(a: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
     return found, value
 
 
-class _Lenient:
-    """Convert an attribute with a field rule; a value that breaks the rule is kept as an attribute instead of
-    failing the span (telemetry from arbitrary instrumentations is noisy)."""
+def _conv(src: dict[str, Any], key: str, conv: f.Converter, left: dict[str, Any], decode: bool = False) -> Any:
+    """Pop ``key`` (the caller knows it is there) and convert it with a field rule; a value that breaks the rule is
+    kept as an attribute instead of failing the span (telemetry from arbitrary instrumentations is noisy)."""
+    raw = src.pop(key)
+    try:
+        return conv(key, _json_or_str(raw) if decode else raw)
+    except Invalid:
+        left[key] = raw
+        return None
 
-    def __init__(self, attrs: dict[str, Any], leftovers: dict[str, Any]) -> None:
-        self.attrs = attrs
-        self.left = leftovers
 
-    def take(self, key: str, conv: f.Converter, decode: bool = False) -> Any:
-        if key not in self.attrs:
-            return None
-        raw = self.attrs.pop(key)
-        try:
-            return conv(key, _json_or_str(raw) if decode else raw)
-        except Invalid:
-            self.left[key] = raw
-            return None
+_CONVENTION_PREFIXES = ("gen_ai.", "llm.")
 
 
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(observation fields, trace fields or None) for one span."""
-    a = dict(sp.attrs)
+    # One pass splits Langfuse's attributes from the rest, so each convention below only looks where it can match.
+    lf: dict[str, Any] = {}
+    a: dict[str, Any] = {}
+    conventions = False
+    for k, v in sp.attrs.items():
+        if k.startswith("langfuse."):
+            lf[k] = v
+        else:
+            a[k] = v
+            if not conventions and k.startswith(_CONVENTION_PREFIXES):
+                conventions = True
     for e_name, e_attrs in sp.events:
         # Span-event forms of the GenAI conventions.
         if e_name == "gen_ai.content.prompt" and "gen_ai.prompt" in e_attrs:
@@ -347,7 +359,6 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         elif e_name == "gen_ai.content.completion" and "gen_ai.completion" in e_attrs:
             a.setdefault("gen_ai.completion", e_attrs["gen_ai.completion"])
     left: dict[str, Any] = {}
-    lz = _Lenient(a, left)
     start = _time("startTimeUnixNano", sp.start_ns)
     end = _time("endTimeUnixNano", sp.end_ns)
     obs: dict[str, Any] = {"id": sp.span_id, "trace_id": sp.trace_id, "name": sp.name}
@@ -359,7 +370,9 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         obs["parent_observation_id"] = sp.parent_id
 
     # Type
-    obs_type = lz.take("langfuse.observation.type", f.opt_observation_type)
+    obs_type = None
+    if "langfuse.observation.type" in lf:
+        obs_type = _conv(lf, "langfuse.observation.type", f.opt_observation_type, left)
     if obs_type is None:
         kind = a.get("openinference.span.kind")
         op = a.get("gen_ai.operation.name")
@@ -374,70 +387,68 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     obs["type"] = obs_type
 
     # Input / output
-    if "langfuse.observation.input" in a:
-        obs["input"] = _maybe_json(a.pop("langfuse.observation.input"))
-    found, value = _first(a, _INPUT_KEYS)
-    if found:
-        obs.setdefault("input", _maybe_json(value))
-    else:
-        msgs = _prefixed(a, "gen_ai.prompt.") or _prefixed(a, "llm.input_messages.")
-        if msgs:
-            obs.setdefault("input", _unflatten(msgs))
-    if "langfuse.observation.output" in a:
-        obs["output"] = _maybe_json(a.pop("langfuse.observation.output"))
-    found, value = _first(a, _OUTPUT_KEYS)
-    if found:
-        obs.setdefault("output", _maybe_json(value))
-    else:
-        msgs = _prefixed(a, "gen_ai.completion.") or _prefixed(a, "llm.output_messages.")
-        if msgs:
-            obs.setdefault("output", _unflatten(msgs))
+    if "langfuse.observation.input" in lf:
+        obs["input"] = _maybe_json(lf.pop("langfuse.observation.input"))
+    if "langfuse.observation.output" in lf:
+        obs["output"] = _maybe_json(lf.pop("langfuse.observation.output"))
+    if a:
+        found, value = _first(a, _INPUT_KEYS)
+        if found:
+            obs.setdefault("input", _maybe_json(value))
+        elif conventions:
+            msgs = _prefixed(a, "gen_ai.prompt.") or _prefixed(a, "llm.input_messages.")
+            if msgs:
+                obs.setdefault("input", _unflatten(msgs))
+        found, value = _first(a, _OUTPUT_KEYS)
+        if found:
+            obs.setdefault("output", _maybe_json(value))
+        elif conventions:
+            msgs = _prefixed(a, "gen_ai.completion.") or _prefixed(a, "llm.output_messages.")
+            if msgs:
+                obs.setdefault("output", _unflatten(msgs))
 
     # Model, parameters, usage, cost
-    model = lz.take("langfuse.observation.model.name", f.opt_str)
-    found, value = _first(a, _MODEL_KEYS)
-    if model is None and found and isinstance(value, str):
-        model = value
+    model = None
+    if "langfuse.observation.model.name" in lf:
+        model = _conv(lf, "langfuse.observation.model.name", f.opt_str, left)
+    if a:
+        found, value = _first(a, _MODEL_KEYS)
+        if model is None and found and isinstance(value, str):
+            model = value
     if model is not None:
         obs["model"] = model
-    params = lz.take("langfuse.observation.model.parameters", f.opt_object, decode=True)
-    if params is None:
-        inv = lz.take("llm.invocation_parameters", f.opt_object, decode=True)
+    params = None
+    if "langfuse.observation.model.parameters" in lf:
+        params = _conv(lf, "langfuse.observation.model.parameters", f.opt_object, left, decode=True)
+    if params is None and conventions:
+        inv = _conv(a, "llm.invocation_parameters", f.opt_object, left, decode=True) \
+            if "llm.invocation_parameters" in a else None
         gen = {p: a.pop(f"gen_ai.request.{p}") for p in _GENAI_PARAMS if f"gen_ai.request.{p}" in a}
         if inv or gen:
             params = {**(inv or {}), **gen}
     if params is not None:
         obs["model_parameters"] = params
-    usage = lz.take("langfuse.observation.usage_details", f.opt_numbers, decode=True)
-    if usage is None:
-        usage = {}
-        for k in [k for k in a if k.startswith(("gen_ai.usage.", "llm.token_count."))]:
-            v = a.pop(k)
-            if isinstance(v, str):
-                try:
-                    v = float(v) if "." in v else int(v)
-                except ValueError:
-                    left[k] = v
-                    continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
-                if k == "gen_ai.usage.cost":
-                    obs.setdefault("cost_details", {})["total"] = v
-                else:
-                    usage[_USAGE_KEYS.get(k, k.rsplit(".", 1)[-1])] = v
-            else:
-                left[k] = v
+    usage = None
+    if "langfuse.observation.usage_details" in lf:
+        usage = _conv(lf, "langfuse.observation.usage_details", f.opt_numbers, left, decode=True)
+    if usage is None and conventions:
+        usage = _convention_usage(a, obs, left)
     if usage:
         obs["usage_details"] = usage
-    cost = lz.take("langfuse.observation.cost_details", f.opt_numbers, decode=True)
-    if cost:
-        obs["cost_details"] = cost
-    cst = lz.take("langfuse.observation.completion_start_time", f.opt_time, decode=True)
-    if cst is not None:
-        obs["completion_start_time"] = cst
+    if "langfuse.observation.cost_details" in lf:
+        cost = _conv(lf, "langfuse.observation.cost_details", f.opt_numbers, left, decode=True)
+        if cost:
+            obs["cost_details"] = cost
+    if "langfuse.observation.completion_start_time" in lf:
+        cst = _conv(lf, "langfuse.observation.completion_start_time", f.opt_time, left, decode=True)
+        if cst is not None:
+            obs["completion_start_time"] = cst
 
     # Level and status
-    level = lz.take("langfuse.observation.level", f.opt_level)
-    status_message = lz.take("langfuse.observation.status_message", f.opt_text)
+    level = _conv(lf, "langfuse.observation.level", f.opt_level, left) if "langfuse.observation.level" in lf \
+        else None
+    status_message = _conv(lf, "langfuse.observation.status_message", f.opt_text, left) \
+        if "langfuse.observation.status_message" in lf else None
     if level is None and sp.status_code == STATUS_ERROR:
         level = "ERROR"
     if level is not None:
@@ -448,7 +459,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         obs["status_message"] = status_message
 
     # Environment, release, version
-    env = lz.take("langfuse.environment", f.opt_str)
+    env = _conv(lf, "langfuse.environment", f.opt_str, left) if "langfuse.environment" in lf else None
     if env is None:
         for k in ("deployment.environment.name", "deployment.environment"):
             v = sp.resource.get(k)
@@ -457,22 +468,27 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
                 break
     if env is not None:
         obs["environment"] = env
-    release = lz.take("langfuse.release", f.opt_str)
+    release = _conv(lf, "langfuse.release", f.opt_str, left) if "langfuse.release" in lf else None
     if release is None and isinstance(sp.resource.get("langfuse.release"), str):
         release = sp.resource["langfuse.release"]
-    version = lz.take("langfuse.version", f.opt_str)
-    if version is not None:
-        obs["version"] = version
+    if "langfuse.version" in lf:
+        version = _conv(lf, "langfuse.version", f.opt_str, left)
+        if version is not None:
+            obs["version"] = version
 
-    # Metadata
+    # Metadata (Langfuse's, whole or per key, and OpenInference's JSON text)
     metadata: dict[str, Any] = {}
-    whole = a.pop("langfuse.observation.metadata", None)
-    if whole is not None:
-        decoded = _json_or_str(whole)
-        metadata.update(decoded if isinstance(decoded, dict) else {"metadata": decoded})
-    for k, v in _prefixed(a, "langfuse.observation.metadata."):
-        metadata[k] = _json_or_str(v)
-    if "metadata" in a and isinstance(a["metadata"], str):  # OpenInference: JSON text
+    trace_metadata: dict[str, Any] = {}
+    internal: dict[str, Any] = {}
+    if lf:
+        for k in list(lf):
+            if k.startswith("langfuse.observation.metadata"):
+                _metadata_attr(metadata, k, lf.pop(k), "langfuse.observation.metadata")
+            elif k.startswith("langfuse.trace.metadata"):
+                _metadata_attr(trace_metadata, k, lf.pop(k), "langfuse.trace.metadata")
+            elif k.startswith("langfuse.internal."):
+                internal[k] = lf.pop(k)
+    if "metadata" in a and isinstance(a["metadata"], str):
         decoded = _json_or_str(a.pop("metadata"))
         if isinstance(decoded, dict):
             metadata.update(decoded)
@@ -480,19 +496,20 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
             left["metadata"] = decoded
 
     # Trace-level
-    trace = _trace_fields(sp, a, lz, obs, start)
-    if release is not None and trace is not None:
+    trace = _trace_fields(sp, a, lf, left, obs, start, internal)
+    if trace_metadata:
+        trace = trace if trace is not None else {"id": sp.trace_id}
+        trace["metadata"] = trace_metadata
+    if release is not None:
+        trace = trace if trace is not None else {"id": sp.trace_id}
         trace["release"] = release
-    elif release is not None:
-        trace = {"id": sp.trace_id, "release": release}
     if trace is not None and env is not None:
         trace.setdefault("environment", env)
 
     for k in _DROP_KEYS:
         a.pop(k, None)
-    for k in [k for k in a if k.startswith("langfuse.internal.")]:
-        del a[k]
     left.update(a)
+    left.update(lf)
     if left:
         metadata["attributes"] = left
     if metadata:
@@ -500,11 +517,46 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return obs, trace
 
 
-def _trace_fields(sp: SpanView, a: dict[str, Any], lz: _Lenient, obs: dict[str, Any],
-                  start: datetime | None) -> dict[str, Any] | None:
+def _metadata_attr(into: dict[str, Any], key: str, value: Any, prefix: str) -> None:
+    if key == prefix:
+        decoded = _json_or_str(value)
+        into.update(decoded if isinstance(decoded, dict) else {"metadata": decoded})
+    elif key[len(prefix)] == ".":
+        into[key[len(prefix) + 1:]] = _json_or_str(value)
+    else:
+        into.setdefault("attributes", {})[key] = value
+
+
+def _convention_usage(a: dict[str, Any], obs: dict[str, Any], left: dict[str, Any]) -> dict[str, Any]:
+    usage: dict[str, Any] = {}
+    for k in [k for k in a if k.startswith(("gen_ai.usage.", "llm.token_count."))]:
+        v = a.pop(k)
+        if isinstance(v, str):
+            try:
+                v = float(v) if "." in v else int(v)
+            except ValueError:
+                left[k] = v
+                continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+            if k == "gen_ai.usage.cost":
+                obs.setdefault("cost_details", {})["total"] = v
+            else:
+                usage[_USAGE_KEYS.get(k, k.rsplit(".", 1)[-1])] = v
+        else:
+            left[k] = v
+    return usage
+
+
+_TRACE_IDENTITY = (("user.id", "user_id"), ("enduser.id", "user_id"), ("session.id", "session_id"),
+                   ("gen_ai.conversation.id", "session_id"))
+_LANGFUSE_IDENTITY = (("langfuse.user.id", "user_id"), ("langfuse.session.id", "session_id"))
+
+
+def _trace_fields(sp: SpanView, a: dict[str, Any], lf: dict[str, Any], left: dict[str, Any], obs: dict[str, Any],
+                  start: datetime | None, internal: dict[str, Any]) -> dict[str, Any] | None:
     trace: dict[str, Any] = {}
-    is_root = sp.parent_id is None or a.get("langfuse.internal.is_app_root") is True \
-        or a.get("langfuse.internal.as_root") is True
+    is_root = sp.parent_id is None or internal.get("langfuse.internal.is_app_root") is True \
+        or internal.get("langfuse.internal.as_root") is True
     if is_root:
         trace["name"] = sp.name
         if start is not None:
@@ -515,20 +567,38 @@ def _trace_fields(sp: SpanView, a: dict[str, Any], lz: _Lenient, obs: dict[str, 
             trace["output"] = obs["output"]
         if "version" in obs:
             trace["version"] = obs["version"]
-    name = lz.take("langfuse.trace.name", f.opt_str)
-    if name is not None:
-        trace["name"] = name
-    if "langfuse.trace.input" in a:
-        trace["input"] = _maybe_json(a.pop("langfuse.trace.input"))
-    if "langfuse.trace.output" in a:
-        trace["output"] = _maybe_json(a.pop("langfuse.trace.output"))
-    for key, target in (("user.id", "user_id"), ("langfuse.user.id", "user_id"), ("enduser.id", "user_id"),
-                        ("session.id", "session_id"), ("langfuse.session.id", "session_id"),
-                        ("gen_ai.conversation.id", "session_id")):
-        v = lz.take(key, f.opt_str)
-        if v is not None:
-            trace.setdefault(target, v)
-    tags = a.pop("langfuse.trace.tags", None)
+    if lf:
+        if "langfuse.trace.name" in lf:
+            name = _conv(lf, "langfuse.trace.name", f.opt_str, left)
+            if name is not None:
+                trace["name"] = name
+        if "langfuse.trace.input" in lf:
+            trace["input"] = _maybe_json(lf.pop("langfuse.trace.input"))
+        if "langfuse.trace.output" in lf:
+            trace["output"] = _maybe_json(lf.pop("langfuse.trace.output"))
+        for key, target in _LANGFUSE_IDENTITY:
+            if key in lf:
+                v = _conv(lf, key, f.opt_str, left)
+                if v is not None:
+                    trace.setdefault(target, v)
+        if "langfuse.trace.public" in lf:
+            public = _conv(lf, "langfuse.trace.public", f.opt_bool, left, decode=True)
+            if public is not None:
+                trace["public"] = public
+        if "langfuse.experiment.name" in lf:
+            run = _conv(lf, "langfuse.experiment.name", f.opt_str, left)
+            if run is not None:
+                trace["dataset_run_name"] = run
+        if "langfuse.experiment.item.id" in lf:
+            item = _conv(lf, "langfuse.experiment.item.id", f.opt_str, left)
+            if item is not None:
+                trace["dataset_item_id"] = item
+    for key, target in _TRACE_IDENTITY:
+        if key in a:
+            v = _conv(a, key, f.opt_str, left)
+            if v is not None:
+                trace.setdefault(target, v)
+    tags = lf.pop("langfuse.trace.tags", None)
     if tags is None:
         tags = a.pop("tag.tags", None)
     if isinstance(tags, str):
@@ -536,24 +606,6 @@ def _trace_fields(sp: SpanView, a: dict[str, Any], lz: _Lenient, obs: dict[str, 
         tags = tags if isinstance(tags, list) else [str(tags)]
     if isinstance(tags, list):
         trace["tags"] = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
-    public = lz.take("langfuse.trace.public", f.opt_bool, decode=True)
-    if public is not None:
-        trace["public"] = public
-    metadata: dict[str, Any] = {}
-    whole = a.pop("langfuse.trace.metadata", None)
-    if whole is not None:
-        decoded = _json_or_str(whole)
-        metadata.update(decoded if isinstance(decoded, dict) else {"metadata": decoded})
-    for k, v in _prefixed(a, "langfuse.trace.metadata."):
-        metadata[k] = _json_or_str(v)
-    if metadata:
-        trace["metadata"] = metadata
-    run = lz.take("langfuse.experiment.name", f.opt_str)
-    if run is not None:
-        trace["dataset_run_name"] = run
-    item = lz.take("langfuse.experiment.item.id", f.opt_str)
-    if item is not None:
-        trace["dataset_item_id"] = item
     if not trace:
         return None
     trace["id"] = sp.trace_id
@@ -568,8 +620,8 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
         except Invalid as exc:
             report.invalid(index, exc)
             continue
-        end = obs.get("end_time") or obs.get("start_time")
-        at = datetime.fromisoformat(end) if end else None
+        ns = sp.end_ns or sp.start_ns
+        at = datetime.fromtimestamp(ns / 1e9, UTC) if 0 < ns <= _MAX_NANOS else None
         if trace is not None:
             out.add_trace(index, trace, at)
         out.add_observation(index, obs, at)
