@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Text, bindparam, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from queue_router.adapters.bulk import insert_rows, upsert_suffix
@@ -281,10 +280,8 @@ async def _apply_caps(session: AsyncSession, wanted: list[tuple[RuleInfo, Summar
         return wanted
     today: date = datetime.now(UTC).date()
     ids = sorted(capped_rules)
-    await session.execute(
-        pg_insert(rule_daily_counts).on_conflict_do_nothing(),
-        [{"rule_id": r, "day": today, "count": 0} for r in ids],
-    )
+    await insert_rows(session, rule_daily_counts, [{"rule_id": r, "day": today, "count": 0} for r in ids],
+                      suffix="ON CONFLICT DO NOTHING")
     # The row lock serialises routers (processes) adding under the same rule today.
     counts = dict((await session.execute(
         select(rule_daily_counts.c.rule_id, rule_daily_counts.c.count)
@@ -307,11 +304,9 @@ async def _apply_caps(session: AsyncSession, wanted: list[tuple[RuleInfo, Summar
             continue
         used[rule.id] += 1
         out.append(w)
-    for rid in ids:
-        if used[rid] != counts[rid]:
-            await session.execute(
-                rule_daily_counts.update()
-                .where(rule_daily_counts.c.rule_id == rid, rule_daily_counts.c.day == today)
-                .values(count=used[rid])
-            )
+    changed = [{"rule_id": rid, "day": today, "count": used[rid]} for rid in ids if used[rid] != counts[rid]]
+    if changed:
+        # The rows exist and are locked by this transaction: the upsert only ever updates.
+        await insert_rows(session, rule_daily_counts, changed,
+                          suffix=upsert_suffix(["rule_id", "day"], ["count"]))
     return out

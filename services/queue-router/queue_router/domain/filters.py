@@ -92,7 +92,15 @@ class Group(BaseModel):
 
 
 class RuleFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Groups are ORed, the conditions of a group ANDed. See docs/api.md, "Queues and routing"."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"groups": [
+        {"conditions": [
+            {"field": "name", "op": "eq", "value": "checkout-agent"},
+            {"field": "metadata", "key": "customer.tier", "op": "in", "value": ["gold", "platinum"]},
+            {"field": "score", "name": "faithfulness", "source": "EVAL", "op": "lt", "value": 0.5}]},
+        {"conditions": [{"field": "has_error", "op": "eq", "value": True}]},
+    ]}]})
     groups: list[Group] = Field(default_factory=list, max_length=MAX_GROUPS,
                                 description="ORed; an empty list matches every trace")
 
