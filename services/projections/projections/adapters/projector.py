@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from projections.adapters.sql import columnar, ident, qualified, select_by_keys, set_all, upsert_sql
+from projections.adapters.sql import ident, jdump, qualified, rows_param, select_by_keys, set_all, upsert_sql
 from projections.adapters.tables import Tables
 from projections.domain.merge import merge_fields, to_micros
 from projections.domain.rollup import Measures, RollupKey, add_to, contributions, trace_dims
@@ -55,18 +54,25 @@ SCORE_FIELDS = ("name", "data_type", "value", "string_value", "string_values", "
                 "environment", "metadata", "timestamp")
 DIM_FIELDS = frozenset({"name", "environment", "release", "user_id", "tags"})
 
-TRACE_JSON = frozenset({"input", "output", "metadata", "tags", "field_ts"})
-OBS_JSON = frozenset({"model_parameters", "usage_details", "cost_details", "input", "output", "metadata",
-                      "field_ts"})
-SCORE_JSON = frozenset({"string_values", "metadata", "rolled_dims"})
 
 
 def apply_lock_key(schema: str) -> str:
     return f"tally-projections-apply:{schema}"
 
 
-def _from_micros(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+async def _by_keys(session: AsyncSession, stmt: Any, keys: Iterable[tuple[str, str]]
+                   ) -> dict[tuple[str, str], dict[str, Any]]:
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    res = await session.execute(stmt, {"project_id": sorted({k[0] for k in wanted}),
+                                       "id": sorted({k[1] for k in wanted})})
+    out = {}
+    for r in res.mappings():
+        key = (r["project_id"], r["id"])
+        if key in wanted:
+            out[key] = dict(r)
+    return out
 
 
 class Projector:
@@ -93,9 +99,8 @@ class Projector:
         )
         sc = qualified(t.scores)
         self.sql_scores_of_traces = text(
-            f"SELECT s.* FROM {sc} s JOIN unnest(CAST(:project_id AS text[]), CAST(:trace_id AS text[])) "  # noqa: S608
-            f"AS k(project_id, trace_id) ON s.project_id = k.project_id AND s.trace_id = k.trace_id "
-            f"WHERE NOT s.deleted"
+            f"SELECT s.* FROM {sc} s WHERE s.project_id = ANY(CAST(:project_id AS text[])) "  # noqa: S608
+            f"AND s.trace_id = ANY(CAST(:trace_id AS text[])) AND NOT s.deleted"
         )
         self.sql_set_dims = text(
             f"UPDATE {sc} s SET rolled_dims = u.d::jsonb FROM unnest(CAST(:project_id AS text[]), "  # noqa: S608
@@ -228,12 +233,10 @@ class Projector:
         for key, (row, changed, is_new) in rows.items():
             if not is_new and DIM_FIELDS.intersection(changed):
                 changed_dims[key] = row
-        await session.execute(self.sql_traces_up, columnar([r for r, _, _ in rows.values()], self.trace_cols,
-                                                           TRACE_JSON))
+        await session.execute(self.sql_traces_up, rows_param([r for r, _, _ in rows.values()]))
         if o_upd:
             orows = await self._merge(session, self.sql_obs_get, o_upd, OBS_FIELDS)
-            await session.execute(self.sql_obs_up, columnar([r for r, _, _ in orows.values()], self.obs_cols,
-                                                            OBS_JSON))
+            await session.execute(self.sql_obs_up, rows_param([r for r, _, _ in orows.values()]))
         # A new trace may already have scores (they can arrive first): count them under its dimensions now.
         for key, (row, _, is_new) in rows.items():
             if is_new:
@@ -244,12 +247,7 @@ class Projector:
         self, session: AsyncSession, select_stmt: Any,
         updates: dict[tuple[str, str], list[tuple[int, datetime, dict[str, Any]]]], fields: Sequence[str],
     ) -> dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]]:
-        keys = list(updates)
-        existing = {
-            (r["project_id"], r["id"]): dict(r)
-            for r in (await session.execute(select_stmt, {"project_id": [k[0] for k in keys],
-                                                          "id": [k[1] for k in keys]})).mappings()
-        }
+        existing = await _by_keys(session, select_stmt, updates)
         out: dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]] = {}
         for key, ups in updates.items():
             row = existing.get(key)
@@ -273,10 +271,7 @@ class Projector:
         missing = [k for k in keys if k not in known]
         found = dict(known)
         if missing:
-            res = await session.execute(self.sql_trace_dims, {"project_id": [k[0] for k in missing],
-                                                              "id": [k[1] for k in missing]})
-            for r in res.mappings():
-                found[(r["project_id"], r["id"])] = dict(r)
+            found.update(await _by_keys(session, self.sql_trace_dims, missing))
         return found
 
     async def _scores(
@@ -290,12 +285,7 @@ class Projector:
             by_key[(env.project, sid)].append((env, p))
         written: dict[tuple[str, str], dict[str, Any]] = {}
         if by_key:
-            keys = list(by_key)
-            existing = {
-                (r["project_id"], r["id"]): dict(r)
-                for r in (await session.execute(self.sql_scores_get, {"project_id": [k[0] for k in keys],
-                                                                      "id": [k[1] for k in keys]})).mappings()
-            }
+            existing = await _by_keys(session, self.sql_scores_get, by_key)
             states: dict[tuple[str, str], dict[str, Any]] = {}
             for key, evs in by_key.items():
                 old = existing.get(key)
@@ -334,8 +324,7 @@ class Projector:
                 state["rolled_dims"] = trace_dims(tr, state.get("environment"))
                 add_to(deltas, contributions(key[0], state, state["rolled_dims"]), +1)
             if states:
-                await session.execute(self.sql_scores_up, columnar(list(states.values()), self.score_cols,
-                                                                   SCORE_JSON))
+                await session.execute(self.sql_scores_up, rows_param(list(states.values())))
             written = states
         if changed_dims:
             await self._reroll(session, changed_dims, written, deltas)
@@ -343,40 +332,39 @@ class Projector:
 
     async def _reroll(self, session: AsyncSession, traces: dict[tuple[str, str], dict[str, Any]],
                       written: dict[tuple[str, str], dict[str, Any]], deltas: dict[RollupKey, Measures]) -> None:
-        keys = list(traces)
-        res = await session.execute(self.sql_scores_of_traces, {"project_id": [k[0] for k in keys],
-                                                                "trace_id": [k[1] for k in keys]})
+        res = await session.execute(self.sql_scores_of_traces, {"project_id": sorted({k[0] for k in traces}),
+                                                                "trace_id": sorted({k[1] for k in traces})})
         upd_p: list[str] = []
         upd_i: list[str] = []
         upd_d: list[str] = []
         for r in res.mappings():
             s = dict(r)
-            new_dims = trace_dims(traces[(s["project_id"], s["trace_id"])], s.get("environment"))
+            trace = traces.get((s["project_id"], s["trace_id"]))
+            if trace is None:  # matched the arrays, not the pair
+                continue
+            new_dims = trace_dims(trace, s.get("environment"))
             if s.get("rolled_dims") == new_dims:
                 continue
             add_to(deltas, contributions(s["project_id"], s, s.get("rolled_dims") or {}), -1)
             add_to(deltas, contributions(s["project_id"], s, new_dims), +1)
             upd_p.append(s["project_id"])
             upd_i.append(s["id"])
-            upd_d.append(columnar([{"d": new_dims}], ["d"], frozenset({"d"}))["d"][0])
+            upd_d.append(jdump(new_dims) or "null")
         if upd_p:
             await session.execute(self.sql_set_dims, {"project_id": upd_p, "id": upd_i, "d": upd_d})
 
     async def _write_rollup(self, session: AsyncSession, deltas: dict[RollupKey, Measures]) -> None:
-        rows = [(k, m) for k, m in deltas.items() if m[0] or m[1] or m[2] or m[3]]
+        rk = self.rollup_key_cols
+        rows = [
+            {**dict(zip(rk, k, strict=True)), "n": m[0], "n_value": m[1], "sum": m[2], "sum_sq": m[3]}
+            for k, m in sorted(deltas.items(), key=lambda km: km[0]) if m[0] or m[1] or m[2] or m[3]
+        ]
         if not rows:
             return
-        rows.sort(key=lambda km: km[0])
-        params: dict[str, list[Any]] = {c: [k[i] for k, _ in rows] for i, c in enumerate(self.rollup_key_cols)}
-        params["n"] = [m[0] for _, m in rows]
-        params["n_value"] = [m[1] for _, m in rows]
-        params["sum"] = [Decimal(m[2]) for _, m in rows]
-        params["sum_sq"] = [Decimal(m[3]) for _, m in rows]
-        res = await session.execute(self.sql_rollup_up, params)
+        res = await session.execute(self.sql_rollup_up, rows_param(rows))
         empty = [r for r in res.all() if r[0]]
         if empty:
-            await session.execute(self.sql_rollup_del, {c: [r[i + 1] for r in empty]
-                                                        for i, c in enumerate(self.rollup_key_cols)})
+            await session.execute(self.sql_rollup_del, {c: [r[i + 1] for r in empty] for i, c in enumerate(rk)})
 
     # -- configs and queues -------------------------------------------------------------------------------------
 
@@ -391,7 +379,7 @@ class Projector:
             cur = best.get((env.project, c.id))
             if cur is None or (row["version"], row["event_ts"]) >= (cur["version"], cur["event_ts"]):
                 best[(env.project, c.id)] = row
-        await session.execute(self.sql_cfg_up, columnar(list(best.values()), self.cfg_cols, frozenset({"data"})))
+        await session.execute(self.sql_cfg_up, rows_param(list(best.values())))
 
     async def _queues(self, session: AsyncSession, events: list[tuple[Envelope, Payload]]) -> None:
         queues: dict[tuple[str, str], dict[str, Any]] = {}
@@ -461,10 +449,10 @@ class Projector:
                     rev["flag_reason"] = p.reason
         if queues:
             rows = sorted(queues.values(), key=lambda r: (r["project_id"], r["id"]))
-            await session.execute(self.sql_queue_up, columnar(rows, self.q_cols, frozenset({"data"})))
+            await session.execute(self.sql_queue_up, rows_param(rows))
         if items:
-            await session.execute(self.sql_items_up, columnar(sorted(items.values(), key=lambda r: (
-                r["project_id"], r["queue_id"], r["item_id"])), self.i_cols))
+            await session.execute(self.sql_items_up, rows_param(sorted(items.values(), key=lambda r: (
+                r["project_id"], r["queue_id"], r["item_id"]))))
         if reviews:
-            await session.execute(self.sql_reviews_up, columnar(sorted(reviews.values(), key=lambda r: (
-                r["project_id"], r["queue_id"], r["item_id"], r["reviewer"])), self.r_cols))
+            await session.execute(self.sql_reviews_up, rows_param(sorted(reviews.values(), key=lambda r: (
+                r["project_id"], r["queue_id"], r["item_id"], r["reviewer"]))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -33,31 +34,36 @@ def _pg_type(table: Table, col: str) -> str:
     if isinstance(t, postgresql.JSONB):
         return "jsonb"
     compiled = t.compile(dialect=postgresql.dialect())
-    return {"VARCHAR": "text", "TEXT": "text", "TIMESTAMP WITH TIME ZONE": "timestamptz"}.get(
-        compiled.split("(")[0], compiled.lower()
-    )
+    return {"VARCHAR": "text", "TEXT": "text", "TIMESTAMP WITH TIME ZONE": "timestamptz",
+            "FLOAT": "double precision"}.get(compiled.split("(")[0], compiled.lower())
 
 
 def upsert_sql(table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
                returning: str | None = None) -> TextClause:
-    """``update``: the SET clause (``DO UPDATE SET ...``), or None for ``DO NOTHING``. JSONB columns travel as
-    text and are cast in SQL (arrays of jsonb would need a codec)."""
-    types = [_pg_type(table, c) for c in columns]
-    arrays = ", ".join(
-        f"CAST(:{c} AS {'text' if t == 'jsonb' else t}[])" for c, t in zip(columns, types, strict=True)
-    )
-    select = ", ".join(
-        f"u.{ident(c)}::jsonb" if t == "jsonb" else f"u.{ident(c)}" for c, t in zip(columns, types, strict=True)
-    )
+    """``INSERT ... SELECT FROM json_to_recordset(:rows)``: the whole batch travels as one JSON text (orjson on
+    our side, PostgreSQL's JSON parser on the other), which is much cheaper than one array per column (asyncpg
+    checks every array element in Python). ``update``: the ``DO UPDATE SET`` clause, or None for ``DO NOTHING``."""
+    types = ", ".join(f"{ident(c)} {_pg_type(table, c)}" for c in columns)
     cols = ", ".join(ident(c) for c in columns)
     action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
     sql = (
-        f"INSERT INTO {qualified(table)} AS t ({cols}) SELECT {select} FROM unnest({arrays}) AS u({cols}) "  # noqa: S608 (identifiers are our own table definitions)
+        f"INSERT INTO {qualified(table)} AS t ({cols}) SELECT {cols} "  # noqa: S608 (identifiers are our own tables)
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS u({types}) "
         f"ON CONFLICT ({', '.join(ident(c) for c in conflict)}) {action}"
     )
     if returning:
         sql += f" RETURNING {returning}"
     return text(sql)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def rows_param(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    return {"rows": orjson.dumps(rows, default=_json_default).decode()}
 
 
 def set_all(columns: Sequence[str], conflict: Sequence[str]) -> str:
@@ -83,16 +89,11 @@ async def execute(session: AsyncSession, stmt: TextClause, params: dict[str, Any
     return await session.execute(stmt, params)
 
 
-def select_by_keys(table: Table, key_cols: Sequence[str], columns: Sequence[str] | None = None,
-                   lock: bool = False) -> TextClause:
+def select_by_keys(table: Table, key_cols: Sequence[str], columns: Sequence[str] | None = None) -> TextClause:
+    """Rows whose key columns are each in the given arrays: ``= ANY`` keeps to the primary-key index (a join
+    against ``unnest`` tends to hash-join over the whole table). The caller drops the few rows that match
+    per column but not as a tuple."""
     cols = "*" if columns is None else ", ".join(f"t.{ident(c)}" for c in columns)
     key_types = [_pg_type(table, c) for c in key_cols]
-    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(key_cols, key_types, strict=True))
-    cond = " AND ".join(f"t.{ident(c)} = k.{ident(c)}" for c in key_cols)
-    sql = (
-        f"SELECT {cols} FROM {qualified(table)} t JOIN unnest({arrays}) AS k({', '.join(ident(c) for c in key_cols)}) "  # noqa: S608
-        f"ON {cond}"
-    )
-    if lock:
-        sql += " FOR UPDATE OF t"
-    return text(sql)
+    cond = " AND ".join(f"t.{ident(c)} = ANY(CAST(:{c} AS {t}[]))" for c, t in zip(key_cols, key_types, strict=True))
+    return text(f"SELECT {cols} FROM {qualified(table)} t WHERE {cond}")  # noqa: S608

@@ -185,7 +185,7 @@ async def score_analytics(
     given = [("trace_name", trace_name), ("environment", environment), ("release", release), ("user", user_id)]
     dims: list[tuple[str, str]] = [(k, v) for k, v in given if v is not None] + [("tag", tg) for tg in tags]
     r = t.score_rollup
-    if len(dims) <= 1:
+    if len(dims) == 0 or (len(dims) == 1 and bucket == "day"):
         kind, value = dims[0] if dims else ("", "")
         q = select(r.c.name, r.c.source, r.c.config_id, r.c.data_type, r.c.bucket, r.c.value_key, r.c.n,
                    r.c.n_value, r.c.sum, r.c.sum_sq).where(
@@ -205,7 +205,8 @@ async def score_analytics(
         rows: list[Row] = [tuple(x) for x in (await session.execute(q)).all()]
         served, truncated = "rollup", False
     else:
-        # Several filters at once: the rollup holds one dimension per row, so count the matching scores.
+        # Several filters at once, or a filter by the hour: the rollup has no such rows, so count the matching
+        # scores.
         s = t.scores
         q2 = select(s.c.name, s.c.source, s.c.config_id, s.c.data_type, s.c.value, s.c.string_value,
                     s.c.string_values, s.c.timestamp).where(s.c.project_id == project_id, ~s.c.deleted)

@@ -1,10 +1,10 @@
 """How a score counts in the pre-aggregated ``score_rollup`` (pure).
 
-A live score contributes, at hour and day granularity, to one unfiltered row and to one row per dimension value
-of its trace (trace name, environment, release, user, each tag), keyed by a value key: the category label for
-categorical and boolean scores, the value rounded to two significant digits for numeric ones (a fine histogram
-that queries re-bin). Contributions only ever add and subtract, so the table is independent of the order in
-which scores and traces arrive.
+A live score contributes to one unfiltered row per hour, and per day to one unfiltered row and one row per
+dimension value of its trace (trace name, environment, release, user, each tag), keyed by a value key: the
+category label for categorical and boolean scores, the value rounded to two significant digits for numeric ones
+(a fine histogram that queries re-bin). Contributions only ever add and subtract, so the table is independent of
+the order in which scores and traces arrive.
 """
 
 from __future__ import annotations
@@ -98,9 +98,11 @@ def contributions(
         return []
     ts: datetime = score["timestamp"]
     out: list[tuple[RollupKey, float | None]] = []
+    pairs = _dim_pairs(dims)
     for gran in GRANULARITIES:
         bucket = truncate(ts, gran)
-        for kind, dim_value in _dim_pairs(dims):
+        # hourly rows only unfiltered: they are the costly ones (24x the day rows) and dashboards filter by day
+        for kind, dim_value in (pairs if gran == "day" else pairs[:1]):
             for vk, val in vks:
                 key: RollupKey = (project_id, gran, kind, dim_value, score["name"], bucket, score["source"],
                                   score.get("config_id") or "", score["data_type"], vk)
@@ -109,13 +111,21 @@ def contributions(
 
 
 def add_to(deltas: dict[RollupKey, Measures], contribs: Iterable[tuple[RollupKey, float | None]], sign: int) -> None:
+    dec: dict[float, tuple[Decimal, Decimal]] = {}
     for key, val in contribs:
         m = deltas.get(key)
         if m is None:
             m = deltas[key] = [0, 0, Decimal(0), Decimal(0)]
         m[0] += sign
         if val is not None:
-            d = Decimal(repr(float(val)))
+            pair = dec.get(val)
+            if pair is None:
+                d = Decimal(repr(float(val)))
+                pair = dec[val] = (d, d * d)
             m[1] += sign
-            m[2] += sign * d
-            m[3] += sign * d * d
+            if sign > 0:
+                m[2] += pair[0]
+                m[3] += pair[1]
+            else:
+                m[2] -= pair[0]
+                m[3] -= pair[1]

@@ -1,0 +1,289 @@
+"""Projections: events/s applied for a mixed stream, dashboard query latency over N scores, rebuild time.
+
+1. Generates a mixed log (per 5 scores: one trace with two observations; queue items, leases and completions for
+   5% of traces) and produces it to the topics with plain aiokafka.
+2. Starts the projections service (its real batch consumer, a fresh consumer group) and times how fast it applies
+   the whole log: events/s from the first applied batch to the last.
+3. Dashboard queries over HTTP (in-process ASGI, with auth): score analytics by day and by hour, with a trace
+   filter, two filters at once (scan fallback), queue progress, trace list; p50/p99 per query.
+4. ``python -m projections rebuild``'s code path over the same log: events/s and total time.
+
+Starts its own Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is set; uses DATABASE_URL (or the local server on
+127.0.0.1:5432, else the embedded PostgreSQL) in a fresh database that it drops at the end. Loopback only.
+
+    .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+
+# This file's own name would shadow the projections package: drop its folder from the path, load broker.py by path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+_spec = importlib.util.spec_from_file_location("bench_broker", _HERE / "broker.py")
+assert _spec is not None and _spec.loader is not None
+_broker_mod = importlib.util.module_from_spec(_spec)
+sys.modules["bench_broker"] = _broker_mod
+_spec.loader.exec_module(_broker_mod)
+own_broker = _broker_mod.broker
+
+from projections import MIGRATIONS, SCHEMA  # noqa: E402
+from projections.adapters.rebuild import rebuild  # noqa: E402
+from projections.config import Settings  # noqa: E402
+from projections.entrypoints.app import create_app  # noqa: E402
+from tally_shared import infra  # noqa: E402
+from tally_shared.db import make_engine  # noqa: E402
+from tally_shared.identity.store import MIGRATIONS as ID_MIGRATIONS  # noqa: E402
+from tally_shared.identity.store import SCHEMA as ID_SCHEMA  # noqa: E402
+from tally_shared.messaging import ensure_topics  # noqa: E402
+from tally_shared.migrations import upgrade  # noqa: E402
+from tally_shared.testing.plugin import basic_auth, create_project_with_key  # noqa: E402
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAYS = 30
+TRACE_NAMES = ["chat", "search", "summarise", "agent", "classify"]
+ENVS = ["prod", "staging", "dev"]
+RELEASES = ["1.0", "1.1", "1.2", "2.0"]
+TAGS = [f"tag-{i}" for i in range(10)]
+
+
+def envelope(etype: str, project: str, key: str, occurred: datetime, payload: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": str(uuid.uuid4()), "type": etype, "version": 1, "occurred_at": occurred.isoformat(),
+                         "project": project, "key": key, "payload": payload})
+
+
+def generate(n_scores: int, project: str, seed: int = 7) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) for the whole log in event-time order, as a live system produces it (a trace, then its
+    scores minutes later, interleaved with other traces), spread over DAYS days."""
+    rnd = random.Random(seed)
+    out: list[tuple[datetime, int, str, bytes, bytes]] = []
+    n_traces = max(1, n_scores // 5)
+    span = DAYS * 86400.0
+    seq = 0
+
+    def add(when: datetime, topic: str, key: bytes, value: bytes) -> None:
+        nonlocal seq
+        seq += 1
+        out.append((when, seq, topic, key, value))
+
+    add(T0, "tally.queues", b"q-bench", envelope("QueueCreated", project, "q-bench", T0, {
+        "queue": {"id": "q-bench", "name": "Bench queue", "reviewers_per_item": 1}}))
+    s = 0
+    for i in range(n_traces):
+        tid = f"t{i}"
+        ts = T0 + timedelta(seconds=span * i / n_traces)
+        key = tid.encode()
+        add(ts, "tally.traces", key, envelope("TraceIngested", project, tid, ts, {
+            "trace_id": tid,
+            "trace": {"id": tid, "name": TRACE_NAMES[i % 5], "timestamp": ts.isoformat(),
+                      "user_id": f"u{rnd.randrange(200)}", "environment": ENVS[i % 3], "release": RELEASES[i % 4],
+                      "tags": rnd.sample(TAGS, 2), "input": {"q": f"question {i}"}, "output": "answer"},
+            "observations": [
+                {"id": f"{tid}-a", "trace_id": tid, "type": "GENERATION", "name": "llm", "start_time": ts.isoformat(),
+                 "end_time": (ts + timedelta(seconds=1.5)).isoformat(), "model": "m",
+                 "usage_details": {"input": 100, "output": 20}, "cost_details": {"total": 0.001}},
+                {"id": f"{tid}-b", "trace_id": tid, "type": "TOOL", "name": "search",
+                 "parent_observation_id": f"{tid}-a", "start_time": ts.isoformat()},
+            ]}))
+        for j in range(5):
+            if s >= n_scores:
+                break
+            s += 1
+            sts = ts + timedelta(minutes=5 + j)
+            kind = j
+            base = {"id": f"s{s}", "trace_id": tid, "timestamp": sts.isoformat()}
+            if kind == 0:
+                sc = {**base, "name": "helpfulness", "data_type": "NUMERIC", "value": rnd.randint(1, 5),
+                      "source": "ANNOTATION", "author_user_id": f"rev{rnd.randrange(8)}", "config_id": "cfg-help"}
+            elif kind == 1:
+                v = rnd.random() < 0.7
+                sc = {**base, "name": "correct", "data_type": "BOOLEAN", "value": 1.0 if v else 0.0,
+                      "string_value": "True" if v else "False", "source": "ANNOTATION",
+                      "author_user_id": f"rev{rnd.randrange(8)}"}
+            elif kind == 2:
+                lab = rnd.choice(["polite", "neutral", "rude"])
+                sc = {**base, "name": "tone", "data_type": "CATEGORICAL", "string_value": lab,
+                      "value": {"rude": 0, "neutral": 1, "polite": 2}[lab], "source": "ANNOTATION",
+                      "author_user_id": f"rev{rnd.randrange(8)}"}
+            elif kind == 3:
+                sc = {**base, "name": "judge-quality", "data_type": "NUMERIC", "value": round(rnd.random(), 4),
+                      "source": "EVAL", "evaluator_name": "judge-quality", "evaluator_version": "v1"}
+            else:
+                lab = rnd.choice(["polite", "neutral", "rude"])
+                sc = {**base, "name": "judge-tone", "data_type": "CATEGORICAL", "string_value": lab,
+                      "value": {"rude": 0, "neutral": 1, "polite": 2}[lab], "source": "EVAL"}
+            add(sts, "tally.scores", key, envelope("ScoreRecorded", project, tid, sts, {"score": sc}))
+        if i % 20 == 0:
+            item = {"queue_id": "q-bench", "item_id": f"it-{i}", "object_type": "TRACE", "object_id": tid,
+                    "trace_id": tid}
+            add(ts, "tally.queues", key, envelope("QueueItemAdded", project, tid, ts, {"item": item,
+                                                                                      "reason": "sampled"}))
+            add(ts + timedelta(minutes=1), "tally.queues", key, envelope(
+                "QueueItemLeased", project, tid, ts + timedelta(minutes=1), {
+                    "item": item, "reviewer": "rev1", "lease_id": f"l{i}",
+                    "expires_at": (ts + timedelta(minutes=30)).isoformat()}))
+            add(ts + timedelta(minutes=6), "tally.queues", key, envelope(
+                "QueueItemCompleted", project, tid, ts + timedelta(minutes=6),
+                {"item": item, "reviewer": "rev1", "item_completed": True}))
+    out.sort(key=lambda e: (e[0], e[1]))
+    return [(topic, key, value) for _, _, topic, key, value in out]
+
+
+async def produce(bootstrap: str, log: list[tuple[str, bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
+                                max_batch_size=1024 * 1024, max_request_size=16 * 1024 * 1024)
+    await producer.start()
+    start = time.perf_counter()
+    try:
+        pending = []
+        for topic, key, value in log:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> None:
+    await ensure_topics(bootstrap)
+    await asyncio.to_thread(upgrade, ID_MIGRATIONS, database_url, ID_SCHEMA)
+    await asyncio.to_thread(upgrade, MIGRATIONS, database_url, SCHEMA)
+    project = f"bench-{uuid.uuid4().hex[:6]}"
+    pk, sk = await create_project_with_key(database_url, project)
+    auth = basic_auth(pk, sk)
+
+    t = time.perf_counter()
+    log = generate(args.scores, project)
+    gen_s = time.perf_counter() - t
+    counts: dict[str, int] = {}
+    for topic, _, _ in log:
+        counts[topic] = counts.get(topic, 0) + 1
+    total = len(log)
+    print(f"log: {total:,} events ({', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))}); "
+          f"generated in {gen_s:.1f}s")
+    prod_s = await produce(bootstrap, log)
+    del log
+    print(f"produced in {prod_s:.1f}s ({total / prod_s:,.0f} events/s)")
+
+    engine = make_engine(database_url, pool_size=2)
+    pe = text(f"SELECT count(*) FROM {SCHEMA}.processed_events")  # noqa: S608
+
+    async def applied() -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(pe)).scalar_one())
+
+    settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap,
+                        group_id=f"projections-bench-{uuid.uuid4().hex[:6]}", batch_max_records=args.batch)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        first_t = first_n = None
+        deadline = time.monotonic() + args.timeout
+        n = 0
+        while time.monotonic() < deadline:
+            n = await applied()
+            now = time.perf_counter()
+            if n and first_t is None:
+                first_t, first_n = now, n
+            if n >= total:
+                break
+            await asyncio.sleep(0.25)
+        end_t = time.perf_counter()
+        if first_t is None or first_n is None or n < total:
+            print(f"live apply did not finish: {n:,} of {total:,} applied")
+            return
+        rate = (n - first_n) / (end_t - first_t) if end_t > first_t else float("nan")
+        print(f"live consumer: {total:,} events applied in {end_t - first_t:.1f}s after the first batch "
+              f"-> {rate:,.0f} events/s (one process, batches of up to {args.batch})")
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            week_from = (T0 + timedelta(days=DAYS - 7)).isoformat()
+            queries: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
+                "analytics day, all scores": lambda: client.get("/api/v1/analytics/scores", headers=auth),
+                "analytics day, one name": lambda: client.get("/api/v1/analytics/scores", headers=auth,
+                                                              params={"name": "helpfulness"}),
+                "analytics hour, 7 days": lambda: client.get("/api/v1/analytics/scores", headers=auth, params={
+                    "bucket": "hour", "from_timestamp": week_from, "name": "judge-quality"}),
+                "analytics day, trace_name": lambda: client.get("/api/v1/analytics/scores", headers=auth,
+                                                                params={"trace_name": "chat"}),
+                "analytics day, user": lambda: client.get("/api/v1/analytics/scores", headers=auth,
+                                                          params={"user_id": "u7"}),
+                "analytics 2 filters (scan)": lambda: client.get("/api/v1/analytics/scores", headers=auth, params={
+                    "user_id": "u7", "environment": "prod"}),
+                "queue progress": lambda: client.get("/api/v1/progress/queues/q-bench", headers=auth),
+                "trace list page": lambda: client.get("/api/public/traces", headers=auth, params={"limit": 50}),
+            }
+            print(f"\ndashboard queries over {args.scores:,} scores ({args.queries} each, in-process HTTP):")
+            print(f"{'query':<30} {'p50 ms':>8} {'p99 ms':>8}")
+            for name, call in queries.items():
+                r = await call()
+                assert r.status_code == 200, (name, r.status_code, r.text[:300])
+                times = []
+                for _ in range(args.queries):
+                    s = time.perf_counter()
+                    r = await call()
+                    times.append((time.perf_counter() - s) * 1000)
+                print(f"{name:<30} {statistics.median(times):>8.1f} {pct(times, 99):>8.1f}")
+
+    async with engine.connect() as conn:
+        rollup_rows = (await conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.score_rollup"))).scalar_one()  # noqa: S608
+    print(f"\nrollup rows: {rollup_rows:,} for {args.scores:,} scores")
+    report = await rebuild(engine, bootstrap, live_schema=SCHEMA, batch_size=args.rebuild_batch,
+                           progress=lambda _m: None)
+    print(f"rebuild: {report.events_read:,} events in {report.seconds:.1f}s -> {report.events_per_second:,.0f} "
+          f"events/s (swap {report.swap_seconds:.2f}s)")
+    await engine.dispose()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scores", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--rebuild-batch", type=int, default=5000)
+    parser.add_argument("--timeout", type=float, default=240.0, help="give up on the live apply after this long")
+    args = parser.parse_args(argv)
+    server = os.environ.get("DATABASE_URL")
+    tmp = tempfile.TemporaryDirectory(prefix="tally-bench-pg-")
+    if server is None:
+        server = "postgresql://postgres@127.0.0.1:5432/postgres" if infra.port_open("127.0.0.1", 5432) else \
+            infra.embedded_postgres_url(Path(tmp.name) / "pg")
+    name = f"tally_bench_{uuid.uuid4().hex[:8]}"
+    database_url = infra.create_database(server, name)
+    try:
+        with own_broker() as bootstrap:
+            asyncio.run(run(args, bootstrap, database_url))
+    finally:
+        infra.drop_database(server, name)
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
