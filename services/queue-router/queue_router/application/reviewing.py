@@ -63,13 +63,15 @@ def reviewer_allowed(queue: dict[str, Any], reviewer: str, email: str | None) ->
 async def next_item(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
                     ) -> dict[str, Any] | None:
     for _ in range(8):
-        got = await _try_lease(deps, project_id, queue_id, reviewer, queue)
-        if got is not _RETRY:
-            return got  # type: ignore[return-value]
+        try:
+            return await _try_lease(deps, project_id, queue_id, reviewer, queue)
+        except _Retry:
+            continue
     raise ApiError(409, "conflict", "could not lease an item; try again")
 
 
-_RETRY = object()
+class _Retry(Exception):
+    """Raised inside the claim transaction to roll it back and look again."""
 
 # ``state <> 'done'`` repeats the partial index's predicate. Without statistics (a queue filled a moment ago, before
 # autovacuum analysed it) the planner guesses one row and sorts the whole queue, then anti-joins by sequential scans:
@@ -95,7 +97,7 @@ FOR UPDATE SKIP LOCKED
 
 
 async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
-                     ) -> dict[str, Any] | object | None:
+                     ) -> dict[str, Any] | None:
     async with (deps.claim_sessions or deps.sessions)() as session, session.begin():
         slot = (await session.execute(_CLAIMABLE, {"queue_id": queue_id, "reviewer": reviewer})).first()
         if slot is None:
@@ -120,8 +122,7 @@ async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer:
         ).returning(reviews.c.item_id))).first()
         if claimed is None:
             # This reviewer took another slot of the same item concurrently; undo and look again.
-            await session.rollback()
-            return _RETRY
+            raise _Retry
         leased = (update(item_slots).where(
             item_slots.c.item_id == slot.item_id, item_slots.c.slot_no == slot.slot_no,
         ).values(state="leased", reviewer=reviewer, lease_id=lease_id, lease_expires_at=expires)
