@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
 from tally_shared.testing.plugin import StackHandle
 
@@ -37,6 +38,8 @@ PAYLOADS = [
     "<form action=\"javascript:alert('form')\"><button>go</button></form>",
 ]
 HOSTILE = "\n\n".join(PAYLOADS) + "\n\n" + ("long filler line to force folding\n" * 80)
+
+pytestmark = pytest.mark.browser
 
 
 def test_hostile_trace_content_runs_nothing(tally_stack: StackHandle, api: httpx.Client, watched: Watched) -> None:

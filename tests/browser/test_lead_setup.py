@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
 from tally_shared.testing.plugin import StackHandle
 
 from .conftest import Watched, ingest, shot, sign_in, trace_event, trace_visible, wait_for
+
+pytestmark = pytest.mark.browser
 
 
 def test_lead_sets_up_a_queue_and_traces_arrive(tally_stack: StackHandle, api: httpx.Client,

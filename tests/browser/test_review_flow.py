@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tally_shared.testing.plugin import StackHandle
 
@@ -25,6 +26,8 @@ from .conftest import (
     trace_visible,
     wait_for,
 )
+
+pytestmark = pytest.mark.browser
 
 
 def _my_scores(api: httpx.Client, queue_id: str, user_id: str) -> list[dict[str, Any]]:
