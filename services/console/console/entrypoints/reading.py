@@ -131,11 +131,16 @@ async def agreement(ctx: CtxDep) -> Response:
         except ApiCallError as e:
             error = e.describe()
     pairs = data.get("pairs") or []
+    people = await ctx.people()
+
+    def who(uid: Any) -> str:
+        return people.get(str(uid), str(uid))[:14]
+
     pair_chart = charts.bar_chart(
-        [(f"{p.get('reviewer_a', '')[:8]}/{p.get('reviewer_b', '')[:8]}", float(p.get("kappa") or 0)) for p in pairs],
+        [(f"{who(p.get('reviewer_a'))} / {who(p.get('reviewer_b'))}", float(p.get("kappa") or 0)) for p in pairs],
         title="Cohen's kappa per pair of reviewers") if pairs else None
     return page(ctx, ctx.request, "agreement.html", queues=queues, queue=queue, configs=queue_configs,
-                config=config, data=data, error=error, pair_chart=pair_chart)
+                config=config, data=data, error=error, pair_chart=pair_chart, people=people)
 
 
 @router.get("/calibration", response_class=HTMLResponse)

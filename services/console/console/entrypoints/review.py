@@ -142,6 +142,7 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
     editing = item.get("my_status") == "completed" and not lease
     return page(
         ctx, ctx.request, "review.html", status_code=status_code, queue=queue, item=item, trace=trace,
+        people=await ctx.people(),
         configs=configs, required=required, lease=lease, values=values, comment=comment or "", errors=errors or {},
         others=others, previous=previous, editing=editing, history=history,
         focus_observation=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,

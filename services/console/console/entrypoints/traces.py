@@ -100,7 +100,7 @@ async def trace_page(ctx: CtxDep, trace_id: str) -> Response:
                          ctx.user.id) if chosen else {}
     values = {c["id"]: form_value(c, existing.get(c["id"])) for c in chosen}
     return page(ctx, ctx.request, "trace.html", trace=trace, configs=configs, chosen=chosen, values=values,
-                errors={}, comment="")
+                errors={}, comment="", people=await ctx.people())
 
 
 @router.post("/traces/{trace_id}/annotate", response_class=HTMLResponse)

@@ -96,6 +96,11 @@ class Ctx:
     def can_review(self) -> bool:
         return self.role != "viewer"
 
+    async def people(self) -> dict[str, str]:
+        """User id -> a readable name for this project's members (scores and reviews name people by id)."""
+        members = await identity_of(self.request).members_of(self.project_id)
+        return {m.user_id: m.name or m.email for m in members}
+
     def require(self, what: str) -> None:
         ok = {"configure": self.can_configure, "review": self.can_review, "admin": self.is_admin}[what]
         if not ok:
@@ -152,6 +157,7 @@ def flash(request: Request, message: str, kind: str = "info") -> None:
 def page(ctx: Ctx | None, request: Request, template: str, status_code: int = 200, **data: Any) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.templates
     messages = request.session.pop("flash", []) if "flash" in request.session else []
+    data.setdefault("people", {})
     context = {"ctx": ctx, "nonce": request.state.nonce, "csrf": csrf_token(request), "messages": messages,
                "path": request.url.path, "now": time.time(), **data}
     return templates.TemplateResponse(request, template, context, status_code=status_code)
