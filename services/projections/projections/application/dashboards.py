@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
@@ -154,6 +154,45 @@ def _series(rows: Iterable[Row], bins: int) -> list[dict[str, Any]]:
     return out
 
 
+def _series_grouped(per_bucket: Sequence[Any], per_value: Sequence[Any], per_cat_bucket: Sequence[Any],
+                    bins: int) -> list[dict[str, Any]]:
+    """The same shape as ``_series``, from rows already summed per bucket and per value key."""
+    series: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in per_value:
+        key = (row[0], row[1], row[2], row[3])
+        series.setdefault(key, {"values": [], "buckets": [], "cats": defaultdict(dict)})["values"].append(row)
+    for row in per_bucket:
+        key = (row[0], row[1], row[2], row[3])
+        series.setdefault(key, {"values": [], "buckets": [], "cats": defaultdict(dict)})["buckets"].append(row)
+    for row in per_cat_bucket:
+        series[(row[0], row[1], row[2], row[3])]["cats"][row[4]][row[5]] = int(row[6])
+    out = []
+    for (name, source, config_id, data_type), parts in sorted(series.items()):
+        vals: list[Row] = parts["values"]
+        n = int(sum(v[6] for v in vals))
+        nv = int(sum(v[7] for v in vals))
+        stats = mean_ci(nv, float(sum((v[8] for v in vals), Decimal(0))), float(sum((v[9] for v in vals), Decimal(0))))
+        points = []
+        for b in sorted(parts["buckets"], key=lambda x: x[4]):
+            p: dict[str, Any] = {"bucket": b[4], "count": int(b[6]), "mean": float(b[8]) / int(b[7]) if b[7] else None}
+            if data_type != "NUMERIC":
+                p["categories"] = dict(sorted(parts["cats"].get(b[4], {}).items()))
+            points.append(p)
+        entry: dict[str, Any] = {
+            "name": name, "source": source, "config_id": config_id or None, "data_type": data_type,
+            "count": n, "mean": stats["mean"], "std": stats["std"], "ci_low": stats["ci_low"],
+            "ci_high": stats["ci_high"], "buckets": points,
+        }
+        if data_type == "NUMERIC":
+            entry["distribution"] = {"type": "histogram", "bins": _histogram(
+                [(v[0], v[1], v[2], v[3], v[4], v[5], int(v[6]), int(v[7]), v[8], v[9]) for v in vals], bins)}
+        else:
+            entry["distribution"] = {"type": "categories",
+                                     "counts": dict(sorted((v[5], int(v[6])) for v in vals))}
+        out.append(entry)
+    return out
+
+
 def _histogram(rs: Sequence[Row], bins: int) -> list[dict[str, Any]]:
     vals: dict[float, int] = defaultdict(int)
     for r in rs:
@@ -187,54 +226,68 @@ async def score_analytics(
     r = t.score_rollup
     if len(dims) == 0 or (len(dims) == 1 and bucket == "day"):
         kind, value = dims[0] if dims else ("", "")
-        q = select(r.c.name, r.c.source, r.c.config_id, r.c.data_type, r.c.bucket, r.c.value_key, r.c.n,
-                   r.c.n_value, r.c.sum, r.c.sum_sq).where(
-            r.c.project_id == project_id, r.c.granularity == bucket, r.c.dim_kind == kind, r.c.dim_value == value)
+        conds = [r.c.project_id == project_id, r.c.granularity == bucket, r.c.dim_kind == kind,
+                 r.c.dim_value == value]
         if names:
-            q = q.where(r.c.name.in_(list(names)))
+            conds.append(r.c.name.in_(list(names)))
         if config_id is not None:
-            q = q.where(r.c.config_id == config_id)
+            conds.append(r.c.config_id == config_id)
         if source is not None:
-            q = q.where(r.c.source == source)
+            conds.append(r.c.source == source)
         if data_type is not None:
-            q = q.where(r.c.data_type == data_type)
+            conds.append(r.c.data_type == data_type)
         if from_ts is not None:
-            q = q.where(r.c.bucket >= from_ts)
+            conds.append(r.c.bucket >= from_ts)
         if to_ts is not None:
-            q = q.where(r.c.bucket < to_ts)
-        rows: list[Row] = [tuple(x) for x in (await session.execute(q)).all()]
-        served, truncated = "rollup", False
-    else:
-        # Several filters at once, or a filter by the hour: the rollup has no such rows, so count the matching
-        # scores.
-        s = t.scores
-        q2 = select(s.c.name, s.c.source, s.c.config_id, s.c.data_type, s.c.value, s.c.string_value,
-                    s.c.string_values, s.c.timestamp).where(s.c.project_id == project_id, ~s.c.deleted)
-        for kind, value in dims:
-            if kind == "tag":
-                q2 = q2.where(s.c.rolled_dims["tag"].op("?")(value))
-            else:
-                q2 = q2.where(s.c.rolled_dims[kind].astext == value)
-        if names:
-            q2 = q2.where(s.c.name.in_(list(names)))
-        if config_id is not None:
-            q2 = q2.where(s.c.config_id == config_id)
-        if source is not None:
-            q2 = q2.where(s.c.source == source)
-        if data_type is not None:
-            q2 = q2.where(s.c.data_type == data_type)
-        if from_ts is not None:
-            q2 = q2.where(s.c.timestamp >= from_ts)
-        if to_ts is not None:
-            q2 = q2.where(s.c.timestamp < to_ts)
-        deltas: dict[Any, list[Any]] = {}
-        n = 0
-        for row in (await session.execute(q2.limit(max_scan + 1))).mappings():
-            n += 1
-            if n > max_scan:
-                break
-            add_to(deltas, (c for c in contributions(project_id, dict(row), {}) if c[0][1] == bucket), +1)
-        rows = [(k[4], k[6], k[7], k[8], k[5], k[9], m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
-        served, truncated = "scores", n > max_scan
+            conds.append(r.c.bucket < to_ts)
+        series_cols = [r.c.name, r.c.source, r.c.config_id, r.c.data_type]
+        sums = [func.sum(r.c.n), func.sum(r.c.n_value), func.sum(r.c.sum), func.sum(r.c.sum_sq)]
+        # Two grouped reads instead of every row: per bucket and per value key (the distribution).
+        per_bucket = (await session.execute(
+            select(*series_cols, r.c.bucket, literal("").label("vk"), *sums).where(*conds)
+            .group_by(*series_cols, r.c.bucket))).all()
+        per_value = (await session.execute(
+            select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*conds)
+            .group_by(*series_cols, r.c.value_key))).all()
+        per_cat_bucket: list[Any] = []
+        if data_type != "NUMERIC":
+            per_cat_bucket = list((await session.execute(
+                select(*series_cols, r.c.bucket, r.c.value_key, func.sum(r.c.n))
+                .where(*conds, r.c.data_type != "NUMERIC")
+                .group_by(*series_cols, r.c.bucket, r.c.value_key))).all())
+        return {"bucket": bucket, "served_from": "rollup", "truncated": False,
+                "filters": [{"dimension": k, "value": v} for k, v in dims],
+                "series": _series_grouped(per_bucket, per_value, per_cat_bucket, bins)}
+    # Several filters at once, or a filter by the hour: the rollup has no such rows, so count the matching
+    # scores.
+    s = t.scores
+    q2 = select(s.c.name, s.c.source, s.c.config_id, s.c.data_type, s.c.value, s.c.string_value,
+                s.c.string_values, s.c.timestamp).where(s.c.project_id == project_id, ~s.c.deleted)
+    for kind, value in dims:
+        if kind == "tag":
+            q2 = q2.where(s.c.rolled_dims["tag"].op("?")(value))
+        else:
+            q2 = q2.where(s.c.rolled_dims[kind].astext == value)
+    if names:
+        q2 = q2.where(s.c.name.in_(list(names)))
+    if config_id is not None:
+        q2 = q2.where(s.c.config_id == config_id)
+    if source is not None:
+        q2 = q2.where(s.c.source == source)
+    if data_type is not None:
+        q2 = q2.where(s.c.data_type == data_type)
+    if from_ts is not None:
+        q2 = q2.where(s.c.timestamp >= from_ts)
+    if to_ts is not None:
+        q2 = q2.where(s.c.timestamp < to_ts)
+    deltas: dict[Any, list[Any]] = {}
+    n = 0
+    for row in (await session.execute(q2.limit(max_scan + 1))).mappings():
+        n += 1
+        if n > max_scan:
+            break
+        add_to(deltas, (c for c in contributions(project_id, dict(row), {}) if c[0][1] == bucket), +1)
+    rows = [(k[4], k[6], k[7], k[8], k[5], k[9], m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
+    served, truncated = "scores", n > max_scan
     return {"bucket": bucket, "served_from": served, "truncated": truncated,
             "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(rows, bins)}
