@@ -52,15 +52,21 @@ class Ceiling:
         return self.consumed * self.size / self.consume_seconds / 1e6 if self.consume_seconds else 0.0
 
 
+# pid of the broker this bench started (None when KAFKA_BOOTSTRAP_SERVERS names someone else's).
+BROKER_PID: int | None = None
+
+
 @contextlib.contextmanager
 def broker() -> Iterator[str]:
     """KAFKA_BOOTSTRAP_SERVERS if set, else a Tansu broker of our own for the duration."""
+    global BROKER_PID
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     port = infra.free_port()
     with tempfile.TemporaryDirectory(prefix="tally-bench-") as tmp:
         proc = infra.start_tansu(port, log_path=Path(tmp) / "tansu.log")
+        BROKER_PID = proc.pid
         try:
             yield f"127.0.0.1:{port}"
         finally:

@@ -43,6 +43,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 # bench/ is not a package; its ingest.py would shadow the ingest service package if left on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import broker as broker_bench
 from broker import broker, measure_broker, table
 
 sys.path.pop(0)
@@ -329,7 +330,7 @@ def main(argv: list[str]) -> int:
                 infra.wait_for_port("127.0.0.1", port, timeout=60)
                 with RssWatcher(server.pid) as rss:
                     for fmt in formats:
-                        results.append(_run_format(fmt, port, auth, args, server.pid))
+                        results.append(_run_format(fmt, port, auth, args, server.pid, broker_bench.BROKER_PID))
                     peak_rss = rss.peak
             finally:
                 server.terminate()
@@ -344,23 +345,45 @@ def main(argv: list[str]) -> int:
     print(f"\nIngest, one process (uvicorn), {args.connections} connections, {args.traces_per_request} traces per "
           f"request, 5 observations per trace, {args.io_bytes} B input + {args.io_bytes} B output per observation")
     print(f"{'format':>9} | {'traces/s':>9} | {'obs/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'req MB/s':>8} | "
-          f"{'Kafka MB/s':>10} | {'vs ceiling':>10} | statuses")
-    print("-" * 108)
+          f"{'Kafka MB/s':>10} | {'vs ceiling':>10} | {'CPU ingest':>10} | {'CPU/trace':>9} | {'CPU broker':>10} | "
+          "statuses")
+    print("-" * 146)
     for r in results:
         traces_s = r["traces"] / r["elapsed"]
         kafka_mb = traces_s * event_bytes / 1e6
         print(f"{r['format']:>9} | {traces_s:>9,.0f} | {traces_s * 5:>9,.0f} | {r['p50'] * 1000:>7.1f} | "
               f"{r['p99'] * 1000:>7.1f} | {r['req_mb_s']:>8.1f} | {kafka_mb:>10.1f} | "
-              f"{kafka_mb / ceiling.produce_mb:>9.0%} | {r['statuses']}")
-    print(f"\nPeak RSS of the ingest process: {peak_rss / 1e6:.0f} MB")
+              f"{kafka_mb / ceiling.produce_mb:>10.0%} | {r['server_cpu']:>10.0%} | "
+              f"{r['server_cpu'] / traces_s * 1e6 if traces_s else float('nan'):>6.0f} us | "
+              f"{r['broker_cpu']:>10.0%} | {r['statuses']}")
+    print(f"\nPeak RSS of the ingest process: {peak_rss / 1e6:.0f} MB. CPU = core-seconds per second "
+          f"(this machine has {os.cpu_count()} cores); 1-minute load average during the runs: "
+          f"{max(r['load'] for r in results):.1f}")
     print(f"Mean TraceIngested message: {event_bytes:,.0f} B (one per trace)")
     print("Raw broker ceiling measured in this run (bench/broker.py, aiokafka acks=all):")
     print(table([ceiling_1k, ceiling]))
     print("'vs ceiling' = ingest's Kafka MB/s / raw produce MB/s for messages of the same size.")
+    print("'CPU/trace' = ingest process CPU time per accepted trace: one core fully given to ingest would carry "
+          "about 1 s / CPU-per-trace traces/s, whatever else the machine is running.")
+    for r in results:
+        traces_s = r["traces"] / r["elapsed"]
+        if traces_s and r["server_cpu"] == r["server_cpu"]:
+            print(f"  {r['format']:>8}: {traces_s / r['server_cpu']:,.0f} traces/s per core-second of ingest CPU")
     return 0
 
 
-def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+def _cpu(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return float("nan")
+
+
+def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server_pid: int,
+                broker_pid: int | None) -> dict[str, Any]:
     _, _, build = FORMATS[fmt]
     bodies = [build(args.traces_per_request, args.io_bytes, seed) for seed in range(BODIES_PER_FORMAT)]
     items = args.traces_per_request * (5 if fmt == "otlp" else 6)
@@ -381,8 +404,11 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = ctx.Process(target=client_main,
                        args=(port, auth, fmt, bodies, items, args.connections, args.seconds, queue))
+    cpu0 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
+    load0 = os.getloadavg()[0]
     proc.start()
     out = queue.get(timeout=args.seconds + 120)
+    cpu1 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
     proc.join()
     if profiler is not None:
         profiler.wait(60)
@@ -393,6 +419,9 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
         "format": fmt, "traces": out["accepted_items"] / per_trace, "elapsed": out["elapsed"],
         "p50": pct(out["latencies"], 50), "p99": pct(out["latencies"], 99), "statuses": out["statuses"],
         "req_mb_s": requests * mean_body / out["elapsed"] / 1e6,
+        "server_cpu": (cpu1[0] - cpu0[0]) / (cpu1[2] - cpu0[2]),
+        "broker_cpu": (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]),
+        "load": max(load0, os.getloadavg()[0]),
     }
 
 

@@ -98,3 +98,32 @@ async def test_broker_down_then_back(own_broker: dict[str, object], identity_db:
     # A retried request carries the same event ids, so consumers apply it once.
     if acknowledged["after0-0"] == 2:
         assert len({env.id for env, _ in found if env.key == "after0-0"}) == 1
+
+
+async def test_starts_without_a_broker_and_recovers(identity_db: str, api_key: tuple[str, str],
+                                                    project_id: str, tmp_path: Path) -> None:
+    port = infra.free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = Settings(database_url=identity_db, kafka_bootstrap_servers=bootstrap, port=infra.free_port(),
+                        publish_timeout_seconds=1.0)
+    auth = basic_auth(*api_key)
+    proc = None
+    try:
+        with ThreadedServer(settings) as server:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                r = await client.post("/api/v1/ingest", json=_batch("early"), headers=auth)
+                assert r.status_code == 503 and "retry-after" in r.headers
+                proc = infra.start_tansu(port, log_path=tmp_path / "tansu.log")
+                await ensure_topics(bootstrap)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    r = await client.post("/api/v1/ingest", json=_batch("late"), headers=auth)
+                    if r.status_code != 503:
+                        break
+                    await asyncio.sleep(0.5)
+                assert r.status_code == 207 and len(r.json()["successes"]) == 3
+        found = await read_events(bootstrap, TRACES.name, lambda e: e.project == project_id, count=3, settle=1.0)
+        assert sorted(env.key for env, _ in found) == ["late-0", "late-1", "late-2"]
+    finally:
+        if proc is not None:
+            infra.stop_process(proc)

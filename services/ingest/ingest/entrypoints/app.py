@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,8 @@ from ingest.entrypoints.http import Deps, router
 from ingest.entrypoints.openapi import install_schemas
 from tally_shared.service import build_runtime
 from tally_shared.service import create_app as create_service_app
+
+log = logging.getLogger("tally.ingest")
 
 DESCRIPTION = (
     "The front door for traces: OTLP/HTTP (`/v1/traces`, `/api/public/otel/v1/traces`), Langfuse's batch "
@@ -34,6 +37,18 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
     async def start_publisher() -> None:
         if isinstance(kafka, KafkaPublisher):
             await kafka.start()
+
+    # Ingest must come up (and answer 503 with Retry-After) while the broker is away; the shared runtime's broker
+    # is only used here for /healthz, which then reports the broker as failing until it is back.
+    runtime_broker_start = runtime.broker.start
+
+    async def tolerant_broker_start() -> None:
+        try:
+            await runtime_broker_start()
+        except Exception as exc:
+            log.warning("broker unreachable at start (%s); answering 503 until it is back", exc)
+
+    runtime.broker.start = tolerant_broker_start  # type: ignore[method-assign]
 
     app = create_service_app(runtime, title="Tally ingest", description=DESCRIPTION, routers=[router],
                      on_startup=[start_publisher])
