@@ -105,3 +105,29 @@ async def test_acknowledged_rows_are_cleaned_up(service: Service, project: Proje
             return (await s.execute(select(outbox.c.id).where(outbox.c.aggregate_id == sid))).first() is None
 
     await eventually(gone, timeout=5, what="acknowledged outbox row deleted")
+
+
+class _RefusingProducer:
+    """Stands in for a broker that does not acknowledge."""
+
+    async def send(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker unreachable")
+
+
+async def test_unacknowledged_publish_answers_503_and_a_retry_publishes(
+        service: Service, tap: Tap, project: Project, client: httpx.AsyncClient) -> None:
+    publisher = service.app.state.deps.outbox
+    trace = uuid.uuid4().hex
+    body = {"id": uuid.uuid4().hex, "name": "n", "value": 1, "traceId": trace}
+    real = publisher._producer
+    publisher._producer = _RefusingProducer()
+    try:
+        r = await client.post("/api/public/scores", json=body)
+    finally:
+        publisher._producer = real
+    assert r.status_code == 503 and r.json()["error"]["code"] == "event_not_acknowledged"
+    # Stored all the same; the retry answers 2xx only once the pending event is on the broker.
+    r = await client.post("/api/public/scores", json=body)
+    assert r.status_code == 200
+    ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace, timeout=5)
+    assert ev.payload["score"]["id"] == body["id"]

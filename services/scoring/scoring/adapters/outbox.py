@@ -90,6 +90,7 @@ class OutboxPublisher:
 
     async def publish(self, events: Sequence[Outgoing]) -> None:
         """Publish committed events and wait for the broker's acknowledgement. Raises PublishFailed."""
+        events = [e for e in events if e.envelope.id not in self._acked]
         if not events:
             return
         if self._producer is None:

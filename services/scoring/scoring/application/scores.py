@@ -135,10 +135,12 @@ async def record_scores(
             return [Outcome(i, "unchanged") for i in range(len(inputs))]
         events += slow
 
+    # Scores that existed already may still have events waiting (a first attempt whose publish failed): those go
+    # out first, in order, together with this request's events for them.
+    touched = [o.score.id for o in outcomes if o and o.status in ("replayed", "unchanged", "updated") and o.score]
+    if touched:
+        await deps.outbox.publish_pending(project, touched)
     await deps.outbox.publish(events)
-    replayed = [o.score.id for o in outcomes if o and o.status in ("replayed", "unchanged") and o.score]
-    if replayed:
-        await deps.outbox.publish_pending(project, replayed)
     return [o if o is not None else Outcome(i, "unchanged") for i, o in enumerate(outcomes)]
 
 
@@ -199,6 +201,8 @@ async def _record_transactionally(
                                         problems=[Problem("idempotency_key", "in_flight",
                                                           "a request with this key is still being recorded")])
                 continue
+            if inputs[idx].timestamp is None:
+                sc = sc.model_copy(update={"timestamp": st.score.timestamp})  # a retry without one keeps the first
             outcome = _resolve_existing(actor, idx, st, sc)
             outcomes[idx] = outcome
             if outcome.status == "updated":
@@ -265,7 +269,7 @@ async def change_score(deps: Deps, actor: Actor, score_id: str, changes: dict[st
         await repository.add_history(s, actor.project_id, [(new, rev, "updated", actor.name)], now)
         event = _updated(actor.project_id, new)
         await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+    await deps.outbox.publish_pending(actor.project_id, [score_id])
     return new
 
 
@@ -292,7 +296,7 @@ async def delete_score(deps: Deps, actor: Actor, score_id: str) -> ScoreData:
             ScoreDeleted(score_id=score_id, trace_id=st.score.trace_id, deleted_by=actor.name),
             project=actor.project_id, key=event_key(st.score)), score_id)
         await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+    await deps.outbox.publish_pending(actor.project_id, [score_id])
     return st.score
 
 
