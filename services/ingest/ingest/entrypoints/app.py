@@ -48,7 +48,7 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
         except Exception as exc:
             log.warning("broker unreachable at start (%s); answering 503 until it is back", exc)
 
-    runtime.broker.start = tolerant_broker_start  # type: ignore[method-assign]
+    runtime.broker.start = tolerant_broker_start
 
     app = create_service_app(runtime, title="Tally ingest", description=DESCRIPTION, routers=[router],
                      on_startup=[start_publisher])
