@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import uvicorn
@@ -31,9 +32,18 @@ def upstreams_from_env() -> dict[str, str]:
     }
 
 
+class _NoCookies(CookieJar):
+    """A proxy must never keep cookies: one client's session cookie would ride along on every other client's
+    requests. Set-Cookie headers still pass through to the browser untouched."""
+
+    def __init__(self) -> None:
+        super().__init__(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_gateway(upstreams: dict[str, str]) -> Starlette:
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
-                               limits=httpx.Limits(max_connections=500, max_keepalive_connections=100))
+                               limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
+                               cookies=_NoCookies())
 
     async def health(_: Request) -> Response:
         # Langfuse answers {"status": "OK", "version": ...}; Tally's is OK only when every service is healthy.
