@@ -169,7 +169,7 @@ async def create_score(request: Request, principal: CurrentPrincipal,
 
 
 @router.post("/scores/batch", response_model=None)
-@router.post("/scores:batch", response_model=None)
+@router.post("/scores:batch", response_model=None, include_in_schema=False)
 async def create_scores_batch(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     """Record many automated scores in one transaction and one publish. Each score is accepted or rejected on its
     own: ``results`` says which, with the field and rule for every rejection."""
