@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, exists, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from queue_router.adapters.items_store import event_key, item_ref
@@ -78,57 +77,70 @@ class _Retry(Exception):
 # hundreds of ms. The claim transaction therefore steers it to walk the index in ORDER BY order and stop at the first
 # claimable slot: the claim runs on connections with CLAIM_SERVER_SETTINGS (a separate small pool), which costs no
 # extra round trip. Its other statements are primary-key lookups, which these settings do not affect.
-CLAIM_SERVER_SETTINGS = {"enable_sort": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"}
-_CLAIMABLE = text("""
-SELECT s.item_id, s.slot_no, s.reviewer AS old_reviewer, s.lease_id AS old_lease
-FROM queue_router.item_slots s
-WHERE s.queue_id = :queue_id
-  AND s.state <> 'done'
-  AND (s.state = 'open' OR (s.state = 'leased' AND s.lease_expires_at < now()))
-  AND (s.assignees IS NULL OR CAST(:reviewer AS varchar) = ANY(s.assignees))
-  AND NOT EXISTS (
-    SELECT 1 FROM queue_router.reviews r
-    WHERE r.item_id = s.item_id AND r.reviewer = :reviewer
-      AND r.status IN ('in_progress', 'completed', 'skipped', 'flagged'))
-ORDER BY s.item_created_at, s.item_id, s.slot_no
-LIMIT 1
-FOR UPDATE SKIP LOCKED
+# synchronous_commit off: a lease is soft state. A database crash can lose the last few milliseconds of leases
+# (with their QueueItemLeased outbox rows, in the same transaction), which only returns those slots to the pool;
+# completions, skips and flags commit durably on the main pool.
+CLAIM_SERVER_SETTINGS = {"enable_sort": "off", "enable_seqscan": "off", "enable_bitmapscan": "off",
+                         "synchronous_commit": "off"}
+# One statement claims a slot: pick it (index order, skipping rows other reviewers hold locked), record the
+# reviewer's claim on the item (the reviews primary key refuses a second claim by the same reviewer), mark an
+# expired holder's review as expired, lease the slot, and return the item. ``leased`` is 0 when the reviewer's
+# claim was refused (they took another slot of this item concurrently): the caller rolls back and looks again.
+_CLAIM = text("""
+WITH s AS (
+  SELECT s.item_id, s.slot_no, s.reviewer AS old_reviewer, s.lease_id AS old_lease
+  FROM queue_router.item_slots s
+  WHERE s.queue_id = :queue_id
+    AND s.state <> 'done'
+    AND (s.state = 'open' OR (s.state = 'leased' AND s.lease_expires_at < now()))
+    AND (s.assignees IS NULL OR CAST(:reviewer AS varchar) = ANY(s.assignees))
+    AND NOT EXISTS (
+      SELECT 1 FROM queue_router.reviews r
+      WHERE r.item_id = s.item_id AND r.reviewer = :reviewer
+        AND r.status IN ('in_progress', 'completed', 'skipped', 'flagged'))
+  ORDER BY s.item_created_at, s.item_id, s.slot_no
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+), rv AS (
+  INSERT INTO queue_router.reviews AS r
+    (item_id, reviewer, project_id, queue_id, status, lease_id, slot_no, started_at, updated_at)
+  SELECT s.item_id, :reviewer, :project_id, :queue_id, 'in_progress', :lease_id, s.slot_no, :now, :now FROM s
+  ON CONFLICT (item_id, reviewer) DO UPDATE
+    SET status = 'in_progress', lease_id = EXCLUDED.lease_id, slot_no = EXCLUDED.slot_no, reason = NULL,
+        started_at = EXCLUDED.started_at, updated_at = EXCLUDED.updated_at
+    WHERE r.status IN ('released', 'expired')
+  RETURNING r.item_id, r.slot_no
+), expired AS (
+  UPDATE queue_router.reviews r SET status = 'expired', updated_at = :now
+  FROM s, rv
+  WHERE s.old_reviewer IS NOT NULL AND r.item_id = s.item_id AND r.reviewer = s.old_reviewer
+    AND r.lease_id = s.old_lease AND r.status = 'in_progress'
+), leased AS (
+  UPDATE queue_router.item_slots t
+  SET state = 'leased', reviewer = :reviewer, lease_id = :lease_id, lease_expires_at = :expires
+  FROM rv WHERE t.item_id = rv.item_id AND t.slot_no = rv.slot_no
+  RETURNING t.item_id
+)
+SELECT s.slot_no AS claimed_slot, (SELECT count(*) FROM leased) AS leased, i.*
+FROM s JOIN queue_router.items i ON i.id = s.item_id
 """)
 
 
 async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
                      ) -> dict[str, Any] | None:
+    now = _now()
+    lease_id = str(uuid.uuid4())
+    expires = now + timedelta(seconds=queue["lease_seconds"])
     async with (deps.claim_sessions or deps.sessions)() as session, session.begin():
-        slot = (await session.execute(_CLAIMABLE, {"queue_id": queue_id, "reviewer": reviewer})).first()
-        if slot is None:
+        row = (await session.execute(_CLAIM, {
+            "queue_id": queue_id, "reviewer": reviewer, "project_id": project_id, "lease_id": lease_id,
+            "now": now, "expires": expires})).first()
+        if row is None:
             return None
-        now = _now()
-        lease_id = str(uuid.uuid4())
-        expires = now + timedelta(seconds=queue["lease_seconds"])
-        if slot.old_reviewer is not None:
-            # An expired lease: the slot goes back to the pool and its holder loses it.
-            await session.execute(update(reviews).where(
-                reviews.c.item_id == slot.item_id, reviews.c.reviewer == slot.old_reviewer,
-                reviews.c.lease_id == slot.old_lease, reviews.c.status == "in_progress",
-            ).values(status="expired", updated_at=now))
-        stmt = pg_insert(reviews).values(
-            item_id=slot.item_id, reviewer=reviewer, project_id=project_id, queue_id=queue_id,
-            status="in_progress", lease_id=lease_id, slot_no=slot.slot_no, started_at=now, updated_at=now)
-        claimed = (await session.execute(stmt.on_conflict_do_update(
-            index_elements=["item_id", "reviewer"],
-            set_={"status": "in_progress", "lease_id": lease_id, "slot_no": slot.slot_no, "reason": None,
-                  "started_at": now, "updated_at": now},
-            where=reviews.c.status.in_(["released", "expired"]),
-        ).returning(reviews.c.item_id))).first()
-        if claimed is None:
+        if row.leased == 0:
             # This reviewer took another slot of the same item concurrently; undo and look again.
             raise _Retry
-        leased = (update(item_slots).where(
-            item_slots.c.item_id == slot.item_id, item_slots.c.slot_no == slot.slot_no,
-        ).values(state="leased", reviewer=reviewer, lease_id=lease_id, lease_expires_at=expires)
-            .returning(item_slots.c.item_id).cte("leased"))
-        item = dict((await session.execute(
-            select(items).where(items.c.id == select(leased.c.item_id).scalar_subquery()))).one()._mapping)
+        item = {k: v for k, v in row._mapping.items() if k not in ("claimed_slot", "leased")}
         ref = item_ref(item)
         await enqueue(session, [make_envelope(
             QueueItemLeased(item=ref, reviewer=reviewer, lease_id=lease_id, expires_at=expires),
@@ -137,7 +149,7 @@ async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer:
     out["reviewer_status"] = "in_progress"
     out["blind"] = queue["blind"]
     out["score_configs"] = queue["score_configs"]
-    return {"item": out, "lease": {"id": lease_id, "expires_at": expires, "slot": slot.slot_no}}
+    return {"item": out, "lease": {"id": lease_id, "expires_at": expires, "slot": row.claimed_slot}}
 
 
 async def _held_slot(session: AsyncSession, item_id: str, reviewer: str, lease_id: str | None) -> Any:
