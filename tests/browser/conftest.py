@@ -30,6 +30,9 @@ def browser() -> Iterator[Any]:
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    for stale in SCREENSHOTS.glob("failed-*.png"):  # a failure shot belongs to the run that failed
+        stale.unlink()
+
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

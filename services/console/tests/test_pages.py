@@ -152,3 +152,19 @@ def test_members_page_adds_a_reviewer(env: Env) -> None:
     r2 = env.client()
     sign_in(r2, "rev@t.test")
     assert r2.get("/setup/members").status_code == 403
+
+
+def test_trusted_proxy_header_signs_in_only_when_enabled(env: Env) -> None:
+    from console.config import Settings
+    from console.entrypoints.app import create_app
+
+    off = env.client()
+    assert off.get("/queues", headers={"X-Auth-Email": "lead@t.test"}).status_code == 303
+    app = create_app(Settings(secret_key="k", trusted_user_header="X-Auth-Email"), api_factory=env.factory,
+                     identity=env.identity)
+    from fastapi.testclient import TestClient
+
+    on = TestClient(app, base_url="http://console.test", follow_redirects=False)
+    assert on.get("/queues", headers={"X-Auth-Email": "lead@t.test"}).status_code == 200
+    fresh = TestClient(app, base_url="http://console.test", follow_redirects=False)
+    assert fresh.get("/queues", headers={"X-Auth-Email": "nobody@t.test"}).status_code == 303
