@@ -52,7 +52,7 @@ _LEGACY_USAGE = {"input": "input", "output": "output", "total": "total",
 _LEGACY_COST = {"inputCost": "input", "outputCost": "output", "totalCost": "total"}
 
 
-def parse_batch(batch: list[Any], max_item_bytes: int, source: str = "langfuse") -> tuple[Batch, Report]:
+def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse") -> tuple[Batch, Report]:
     out = Batch(source)
     report = Report()
     for raw in batch:
@@ -62,10 +62,11 @@ def parse_batch(batch: list[Any], max_item_bytes: int, source: str = "langfuse")
             index = report.add(f"#{len(report.ids)}")
             report.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
             continue
-        size = len(orjson.dumps(raw))
-        if size > max_item_bytes:
-            report.too_large(index, size, max_item_bytes)
-            continue
+        if max_item_bytes is not None:
+            size = len(orjson.dumps(raw))
+            if size > max_item_bytes:
+                report.too_large(index, size, max_item_bytes)
+                continue
         try:
             _one(out, report, index, raw)
         except Invalid as exc:

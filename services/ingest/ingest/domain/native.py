@@ -24,7 +24,7 @@ OBSERVATION = f.compile_table(f.OBSERVATION_FIELDS)
 SCORE = f.compile_table(f.SCORE_FIELDS)
 
 
-def parse_events(events: list[Any], max_item_bytes: int) -> tuple[Batch, Report]:
+def parse_events(events: list[Any], max_item_bytes: int | None) -> tuple[Batch, Report]:
     out = Batch("native")
     report = Report()
     for raw in events:
@@ -34,10 +34,11 @@ def parse_events(events: list[Any], max_item_bytes: int) -> tuple[Batch, Report]
             index = report.add(f"#{len(report.ids)}")
             report.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
             continue
-        size = len(orjson.dumps(raw))
-        if size > max_item_bytes:
-            report.too_large(index, size, max_item_bytes)
-            continue
+        if max_item_bytes is not None:
+            size = len(orjson.dumps(raw))
+            if size > max_item_bytes:
+                report.too_large(index, size, max_item_bytes)
+                continue
         try:
             _one(out, index, raw)
         except Invalid as exc:

@@ -85,17 +85,18 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest.FromString(body)
 
 
-def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_bytes: int) -> Iterator[SpanView]:
+def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_bytes: int | None) -> Iterator[SpanView]:
     for rs in req.resource_spans:
         resource = _pb_attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 span_id = sp.span_id.hex()
                 index = report.add(span_id or f"#{len(report.ids)}")
-                size = sp.ByteSize()
-                if size > max_item_bytes:
-                    report.too_large(index, size, max_item_bytes)
-                    continue
+                if max_item_bytes is not None:
+                    size = sp.ByteSize()
+                    if size > max_item_bytes:
+                        report.too_large(index, size, max_item_bytes)
+                        continue
                 if len(sp.trace_id) != 16 or not any(sp.trace_id):
                     report.invalid(index, Invalid("traceId", "format", "must be 16 bytes, not all zero"))
                     continue
@@ -179,7 +180,7 @@ def _dicts(v: Any) -> list[dict[str, Any]]:
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
-def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int) -> Iterator[SpanView]:
+def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None) -> Iterator[SpanView]:
     for rs in _dicts(data.get("resourceSpans")):
         res = rs.get("resource")
         resource = _json_attrs(res.get("attributes")) if isinstance(res, dict) else {}
@@ -193,10 +194,11 @@ def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int) -> Ite
                 if not isinstance(sp, dict):
                     report.invalid(index, Invalid("span", "type", "must be an object"))
                     continue
-                size = len(orjson.dumps(sp))
-                if size > max_item_bytes:
-                    report.too_large(index, size, max_item_bytes)
-                    continue
+                if max_item_bytes is not None:
+                    size = len(orjson.dumps(sp))
+                    if size > max_item_bytes:
+                        report.too_large(index, size, max_item_bytes)
+                        continue
                 try:
                     yield _json_span(sp, resource)
                 except Invalid as exc:

@@ -39,6 +39,12 @@ def _deps(request: Request) -> Deps:
     return deps
 
 
+def _item_limit(deps: Deps, body: bytes) -> int | None:
+    """The per-item limit, or None when the whole body is within it (no item can be over: skip measuring)."""
+    limit = deps.settings.max_item_bytes
+    return None if len(body) <= limit else limit
+
+
 def _loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -109,11 +115,12 @@ router = APIRouter(tags=["ingest"])
 )
 async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
-        data = _loads(await _body(request, deps, "langfuse"))
+        body = await _body(request, deps, "langfuse")
+        data = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
             raise ApiError(400, "bad_request", "body must be an object with a 'batch' list",
                            [{"field": "batch", "rule": "required", "message": "a list of events"}])
-        batch, report = langfuse.parse_batch(data["batch"], deps.settings.max_item_bytes)
+        batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body))
         return await _answer_batch(deps, batch, report, project, "langfuse")
 
     return await _timed(request, "langfuse", run, principal.project_id)
@@ -129,11 +136,12 @@ async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> R
 )
 async def native_ingest(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
-        data = _loads(await _body(request, deps, "native"))
+        body = await _body(request, deps, "native")
+        data = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             raise ApiError(400, "bad_request", "body must be an object with an 'events' list",
                            [{"field": "events", "rule": "required", "message": "a list of events"}])
-        batch, report = native.parse_events(data["events"], deps.settings.max_item_bytes)
+        batch, report = native.parse_events(data["events"], _item_limit(deps, body))
         return await _answer_batch(deps, batch, report, project, "native")
 
     return await _timed(request, "native", run, principal.project_id)
@@ -159,7 +167,7 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
         body = await _body(request, deps, "otlp")
         batch = Batch("otel")
         report = Report()
-        limit = deps.settings.max_item_bytes
+        limit = _item_limit(deps, body)
         if is_json:
             data = _loads(body)
             if not isinstance(data, dict):
