@@ -209,3 +209,17 @@ def test_otlp_json_spans_are_grouped_by_trace() -> None:
     assert [o.name for o in payload.observations] == ["root", "child"]
     assert payload.observations[0].metadata == {"attributes": {"n": 5, "arr": [True]}}
     assert payload.observations[1].parent_observation_id == "b7ad6b7169203331"
+
+
+def test_partitioner_matches_kafkas_default() -> None:
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from ingest.adapters.partitioner import partition
+
+    rng = random.Random(7)
+    parts = list(range(6))
+    for n in range(0, 70):
+        key = bytes(rng.randrange(256) for _ in range(n))
+        assert partition(key, parts, parts) == DefaultPartitioner()(key, parts, parts)

@@ -18,6 +18,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from ingest.adapters.partitioner import partition
 from ingest.domain.batch import Outgoing
 from tally_shared.metrics import EVENTS_PUBLISHED, PUBLISH_SECONDS
 
@@ -66,6 +67,7 @@ class KafkaPublisher:
             request_timeout_ms=int(timeout * 1000),
             retry_backoff_ms=100,
             metadata_max_age_ms=30_000,
+            partitioner=partition,
         )
         self._producer: AIOKafkaProducer | None = None
         self._started = False
