@@ -81,6 +81,15 @@ def test_reviewer_works_through_a_queue_with_the_keyboard(tally_stack: StackHand
     assert "support-chat" in page.inner_text("#trace")
     # The lease counts down and is renewed by the page's heartbeat.
     assert re.search(r"\d+:\d\d left", page.inner_text("#lease-left"))
+    # The heartbeat the page sends renews the lease at queue-router (same call, made here without waiting a minute).
+    beat = page.evaluate("""async () => {
+        const review = document.getElementById('review');
+        const r = await fetch(review.dataset.heartbeat, {method: 'POST', headers: {
+            'X-CSRF-Token': document.body.dataset.csrf, 'Accept': 'application/json'}});
+        return [r.status, await r.json(), review.dataset.leaseExpires];
+    }""")
+    assert beat[0] == 200 and beat[1]["ok"], beat
+    assert beat[1]["expires_at"] >= beat[2]
     page.keyboard.press("?")
     assert page.is_visible("#shortcuts")
     shot(page, "03-shortcuts")
