@@ -7,7 +7,11 @@ Three figures per rule count:
   * decode: envelope bytes -> validated payload, which the Kafka subscriber does before handing a batch over.
 End to end per process is about 1 / (1/router + 1/decode) events/s (Kafka fetch on top).
 
-Usage: .venv/bin/python bench/routing.py [--events 20000] [--rules 10,100,1000]
+With --kafka N: end to end through the broker as well. N trace events (100 rules) are published to tally.traces
+on an embedded Tansu broker first, then one router process (the service app: batch consumer, outbox relay)
+consumes them; the rate is events over the time between the first and the last batch committed.
+
+Usage: .venv/bin/python bench/routing.py [--events 20000] [--rules 10,100,1000] [--kafka 20000]
 Uses DATABASE_URL's server (default: local PostgreSQL), in a fresh database dropped at the end.
 """
 
@@ -20,6 +24,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from queue_router import MIGRATIONS, SCHEMA
@@ -159,10 +164,77 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
     await engine.dispose()
 
 
+async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import text
+
+    from queue_router.config import Settings
+    from queue_router.entrypoints.app import create_app
+    from tally_shared.messaging import ensure_topics, make_broker, publish
+    from tally_shared.topics import SCORES, TRACES
+
+    port = infra.free_port()
+    tansu = infra.start_tansu(port, log_path=Path(f"/tmp/tally-bench-tansu-{port}.log"))
+    kafka = f"127.0.0.1:{port}"
+    try:
+        await ensure_topics(kafka)
+        engine = make_engine(url, pool_size=2)
+        sessions = make_session_factory(engine)
+        rnd = random.Random(9)
+        project = f"bench-kafka-{uuid.uuid4().hex[:6]}"
+        deps = Deps(sessions, RuleCache())
+        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench")
+        for i in range(n_rules):
+            await create_rule(deps, project, q["id"], RuleCreate.model_validate(make_rule(i, rnd)), "bench")
+        events = make_events(project, n_events, rnd)
+        producer = make_broker(kafka, service="bench", registry=CollectorRegistry())
+        await producer.connect()
+        t = time.perf_counter()
+        traces = [e for e in events if e.type == "TraceIngested"]
+        scores = [e for e in events if e.type != "TraceIngested"]
+        for i in range(0, len(traces), 2000):
+            await publish(producer, TRACES, traces[i:i + 2000])
+        await publish(producer, SCORES, scores)
+        print(f"kafka: published {len(events)} events in {time.perf_counter() - t:.1f} s", flush=True)
+        await producer.stop()
+        count = text("SELECT count(*), min(processed_at), max(processed_at) FROM queue_router.processed_events "
+                     "WHERE consumer = 'queue-router'")
+        async with sessions() as s:
+            before = (await s.execute(count)).one()[0]
+        t0 = datetime.now(UTC)
+        app = create_app(Settings(database_url=url, kafka_bootstrap_servers=kafka,
+                                  group_id=f"bench-{uuid.uuid4().hex[:6]}"))
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                async with sessions() as s:
+                    n, _, _ = (await s.execute(count)).one()
+                if n - before >= len(events):
+                    break
+                await asyncio.sleep(0.5)
+        async with sessions() as s:
+            start, end, done = (await s.execute(text(
+                "SELECT min(processed_at), max(processed_at), count(*) FROM queue_router.processed_events "
+                "WHERE consumer = 'queue-router' AND processed_at >= :t0"), {"t0": t0})).one()
+            items = (await s.execute(text("SELECT count(*) FROM queue_router.items WHERE project_id = :p"),
+                                     {"p": project})).scalar_one()
+            # one transaction per batch, so processed_at (the transaction's start) groups a batch
+            batches = (await s.execute(text(
+                "SELECT count(*) FROM queue_router.processed_events WHERE consumer = 'queue-router' "
+                "AND processed_at >= :t0 GROUP BY processed_at"), {"t0": t0})).scalars().all()
+        span = (end - start).total_seconds() if start and end else float("nan")
+        print(f"kafka end to end, {n_rules} rules: {done} events applied in {span:.1f} s after the first batch "
+              f"-> {done / span:,.0f} events/s; {items} items added; {len(batches)} batches", flush=True)
+        await engine.dispose()
+    finally:
+        infra.stop_process(tansu)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--rules", default="10,100,1000")
+    ap.add_argument("--kafka", type=int, default=0, help="also run end to end through the broker, N events")
     args = ap.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"tally_bench_{uuid.uuid4().hex[:8]}"
@@ -170,6 +242,8 @@ def main() -> None:
     try:
         upgrade(MIGRATIONS, url, SCHEMA)
         asyncio.run(bench(url, args.events, [int(x) for x in args.rules.split(",")]))
+        if args.kafka:
+            asyncio.run(bench_kafka(url, args.kafka, 100))
     finally:
         infra.drop_database(server, name)
 
