@@ -29,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -667,3 +668,170 @@ def test_the_import_check_notices_an_undeclared_dependency(tmp_path) -> None:
     assert third_party_imports(tmp_path) == {"jsonschema": "mod.py"}
     assert "jsonschema" not in locked_closure("tally-cli")
     assert [m.split()[0] for m in _missing_from_lock("tally-cli", tmp_path)] == ["jsonschema"]
+
+
+# ---------------------------------------------------------------------------------------------- the topology, live
+# Opt-in (TALLY_DEPLOY_SIM=1, about a minute): the compose topology without Docker. Each image is built as its
+# Dockerfile says (the COPY and `uv sync` steps, then only the venv is kept), run with its own ENV and CMD (as an
+# unprivileged user when we are root), after the cli image's `init`; the health aggregator and a real nginx with
+# deploy/nginx.conf (upstream addresses rewritten to loopback ports) complete it, on a fresh broker and database.
+
+IMAGES = (*SERVICES, "cli")
+
+
+def _dockerignored(rel: Path) -> bool:
+    return any(part in ("tests", "__pycache__", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+               for part in rel.parts) or rel.suffix == ".pyc"
+
+
+def build_like_the_dockerfile(image: str, out: Path, python: str) -> tuple[dict[str, str], list[str]]:
+    """Runs the build stage's COPY and `uv sync` steps into ``out``; returns the final stage's ENV and CMD, with
+    /app/.venv mapped to the venv built here."""
+    from uv import find_uv_bin
+
+    instructions = dockerfile_instructions(ROOT / "deploy" / f"{image}.Dockerfile")
+    src, venv = out / "src", out / "venv"
+    src.mkdir(parents=True)
+    build_env = {**os.environ, "UV_PYTHON": python, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_LINK_MODE": "hardlink"}
+    final = _final_stage(instructions)
+    for word, args in instructions[:len(instructions) - len(final)]:
+        if word == "COPY":
+            *sources, dest = args.split()
+            for source in sources:
+                origin = ROOT / source
+                if origin.is_dir():  # a directory's contents go into dest
+                    for file in origin.rglob("*"):
+                        rel = file.relative_to(origin)
+                        if file.is_file() and not _dockerignored(rel):
+                            (src / dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copy2(file, src / dest / rel)
+                else:  # a file into a directory (dest ends with /), or to the path dest
+                    target = src / dest / origin.name if dest.endswith("/") or dest == "." else src / dest
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, target)
+        elif word == "RUN" and args.startswith("uv sync"):
+            argv = [find_uv_bin(), *shlex.split(args)[1:]]
+            done = subprocess.run(argv, cwd=src, env=build_env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"{image}: {args}\n{done.stderr[-3000:]}"
+    shutil.rmtree(src)  # the runtime stage keeps only the venv
+    env: dict[str, str] = {}
+    for word, args in final:
+        if word == "ENV":
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', args):
+                env[key] = value.strip('"').replace("/app/.venv", str(venv)).replace("$PATH", "/usr/bin:/bin")
+    cmd = json.loads([args for word, args in final if word == "CMD"][-1])
+    return env, cmd
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _get(url: str, auth: tuple[str, str] | None = None, body: dict | None = None) -> tuple[int, str]:
+    import base64
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                 method="POST" if body is not None else "GET",
+                                 headers={"content-type": "application/json"})
+    if auth:
+        req.add_header("authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def test_compose_topology_without_docker(make_database) -> None:
+    if os.environ.get("TALLY_DEPLOY_SIM") != "1":
+        pytest.skip("opt-in: TALLY_DEPLOY_SIM=1 builds every image's venv and runs the topology (about a minute)")
+    binary = _nginx_binary()
+    if not binary:
+        pytest.skip("needs an nginx binary")
+    import uuid
+
+    from tally_shared import infra
+
+    # As root, run as nobody like the images' non-root user; that user must be able to run the interpreter.
+    drop = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            if os.geteuid() == 0 and shutil.which("setpriv") and Path("/usr/bin/python3.11").exists() else [])
+    python = "/usr/bin/python3.11" if drop else sys.executable
+    broker_port = infra.free_port()
+    with contextlib.ExitStack() as stack:
+        # Not pytest's tmp_path: its parent is private to root, and the unprivileged user must reach the venvs.
+        tmp_path = Path(tempfile.mkdtemp(prefix="tally-deploy-sim-"))
+        stack.callback(shutil.rmtree, tmp_path, ignore_errors=True)
+        os.chmod(tmp_path, 0o755)
+        images = {image: build_like_the_dockerfile(image, tmp_path / image, python) for image in IMAGES}
+        if drop:
+            subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
+        broker = infra.start_tansu(broker_port, log_path=tmp_path / "tansu.log")
+        stack.callback(infra.stop_process, broker)
+        common = {"DATABASE_URL": make_database(), "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+                  "TALLY_SECRET_KEY": uuid.uuid4().hex * 2, "HOME": str(tmp_path), "TALLY_HOME": str(tmp_path / "h")}
+
+        def run(image: str, extra: dict[str, str], argv: list[str] | None = None) -> subprocess.Popen[bytes]:
+            env, cmd = images[image]
+            log = open(tmp_path / f"{image}-{len(extra)}.log", "wb")
+            stack.callback(log.close)
+            proc = subprocess.Popen([*drop, *(argv or cmd)], env={**common, **env, **extra}, cwd=tmp_path,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(_stop, proc)
+            return proc
+
+        init = run("cli", {})
+        assert init.wait(180) == 0, (tmp_path / "cli-0.log").read_text()[-3000:]
+        ports = {name: infra.free_port() for name in (*SERVICES, "health", "gateway")}
+        for service in SERVICES:
+            env, _ = images[service]
+            assert env[f"TALLY_{env_name(service)}_HOST"] == "0.0.0.0"
+            run(service, {f"TALLY_{env_name(service)}_PORT": str(ports[service])})
+        run("cli", {"TALLY_GATEWAY_HOST": "127.0.0.1", "TALLY_GATEWAY_PORT": str(ports["health"]),
+                    **{f"TALLY_{env_name(s)}_URL": f"http://127.0.0.1:{ports[s]}" for s in SERVICES}},
+            ["python", "-m", "tally_cli.gateway"])
+
+        conf = re.sub(r"^user\s+\S+;", "", NGINX_CONF.read_text(), flags=re.M)
+        conf = re.sub(r"\blisten\s+\d+;", f"listen 127.0.0.1:{ports['gateway']};", conf)
+        for name in (*SERVICES, "health"):
+            conf = re.sub(rf"(\bset\s+\${name.replace('-', '_')}\s+)[\w.-]+:\d+;",
+                          rf"\g<1>127.0.0.1:{ports[name]};", conf)
+        temp = " ".join(f"{kind}_temp_path {tmp_path}/ngx-{kind};"
+                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = conf.replace("http {", "http {\n" + temp, 1)
+        (tmp_path / "nginx.conf").write_text(conf)
+        nginx = subprocess.Popen([binary, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr",
+                                  "-g", f"daemon off; pid {tmp_path}/nginx.pid;"])
+        stack.callback(_stop, nginx)
+        base = f"http://127.0.0.1:{ports['gateway']}"
+
+        deadline = time.monotonic() + 120
+        while (health := _get(base + HEALTH_PATH))[0] != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert health[0] == 200 and json.loads(health[1])["status"] == "OK", health
+
+        keys = subprocess.run([*drop, "python", "-m", "tally_cli.main", "keys", "create", "--project", "sim",
+                               "--json"], env={**common, **images["cli"][0]}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert keys.returncode == 0, keys.stderr
+        created = json.loads(keys.stdout)
+        auth = (created["public_key"], created["secret_key"])
+        trace_id, now = uuid.uuid4().hex, time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        status, body = _get(base + "/api/public/ingestion", auth, {"batch": [{
+            "id": uuid.uuid4().hex, "timestamp": now, "type": "trace-create",
+            "body": {"id": trace_id, "name": "through-the-gateway", "timestamp": now}}]})
+        assert status == 207 and json.loads(body)["errors"] == [], body
+        deadline = time.monotonic() + 30
+        while (trace := _get(f"{base}/api/public/traces/{trace_id}", auth))[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert trace[0] == 200 and json.loads(trace[1])["name"] == "through-the-gateway", trace
+        assert _get(base + "/api/public/score-configs", auth)[0] == 200
+        assert _get(base + "/api/public/annotation-queues", auth)[0] == 200
+        console = _get(base + "/")
+        assert console[0] == 200 and "<html" in console[1].lower()
