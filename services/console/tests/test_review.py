@@ -127,3 +127,23 @@ def test_queue_list_shows_progress(env: Env) -> None:
     c.post(f"{first}/complete", data={"csrf": token, f"score:{correctness['id']}": "right"})
     html = c.get("/queues").text
     assert "1 of 2 completed" in html and "1 done" in html and "<svg" in html
+
+
+def test_a_session_item_shows_its_traces_and_scores_the_session(env: Env) -> None:
+    w = env.world
+    cfg = w.add_config("resolved", "BOOLEAN")
+    q = w.add_queue("Sessions", [cfg])
+    w.add_trace("s1-a", session_id="sess-1", input="first turn")
+    w.add_trace("s1-b", session_id="sess-1", input="second turn")
+    w.add_trace("other", session_id="sess-2", input="not this one")
+    item = w.add_item(q["id"], "sess-1")
+    item.update(object_type="SESSION", trace_id=None)
+    c = env.client()
+    token = sign_in(c, "rev@t.test")
+    url = c.get(f"/queues/{q['id']}/review").headers["location"]
+    html = c.get(url).text
+    assert "first turn" in html and "second turn" in html and "not this one" not in html
+    r = c.post(f"{url}/complete", data={"csrf": token, f"score:{cfg['id']}": "1"})
+    assert r.status_code == 303
+    [score] = w.scores.values()
+    assert score["session_id"] == "sess-1" and "trace_id" not in score and score["value"] == 1.0

@@ -103,9 +103,12 @@ class HttpTallyApi:
     async def list_traces(self, query: TraceQuery) -> Page:
         params: list[tuple[str, str]] = [("page", str(query.page)), ("limit", str(query.limit))]
         simple = {"name": query.name, "from_timestamp": query.from_time, "to_timestamp": query.to_time,
-                  "user_id": query.user_id, "environment": query.environment, "level": query.level,
+                  "user_id": query.user_id, "session_id": query.session_id, "environment": query.environment,
+                  "level": query.level,
                   "score_name": query.score_name}
         params += [(k, v) for k, v in simple.items() if v]
+        if query.session_id:
+            params.append(("order_by", "timestamp.asc"))
         params += [("tags", t) for t in query.tags]
         if query.score_value is not None and query.score_op:
             # The traces API filters on a score range; strict comparisons become inclusive bounds.

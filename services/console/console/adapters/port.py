@@ -55,6 +55,7 @@ class TraceQuery:
     score_op: str | None = None
     score_value: float | None = None
     user_id: str | None = None
+    session_id: str | None = None
     environment: str | None = None
     page: int = 1
     limit: int = 50

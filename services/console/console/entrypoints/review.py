@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from console.adapters.port import ApiCallError
+from console.adapters.port import ApiCallError, TraceQuery
 from console.application.annotate import my_scores, submit
 from console.entrypoints.security import verify_csrf
 from console.entrypoints.web import Ctx, Forbidden, flash, get_ctx, page, redirect
@@ -125,8 +125,15 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
     trace, (configs, required), history = await asyncio.gather(
         ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue), ctx.api.my_items(queue_id),
     )
+    session_traces: list[dict[str, Any]] = []
+    if item.get("object_type") == "SESSION":
+        # A session is reviewed as its traces in order; each is shown in full (the first few).
+        page_ = await ctx.api.list_traces(TraceQuery(session_id=item.get("object_id"), limit=20))
+        found = await asyncio.gather(*(ctx.api.get_trace(t["id"]) for t in page_.items[:10]))
+        session_traces = [t for t in found if t]
     lease = _leases(ctx.request).get(item_id)
-    existing = await _existing(ctx, trace_id, queue_id, item_id)
+    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
+    existing = await _existing(ctx, trace_id, queue_id, item_id, session_id)
     if values is None:
         from console.domain.scoring import form_value
 
@@ -144,16 +151,20 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
         ctx, ctx.request, "review.html", status_code=status_code, queue=queue, item=item, trace=trace,
         people=await ctx.people(),
         configs=configs, required=required, lease=lease, values=values, comment=comment or "", errors=errors or {},
-        others=others, previous=previous, editing=editing, history=history,
+        others=others, previous=previous, editing=editing, history=history, session_traces=session_traces,
         focus_observation=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,
     )
 
 
-async def _existing(ctx: Ctx, trace_id: str | None, queue_id: str, item_id: str) -> dict[str, dict[str, Any]]:
+async def _existing(ctx: Ctx, trace_id: str | None, queue_id: str, item_id: str,
+                    session_id: str | None = None) -> dict[str, dict[str, Any]]:
     """This reviewer's scores for this item, per config, from scoring (never a duplicate after a quick edit)."""
-    if not trace_id:
+    if trace_id:
+        scores = await ctx.api.list_scores({"trace_id": trace_id, "author_user_id": ctx.user.id})
+    elif session_id:
+        scores = await ctx.api.list_scores({"session_id": session_id, "author_user_id": ctx.user.id})
+    else:
         return {}
-    scores = await ctx.api.list_scores({"trace_id": trace_id, "author_user_id": ctx.user.id})
     return my_scores({"scores": scores}, ctx.user.id, item_id=item_id, queue_id=queue_id)
 
 
@@ -179,7 +190,8 @@ async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
     values = {c["id"]: [str(v) for v in form.getlist(f"score:{c['id']}")] for c in configs}
     comment = str(form.get("comment") or "")[:5000]
     trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
-    existing = await _existing(ctx, trace_id, queue_id, item_id)
+    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
+    existing = await _existing(ctx, trace_id, queue_id, item_id, session_id)
     result = await submit(
         ctx.api, configs=configs, values=values, required=required, comment=comment, trace_id=trace_id,
         observation_id=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,

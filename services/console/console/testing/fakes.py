@@ -126,6 +126,7 @@ class FakeApi:
         self.w.calls.append(("list_traces", query))
         rows = [t for t in self.w.traces.values()
                 if (not query.name or t.get("name") == query.name)
+                and (not query.session_id or t.get("session_id") == query.session_id)
                 and all(tag in (t.get("tags") or []) for tag in query.tags)
                 and (not query.level or any(o.get("level") == query.level for o in t.get("observations") or []))]
         rows.sort(key=lambda t: t.get("timestamp") or "", reverse=True)
