@@ -7,8 +7,12 @@ The Compose Specification schema is the copy that check-jsonschema (a dev depend
 ``vendor.compose-spec`` schema, taken from the compose-spec repository; it is read from the installed package
 rather than copied here, so that it is updated with that package.
 
+Images hold only their package's locked runtime dependencies, so every third-party import of a service must come
+from them, and uv.lock must match every pyproject.toml (the images install ``--frozen``).
+
 When an ``nginx`` binary is on PATH (or named by ``TALLY_NGINX``), the routing is also checked through a real nginx
-in front of stub upstreams."""
+in front of stub upstreams, and ``docker-compose config`` runs when Debian's docker-compose is installed. With
+``TALLY_DEPLOY_SIM=1``, the whole topology runs without Docker (see the last test)."""
 
 from __future__ import annotations
 
@@ -671,7 +675,7 @@ def test_the_import_check_notices_an_undeclared_dependency(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the topology, live
-# Opt-in (TALLY_DEPLOY_SIM=1, about a minute): the compose topology without Docker. Each image is built as its
+# Opt-in (TALLY_DEPLOY_SIM=1, 2-3 minutes): the compose topology without Docker. Each image is built as its
 # Dockerfile says (the COPY and `uv sync` steps, then only the venv is kept), run with its own ENV and CMD (as an
 # unprivileged user when we are root), after the cli image's `init`; the health aggregator and a real nginx with
 # deploy/nginx.conf (upstream addresses rewritten to loopback ports) complete it, on a fresh broker and database.
@@ -751,7 +755,7 @@ def _get(url: str, auth: tuple[str, str] | None = None, body: dict | None = None
 
 def test_compose_topology_without_docker(make_database) -> None:
     if os.environ.get("TALLY_DEPLOY_SIM") != "1":
-        pytest.skip("opt-in: TALLY_DEPLOY_SIM=1 builds every image's venv and runs the topology (about a minute)")
+        pytest.skip("opt-in: TALLY_DEPLOY_SIM=1 builds every image's venv and runs the topology (2-3 minutes)")
     binary = _nginx_binary()
     if not binary:
         pytest.skip("needs an nginx binary")
