@@ -192,7 +192,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
               "release": RELEASES[i % 4], "tags": rnd.sample(TAGS, 2)}
         traces.append((project, tid, tr["name"], ts, orjson.dumps({"q": f"question {i}"}).decode(),
                        orjson.dumps("answer").decode(), orjson.dumps(tr["tags"]).decode(), tr["user_id"],
-                       tr["environment"], tr["release"], "{}", ts, ts))
+                       tr["environment"], tr["release"], "{}", ts, ts, ts))
         dims = trace_dims(tr, None)
         for j in range(5):
             if len(scores) >= n_scores:
@@ -228,7 +228,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
                            "VALUES ($1, 'q-bench', 'Bench queue', '{}', true, 0)", project)
         await conn.copy_records_to_table("traces", schema_name=SCHEMA, records=traces, columns=[
             "project_id", "id", "name", "timestamp", "input", "output", "tags", "user_id", "environment",
-            "release", "field_ts", "created_at", "updated_at"])
+            "release", "field_ts", "created_at", "updated_at", "sort_ts"])
         await conn.copy_records_to_table("scores", schema_name=SCHEMA, records=scores, columns=[
             "project_id", "id", "name", "data_type", "value", "string_value", "trace_id", "config_id", "source",
             "author_user_id", "timestamp", "deleted", "event_ts", "created_at", "updated_at", "rolled_dims"])
@@ -357,7 +357,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scores", type=int, default=1_000_000, help="scores behind the dashboard queries")
     parser.add_argument("--log-scores", type=int, default=50_000,
                         help="scores in the mixed log replayed through the broker (live apply and rebuild)")
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--rebuild-batch", type=int, default=5000)
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on the live apply after this long")

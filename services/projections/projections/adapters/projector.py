@@ -79,7 +79,7 @@ class Projector:
     def __init__(self, tables: Tables) -> None:
         t = self.t = tables
         self.lock_key = apply_lock_key(tables.schema)
-        self.trace_cols = ["project_id", "id", *TRACE_FIELDS, "field_ts", "created_at", "updated_at"]
+        self.trace_cols = ["project_id", "id", *TRACE_FIELDS, "field_ts", "created_at", "updated_at", "sort_ts"]
         self.obs_cols = ["project_id", "id", *OBS_FIELDS, "field_ts", "created_at", "updated_at"]
         self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
                            "rolled_dims"]
@@ -229,6 +229,8 @@ class Projector:
                 o_upd[(env.project, o.id)].append((ts, env.occurred_at, o.model_dump(exclude_unset=True,
                                                                                       exclude={"id"})))
         rows = await self._merge(session, self.sql_traces_get, t_upd, TRACE_FIELDS)
+        for row, _, _ in rows.values():
+            row["sort_ts"] = row.get("timestamp") or row["created_at"]
         changed_dims: dict[tuple[str, str], dict[str, Any]] = {}
         for key, (row, changed, is_new) in rows.items():
             if not is_new and DIM_FIELDS.intersection(changed):

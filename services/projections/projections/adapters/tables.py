@@ -77,7 +77,10 @@ def make_tables(schema: str) -> Tables:
         Column("field_ts", JSONB, nullable=False),
         Column("created_at", TS, nullable=False),
         Column("updated_at", TS, nullable=False),
+        # the trace's timestamp, or when it was first seen: what lists sort and filter by
+        Column("sort_ts", TS),
         Index("ix_traces_project_ts", "project_id", "timestamp"),
+        Index("ix_traces_sort", "project_id", "sort_ts", "id"),
         Index("ix_traces_project_run", "project_id", "dataset_run_name"),
         Index("ix_traces_tags", "tags", postgresql_using="gin"),
     )

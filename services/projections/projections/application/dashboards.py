@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
-from projections.domain.rollup import add_to, contributions
+from projections.domain.rollup import add_to, truncate, value_keys
 from projections.domain.stats import mean_ci
 from tally_shared.http import ApiError
 
@@ -169,9 +169,10 @@ def _series_grouped(per_bucket: Sequence[Any], per_value: Sequence[Any], per_cat
     out = []
     for (name, source, config_id, data_type), parts in sorted(series.items()):
         vals: list[Row] = parts["values"]
-        n = int(sum(v[6] for v in vals))
-        nv = int(sum(v[7] for v in vals))
-        stats = mean_ci(nv, float(sum((v[8] for v in vals), Decimal(0))), float(sum((v[9] for v in vals), Decimal(0))))
+        bks = parts["buckets"]  # totals from the requested buckets; the distribution may span whole days
+        n = int(sum(v[6] for v in bks))
+        nv = int(sum(v[7] for v in bks))
+        stats = mean_ci(nv, float(sum((v[8] for v in bks), Decimal(0))), float(sum((v[9] for v in bks), Decimal(0))))
         points = []
         for b in sorted(parts["buckets"], key=lambda x: x[4]):
             p: dict[str, Any] = {"bucket": b[4], "count": int(b[6]), "mean": float(b[8]) / int(b[7]) if b[7] else None}
@@ -226,28 +227,31 @@ async def score_analytics(
     r = t.score_rollup
     if len(dims) == 0 or (len(dims) == 1 and bucket == "day"):
         kind, value = dims[0] if dims else ("", "")
-        conds = [r.c.project_id == project_id, r.c.granularity == bucket, r.c.dim_kind == kind,
-                 r.c.dim_value == value]
+        base = [r.c.project_id == project_id, r.c.dim_kind == kind, r.c.dim_value == value]
         if names:
-            conds.append(r.c.name.in_(list(names)))
+            base.append(r.c.name.in_(list(names)))
         if config_id is not None:
-            conds.append(r.c.config_id == config_id)
+            base.append(r.c.config_id == config_id)
         if source is not None:
-            conds.append(r.c.source == source)
+            base.append(r.c.source == source)
         if data_type is not None:
-            conds.append(r.c.data_type == data_type)
+            base.append(r.c.data_type == data_type)
+        if to_ts is not None:
+            base.append(r.c.bucket < to_ts)
+        conds = [*base, r.c.granularity == bucket]
+        # distributions come from the day rows (hourly numeric rows carry no value key)
+        day_conds = [*base, r.c.granularity == "day"]
         if from_ts is not None:
             conds.append(r.c.bucket >= from_ts)
-        if to_ts is not None:
-            conds.append(r.c.bucket < to_ts)
+            day_conds.append(r.c.bucket >= truncate(from_ts, "day"))
         series_cols = [r.c.name, r.c.source, r.c.config_id, r.c.data_type]
         sums = [func.sum(r.c.n), func.sum(r.c.n_value), func.sum(r.c.sum), func.sum(r.c.sum_sq)]
-        # Two grouped reads instead of every row: per bucket and per value key (the distribution).
+        # Grouped reads instead of every row: per bucket and per value key (the distribution).
         per_bucket = (await session.execute(
             select(*series_cols, r.c.bucket, literal("").label("vk"), *sums).where(*conds)
             .group_by(*series_cols, r.c.bucket))).all()
         per_value = (await session.execute(
-            select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*conds)
+            select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*day_conds)
             .group_by(*series_cols, r.c.value_key))).all()
         per_cat_bucket: list[Any] = []
         if data_type != "NUMERIC":
@@ -286,8 +290,10 @@ async def score_analytics(
         n += 1
         if n > max_scan:
             break
-        add_to(deltas, (c for c in contributions(project_id, dict(row), {}) if c[0][1] == bucket), +1)
-    rows = [(k[4], k[6], k[7], k[8], k[5], k[9], m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
+        b = truncate(row["timestamp"], bucket)
+        add_to(deltas, (((row["name"], row["source"], row["config_id"] or "", row["data_type"], b, vk), v)
+                        for vk, v in value_keys(row)), +1)
+    rows = [(*k, *m) for k, m in deltas.items()]
     served, truncated = "scores", n > max_scan
     return {"bucket": bucket, "served_from": served, "truncated": truncated,
             "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(rows, bins)}

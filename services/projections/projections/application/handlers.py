@@ -52,8 +52,11 @@ async def apply_batch(batch: Sequence[tuple[Envelope, Payload]], deps: Deps) -> 
     if len(applied) < len(batch):
         DUPLICATES.inc(len(batch) - len(applied))
     now = datetime.now(UTC)
+    per_model: dict[str, int] = {}
     for env in applied:
         model = _MODEL_OF.get(env.type, "queues")
-        EVENTS_APPLIED.labels(model).inc()
+        per_model[model] = per_model.get(model, 0) + 1
         READ_MODEL_DELAY.labels(model).observe(max(0.0, (now - env.occurred_at).total_seconds()))
+    for model, n in per_model.items():
+        EVENTS_APPLIED.labels(model).inc(n)
     return applied

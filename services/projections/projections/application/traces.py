@@ -84,7 +84,7 @@ def _trace_filters(q: Select[Any], t: Tables, project_id: str, *, name: str | No
                    tags: Sequence[str] = (), version: str | None = None, release: str | None = None,
                    environment: Sequence[str] = ()) -> Select[Any]:
     tr = t.traces
-    ts = func.coalesce(tr.c.timestamp, tr.c.created_at)
+    ts = tr.c.sort_ts
     q = q.where(tr.c.project_id == project_id)
     if name is not None:
         q = q.where(tr.c.name == name)
@@ -110,13 +110,13 @@ def _trace_filters(q: Select[Any], t: Tables, project_id: str, *, name: str | No
 def _order(t: Tables, order_by: str | None) -> list[Any]:
     tr = t.traces
     if not order_by:
-        return [func.coalesce(tr.c.timestamp, tr.c.created_at).desc(), tr.c.id.desc()]
+        return [tr.c.sort_ts.desc(), tr.c.id.desc()]
     field, _, direction = order_by.partition(".")
     col_name = ORDERABLE.get(field)
     if col_name is None or direction not in ("asc", "desc"):
         raise ApiError(400, "bad_request", "orderBy must be <field>.<asc|desc>",
                        [{"field": "orderBy", "rule": "format", "message": f"fields: {sorted(ORDERABLE)}"}])
-    col = func.coalesce(tr.c.timestamp, tr.c.created_at) if col_name == "timestamp" else tr.c[col_name]
+    col = tr.c.sort_ts if col_name == "timestamp" else tr.c[col_name]
     return [col.asc() if direction == "asc" else col.desc(), tr.c.id.asc() if direction == "asc" else tr.c.id.desc()]
 
 
@@ -389,7 +389,8 @@ async def native_traces(
         q = q.where(sq.exists())
     total = (await session.execute(select(func.count()).select_from(q.subquery()))).scalar_one()
     ids = [r[0] for r in (await session.execute(
-        q.add_columns(func.coalesce(tr.c.timestamp, tr.c.created_at)).order_by(*_order(t, order_by))
+        q.add_columns(tr.c.sort_ts, tr.c.name, tr.c.user_id, tr.c.release, tr.c.version, tr.c.public,
+                      tr.c.session_id).order_by(*_order(t, order_by))
         .limit(limit).offset((page - 1) * limit)))]
     rows = {r["id"]: dict(r) for r in (await session.execute(
         select(tr).where(tr.c.project_id == project_id, tr.c.id.in_(ids)))).mappings()} if ids else {}

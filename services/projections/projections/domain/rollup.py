@@ -1,10 +1,10 @@
 """How a score counts in the pre-aggregated ``score_rollup`` (pure).
 
-A live score contributes to one unfiltered row per hour, and per day to one unfiltered row and one row per
-dimension value of its trace (trace name, environment, release, user, each tag), keyed by a value key: the
-category label for categorical and boolean scores, the value rounded to two significant digits for numeric ones
-(a fine histogram that queries re-bin). Contributions only ever add and subtract, so the table is independent of
-the order in which scores and traces arrive.
+A live score contributes to one unfiltered row per hour (numeric ones without their value key), and per day to
+one unfiltered row and one row per dimension value of its trace (trace name, environment, release, user, each
+tag), keyed by a value key: the category label for categorical and boolean scores, the value rounded to two
+significant digits for numeric ones (a fine histogram that queries re-bin). Contributions only ever add and
+subtract, so the table is independent of the order in which scores and traces arrive.
 """
 
 from __future__ import annotations
@@ -102,8 +102,11 @@ def contributions(
     for gran in GRANULARITIES:
         bucket = truncate(ts, gran)
         # hourly rows only unfiltered: they are the costly ones (24x the day rows) and dashboards filter by day
-        for kind, dim_value in (pairs if gran == "day" else pairs[:1]):
-            for vk, val in vks:
+        hourly = gran == "hour"
+        for kind, dim_value in (pairs[:1] if hourly else pairs):
+            # Numeric hourly rows keep count and sums only: a histogram comes from the day rows, and one row per
+            # hour instead of one per value keeps hourly charts cheap to read.
+            for vk, val in ((("", v) for _, v in vks) if hourly and score["data_type"] == "NUMERIC" else vks):
                 key: RollupKey = (project_id, gran, kind, dim_value, score["name"], bucket, score["source"],
                                   score.get("config_id") or "", score["data_type"], vk)
                 out.append((key, val))
