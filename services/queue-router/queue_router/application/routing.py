@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from queue_router.adapters.bulk import insert_rows, upsert_suffix
 from queue_router.adapters.items_store import NewItem, existing_items, insert_items, record_decisions
-from queue_router.adapters.rule_cache import ProjectRules, RuleCache, RuleInfo
+from queue_router.adapters.rule_cache import RuleCache, RuleInfo
 from queue_router.adapters.tables import rule_daily_counts, trace_scores, trace_summaries
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.sampling import sampled_in
@@ -74,7 +74,7 @@ def summary_from_row(row: Any) -> Summary:
         dataset_run_name=m["dataset_run_name"], has_error=m["has_error"], latency=m["latency"],
         total_cost=m["total_cost"], input_tokens=m["input_tokens"], output_tokens=m["output_tokens"],
         total_tokens=m["total_tokens"], observation_types=m["observation_types"] or [],
-        observation_names=m["observation_names"] or [], state=m["state"] or {}, is_new=False,
+        observation_names=m["observation_names"] or [], state=m["state"] or {},
     )
 
 
@@ -227,11 +227,11 @@ async def _apply(session: AsyncSession, todo: list[tuple[Envelope, Payload]], de
             candidates.append((pr.rules[i], s, keys[k]))
     result.matched = len(candidates)
     if candidates:
-        await route_candidates(session, candidates, projects, result)
+        await route_candidates(session, candidates, result)
 
 
 async def route_candidates(session: AsyncSession, candidates: list[tuple[RuleInfo, Summary, uuid.UUID]],
-                           projects: dict[str, ProjectRules], result: BatchResult) -> None:
+                           result: BatchResult) -> None:
     # Object of a rule: the trace, or the trace's session for rules targeting sessions.
     targeted: list[tuple[RuleInfo, Summary, uuid.UUID, str, str]] = []
     for rule, s, eid in candidates:

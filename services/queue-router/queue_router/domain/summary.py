@@ -51,7 +51,6 @@ class Summary:
     observation_names: list[str] = field(default_factory=list)
     # {"f": {field: occurred_at epoch}, "o": {obs_id: compact}, "x": overflow aggregates}
     state: dict[str, Any] = field(default_factory=dict)
-    is_new: bool = True
 
     def view(self, scores: list[ScoreView] | None = None) -> TraceView:
         return TraceView(

@@ -1,0 +1,35 @@
+"""Pure tests of the trace summary merge (creates and partial updates)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
+from tally_shared.events import ObservationData, TraceData
+
+
+def test_later_occurred_at_wins_per_field() -> None:
+    s = Summary(project_id="p", trace_id="t")
+    apply_trace(s, TraceData(id="t", name="new", environment="prod"), at=20.0)
+    apply_trace(s, TraceData(id="t", name="old", release="r1"), at=10.0)  # arrives late: name is older
+    assert (s.name, s.environment, s.release, s.has_trace) == ("new", "prod", "r1", True)
+    apply_trace(s, TraceData(id="t", environment=None), at=30.0)  # present as null: set
+    assert s.environment is None and s.name == "new"
+
+
+def test_observation_updates_replace_and_aggregate() -> None:
+    s = Summary(project_id="p", trace_id="t")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    apply_observation(s, ObservationData(id="g", trace_id="t", type="GENERATION", name="llm",
+                                         start_time=t0, usage_details={"input": 100, "output": 20},
+                                         cost_details={"input": 0.1, "output": 0.2}), at=1.0)
+    apply_observation(s, ObservationData(id="g", trace_id="t", end_time=t0.replace(second=3),
+                                         usage_details={"input": 150, "output": 30, "total": 180},
+                                         cost_details={"total": 0.5}), at=2.0)
+    apply_observation(s, ObservationData(id="x", trace_id="t", type="TOOL", name="search", level="ERROR",
+                                         start_time=t0.replace(second=1), end_time=t0.replace(second=5)), at=2.0)
+    recompute(s)
+    assert s.input_tokens == 150 and s.output_tokens == 30 and s.total_tokens == 180
+    assert s.total_cost == 0.5
+    assert s.latency == 5.0 and s.has_error is True
+    assert s.observation_types == ["GENERATION", "TOOL"] and s.observation_names == ["llm", "search"]
