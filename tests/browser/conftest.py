@@ -53,6 +53,10 @@ class Watched:
         page.on("dialog", self._dialog)
         page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
 
+    def csp_violations(self) -> list[str]:
+        """The console's own pages must live within their Content-Security-Policy."""
+        return [e for e in self.console_errors if "Content Security Policy" in e or "Refused to" in e]
+
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()

@@ -130,3 +130,4 @@ def test_new_user_reviews_the_demo_and_reads_the_results(tally_stack: StackHandl
     page.goto(base + f"setup/queues/{agreement_queue}")
     shot(page, "35-queue-settings")
     assert not watched.dialogs
+    assert not watched.csp_violations(), watched.csp_violations()

@@ -79,6 +79,7 @@ def test_hostile_trace_content_runs_nothing(tally_stack: StackHandle, api: httpx
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None, f"{where}: script from content ran"
         assert not watched.dialogs, f"{where}: a dialog opened: {watched.dialogs}"
+        assert not watched.csp_violations(), watched.csp_violations()
         # Nothing of the content became markup: one script (the console's own), no handlers, no js: links.
         assert page.evaluate("document.scripts.length") == 1
         assert page.evaluate(

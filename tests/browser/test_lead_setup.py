@@ -84,3 +84,4 @@ def test_lead_sets_up_a_queue_and_traces_arrive(tally_stack: StackHandle, api: h
     assert trace_name in page.inner_text("#trace")
     assert "Score the tone" in page.inner_text(".instructions")
     assert not watched.dialogs
+    assert not watched.csp_violations(), watched.csp_violations()

@@ -174,3 +174,4 @@ def test_reviewer_works_through_a_queue_with_the_keyboard(tally_stack: StackHand
     page.locator("#observations details.obs summary").first.click()
     shot(page, "06-trace")
     assert not watched.dialogs
+    assert not watched.csp_violations(), watched.csp_violations()

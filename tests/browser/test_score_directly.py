@@ -60,3 +60,4 @@ def test_annotate_a_trace_and_queue_traces_from_the_table(tally_stack: StackHand
     items = api.get(f"/api/v1/queues/{queue['id']}/items").json()["data"]
     assert sorted(i["object_id"] for i in items) == sorted(ids[1:])
     assert not watched.dialogs
+    assert not watched.csp_violations(), watched.csp_violations()
