@@ -19,7 +19,9 @@ class RecordingPublisher:
     async def send_all(self, messages: Sequence[Outgoing]) -> list[PublishError | None]:
         out: list[PublishError | None] = []
         for m in messages:
-            if self.down or m.key.decode() in self.fail:
+            if m.error is not None:
+                out.append(PublishError(400, "invalid", m.error))
+            elif self.down or m.key.decode() in self.fail:
                 out.append(PublishError(503, "broker_unavailable", "broker down (fake)"))
             else:
                 self.sent.append(m)

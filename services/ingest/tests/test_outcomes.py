@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -104,3 +105,29 @@ async def test_only_invalid_items_is_not_an_outage(
     finally:
         fake.down = False
     assert r.status_code == 207 and r.json()["errors"][0]["error"]["field"] == "body.id"
+
+
+async def test_hostile_nesting_is_refused_not_crashed(app_client: AppClient) -> None:
+    client, _, auth = app_client
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    r = await client.post("/api/v1/ingest", json={"events": [
+        {"id": "deep", "type": "observation", "body": {"id": "o", "trace_id": "deep-t", "input": deep}},
+        {"id": "fine", "type": "observation", "body": {"id": "o", "trace_id": "fine-t"}},
+    ]}, headers=auth)
+    assert r.status_code == 207
+    assert [e["id"] for e in r.json()["errors"]] == ["deep"] and r.json()["errors"][0]["status"] == 400
+    r = await client.post("/api/public/ingestion", json={"batch": [
+        {"id": "deep", "type": "trace-create", "body": {"id": "t", "metadata": {"x": deep}}}]}, headers=auth)
+    assert r.status_code == 207 and r.json()["errors"][0]["status"] == 400
+    value: dict[str, object] = {"stringValue": "x"}
+    for _ in range(300):
+        value = {"arrayValue": {"values": [value]}}
+    spans = [{"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "s",
+              "attributes": [{"key": "deep", "value": value},
+                             {"key": "gen_ai.prompt." + "a." * 5000 + "b", "value": {"stringValue": "v"}}]}]
+    # Written with the stdlib encoder: orjson itself refuses to write this deep.
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+    r = await client.post("/v1/traces", content=body, headers={**auth, "content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedSpans"] == 1

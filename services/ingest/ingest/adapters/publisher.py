@@ -117,6 +117,9 @@ class KafkaPublisher:
             assert self._producer is not None
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + self._timeout):
                 for i, m in enumerate(messages):
+                    if m.error is not None:
+                        results[i] = PublishError(400, "invalid", m.error)
+                        continue
                     try:
                         fut = await self._producer.send(m.topic, m.value, key=m.key)
                     except (MessageSizeTooLargeError, ValueError) as exc:

@@ -30,6 +30,8 @@ class Outgoing:
     value: bytes
     event_type: str
     items: list[int]
+    # Why this message could not be built (its items are rejected instead of published).
+    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -125,7 +127,11 @@ _VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
 
 def _message(topic: str, event_type: str, project: str, key: str, at: datetime, payload: dict[str, Any],
              items: list[int]) -> Outgoing:
-    body = orjson.dumps(payload)
+    try:
+        body = orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        # JSON parsers accept deeper nesting than the encoder writes (255 levels).
+        return Outgoing(topic, key.encode(), b"", event_type, items, error=f"cannot be stored: {exc}")
     occurred = at.isoformat().encode()
     p = orjson.dumps(project)
     k = orjson.dumps(key)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from tally_shared.events.traces import MAX_ID_LENGTH
 
 LEVELS = frozenset(("DEBUG", "DEFAULT", "WARNING", "ERROR"))
@@ -38,6 +40,14 @@ class Invalid(ValueError):
 
 
 Converter = Callable[[str, Any], Any]
+
+
+def json_size(value: Any) -> int:
+    """Size of an item as compact JSON; nesting too deep to write counts as over any limit."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return 1 << 62
 
 
 def ident(field: str, v: Any) -> str:

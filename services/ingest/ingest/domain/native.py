@@ -11,8 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from ingest.domain import fields as f
 from ingest.domain.batch import Batch
 from ingest.domain.fields import Invalid
@@ -35,7 +33,7 @@ def parse_events(events: list[Any], max_item_bytes: int | None) -> tuple[Batch, 
             report.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
             continue
         if max_item_bytes is not None:
-            size = len(orjson.dumps(raw))
+            size = f.json_size(raw)
             if size > max_item_bytes:
                 report.too_large(index, size, max_item_bytes)
                 continue

@@ -195,7 +195,7 @@ def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None)
                     report.invalid(index, Invalid("span", "type", "must be an object"))
                     continue
                 if max_item_bytes is not None:
-                    size = len(orjson.dumps(sp))
+                    size = f.json_size(sp)
                     if size > max_item_bytes:
                         report.too_large(index, size, max_item_bytes)
                         continue
@@ -268,7 +268,8 @@ def _unflatten(items: list[tuple[str, Any]]) -> Any:
     root: dict[str, Any] = {}
     for path, value in items:
         node = root
-        parts = path.split(".")
+        # Bounded depth: attribute keys are untrusted and could nest thousands of levels.
+        parts = path.split(".", 15)
         for p in parts[:-1]:
             nxt = node.get(p)
             if not isinstance(nxt, dict):

@@ -31,7 +31,8 @@ class Report:
         self.reject(index, 400, "invalid", exc.message if exc.field == "event" else str(exc), exc.detail())
 
     def too_large(self, index: int, size: int, limit: int) -> None:
-        self.reject(index, 413, "too_large", f"item is {size} bytes, over the limit of {limit}",
+        what = "item is nested too deeply to store" if size >= 1 << 62 else f"item is {size} bytes"
+        self.reject(index, 413, "too_large", f"{what}, over the limit of {limit}",
                     {"field": "item", "rule": "max_size", "message": f"at most {limit} bytes"})
 
     @property

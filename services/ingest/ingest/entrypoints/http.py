@@ -53,7 +53,7 @@ def _loads(body: bytes) -> Any:
 
 
 def _unavailable(deps: Deps, outcome: Outcome) -> ApiError:
-    first = next(iter(outcome.failed.values()))
+    first = next(e for e in outcome.failed.values() if e.status == 503)
     return ApiError(
         503, "unavailable", f"events not stored: {first.message}",
         {"retry_after_seconds": deps.settings.retry_after_seconds},
@@ -180,12 +180,13 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
                 raise ApiError(400, "bad_request", f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
             otel.add_spans(batch, report, otel.protobuf_spans(req, report, limit))
         outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint="otlp")
-        if outcome.failed:
+        if any(e.status == 503 for e in outcome.failed.values()):
             # OTLP has no per-span answer: the exporter retries the whole request (event ids are derived from
             # content, so spans already acknowledged are applied once by the consumers).
             raise _unavailable(deps, outcome)
-        rejected = report.rejected
-        message = "; ".join(f"{report.ids[i]}: {e[1]}" for i, e in list(report.errors.items())[:10])
+        problems = [(i, e[1]) for i, e in report.errors.items()] + [(i, e.message) for i, e in outcome.failed.items()]
+        rejected = len(problems)
+        message = "; ".join(f"{report.ids[i]}: {m}" for i, m in problems[:10])
         if is_json:
             payload: dict[str, Any] = {}
             if rejected:
