@@ -126,6 +126,11 @@ async def test_rule_matching_on_each_field(svc: Service) -> None:
     assert detail["routing_decisions"][0]["outcome"] == "added"
     assert detail["routing_decisions"][0]["rule_id"] == got[0]["rule_id"]
     assert "matched" in detail["routing_decisions"][0]["reason"]
+    # the preview runs the same predicates over the traces seen in the last days
+    r = await svc.client.post(f"/api/v1/queues/{qid}/rules/preview", headers=auth,
+                              json={"filter": {"groups": rules["tags"] + rules["run"]}, "sample_rate": 0.5})
+    assert r.status_code == 200, r.text
+    assert r.json()["matched"] == 2 and r.json()["count"] == 1 and r.json()["scanned"] >= len(expected) + len(neg)
 
 
 async def test_late_score_routes_the_trace(svc: Service) -> None:
@@ -235,6 +240,10 @@ async def test_backfill_over_traces_seen(svc: Service) -> None:
                            for n, i in enumerate(new)))
     await summaries_seen(svc, project, old + new)
     body = {"filter": {"groups": one({"field": "name", "op": "eq", "value": "bf"})}, "from": T0.isoformat()}
+    r = await svc.client.post(f"/api/v1/queues/{qid}/rules/preview", headers=auth,
+                              json={"name": "ignored", "filter": body["filter"], "days": 90})
+    assert r.status_code == 200, r.text
+    assert r.json()["matched"] == 0  # the traces are dated 2026-01 and earlier: outside the last 90 days
     r = await svc.client.post(f"/api/v1/queues/{qid}/items:backfill", headers=auth, json=body)
     assert r.status_code == 200, r.text
     want = {i for n, i in enumerate(new) if n % 3}

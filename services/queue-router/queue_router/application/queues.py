@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -26,7 +26,15 @@ from queue_router.adapters.tables import (
 )
 from queue_router.application.routing import load_scores, summary_from_row
 from queue_router.domain.filters import compile_rules
-from queue_router.domain.models import Backfill, ItemsAdd, QueueCreate, QueueUpdate, RuleCreate, RuleUpdate
+from queue_router.domain.models import (
+    Backfill,
+    ItemsAdd,
+    QueueCreate,
+    QueueUpdate,
+    RuleCreate,
+    RulePreview,
+    RuleUpdate,
+)
 from queue_router.domain.sampling import sampled_in
 from queue_router.domain.summary import Summary
 from tally_shared.envelope import make_envelope
@@ -402,6 +410,43 @@ async def set_item_status(deps: Deps, project_id: str, queue_id: str, item_id: s
             await session.execute(update(items).where(items.c.id == item_id).values(**changes))
             m.update(changes)
     return item_out(m)
+
+
+async def preview_rule(deps: Deps, project_id: str, queue_id: str, cmd: RulePreview) -> dict[str, Any]:
+    """How many traces of the last ``days`` the rule matches (what it would have routed), with the same compiled
+    predicates the router uses."""
+    ruleset = compile_rules([cmd.filter])
+    uses_scores = any(c.field == "score" for g in cmd.filter.groups for c in g.conditions)
+    since = _now() - timedelta(days=cmd.days)
+    when = func.coalesce(trace_summaries.c.timestamp, trace_summaries.c.first_seen_at)
+    scanned = matched = 0
+    objects: set[str] = set()
+    async with deps.sessions() as session:
+        await get_queue_row(session, project_id, queue_id)
+        cursor: tuple[datetime, str] | None = None
+        while scanned < deps.max_backfill_scan:
+            cond: list[Any] = [trace_summaries.c.project_id == project_id, trace_summaries.c.has_trace.is_(True),
+                               when >= since]
+            if cursor is not None:
+                cond.append(func.row(when, trace_summaries.c.trace_id) > func.row(*cursor))
+            rows = (await session.execute(select(trace_summaries, when.label("w")).where(*cond)
+                                          .order_by(when, trace_summaries.c.trace_id).limit(2000))).all()
+            if not rows:
+                break
+            cursor = (rows[-1].w, rows[-1].trace_id)
+            scanned += len(rows)
+            sums = [summary_from_row(r) for r in rows]
+            scores = await load_scores(session, [(project_id, x.trace_id) for x in sums]) if uses_scores else {}
+            for x in sums:
+                if ruleset.match(x.view(scores.get((project_id, x.trace_id)))):
+                    matched += 1
+                    target = x.session_id if cmd.target == "SESSION" else x.trace_id
+                    if target:
+                        objects.add(target)
+            if len(rows) < 2000:
+                break
+    return {"matched": matched, "objects": len(objects), "count": round(len(objects) * cmd.sample_rate),
+            "scanned": scanned, "days": cmd.days, "truncated": scanned >= deps.max_backfill_scan}
 
 
 async def backfill(deps: Deps, project_id: str, queue_id: str, cmd: Backfill, actor: str) -> dict[str, Any]:

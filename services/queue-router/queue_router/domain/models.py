@@ -77,6 +77,16 @@ class RuleUpdate(BaseModel):
     active: bool | None = None
 
 
+class RulePreview(BaseModel):
+    """A rule as it would be created (extra fields such as name or daily_cap are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    filter: RuleFilter = Field(default_factory=RuleFilter)
+    target: Target = "TRACE"
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    days: int = Field(default=7, ge=1, le=90, description="Look at traces seen in the last N days")
+
+
 class ItemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     object_type: ObjectTypeName = "TRACE"

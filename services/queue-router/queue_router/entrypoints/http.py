@@ -20,6 +20,7 @@ from queue_router.domain.models import (
     QueueUpdate,
     ReviewAction,
     RuleCreate,
+    RulePreview,
     RuleUpdate,
 )
 from tally_shared.http import ApiError
@@ -112,6 +113,12 @@ async def archive_queue(queue_id: str, p: CurrentPrincipal, request: Request) ->
 async def create_rule(queue_id: str, body: RuleCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
     return await app_queues.create_rule(deps(request), p.project_id, queue_id, body, p.actor)
+
+
+@router.post("/{queue_id}/rules/preview",
+             summary="How many traces of the last N days a rule matches (count: expected items after sampling)")
+async def preview_rule(queue_id: str, body: RulePreview, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await app_queues.preview_rule(deps(request), p.project_id, queue_id, body)
 
 
 @router.get("/{queue_id}/rules", summary="List a queue's routing rules")
