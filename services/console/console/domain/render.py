@@ -3,6 +3,7 @@ and then sanitised by nh3 (a maintained Rust sanitiser), never as live HTML. Lon
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,17 @@ _ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 _URL_SCHEMES = {"http", "https", "mailto"}
 
 
+MARKDOWN_LIMIT = 8000
+
+
 def sanitised_markdown(text: str) -> Markup:
+    """Markdown as sanitised HTML, for at most the first MARKDOWN_LIMIT characters (the whole text stays
+    available as plain text). Cached: the same prompt often repeats across a trace's generations."""
+    return _markdown(text[:MARKDOWN_LIMIT])
+
+
+@functools.lru_cache(maxsize=512)
+def _markdown(text: str) -> Markup:
     html = _md.render(text)
     clean = nh3.clean(
         html, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, url_schemes=_URL_SCHEMES,
