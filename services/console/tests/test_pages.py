@@ -168,3 +168,11 @@ def test_trusted_proxy_header_signs_in_only_when_enabled(env: Env) -> None:
     assert on.get("/queues", headers={"X-Auth-Email": "lead@t.test"}).status_code == 200
     fresh = TestClient(app, base_url="http://console.test", follow_redirects=False)
     assert fresh.get("/queues", headers={"X-Auth-Email": "nobody@t.test"}).status_code == 303
+
+
+def test_health_and_metrics(env: Env) -> None:
+    c = env.client()
+    assert c.get("/healthz").json()["status"] == "ok"
+    c.get("/login")
+    metrics = c.get("/metrics").text
+    assert 'tally_console_requests_total{method="GET",route="/login",status="200"}' in metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -18,10 +19,12 @@ from console.adapters.identity import ConsoleIdentity, Identity
 from console.adapters.port import ApiCallError, ApiFactory
 from console.config import Settings
 from console.entrypoints import auth, reading, review, setup, traces
+from console.entrypoints.metrics import request_metrics
 from console.entrypoints.security import CsrfError, security_headers
 from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
 from tally_shared import __version__
 from tally_shared.db import make_engine, ping
+from tally_shared.http import install_ops_routes
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("console")
@@ -63,16 +66,15 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
-        # Only the database: the gateway's health check calls this, so calling back through it would loop.
-        try:
-            if engine is not None:
-                await ping(engine)
-            return JSONResponse({"service": "console", "status": "ok", "checks": {"database": "ok"}})
-        except Exception as exc:
-            return JSONResponse({"service": "console", "status": "unavailable",
-                                 "checks": {"database": f"failed: {type(exc).__name__}"}}, status_code=503)
+    async def database_ok() -> None:
+        if engine is not None:
+            await ping(engine)
+
+    # Health checks only the database: the gateway's health check calls /healthz, so calling the services
+    # back through the gateway from here would loop.
+    registry = CollectorRegistry()
+    install_ops_routes(app, service="console", checks={"database": database_ok}, registry=registry)
+    app.middleware("http")(request_metrics(registry))
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
