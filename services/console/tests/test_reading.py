@@ -114,3 +114,19 @@ def test_traces_table_filters_and_adds_selection_to_a_queue(env: Env) -> None:
                                              "back": "/traces?name=chat"})
     assert r.status_code == 303 and r.headers["location"] == "/traces?name=chat"
     assert sorted(i["object_id"] for i in env.world.items.values()) == ["t0", "t1"]
+
+
+def test_annotating_one_observation(env: Env) -> None:
+    cfg = env.world.add_config("ok", "BOOLEAN")
+    t = env.world.add_trace("t-o", observations=[{"id": "obs-1", "name": "tool call"}])
+    c = env.client()
+    token = sign_in(c, "rev@t.test")
+    page = c.get(f"/traces/{t['id']}").text
+    assert "/traces/t-o?annotate=all&amp;observation=obs-1" in page
+    form = c.get("/traces/t-o?annotate=all&observation=obs-1").text
+    assert 'name="observation_id" value="obs-1"' in form
+    r = c.post("/traces/t-o/annotate", data={"csrf": token, "config_id": cfg["id"], "observation_id": "obs-1",
+                                             f"score:{cfg['id']}": "0"})
+    assert r.status_code == 303
+    [score] = env.world.scores.values()
+    assert (score["observation_id"], score["trace_id"], score["value"]) == ("obs-1", "t-o", 0.0)

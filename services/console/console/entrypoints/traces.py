@@ -95,12 +95,17 @@ async def trace_page(ctx: CtxDep, trace_id: str) -> Response:
     if trace is None:
         raise Forbidden("No such trace in this project (it may still be on its way: try again in a moment).")
     annotate = ctx.request.query_params.get("annotate")
-    chosen = [c for c in configs if annotate in (c["id"], "all")] if annotate else []
+    chosen = [c for c in configs if annotate in (c["id"], "all") and not c.get("is_archived")] if annotate else []
+    observation = ctx.request.query_params.get("observation") or None
+    if observation and not any(o.get("id") == observation for o in trace.get("observations") or []):
+        observation = None
     existing = my_scores({"scores": await ctx.api.list_scores({"trace_id": trace_id, "author_user_id": ctx.user.id})},
                          ctx.user.id) if chosen else {}
     values = {c["id"]: form_value(c, existing.get(c["id"])) for c in chosen}
+    if observation:
+        values = {}
     return page(ctx, ctx.request, "trace.html", trace=trace, configs=configs, chosen=chosen, values=values,
-                errors={}, comment="", people=await ctx.people())
+                errors={}, comment="", people=await ctx.people(), observation=observation)
 
 
 @router.post("/traces/{trace_id}/annotate", response_class=HTMLResponse)
@@ -118,11 +123,17 @@ async def annotate(ctx: CtxDep, trace_id: str) -> Response:
     existing = my_scores({"scores": await ctx.api.list_scores({"trace_id": trace_id,
                                                                "author_user_id": ctx.user.id})},
                          ctx.user.id) if observation_id is None else {}
-    result = await submit(ctx.api, configs=chosen, values=values, required={c["id"] for c in chosen},
+    # One config: it must be filled. Several ("all"): fill any of them, at least one.
+    required = {c["id"] for c in chosen} if len(chosen) == 1 else set()
+    if len(chosen) > 1 and not any(v.strip() for vs in values.values() for v in vs):
+        return page(ctx, ctx.request, "trace.html", status_code=422, trace=trace, configs=configs, chosen=chosen,
+                    values=values, errors={chosen[0]["id"]: "score at least one of these"}, comment=comment,
+                    observation=observation_id)
+    result = await submit(ctx.api, configs=chosen, values=values, required=required,
                           comment=comment, trace_id=trace_id, observation_id=observation_id, existing=existing)
     if not result.ok:
         return page(ctx, ctx.request, "trace.html", status_code=422, trace=trace, configs=configs, chosen=chosen,
-                    values=values, errors=result.errors, comment=comment)
+                    values=values, errors=result.errors, comment=comment, observation=observation_id)
     flash(ctx.request, f"Saved: {result.created} new, {result.updated} changed. The trace shows them once "
           "projections have caught up (a moment).", "ok")
     return redirect(f"/traces/{trace_id}")
