@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select, text
+from sqlalchemy import and_, func, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
@@ -247,12 +247,24 @@ async def score_analytics(
         series_cols = [r.c.name, r.c.source, r.c.config_id, r.c.data_type]
         sums = [func.sum(r.c.n), func.sum(r.c.n_value), func.sum(r.c.sum), func.sum(r.c.sum_sq)]
         # Grouped reads instead of every row: per bucket and per value key (the distribution).
-        per_bucket = (await session.execute(
-            select(*series_cols, r.c.bucket, literal("").label("vk"), *sums).where(*conds)
-            .group_by(*series_cols, r.c.bucket))).all()
-        per_value = (await session.execute(
-            select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*day_conds)
-            .group_by(*series_cols, r.c.value_key))).all()
+        per_bucket: list[Any]
+        per_value: list[Any]
+        if bucket == "day":
+            # one scan, two groupings: per bucket and per value key
+            rows = (await session.execute(
+                select(*series_cols, r.c.bucket, r.c.value_key, *sums, func.grouping(r.c.bucket).label("g"))
+                .where(*conds)
+                .group_by(func.grouping_sets(tuple_(*series_cols, r.c.bucket), tuple_(*series_cols, r.c.value_key)))
+            )).all()
+            per_bucket = [row[:10] for row in rows if row[10] == 0]
+            per_value = [row[:10] for row in rows if row[10] == 1]
+        else:
+            per_bucket = list((await session.execute(
+                select(*series_cols, r.c.bucket, literal("").label("vk"), *sums).where(*conds)
+                .group_by(*series_cols, r.c.bucket))).all())
+            per_value = list((await session.execute(
+                select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*day_conds)
+                .group_by(*series_cols, r.c.value_key))).all())
         per_cat_bucket: list[Any] = []
         if data_type != "NUMERIC":
             per_cat_bucket = list((await session.execute(
@@ -293,7 +305,7 @@ async def score_analytics(
         b = truncate(row["timestamp"], bucket)
         add_to(deltas, (((row["name"], row["source"], row["config_id"] or "", row["data_type"], b, vk), v)
                         for vk, v in value_keys(row)), +1)
-    rows = [(*k, *m) for k, m in deltas.items()]
+    scanned: list[Any] = [(*k, *m) for k, m in deltas.items()]
     served, truncated = "scores", n > max_scan
     return {"bucket": bucket, "served_from": served, "truncated": truncated,
-            "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(rows, bins)}
+            "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(scanned, bins)}
