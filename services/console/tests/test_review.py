@@ -147,3 +147,14 @@ def test_a_session_item_shows_its_traces_and_scores_the_session(env: Env) -> Non
     assert r.status_code == 303
     [score] = w.scores.values()
     assert score["session_id"] == "sess-1" and "trace_id" not in score and score["value"] == 1.0
+
+
+def test_reopening_the_queue_resumes_the_held_item(env: Env) -> None:
+    q, _, _ = _setup(env, items=3)
+    c = env.client()
+    sign_in(c, "rev@t.test")
+    first = c.get(f"/queues/{q['id']}/review").headers["location"]
+    again = c.get(f"/queues/{q['id']}/review").headers["location"]
+    assert again == first
+    held = [i for i in env.world.items.values() if i.get("leases")]
+    assert len(held) == 1

@@ -4,6 +4,7 @@ heartbeat, history and editing completed items)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -65,6 +66,22 @@ def _remember_lease(request: Request, lease: dict[str, Any]) -> None:
     request.session["leases"] = dict(list(leases.items())[-20:])
 
 
+def _open_lease(request: Request, queue_id: str) -> str | None:
+    now = datetime.now(UTC)
+    for item_id, lease in _leases(request).items():
+        if lease.get("queue_id") != queue_id:
+            continue
+        try:
+            expires = datetime.fromisoformat(str(lease.get("expires_at")).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if expires > now + timedelta(seconds=5):
+            return item_id
+    return None
+
+
 def _remember_done(request: Request, queue_id: str, item_id: str) -> None:
     recent = [r for r in request.session.get("recent", []) if r != [queue_id, item_id]]
     recent.append([queue_id, item_id])
@@ -93,6 +110,10 @@ def _forget_lease(request: Request, item_id: str) -> None:
 async def next_item(ctx: CtxDep, queue_id: str) -> Response:
     ctx.require("review")
     queue = await _queue_or_404(ctx, queue_id)
+    held = _open_lease(ctx.request, queue_id)
+    if held is not None:
+        # Resume the item this person already holds instead of taking a second one.
+        return redirect(f"/queues/{queue_id}/items/{held}")
     try:
         lease = await ctx.api.next_item(queue_id)
     except ApiCallError as e:
