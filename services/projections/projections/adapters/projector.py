@@ -98,9 +98,14 @@ class Projector:
             t.traces, pk2, ["project_id", "id", "name", "environment", "release", "user_id", "tags"]
         )
         sc = qualified(t.scores)
+        # Only what re-counting needs (no JSON payloads), and not the scores this batch just wrote: they were
+        # counted under the trace's current dimensions already.
         self.sql_scores_of_traces = text(
-            f"SELECT s.* FROM {sc} s WHERE s.project_id = ANY(CAST(:project_id AS text[])) "  # noqa: S608
-            f"AND s.trace_id = ANY(CAST(:trace_id AS text[])) AND NOT s.deleted"
+            f"SELECT s.project_id, s.id, s.trace_id, s.name, s.data_type, s.value, s.string_value, "  # noqa: S608
+            f"s.string_values, s.source, s.config_id, s.environment, s.timestamp, s.deleted, s.rolled_dims "
+            f"FROM {sc} s WHERE s.project_id = ANY(CAST(:project_id AS text[])) "
+            f"AND s.trace_id = ANY(CAST(:trace_id AS text[])) AND NOT s.deleted "
+            f"AND NOT (s.id = ANY(CAST(:skip AS text[])))"
         )
         self.sql_set_dims = text(
             f"UPDATE {sc} s SET rolled_dims = u.d::jsonb FROM unnest(CAST(:project_id AS text[]), "  # noqa: S608
@@ -334,8 +339,12 @@ class Projector:
 
     async def _reroll(self, session: AsyncSession, traces: dict[tuple[str, str], dict[str, Any]],
                       written: dict[tuple[str, str], dict[str, Any]], deltas: dict[RollupKey, Measures]) -> None:
+        # skipping by id alone is exact only within one project (ids are per project)
+        one_project = len({k[0] for k in written} | {k[0] for k in traces}) == 1
+        skip = sorted({k[1] for k in written}) if one_project else []
         res = await session.execute(self.sql_scores_of_traces, {"project_id": sorted({k[0] for k in traces}),
-                                                                "trace_id": sorted({k[1] for k in traces})})
+                                                                "trace_id": sorted({k[1] for k in traces}),
+                                                                "skip": skip})
         upd_p: list[str] = []
         upd_i: list[str] = []
         upd_d: list[str] = []
