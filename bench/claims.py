@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from queue_router import MIGRATIONS, SCHEMA
 from tally_shared import infra
@@ -44,7 +45,8 @@ def summary(name: str, xs: list[float]) -> str:
             f"p99={pct(xs, .99):6.2f} ms  max={max(xs):6.2f} ms")
 
 
-async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int, bursts: int) -> int:
+async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int, bursts: int,
+              server: psutil.Process) -> int:
     limits = httpx.Limits(max_connections=n_reviewers * 2, max_keepalive_connections=n_reviewers * 2)
     async with httpx.AsyncClient(base_url=base, headers=auth, limits=limits, timeout=30) as c:
         r = await c.post("/api/v1/queues", json={"name": f"bench-{uuid.uuid4().hex[:6]}", "reviewers_per_item": 2})
@@ -56,9 +58,20 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
             r.raise_for_status()
         leases: list[tuple[str, int, str]] = []
 
+        retries = 0
+
+        async def post(path: str, body: dict[str, Any]) -> httpx.Response:
+            # uvicorn closes idle keep-alive connections after 5 s; a request racing that close is retried once.
+            nonlocal retries
+            try:
+                return await c.post(path, json=body)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                retries += 1
+                return await c.post(path, json=body)
+
         async def next_item(who: str) -> tuple[float, dict[str, Any] | None]:
             t = time.perf_counter()
-            r = await c.post(f"/api/v1/queues/{qid}/next", json={"reviewer": who})
+            r = await post(f"/api/v1/queues/{qid}/next", {"reviewer": who})
             ms = (time.perf_counter() - t) * 1000
             if r.status_code == 204:
                 return ms, None
@@ -68,8 +81,8 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
             return ms, body
 
         async def complete(who: str, got: dict[str, Any]) -> None:
-            r = await c.post(f"/api/v1/queues/{qid}/items/{got['item']['id']}/complete",
-                             json={"reviewer": who, "lease_id": got["lease"]["id"]})
+            r = await post(f"/api/v1/queues/{qid}/items/{got['item']['id']}/complete",
+                           {"reviewer": who, "lease_id": got["lease"]["id"]})
             r.raise_for_status()
 
         # warm up connections and caches
@@ -79,6 +92,7 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
                 await complete(f"warm-{w}", got)
 
         steady: list[float] = []
+        cpu0 = server.cpu_times()
         stop = time.perf_counter() + seconds
 
         async def reviewer(who: str) -> None:
@@ -93,6 +107,9 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
 
         await asyncio.gather(*(reviewer(f"r{i:02d}") for i in range(n_reviewers)))
         print(summary(f"steady ({n_reviewers} x every 2 s)", steady))
+        cpu1 = server.cpu_times()
+        used = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000
+        print(f"server CPU per next+complete pair (steady): {used / max(1, len(steady)):.2f} ms")
 
         burst: list[float] = []
         for _ in range(bursts):
@@ -106,7 +123,7 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
         twice = sum(1 for v in slots.values() if v > 1)
         same = sum(1 for v in pairs.values() if v > 1)
         print(f"leases handed out: {len(leases)}; slots handed out twice: {twice}; items twice to one reviewer: "
-              f"{same}")
+              f"{same}; requests retried after a closed keep-alive connection: {retries}")
         prog = (await c.get(f"/api/v1/queues/{qid}/progress")).json()
         print(f"queue progress: {prog['items']}; reviewer completions: "
               f"{sum(r['counts']['completed'] for r in prog['reviewers'])}")
@@ -136,8 +153,9 @@ def main() -> int:
                "TALLY_QUEUE_ROUTER_LOG_LEVEL": "warning", "TALLY_QUEUE_ROUTER_DB_POOL_SIZE": "20"}
         svc = subprocess.Popen([sys.executable, "-m", "queue_router", "serve"], env=env)
         infra.wait_for_port("127.0.0.1", port, timeout=60)
+        print(f"machine load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         return asyncio.run(run(f"http://127.0.0.1:{port}", basic_auth(public, secret), args.seconds,
-                               args.reviewers, args.bursts))
+                               args.reviewers, args.bursts, psutil.Process(svc.pid)))
     finally:
         if svc is not None:
             infra.stop_process(svc)
