@@ -50,7 +50,9 @@ def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_databa
                 traces = client.get("/api/public/traces").json().get("data", [])
                 time.sleep(0.5)
             assert traces, "demo traces never reached the projections"
-            assert "Sign in" in client.get("/").text or client.get("/login").status_code == 200
+            login = client.get("/login")
+            # A new user learns from the sign-in page itself which demo account to use.
+            assert login.status_code == 200 and "alice@demo.tally" in login.text and "tally-demo" in login.text
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0, "".join(lines[-40:])
         reader.join(5)

@@ -67,6 +67,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         ports["gateway"] = args.port
     config = StackConfig(database_url=database_url, kafka_bootstrap=bootstrap, secret_key=_secret_key(home),
                          host=args.host, ports=ports, log_dir=logs)
+    if not args.no_demo:
+        from tally_cli.demo import DEMO_PASSWORD, DEMO_USERS
+
+        config.extra_env["TALLY_CONSOLE_DEMO_HINT"] = (
+            f"Demo: sign in as {DEMO_USERS[0][0]} (team lead) or {DEMO_USERS[1][0]} (reviewer), "
+            f"password {DEMO_PASSWORD}."
+        )
     stack = Stack(config)
     stopping = threading.Event()
 
