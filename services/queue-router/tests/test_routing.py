@@ -307,3 +307,18 @@ async def test_score_events_update_and_delete(svc: Service) -> None:
     await svc.trace(project, b, name="other")
     got = await svc.wait_items(auth, qid, 1)
     assert [i["object_id"] for i in got] == [b]
+
+
+async def test_session_target_adds_the_session_once(svc: Service) -> None:
+    project, auth = await svc.project()
+    qid = await make_queue(svc, auth)
+    rid = await make_rule(svc, auth, qid, "sessions with errors",
+                          one({"field": "has_error", "op": "eq", "value": True}), target="SESSION")
+    sess = f"sess-{uuid.uuid4().hex[:6]}"
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    for t in (a, b):
+        await svc.trace(project, t, session_id=sess, observations=[obs(t, type="SPAN", level="ERROR")])
+    await summaries_seen(svc, project, [a, b])
+    [item] = await svc.wait_items(auth, qid, 1)
+    assert (item["object_type"], item["object_id"], item["rule_id"]) == ("SESSION", sess, rid)
+    assert item["trace_id"] in (a, b)
