@@ -131,3 +131,20 @@ async def test_unacknowledged_publish_answers_503_and_a_retry_publishes(
     assert r.status_code == 200
     ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace, timeout=5)
     assert ev.payload["score"]["id"] == body["id"]
+
+
+async def test_outbox_task_stops_when_cancelled_while_woken(service: Service) -> None:
+    """Cancelling the maintenance task in the same tick as a wake-up must still stop it (app shutdown)."""
+    import asyncio
+
+    from scoring.adapters.outbox import OutboxPublisher
+
+    publisher = OutboxPublisher(service.kafka, service.app.state.runtime.sessions)
+    task = asyncio.create_task(publisher.run())
+    await asyncio.sleep(0.3)
+    for _ in range(3):
+        publisher._wake.set()
+        task.cancel()
+        await asyncio.sleep(0)
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done

@@ -105,7 +105,8 @@ class OutboxPublisher:
                 )
                 for e in events
             ]
-            await asyncio.wait_for(asyncio.gather(*futures), self._publish_timeout)
+            async with asyncio.timeout(self._publish_timeout):
+                await asyncio.gather(*futures)
         except Exception as exc:
             log.warning("publish of %d events failed; the outbox relay will retry: %r", len(events), exc)
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
@@ -182,8 +183,11 @@ class OutboxPublisher:
 
     async def _maintain(self, loop: asyncio.AbstractEventLoop, last_relay: float) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races a set event,
+            # and this task would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.2)
+                async with asyncio.timeout(0.2):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush_acked()
