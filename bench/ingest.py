@@ -337,8 +337,11 @@ def main(argv: list[str]) -> int:
                 server.wait(15)
                 log.close()
             event_bytes = _event_sizes(bootstrap)
-            ceiling = asyncio.run(measure_broker(bootstrap, size=round(event_bytes), seconds=5))
-            ceiling_1k = asyncio.run(measure_broker(bootstrap, size=1024, seconds=4))
+            # Best of two: the machine may be busy with other work; the higher ceiling makes the ratio stricter.
+            ceiling = max((asyncio.run(measure_broker(bootstrap, size=round(event_bytes), seconds=5))
+                           for _ in range(2)), key=lambda c: c.produce_mb)
+            ceiling_1k = max((asyncio.run(measure_broker(bootstrap, size=1024, seconds=4)) for _ in range(2)),
+                             key=lambda c: c.produce_mb)
     finally:
         infra.drop_database(server_url, db_name)
 
