@@ -382,3 +382,20 @@ async def test_batches(client: httpx.AsyncClient, tap: Tap) -> None:
     assert r.json()["accepted"] == 1 and r.json()["rejected"] == 1
     err = r.json()["errors"][0]
     assert err["index"] == 1 and err["errors"][0]["field"] == "traceId" and "traceId" in err["message"]
+
+
+async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/metrics")).text
+    cfg = await make_config(client, data_type="NUMERIC", max_value=1)
+    assert_rule(await score(client, cfg, 2), "value", "maximum")
+    text = (await client.get("/metrics")).text
+
+    def count(body: str, line: str) -> float:
+        for row in body.splitlines():
+            if row.startswith(line + " "):
+                return float(row.split()[-1])
+        return 0.0
+
+    rule = 'tally_scoring_rejections_total{rule="maximum"}'
+    assert count(text, rule) == count(before, rule) + 1
+    assert "tally_consumer_lag" in text or "tally_events_published_total" in text

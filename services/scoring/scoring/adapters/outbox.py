@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scoring.adapters.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
 from scoring.adapters.tables import outbox
 from tally_shared.envelope import Envelope
 from tally_shared.metrics import EVENTS_PUBLISHED, PUBLISH_SECONDS
@@ -144,6 +145,7 @@ class OutboxPublisher:
         async with self._sessions() as s, s.begin():
             await s.execute(delete(outbox).where(outbox.c.id.in_(ids)))
         self._acked.difference_update(ids)
+        OUTBOX_PENDING.set(len(self._acked))
         return len(ids)
 
     async def relay_once(self) -> int:
@@ -166,6 +168,7 @@ class OutboxPublisher:
             ])
             await s.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
         self._acked.difference_update(r.id for r in rows)
+        OUTBOX_RELAYED.inc(len(rows))
         log.info("outbox relay published %d abandoned events", len(rows))
         return len(rows)
 

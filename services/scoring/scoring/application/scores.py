@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scoring.adapters import outbox, repository
+from scoring.adapters import metrics, outbox, repository
 from scoring.adapters.repository import ScoreFilter, StoredScore
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
@@ -141,7 +141,12 @@ async def record_scores(
     if touched:
         await deps.outbox.publish_pending(project, touched)
     await deps.outbox.publish(events)
-    return [o if o is not None else Outcome(i, "unchanged") for i, o in enumerate(outcomes)]
+    final = [o if o is not None else Outcome(i, "unchanged") for i, o in enumerate(outcomes)]
+    for i, o in enumerate(final):
+        metrics.SCORES.labels(o.status, prepared[i].source.value if i < len(prepared) else "API").inc()
+        for p in o.problems:
+            metrics.REJECTIONS.labels(p.rule).inc()
+    return final
 
 
 def _build(inp: ScoreInput, configs: dict[str, ScoreConfigData], now: datetime) -> ScoreData:
