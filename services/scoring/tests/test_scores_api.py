@@ -120,6 +120,9 @@ async def test_boolean_and_text(client: httpx.AsyncClient) -> None:
     assert_rule(await score(client, t, "x" * 11), "value", "length")
     assert_rule(await score(client, t, ""), "value", "length")
     assert_rule(await score(client, t, 3), "value", "type")
+    assert_rule(await score(client, t, "a\x00b"), "value", "no_nul")
+    assert_rule(await score(client, t, "ok", comment="x\x00"), "comment", "no_nul")
+    assert_rule(await score(client, t, "ok", metadata={"k": "\x00"}), "metadata", "no_nul")
 
 
 async def test_archived_and_foreign_configs_and_targets(client: httpx.AsyncClient, service: Service, tap: Tap,

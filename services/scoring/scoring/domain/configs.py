@@ -63,7 +63,8 @@ def check_name(name: Any, field: str = "name") -> list[Problem]:
 
 
 def check_text(description: str | None, guidelines: str | None) -> list[Problem]:
-    problems = []
+    problems = [Problem(f, "no_nul", "must not contain NUL characters")
+                for f, v in (("description", description), ("guidelines", guidelines)) if v and "\x00" in v]
     if description is not None and len(description) > DESCRIPTION_MAX:
         problems.append(Problem("description", "max_length", f"at most {DESCRIPTION_MAX} characters"))
     if guidelines is not None and len(guidelines) > GUIDELINES_MAX:
@@ -106,7 +107,7 @@ def check_definition(d: Definition) -> Definition:
         labels = [c.label for c in cats]
         values = [c.value for c in cats]
         for i, c in enumerate(cats):
-            if not c.label.strip() or len(c.label) > LABEL_MAX:
+            if not c.label.strip() or len(c.label) > LABEL_MAX or "\x00" in c.label:
                 problems.append(Problem(f"categories.{i}.label", "length", f"1 to {LABEL_MAX} characters"))
             if not math.isfinite(c.value):
                 problems.append(Problem(f"categories.{i}.value", "finite", "must be a finite number"))

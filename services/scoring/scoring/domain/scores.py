@@ -172,6 +172,18 @@ def build_score(
                          ("queue_item_id", ID_MAX), ("author_user_id", ID_MAX), ("idempotency_key", ID_MAX),
                          ("evaluator_name", EVALUATOR_MAX), ("evaluator_version", EVALUATOR_MAX)):
         _bounded(inp, problems, fname, limit)
+    # PostgreSQL text and jsonb cannot hold NUL characters; say so instead of failing on write.
+    for fname in ("id", "name", "trace_id", "observation_id", "session_id", "dataset_run_id", "config_id",
+                  "queue_id", "queue_item_id", "author_user_id", "idempotency_key", "evaluator_name",
+                  "evaluator_version", "comment", "environment"):
+        v = getattr(inp, fname)
+        if isinstance(v, str) and "\x00" in v:
+            problems.append(Problem(fname, "no_nul", "must not contain NUL characters"))
+    if (isinstance(inp.value, str) and "\x00" in inp.value) or (
+            isinstance(inp.value, list) and any(isinstance(x, str) and "\x00" in x for x in inp.value)):
+        problems.append(Problem("value", "no_nul", "must not contain NUL characters"))
+    if isinstance(inp.metadata, dict) and b"\\u0000" in orjson.dumps(inp.metadata):
+        problems.append(Problem("metadata", "no_nul", "must not contain NUL characters"))
     if inp.comment is not None and (not isinstance(inp.comment, str) or len(inp.comment) > COMMENT_MAX):
         problems.append(Problem("comment", "max_length", f"at most {COMMENT_MAX} characters"))
     if inp.metadata is not None:
