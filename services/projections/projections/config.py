@@ -9,7 +9,7 @@ class Settings(ServiceSettings):
     port: int = 8104
     group_id: str = "projections"
     # One batch = one transaction; bigger batches amortise round trips, smaller ones cut end-to-end delay.
-    batch_max_records: int = 2000
+    batch_max_records: int = 5000
     rebuild_batch_size: int = 5000
     max_page_limit: int = 1000
     export_chunk: int = 500

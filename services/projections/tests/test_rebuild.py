@@ -3,8 +3,10 @@ keeps index names, and the live service goes on applying events into the swapped
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from projections import SCHEMA
@@ -105,3 +107,24 @@ async def test_rebuild_equals_live(harness: Harness) -> None:
         return r.status_code == 200 and r.json()["name"] == "after-swap"
 
     await eventually(renamed, what="live apply after swap")
+
+
+async def test_rebuild_refuses_to_swap_when_the_log_lost_events(harness: Harness) -> None:
+    """An embedded broker keeps its log in memory: after a restart the log lacks what the tables hold, and a
+    rebuild must keep the live tables rather than swap in an emptier copy."""
+    h = harness
+    engine = make_engine(h.database_url, pool_size=2)
+    ghost = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"INSERT INTO {SCHEMA}.processed_events (consumer, event_id) "  # noqa: S608
+                                    "VALUES ('projections', :id)"), {"id": ghost})
+        before = await snapshot(engine)
+        with pytest.raises(RuntimeError, match="no longer holds 1 events"):
+            await rebuild(engine, h.bootstrap, live_schema=SCHEMA, batch_size=1000, swap_timeout=1.0)
+        assert await snapshot(engine) == before
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {SCHEMA}.processed_events WHERE event_id = :id"),  # noqa: S608
+                               {"id": ghost})
+        await engine.dispose()

@@ -95,13 +95,20 @@ def test_per_field_last_write_wins() -> None:
     assert row == {"name": "new", "user": "u", "input": 1}
 
 
+def test_numeric_value_keys() -> None:
+    from projections.domain.rollup import value_key_numeric
+
+    assert [value_key_numeric(v) for v in (0.0, 0.049, 0.05, 0.999, 1, 3, 4.5, 37, 137, -0.2)] == [
+        "0.0", "0.0", "0.05", "0.95", "1.0", "3.0", "4.5", "37.0", "140.0", "-0.2"]
+
+
 def test_rollup_contributions_cancel_out() -> None:
     s = {"name": "q", "data_type": "NUMERIC", "value": 0.123, "source": "EVAL", "timestamp": at(0)}
     dims = trace_dims({"name": "chat", "tags": ["b", "a"], "environment": None}, "prod")
     contribs = contributions("p", s, dims)
     kinds = sorted({k[2] for k, _ in contribs})
     assert kinds == ["", "environment", "tag", "trace_name"]
-    assert {k[9] for k, _ in contribs if k[1] == "day"} == {"0.12"}
+    assert {k[9] for k, _ in contribs if k[1] == "day"} == {"0.1"}
     assert {k[9] for k, _ in contribs if k[1] == "hour"} == {""}  # hourly numeric rows: count and sums only
     deltas: dict = {}
     add_to(deltas, contribs, +1)

@@ -159,7 +159,11 @@ async def rebuild(
                     if missing == 0:
                         break
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"rebuild lacks {missing} events the live tables have; not swapping")
+                        # e.g. the embedded broker restarted with an empty log: swapping would lose data
+                        raise RuntimeError(
+                            f"the log no longer holds {missing} events the live tables applied (was the broker "
+                            f"restarted?); keeping the live tables, not swapping"
+                        )
                 await _swap(conn, live_schema, shadow, old)
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(old)} CASCADE"))
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {ident(shadow)} CASCADE"))

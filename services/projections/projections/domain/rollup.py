@@ -2,13 +2,14 @@
 
 A live score contributes to one unfiltered row per hour (numeric ones without their value key), and per day to
 one unfiltered row and one row per dimension value of its trace (trace name, environment, release, user, each
-tag), keyed by a value key: the category label for categorical and boolean scores, the value rounded to two
-significant digits for numeric ones (a fine histogram that queries re-bin). Contributions only ever add and
+tag), keyed by a value key: the category label for categorical and boolean scores, a histogram cell for numeric
+ones (see ``value_key_numeric``; queries re-bin the cells). Contributions only ever add and
 subtract, so the table is independent of the order in which scores and traces arrive.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,6 +24,10 @@ Measures = list[Any]
 
 
 def value_key_numeric(value: float) -> str:
+    """The histogram cell of a numeric value: a 0.05 grid below 1 in magnitude (judge scores in [0, 1]: 20 cells,
+    each named by its lower edge), two significant digits above (1-5 and 0-10 scales stay exact)."""
+    if abs(value) < 1:
+        return repr(math.floor(value * 20) / 20)
     return repr(float(f"{value:.2g}"))
 
 
