@@ -63,11 +63,12 @@ async def run(base: str, auth: dict[str, str], seconds: float, n_reviewers: int,
         async def post(path: str, body: dict[str, Any]) -> httpx.Response:
             # uvicorn closes idle keep-alive connections after 5 s; a request racing that close is retried once.
             nonlocal retries
-            try:
-                return await c.post(path, json=body)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                retries += 1
-                return await c.post(path, json=body)
+            for _ in range(3):
+                try:
+                    return await c.post(path, json=body)
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    retries += 1
+            return await c.post(path, json=body)
 
         async def next_item(who: str) -> tuple[float, dict[str, Any] | None]:
             t = time.perf_counter()
@@ -135,6 +136,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--reviewers", type=int, default=50)
     ap.add_argument("--bursts", type=int, default=20)
+    ap.add_argument("--no-relay", action="store_true", help="run the service without its outbox relay")
     args = ap.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"tally_bench_{uuid.uuid4().hex[:8]}"
@@ -150,7 +152,8 @@ def main() -> int:
         public, secret = asyncio.run(create_project_with_key(url, f"bench-{uuid.uuid4().hex[:6]}"))
         env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": kafka,
                "TALLY_QUEUE_ROUTER_PORT": str(port), "TALLY_QUEUE_ROUTER_RUN_CONSUMERS": "false",
-               "TALLY_QUEUE_ROUTER_LOG_LEVEL": "warning", "TALLY_QUEUE_ROUTER_DB_POOL_SIZE": "20"}
+               "TALLY_QUEUE_ROUTER_LOG_LEVEL": "warning", "TALLY_QUEUE_ROUTER_DB_POOL_SIZE": "20",
+               **({"TALLY_QUEUE_ROUTER_RUN_OUTBOX_RELAY": "false"} if args.no_relay else {})}
         svc = subprocess.Popen([sys.executable, "-m", "queue_router", "serve"], env=env)
         infra.wait_for_port("127.0.0.1", port, timeout=60)
         print(f"machine load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
