@@ -371,8 +371,23 @@ def main(argv: list[str]) -> int:
     for r in results:
         traces_s = r["traces"] / r["elapsed"]
         if traces_s and r["server_cpu"] == r["server_cpu"]:
-            print(f"  {r['format']:>8}: {traces_s / r['server_cpu']:,.0f} traces/s per core-second of ingest CPU")
+            print(f"  {r['format']:>8}: {traces_s / r['server_cpu']:,.0f} traces/s per core-second of ingest CPU; "
+                  f"mean wait for the broker's acknowledgement per request {r['publish_ms']:.1f} ms")
     return 0
+
+
+def _publish_totals(port: int) -> tuple[float, float]:
+    """(sum, count) of ingest's tally_publish_seconds for tally.traces, from its /metrics."""
+    import urllib.request
+
+    total = count = 0.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith('tally_publish_seconds_sum{topic="tally.traces"}'):
+                total = float(line.split()[-1])
+            elif line.startswith('tally_publish_seconds_count{topic="tally.traces"}'):
+                count = float(line.split()[-1])
+    return total, count
 
 
 def _cpu(pid: int | None) -> float:
@@ -407,12 +422,14 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = ctx.Process(target=client_main,
                        args=(port, auth, fmt, bodies, items, args.connections, args.seconds, queue))
+    pub0 = _publish_totals(port)
     cpu0 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
     load0 = os.getloadavg()[0]
     proc.start()
     out = queue.get(timeout=args.seconds + 120)
     cpu1 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
     proc.join()
+    pub1 = _publish_totals(port)
     if profiler is not None:
         profiler.wait(60)
     per_trace = items // args.traces_per_request
@@ -425,6 +442,7 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
         "server_cpu": (cpu1[0] - cpu0[0]) / (cpu1[2] - cpu0[2]),
         "broker_cpu": (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]),
         "load": max(load0, os.getloadavg()[0]),
+        "publish_ms": (pub1[0] - pub0[0]) / max(1.0, pub1[1] - pub0[1]) * 1000,
     }
 
 

@@ -18,4 +18,6 @@ class Settings(ServiceSettings):
     retry_after_seconds: int = 5
     # Producer batching: a few ms of linger lets concurrent requests share produce requests.
     linger_ms: int = 5
+    # Per-partition producer batch; a full batch makes further sends to its partition wait for the broker.
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_message_bytes: int = 16 * 1024 * 1024

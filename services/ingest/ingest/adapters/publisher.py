@@ -52,7 +52,7 @@ def _as_publish_error(exc: BaseException) -> PublishError:
 
 class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, *, timeout: float, linger_ms: int, max_message_bytes: int,
-                 client_id: str = "tally-ingest") -> None:
+                 max_batch_bytes: int = 4 * 1024 * 1024, client_id: str = "tally-ingest") -> None:
         self._timeout = timeout
         self._config: dict[str, object] = dict(
             bootstrap_servers=bootstrap_servers,
@@ -60,7 +60,7 @@ class KafkaPublisher:
             acks="all",
             enable_idempotence=False,
             linger_ms=linger_ms,
-            max_batch_size=1024 * 1024,
+            max_batch_size=max_batch_bytes,
             max_request_size=max_message_bytes,
             # A batch that cannot reach a leader expires after this, failing its futures: nothing queued while the
             # broker is away is sent later behind the client's back (it was told 503 and will retry).

@@ -32,6 +32,7 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
         timeout=settings.publish_timeout_seconds,
         linger_ms=settings.linger_ms,
         max_message_bytes=settings.max_message_bytes,
+        max_batch_bytes=settings.max_batch_bytes,
     )
 
     async def start_publisher() -> None:
