@@ -166,3 +166,22 @@ async def test_v2_observations_with_the_langfuse_sdk(harness: Harness) -> None:
     assert r.json()["level"] == "ERROR" and r.json()["parentObservationId"] == "o0"
     r = await _get(h, auth, "/api/public/v2/observations", cursor="not-a-cursor")
     assert r.status_code == 400
+
+
+async def test_an_event_that_cannot_fit_is_skipped_not_retried_forever(harness: Harness) -> None:
+    h = harness
+    pid, auth = await h.project()
+    long_id = "x" * 300
+    bad = h.env(ScoreRecorded(score=ScoreData(id=long_id, name="n", data_type="NUMERIC", value=1, trace_id="tf",
+                                              source="API", timestamp=at(0))), pid, "tf", at(0))
+    good = h.env(ScoreRecorded(score=ScoreData(id="fine", name="n", data_type="NUMERIC", value=2, trace_id="tf",
+                                               source="API", timestamp=at(0))), pid, "tf", at(0))
+    await h.send(bad, good)
+    await h.send(h.env(TraceIngested(trace_id="tf", trace=TraceData(id="tf", name="fits")), pid, "tf", at(0)))
+
+    async def only_good() -> list[str] | None:
+        r = await _get(h, auth, "/api/public/traces/tf")
+        ids = [s["id"] for s in r.json()["scores"]] if r.status_code == 200 else []
+        return ids or None
+
+    assert await eventually(only_good, what="the fitting score") == ["fine"]

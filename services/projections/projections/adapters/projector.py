@@ -9,12 +9,14 @@ rebuild from the log gives the same tables.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +44,8 @@ from tally_shared.events import (
 )
 
 CONSUMER = "projections"
+log = logging.getLogger(__name__)
+SKIPPED = Counter("tally_projections_skipped_total", "Events that can never fit the read models (ids too long)")
 
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name")
@@ -73,6 +77,34 @@ async def _by_keys(session: AsyncSession, stmt: Any, keys: Iterable[tuple[str, s
         if key in wanted:
             out[key] = dict(r)
     return out
+
+
+MAX_KEY = 200  # key columns are String(200): a longer id would fail the whole batch on every redelivery
+
+
+def _oversized(env: Envelope, p: Payload) -> bool:
+    """An event whose keys do not fit the tables can never be applied; it is recorded as processed (its id is
+    claimed) and skipped, rather than failing its batch forever."""
+    keys: list[str | None] = [env.project]
+    if isinstance(p, ScoreRecorded | ScoreUpdated):
+        d = p.score
+        keys += [d.id, d.trace_id, d.observation_id, d.session_id, d.dataset_run_id, d.config_id, d.queue_id,
+                 d.queue_item_id]
+    elif isinstance(p, ScoreDeleted):
+        keys += [p.score_id, p.trace_id]
+    elif isinstance(p, ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived):
+        keys.append(p.config.id)
+    elif isinstance(p, QueueCreated | QueueUpdated):
+        keys.append(p.queue.id)
+    elif not isinstance(p, TraceIngested):
+        ref = getattr(p, "item", None)
+        if ref is not None:
+            keys += [ref.queue_id, ref.item_id, ref.object_id, ref.trace_id, getattr(p, "reviewer", None)]
+    bad = any(k is not None and len(k) > MAX_KEY for k in keys)
+    if bad:
+        SKIPPED.inc()
+        log.warning("skipping %s %s: an id is longer than %d characters", env.type, env.id, MAX_KEY)
+    return bad
 
 
 class Projector:
@@ -193,6 +225,7 @@ class Projector:
                 todo.append((env, payload))
         if not todo:
             return []
+        todo = [(env, p) for env, p in todo if not _oversized(env, p)]
         traces_in: list[tuple[Envelope, TraceIngested]] = []
         scores_in: list[tuple[Envelope, Payload]] = []
         configs_in: list[tuple[Envelope, Payload]] = []
