@@ -95,6 +95,16 @@ def test_per_field_last_write_wins() -> None:
     assert row == {"name": "new", "user": "u", "input": 1}
 
 
+def test_buckets_are_utc() -> None:
+    from datetime import timedelta, timezone
+
+    from projections.domain.rollup import truncate
+
+    plus2 = at(0).astimezone(timezone(timedelta(hours=2)))  # 11:00+02:00 on the same instant
+    assert truncate(plus2, "day") == truncate(at(0), "day") == at(-9 * 60)
+    assert truncate(plus2, "hour") == at(0)
+
+
 def test_numeric_value_keys() -> None:
     from projections.domain.rollup import value_key_numeric
 

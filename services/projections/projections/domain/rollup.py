@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,9 @@ def value_key_numeric(value: float) -> str:
 
 
 def truncate(ts: datetime, granularity: str) -> datetime:
+    """Start of the UTC hour or day (a timestamp sent with another offset lands in the same bucket as its UTC
+    equivalent; naive timestamps are taken as UTC)."""
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     if granularity == "hour":
         return ts.replace(minute=0, second=0, microsecond=0)
     return ts.replace(hour=0, minute=0, second=0, microsecond=0)
