@@ -33,7 +33,7 @@ from tally_shared import infra
 from tally_shared.messaging import ensure_topics
 from tally_shared.migrations import upgrade
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
-from tally_shared.topics import SCORES
+from tally_shared.topics import SCORES, Topic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +92,50 @@ class EventTap:
         await self._consumer.stop()
 
 
+def server_seconds(r: httpx.Response) -> float:
+    timing = r.headers.get("server-timing", "")
+    for part in timing.split(";"):
+        if part.startswith("dur="):
+            return float(part[4:]) / 1000
+    return float("nan")
+
+
+async def floor(db_url: str, bootstrap: str, n: int = 200) -> None:
+    """What one score cannot beat here: a durable PostgreSQL commit plus a Kafka acknowledgement (acks=all)."""
+    import asyncpg
+    from aiokafka import AIOKafkaProducer
+
+    from tally_shared.db import plain_url
+
+    conn = await asyncpg.connect(plain_url(db_url))
+    await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id serial PRIMARY KEY, body text)")
+    commits = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await conn.execute("INSERT INTO bench_floor (body) VALUES ($1)", "x" * 300)
+        commits.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.005)
+    await conn.execute("DROP TABLE bench_floor")
+    await conn.close()
+    floor_topic = Topic("bench.scoring-floor", 1, "bench only")
+    await ensure_topics(bootstrap, [floor_topic])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    acks = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await (await producer.send(floor_topic.name, b"x" * 600, key=f"floor-{i}".encode()))
+        acks.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.005)
+    await producer.stop()
+    print(f"\n== floor on this machine now: PostgreSQL commit p50 {ms(pct(commits, 50))} p99 {ms(pct(commits, 99))}; "
+          f"Kafka ack p50 {ms(pct(acks, 50))} p99 {ms(pct(acks, 99))}")
+
+
 async def realistic(base: str, auth: dict[str, str], config: dict[str, Any], tap: EventTap, reviewers: int,
                     seconds: float) -> None:
     latencies: list[float] = []
+    server: list[float] = []
     acked: dict[str, float] = {}
     errors = 0
 
@@ -113,6 +154,7 @@ async def realistic(base: str, auth: dict[str, str], config: dict[str, Any], tap
                 t1 = time.perf_counter()
                 if r.status_code == 201:
                     latencies.append(t1 - t0)
+                    server.append(server_seconds(r))
                     acked[r.json()["id"]] = t1
                 else:
                     errors += 1
@@ -127,6 +169,8 @@ async def realistic(base: str, auth: dict[str, str], config: dict[str, Any], tap
     print(f"   requests {len(latencies)} ok, {errors} errors; rate {len(latencies) / seconds:.1f}/s")
     print(f"   latency p50 {ms(pct(latencies, 50))}  p99 {ms(pct(latencies, 99))}  max {ms(max(latencies))}"
           f"  mean {ms(statistics.mean(latencies))}")
+    print(f"   inside the service (Server-Timing): p50 {ms(pct(server, 50))}  p99 {ms(pct(server, 99))}  "
+          f"max {ms(max(server))}")
     print(f"   2xx -> ScoreRecorded seen on Kafka: p50 {ms(pct(lags, 50))}  p99 {ms(pct(lags, 99))}  "
           f"max {ms(max(lags))}  ({len(lags)}/{len(acked)} seen; negative = the event was on Kafka before the "
           f"client read the 2xx)")
@@ -227,7 +271,7 @@ def start_service(bootstrap: str, db_url: str, tmp: Path) -> tuple[subprocess.Po
 
 
 async def run(args: argparse.Namespace, bootstrap: str, base: str, auth: dict[str, str], service_pid: int,
-              db_name: str) -> None:
+              db_name: str, db_url: str) -> None:
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=5) as c:
         config = (await c.post("/api/v1/score-configs", json={
             "name": "correctness", "data_type": "NUMERIC", "min_value": 1, "max_value": 5, "step": 1,
@@ -241,6 +285,7 @@ async def run(args: argparse.Namespace, bootstrap: str, base: str, auth: dict[st
     print(f"scoring bench: broker {bootstrap}, database {db_name}, service pid {service_pid}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     try:
+        await floor(db_url, bootstrap)
         await realistic(base, auth, config, tap, args.reviewers, args.realistic_seconds)
         await saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/v1/scores")
         await saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/public/scores")
@@ -288,7 +333,7 @@ def main() -> None:
                 service.kill()
 
         stack.callback(stop_service)
-        asyncio.run(run(args, bootstrap, base, basic_auth(pk, sk), service.pid, db_name))
+        asyncio.run(run(args, bootstrap, base, basic_auth(pk, sk), service.pid, db_name, db_url))
 
 
 if __name__ == "__main__":

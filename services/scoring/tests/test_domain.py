@@ -76,3 +76,22 @@ def test_app_is_built_outside_an_event_loop() -> None:
     app = create_app(Settings(database_url="postgresql://u@127.0.0.1:1/x", kafka_bootstrap_servers="127.0.0.1:1"))
     paths = set(app.openapi()["paths"])
     assert {"/api/public/scores", "/api/public/v3/scores", "/api/v1/scores/batch"} <= paths
+
+
+async def test_server_timing_header() -> None:
+    """Every answer says how long the service itself took (bench/scoring.py reads it)."""
+    import httpx
+    from fastapi import FastAPI
+
+    from scoring.entrypoints.timing import ServerTiming
+
+    app = FastAPI()
+
+    @app.get("/x")
+    async def x() -> dict[str, int]:
+        return {"ok": 1}
+
+    app.add_middleware(ServerTiming)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/x")
+    assert r.headers["server-timing"].startswith("app;dur=") and float(r.headers["server-timing"][8:]) >= 0

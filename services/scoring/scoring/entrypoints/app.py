@@ -9,6 +9,7 @@ from scoring.adapters.outbox import OutboxPublisher
 from scoring.application.deps import Deps
 from scoring.config import Settings
 from scoring.entrypoints import consumers, http_native, http_public
+from scoring.entrypoints.timing import ServerTiming
 from tally_shared.service import build_runtime
 from tally_shared.service import create_app as create_service_app
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_startup=[publisher.start],
         background=[publisher.run, fast.run],
     )
+    app.add_middleware(ServerTiming)
     app.state.deps = deps
     app.state.settings = settings
     return app
