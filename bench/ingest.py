@@ -249,7 +249,9 @@ def client_main(port: int, auth: str, fmt: str, bodies: list[bytes], items_per_r
                                for k in range(connections)))
         out["elapsed"] = time.perf_counter() - start
 
+    cpu = time.process_time()
     asyncio.run(run())
+    out["cpu"] = (time.process_time() - cpu) / out["elapsed"]
     queue.put(out)
 
 
@@ -372,7 +374,8 @@ def main(argv: list[str]) -> int:
         traces_s = r["traces"] / r["elapsed"]
         if traces_s and r["server_cpu"] == r["server_cpu"]:
             print(f"  {r['format']:>8}: {traces_s / r['server_cpu']:,.0f} traces/s per core-second of ingest CPU; "
-                  f"mean wait for the broker's acknowledgement per request {r['publish_ms']:.1f} ms")
+                  f"mean wait for the broker's acknowledgement per request {r['publish_ms']:.1f} ms; "
+                  f"load client CPU {r['client_cpu']:.0%}")
     return 0
 
 
@@ -443,6 +446,7 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
         "broker_cpu": (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]),
         "load": max(load0, os.getloadavg()[0]),
         "publish_ms": (pub1[0] - pub0[0]) / max(1.0, pub1[1] - pub0[1]) * 1000,
+        "client_cpu": out["cpu"],
     }
 
 

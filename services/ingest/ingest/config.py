@@ -20,4 +20,7 @@ class Settings(ServiceSettings):
     linger_ms: int = 5
     # Per-partition producer batch; a full batch makes further sends to its partition wait for the broker.
     max_batch_bytes: int = 4 * 1024 * 1024
+    # Kafka producers (connections), each owning a share of the partitions: aiokafka keeps one produce request in
+    # flight per connection, so one producer leaves the broker idle while the event loop parses requests.
+    producers: int = 6
     max_message_bytes: int = 16 * 1024 * 1024

@@ -212,3 +212,34 @@ async def test_metrics_and_openapi(client: httpx.AsyncClient, api_key: tuple[str
     assert "tally_ingest_request_seconds_bucket" in text and "tally_ingest_bytes_total" in text
     spec = (await client.get("/openapi.json")).json()
     assert "NativeBatch" in spec["components"]["schemas"] and "/api/v1/ingest" in spec["paths"]
+
+
+async def test_events_land_on_the_kafka_default_partition_of_their_trace(
+    client: httpx.AsyncClient, api_key: tuple[str, str], project_id: str, kafka_bootstrap: str
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    traces = [f"{project_id}-t{i}" for i in range(24)]
+    events = [{"id": t, "type": "trace", "body": {"id": t}} for t in traces]
+    r = await client.post("/api/v1/ingest", json={"events": events}, headers=basic_auth(*api_key))
+    assert r.status_code == 207 and len(r.json()["successes"]) == 24
+    consumer = AIOKafkaConsumer(TRACES.name, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    seen: dict[str, int] = {}
+    try:
+        parts = sorted(consumer.partitions_for_topic(TRACES.name) or range(TRACES.partitions))
+        while len(seen) < 24:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                break
+            for records in batch.values():
+                for rec in records:
+                    if rec.key is not None and rec.key.decode() in traces:
+                        seen[rec.key.decode()] = rec.partition
+    finally:
+        await consumer.stop()
+    assert len(seen) == 24
+    assert all(p == DefaultPartitioner()(k.encode(), parts, parts) for k, p in seen.items())
+    assert len(set(seen.values())) > 1

@@ -52,8 +52,12 @@ def _as_publish_error(exc: BaseException) -> PublishError:
 
 class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, *, timeout: float, linger_ms: int, max_message_bytes: int,
-                 max_batch_bytes: int = 4 * 1024 * 1024, client_id: str = "tally-ingest") -> None:
+                 max_batch_bytes: int = 4 * 1024 * 1024, producers: int = 1,
+                 client_id: str = "tally-ingest") -> None:
         self._timeout = timeout
+        self._count = max(1, producers)
+        self._all: list[AIOKafkaProducer] = []
+        self._partitions: dict[str, list[int]] = {}
         self._config: dict[str, object] = dict(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -89,21 +93,39 @@ class KafkaPublisher:
 
     async def _start(self) -> None:
         # Created here, inside the running loop; a producer that failed to start cannot be started again.
-        producer = AIOKafkaProducer(**self._config)
+        started: list[AIOKafkaProducer] = []
         try:
-            await asyncio.wait_for(producer.start(), self._timeout)
+            for _ in range(self._count):
+                producer = AIOKafkaProducer(**self._config)
+                started.append(producer)
+                await asyncio.wait_for(producer.start(), self._timeout)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            for producer in started:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
             raise
-        self._producer = producer
+        self._all = started
+        self._producer = started[0]
         self._started = True
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-            self._started = False
+        for producer in self._all:
+            await producer.stop()
+        self._all = []
+        self._producer = None
+        self._started = False
+
+    async def _route(self, m: Outgoing) -> asyncio.Future[object]:
+        """Send through the producer that owns the message's partition: each producer keeps one request in
+        flight, so several overlap with the broker while per-partition order stays that of one producer."""
+        assert self._producer is not None
+        if self._count == 1:
+            return await self._producer.send(m.topic, m.value, key=m.key)
+        parts = self._partitions.get(m.topic)
+        if parts is None:
+            parts = self._partitions[m.topic] = sorted(await self._producer.partitions_for(m.topic))
+        p = partition(m.key, parts, parts)
+        return await self._all[p % self._count].send(m.topic, m.value, key=m.key, partition=p)
 
     async def send_all(self, messages: Sequence[Outgoing]) -> list[PublishError | None]:
         if not messages:
@@ -121,7 +143,7 @@ class KafkaPublisher:
                         results[i] = PublishError(400, "invalid", m.error)
                         continue
                     try:
-                        fut = await self._producer.send(m.topic, m.value, key=m.key)
+                        fut = await self._route(m)
                     except (MessageSizeTooLargeError, ValueError) as exc:
                         results[i] = _as_publish_error(exc)
                         continue

@@ -33,6 +33,7 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
         linger_ms=settings.linger_ms,
         max_message_bytes=settings.max_message_bytes,
         max_batch_bytes=settings.max_batch_bytes,
+        producers=settings.producers,
     )
 
     async def start_publisher() -> None:
