@@ -4,7 +4,7 @@ messages of a given size on this machine, with nothing else in the way. ``bench/
 
 Starts its own Tansu broker (unless KAFKA_BOOTSTRAP_SERVERS is set); loopback only; bounded to ~20 s.
 
-    .venv/bin/python bench/broker.py [--size 1024] [--seconds 5]
+    .venv/bin/python bench/broker.py [--size 1024] [--seconds 5] [--producers 1 --producers 6]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from tally_shared import infra
 
@@ -30,6 +31,7 @@ from tally_shared import infra
 @dataclass
 class Ceiling:
     size: int
+    producers: int
     produced: int
     produce_seconds: float
     consumed: int
@@ -74,9 +76,10 @@ def broker() -> Iterator[str]:
 
 
 async def measure_broker(bootstrap: str, *, size: int = 1024, seconds: float = 5.0, partitions: int = 6,
-                         keys: int = 10_000) -> Ceiling:
+                         keys: int = 10_000, producers: int = 1) -> Ceiling:
     """Produce ``size``-byte messages with distinct keys for ``seconds`` (acks=all, batched the way ingest's
-    producer is), then consume them all back."""
+    producers are; with ``producers`` > 1 each owns partition p where p % producers is its index, as in ingest),
+    then consume them all back."""
     topic = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -84,21 +87,29 @@ async def measure_broker(bootstrap: str, *, size: int = 1024, seconds: float = 5
         await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
-                                max_batch_size=4 * 1024 * 1024, max_request_size=16 * 1024 * 1024)
-    await producer.start()
+    pool = [AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
+                             max_batch_size=4 * 1024 * 1024, max_request_size=16 * 1024 * 1024)
+            for _ in range(producers)]
+    for producer in pool:
+        await producer.start()
     value = os.urandom(size // 2).hex().encode()[:size].ljust(size, b"x")
     key_list = [f"trace-{i}".encode() for i in range(keys)]
+    parts = list(range(partitions))
+    # Partition of each key as Kafka's default partitioner would choose it.
+    key_parts = [DefaultPartitioner()(k, parts, parts) for k in key_list]
     produced = 0
     try:
         # Warm-up: metadata and connections.
-        await (await producer.send(topic, value, key=b"warm"))
+        for producer in pool:
+            await (await producer.send(topic, value, key=b"warm"))
         start = time.perf_counter()
         stop_at = start + seconds
         pending: list[asyncio.Future[object]] = []
         while time.perf_counter() < stop_at:
             for _ in range(500):
-                pending.append(await producer.send(topic, value, key=key_list[produced % keys]))
+                k = produced % keys
+                p = key_parts[k]
+                pending.append(await pool[p % producers].send(topic, value, key=key_list[k], partition=p))
                 produced += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -106,7 +117,8 @@ async def measure_broker(bootstrap: str, *, size: int = 1024, seconds: float = 5
         await asyncio.gather(*pending)
         produce_seconds = time.perf_counter() - start
     finally:
-        await producer.stop()
+        for producer in pool:
+            await producer.stop()
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -114,7 +126,7 @@ async def measure_broker(bootstrap: str, *, size: int = 1024, seconds: float = 5
     await consumer.start()
     consumed = 0
     try:
-        total = produced + 1
+        total = produced + producers
         start = time.perf_counter()
         deadline = start + max(30.0, seconds * 4)
         while consumed < total and time.perf_counter() < deadline:
@@ -123,15 +135,15 @@ async def measure_broker(bootstrap: str, *, size: int = 1024, seconds: float = 5
         consume_seconds = time.perf_counter() - start
     finally:
         await consumer.stop()
-    return Ceiling(size, produced, produce_seconds, consumed, consume_seconds)
+    return Ceiling(size, producers, produced, produce_seconds, consumed, consume_seconds)
 
 
 def table(rows: list[Ceiling]) -> str:
-    lines = [f"{'message':>9} | {'produce msg/s':>13} | {'produce MB/s':>12} | {'consume msg/s':>13} | "
-             f"{'consume MB/s':>12}", "-" * 72]
+    lines = [f"{'message':>9} | {'producers':>9} | {'produce msg/s':>13} | {'produce MB/s':>12} | "
+             f"{'consume msg/s':>13} | {'consume MB/s':>12}", "-" * 84]
     for c in rows:
-        lines.append(f"{c.size:>7} B | {c.produce_msgs:>13,.0f} | {c.produce_mb:>12.1f} | {c.consume_msgs:>13,.0f} | "
-                     f"{c.consume_mb:>12.1f}")
+        lines.append(f"{c.size:>7} B | {c.producers:>9} | {c.produce_msgs:>13,.0f} | {c.produce_mb:>12.1f} | "
+                     f"{c.consume_msgs:>13,.0f} | {c.consume_mb:>12.1f}")
     return "\n".join(lines)
 
 
@@ -139,10 +151,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, action="append", help="message size in bytes (repeatable)")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--producers", type=int, action="append", help="producer connections (repeatable)")
     args = parser.parse_args(argv)
     sizes = args.size or [1024]
     with broker() as bootstrap:
-        rows = [asyncio.run(measure_broker(bootstrap, size=s, seconds=args.seconds)) for s in sizes]
+        rows = [asyncio.run(measure_broker(bootstrap, size=s, seconds=args.seconds, producers=n))
+                for s in sizes for n in (args.producers or [1, 6])]
     print("Raw broker ceiling (aiokafka, acks=all, linger 5 ms, 4 MB batches, 6 partitions, loopback):")
     print(table(rows))
     return 0
