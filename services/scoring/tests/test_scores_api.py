@@ -387,10 +387,11 @@ async def test_batches(client: httpx.AsyncClient, tap: Tap) -> None:
     assert err["index"] == 1 and err["errors"][0]["field"] == "traceId" and "traceId" in err["message"]
 
 
-async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient) -> None:
+async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient, service: Service) -> None:
     before = (await client.get("/metrics")).text
     cfg = await make_config(client, data_type="NUMERIC", max_value=1)
     assert_rule(await score(client, cfg, 2), "value", "maximum")
+    assert (await score(client, cfg, 1)).status_code == 201
     text = (await client.get("/metrics")).text
 
     def count(body: str, line: str) -> float:
@@ -401,4 +402,12 @@ async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient) -> No
 
     rule = 'tally_scoring_rejections_total{rule="maximum"}'
     assert count(text, rule) == count(before, rule) + 1
-    assert "tally_consumer_lag" in text or "tally_events_published_total" in text
+    assert 'tally_events_published_total{topic="tally.scores",type="ScoreRecorded"}' in text
+
+    async def lag_reported() -> bool:
+        body = (await client.get("/metrics")).text
+        return f'tally_consumer_lag{{group="{service.settings.group_id}",topic="tally.score-commands"' in body
+
+    from tally_shared.testing.wait import eventually
+
+    await eventually(lag_reported, timeout=15, what="consumer lag gauge for scoring's group")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from scoring.adapters.fast_pool import FastPool
+from scoring.adapters.lag import report_lag
 from scoring.adapters.outbox import OutboxPublisher
 from scoring.application.deps import Deps
 from scoring.config import Settings
@@ -24,14 +25,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fast = FastPool(settings.database_url, size=settings.db_pool_size)
     deps = Deps(sessions=runtime.sessions, outbox=publisher, fast=fast)
     consumers.register(runtime.broker, deps, settings.group_id)
-    runtime.consumer_groups[settings.group_id] = consumers.TOPICS
+
+    async def lag() -> None:
+        await report_lag(settings.kafka_bootstrap_servers, settings.group_id, consumers.TOPICS)
 
     app = create_service_app(
         runtime, title="Tally scoring",
         description="Score configs and scores: validated, versioned, recorded as events.",
         routers=[http_public.router, http_native.router],
         on_startup=[publisher.start],
-        background=[publisher.run, fast.run],
+        background=[publisher.run, fast.run, lag],
     )
     app.add_middleware(ServerTiming)
     app.state.deps = deps
