@@ -406,7 +406,8 @@ async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient, servi
 
     async def lag_reported() -> bool:
         body = (await client.get("/metrics")).text
-        return f'tally_consumer_lag{{group="{service.settings.group_id}",topic="tally.score-commands"' in body
+        gid = service.settings.group_id
+        return f'tally_consumer_lag{{group="{gid}",partition="0",topic="tally.score-commands"}}' in body
 
     from tally_shared.testing.wait import eventually
 
