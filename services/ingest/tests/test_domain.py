@@ -223,3 +223,15 @@ def test_partitioner_matches_kafkas_default() -> None:
     for n in range(0, 70):
         key = bytes(rng.randrange(256) for _ in range(n))
         assert partition(key, parts, parts) == DefaultPartitioner()(key, parts, parts)
+
+
+def test_langfuse_dataset_run_item_links_the_trace_to_its_experiment() -> None:
+    batch, report = langfuse.parse_batch([
+        {"id": "e", "type": "dataset-run-item-create",
+         "body": {"runName": "run-7", "datasetItemId": "item-3", "traceId": "t9"}},
+        {"id": "bad", "type": "dataset-run-item-create", "body": {"runName": "run-7", "traceId": "t9"}},
+    ], LIMIT)
+    assert list(report.errors) == [1]
+    [(_, payload)] = _decoded(batch)
+    assert isinstance(payload, TraceIngested) and payload.trace is not None
+    assert (payload.trace.dataset_run_name, payload.trace.dataset_item_id) == ("run-7", "item-3")

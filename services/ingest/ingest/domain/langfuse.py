@@ -3,7 +3,8 @@
 Wire shape (langfuse-python ``api/resources/ingestion``): ``{"batch": [{"id", "timestamp", "type", "body",
 "metadata"?}], "metadata"?}`` with camelCase bodies. Types: trace-create, span-create/update,
 generation-create/update, event-create, the typed observation creates (agent, tool, chain, retriever, evaluator,
-embedding, guardrail), legacy observation-create/update, score-create and sdk-log.
+embedding, guardrail), legacy observation-create/update, score-create, dataset-run-item-create (the experiment
+link of a trace) and sdk-log.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ OBSERVATION_EVENTS: dict[str, tuple[str | None, bool]] = {
     "embedding-create": ("EMBEDDING", False), "guardrail-create": ("GUARDRAIL", False),
     "observation-create": (None, False), "observation-update": (None, True),
 }
-EVENT_TYPES = frozenset((*OBSERVATION_EVENTS, "trace-create", "score-create", "sdk-log"))
+EVENT_TYPES = frozenset((*OBSERVATION_EVENTS, "trace-create", "score-create", "sdk-log", "dataset-run-item-create"))
 
 _LEGACY_USAGE = {"input": "input", "output": "output", "total": "total",
                  "promptTokens": "input", "completionTokens": "output", "totalTokens": "total"}
@@ -94,6 +95,13 @@ def _one(out: Batch, report: Report, index: int, ev: dict[str, Any]) -> None:
         return
     if kind == "score-create":
         _score(out, index, ev["id"], body, at)
+        return
+    if kind == "dataset-run-item-create":
+        # The experiment link: this trace ran this dataset item in this run.
+        trace_id = f.ident("body.traceId", body.get("traceId"))
+        link = {"id": trace_id, "dataset_run_name": f.name("body.runName", body.get("runName")),
+                "dataset_item_id": f.ident("body.datasetItemId", body.get("datasetItemId"))}
+        out.add_trace(index, link, at)
         return
     obs_type, is_update = OBSERVATION_EVENTS[kind]
     _observation(out, index, body, at, obs_type, is_update)

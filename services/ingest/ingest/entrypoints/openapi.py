@@ -36,7 +36,7 @@ class LangfuseEvent(BaseModel):
         "trace-create", "span-create", "span-update", "generation-create", "generation-update", "event-create",
         "agent-create", "tool-create", "chain-create", "retriever-create", "evaluator-create",
         "embedding-create", "guardrail-create", "observation-create", "observation-update", "score-create",
-        "sdk-log",
+        "dataset-run-item-create", "sdk-log",
     ]
     body: dict[str, Any] = Field(description="camelCase body, as in Langfuse's ingestion API")
     metadata: Any = None
