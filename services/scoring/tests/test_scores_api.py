@@ -412,3 +412,19 @@ async def test_metrics_count_outcomes_and_rules(client: httpx.AsyncClient, servi
     from tally_shared.testing.wait import eventually
 
     await eventually(lag_reported, timeout=15, what="consumer lag gauge for scoring's group")
+
+
+async def test_queue_provenance_is_recorded_and_filterable(client: httpx.AsyncClient, tap: Tap) -> None:
+    cfg = await make_config(client, data_type="BOOLEAN")
+    queue, item = f"q-{uuid.uuid4().hex[:8]}", f"i-{uuid.uuid4().hex[:8]}"
+    r = await score(client, cfg, True, source="ANNOTATION", queue_id=queue, queue_item_id=item,
+                    author_user_id="reviewer-7")
+    assert r.status_code == 201
+    ev = await tap.wait("ScoreRecorded", lambda e: e.payload["score"]["id"] == r.json()["id"])
+    s = ev.payload["score"]
+    assert (s["queue_id"], s["queue_item_id"], s["author_user_id"], s["config_version"]) == (queue, item,
+                                                                                            "reviewer-7", 1)
+    listed = (await client.get("/api/v1/scores", params={"queue_id": queue, "author_user_id": "reviewer-7"})).json()
+    assert [x["id"] for x in listed["data"]] == [r.json()["id"]]
+    v3 = (await client.get("/api/public/v3/scores", params={"queueId": queue, "fields": "annotation"})).json()
+    assert v3["data"][0]["queueId"] == queue and v3["data"][0]["authorUserId"] == "reviewer-7"
