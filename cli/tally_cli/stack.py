@@ -5,7 +5,6 @@ Used by ``tally up`` and by the cross-service tests (``tally_stack`` fixture), s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -22,6 +21,7 @@ import httpx
 from tally_cli.routes import DEFAULT_PORTS
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
+from tally_shared.infra import run_sync
 from tally_shared.messaging import consumer_lag, ensure_topics
 from tally_shared.migrations import upgrade
 from tally_shared.topics import QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
@@ -105,7 +105,7 @@ class Stack:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Topics and every schema's migrations (identity first: every service reads it)."""
-        asyncio.run(ensure_topics(self.config.kafka_bootstrap))
+        run_sync(ensure_topics(self.config.kafka_bootstrap))
         upgrade(IDENTITY_MIGRATIONS, self.config.database_url, IDENTITY_SCHEMA)
         procs = {
             svc: subprocess.Popen([sys.executable, "-m", mod, "migrate"], env=self.env_for(svc),
@@ -177,7 +177,7 @@ class Stack:
         clean = 0
         totals: dict[str, int] = {}
         while time.monotonic() < deadline:
-            totals = asyncio.run(self._lags())
+            totals = run_sync(self._lags())
             clean = clean + 1 if all(v == 0 for v in totals.values()) else 0
             if clean >= settle_rounds:
                 return totals

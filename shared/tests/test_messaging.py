@@ -1,6 +1,7 @@
 """Subscribers against the real broker: events reach the handler, poison reaches the dead-letter topic."""
 
 import asyncio
+import base64
 import uuid
 
 import orjson
@@ -56,3 +57,76 @@ async def test_events_reach_handler_and_poison_is_dead_lettered(kafka_bootstrap:
     finally:
         await dlq.stop()
         await broker.stop()
+
+
+async def test_batch_with_an_unappliable_event_dead_letters_it_and_applies_the_rest(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    """A value the database rejects forever (too long for its column) must not block the partition: the batch is
+    split until that event stands alone, it goes to the dead-letter topic, every other event is applied."""
+    from sqlalchemy import text
+
+    from tally_shared.db import make_engine
+    from tally_shared.messaging import subscribe_batch
+
+    engine = make_engine(database_url, pool_size=2)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE IF EXISTS bisect_probe"))
+        await conn.execute(text("CREATE TABLE bisect_probe (trace_id varchar(20) PRIMARY KEY)"))
+    marker = uuid.uuid4().hex
+    group = f"test-{uuid.uuid4().hex[:8]}"
+
+    async def handler(batch: list[tuple[Envelope, Payload]]) -> None:
+        mine = [env.key for env, _ in batch if env.project == marker]
+        if not mine:
+            return
+        async with engine.begin() as conn:
+            for key in mine:
+                await conn.execute(text("INSERT INTO bisect_probe VALUES (:k) ON CONFLICT DO NOTHING"), {"k": key})
+
+    broker = make_broker(kafka_bootstrap, service="test", registry=CollectorRegistry())
+    subscribe_batch(broker, [TRACES], group_id=group, handler=handler)
+    before = DEAD_LETTERS.labels(group, TRACES.name)._value.get()
+    keys = [f"ok-{i}" for i in range(5)] + ["x" * 50] + [f"ok-{i}" for i in range(5, 10)]
+    await broker.start()
+    try:
+        envs = [make_envelope(TraceIngested(trace_id=k), project=marker, key=k) for k in keys]
+        await publish(broker, TRACES, envs)
+
+        async def applied() -> int | None:
+            async with engine.connect() as conn:
+                n = int((await conn.execute(text("SELECT count(*) FROM bisect_probe"))).scalar_one())
+            return n if n == 10 else None
+
+        from tally_shared.testing.wait import eventually
+
+        assert await eventually(applied, timeout=30, what="the ten good events applied") == 10
+        await eventually(lambda: _dlq_count(group, before), timeout=10, what="the bad event dead-lettered")
+        records = await _dead_letters_of(kafka_bootstrap, group)
+        mine = [r for r in records if "x" * 50 in base64.b64decode(r["original_b64"]).decode(errors="replace")]
+        assert len(mine) == 1 and "value too long" in mine[0]["reason"], records
+    finally:
+        await broker.stop()
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE bisect_probe"))
+        await engine.dispose()
+
+
+async def _dlq_count(group: str, before: float) -> bool:
+    return bool(DEAD_LETTERS.labels(group, TRACES.name)._value.get() > before)
+
+
+async def _dead_letters_of(bootstrap: str, group: str) -> list[dict]:  # type: ignore[type-arg]
+    consumer = AIOKafkaConsumer(DEAD_LETTER.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            if not batch:
+                return out
+            out += [r for recs in batch.values() for r in (orjson.loads(x.value) for x in recs)
+                    if r["consumer"] == group]
+    finally:
+        await consumer.stop()

@@ -9,7 +9,6 @@ fresh databases of its own, dropped at the end.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 import uuid
@@ -65,7 +64,7 @@ def infra_tmp() -> Iterator[Path]:
 def kafka_bootstrap(infra_tmp: Path) -> Iterator[str]:
     with ExitStack() as stack:
         bootstrap = _broker(stack, infra_tmp)
-        asyncio.run(ensure_topics(bootstrap))
+        infra.run_sync(ensure_topics(bootstrap))
         yield bootstrap
 
 
@@ -116,7 +115,7 @@ def identity_db(database_url: str) -> str:
 @pytest.fixture
 def api_key(identity_db: str, project_id: str) -> tuple[str, str]:
     """A project (``project_id``) with one API key pair: (public key, secret key)."""
-    return asyncio.run(create_project_with_key(identity_db, project_id))
+    return infra.run_sync(create_project_with_key(identity_db, project_id))
 
 
 async def create_project_with_key(database_url: str, project_id: str) -> tuple[str, str]:
@@ -183,7 +182,7 @@ def tally_stack(kafka_bootstrap: str, make_database: Callable[[], str]) -> Itera
         stack.start(timeout=120)
         project = f"e2e-{uuid.uuid4().hex[:8]}"
         email, password = f"admin-{project}@tally.test", "correct horse battery staple"
-        public, secret = asyncio.run(_project_admin(db, project, email, password))
+        public, secret = infra.run_sync(_project_admin(db, project, email, password))
         yield StackHandle(stack, base_url=config.base_url, console_url=config.base_url + "/", project_id=project,
                           public_key=public, secret_key=secret, admin_email=email, admin_password=password,
                           database_url=db, kafka_bootstrap=kafka_bootstrap, log_dir=log_dir)
