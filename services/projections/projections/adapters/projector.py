@@ -214,6 +214,9 @@ class Projector:
         # One writer per schema at a time: no lost updates or deadlocks between replicas, and the rebuild's swap
         # takes the same lock to stop the live writer while it moves tables.
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": self.lock_key})
+        # Plan each lookup for its actual key arrays: a generic plan cached while a table was small (or never
+        # analysed: autovacuum may be off) can turn the batch's key lookups into a scan per key.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         ids = sorted({env.id for env, _ in batch})
         fresh: set[uuid.UUID] = {
             r[0] for r in (await session.execute(self.sql_claim, {"consumer": CONSUMER, "ids": ids})).all()

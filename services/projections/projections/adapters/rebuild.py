@@ -139,6 +139,10 @@ async def rebuild(
         say(f"replaying {len(partitions)} partitions into {shadow}")
         await drain(ends, idle_ms=500)
         say(f"replayed {counts['read']} events in {time.perf_counter() - start:.1f}s; swapping")
+        async with engine.begin() as conn:
+            # fresh tables have no statistics; readers should not plan against empty ones
+            for table in make_tables(shadow).all():
+                await conn.execute(text(f"ANALYZE {ident(shadow)}.{ident(table.name)}"))
         swap_start = time.perf_counter()
         live_pe = f"{ident(live_schema)}.processed_events"
         shadow_pe = f"{ident(shadow)}.processed_events"
