@@ -33,8 +33,11 @@ class Envelope(BaseModel):
     type: str
     version: int = 1
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    project: str
-    key: str = Field(description="Partition key: the trace id for anything about a trace")
+    # Project ids are identity's (64 characters at most); keys are ids (200 at most). Consumers size their key
+    # columns by these bounds, so an event outside them is poison, not a batch that fails forever.
+    project: str = Field(min_length=1, max_length=64)
+    key: str = Field(min_length=1, max_length=200,
+                     description="Partition key: the trace id for anything about a trace")
     payload: dict[str, Any]
 
     def to_bytes(self) -> bytes:

@@ -24,14 +24,20 @@ PASSWORD = "reviewer password 1"
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_failure_shots() -> None:
+    """A failure shot belongs to the run that failed."""
+    for stale in SCREENSHOTS.glob("failed-*.png"):
+        stale.unlink()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, and the async tests that run after the browser tests need the thread's loop slot free.
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
-
-    for stale in SCREENSHOTS.glob("failed-*.png"):  # a failure shot belongs to the run that failed
-        stale.unlink()
 
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=[

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from tally_shared.envelope import Payload, event
+from tally_shared.events.ids import Id
 
 
 class ObjectType(StrEnum):
@@ -19,7 +20,7 @@ class ObjectType(StrEnum):
 class QueueData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: Id
     name: str
     description: str | None = None
     score_config_ids: list[str] = Field(default_factory=list)
@@ -43,11 +44,11 @@ class QueueUpdated(Payload):
 class ItemRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    queue_id: str
-    item_id: str
+    queue_id: Id
+    item_id: Id
     object_type: ObjectType
-    object_id: str
-    trace_id: str | None = None
+    object_id: Id
+    trace_id: Id | None = None
 
 
 @event
@@ -63,7 +64,7 @@ class QueueItemAdded(Payload):
 class QueueItemLeased(Payload):
     event_type = "QueueItemLeased"
     item: ItemRef
-    reviewer: str
+    reviewer: Id
     lease_id: str
     expires_at: datetime
 
@@ -72,7 +73,7 @@ class QueueItemLeased(Payload):
 class QueueItemCompleted(Payload):
     event_type = "QueueItemCompleted"
     item: ItemRef
-    reviewer: str
+    reviewer: Id
     # True when this completion was the last one the item needed (all N reviewers done).
     item_completed: bool
 
@@ -81,7 +82,7 @@ class QueueItemCompleted(Payload):
 class QueueItemSkipped(Payload):
     event_type = "QueueItemSkipped"
     item: ItemRef
-    reviewer: str
+    reviewer: Id
     reason: str | None = None
 
 
@@ -89,7 +90,7 @@ class QueueItemSkipped(Payload):
 class QueueItemFlagged(Payload):
     event_type = "QueueItemFlagged"
     item: ItemRef
-    reviewer: str
+    reviewer: Id
     reason: str | None = None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tally_shared.envelope import Payload, event
+from tally_shared.events.ids import Id
 
 
 class ScoreDataType(StrEnum):
@@ -35,7 +36,7 @@ class ScoreConfigData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: Id
     version: int = 1
     name: str
     data_type: ScoreDataType
@@ -76,26 +77,26 @@ class ScoreData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: Id
     name: str
     data_type: ScoreDataType
     value: float | None = None
     string_value: str | None = None
     # CATEGORICAL with multi_select: every chosen label; value is then None.
     string_values: list[str] | None = None
-    trace_id: str | None = None
-    observation_id: str | None = None
-    session_id: str | None = None
-    dataset_run_id: str | None = None
-    config_id: str | None = None
+    trace_id: Id | None = None
+    observation_id: Id | None = None
+    session_id: Id | None = None
+    dataset_run_id: Id | None = None
+    config_id: Id | None = None
     config_version: int | None = None
     comment: str | None = None
     source: ScoreSource = ScoreSource.API
-    author_user_id: str | None = None
+    author_user_id: Id | None = None
     evaluator_name: str | None = None
     evaluator_version: str | None = None
-    queue_id: str | None = None
-    queue_item_id: str | None = None
+    queue_id: Id | None = None
+    queue_item_id: Id | None = None
     environment: str | None = None
     metadata: dict[str, Any] | None = None
     timestamp: datetime
@@ -116,8 +117,8 @@ class ScoreUpdated(Payload):
 @event
 class ScoreDeleted(Payload):
     event_type = "ScoreDeleted"
-    score_id: str
-    trace_id: str | None = None
+    score_id: Id
+    trace_id: Id | None = None
     deleted_by: str | None = None
 
 
@@ -126,15 +127,15 @@ class RecordScore(Payload):
     """A command from ingest (SDK score-create): scoring validates it, then records or dead-letters it."""
 
     event_type = "RecordScore"
-    id: str | None = None
+    id: Id | None = None
     name: str = Field(min_length=1)
     value: Any = None
     data_type: ScoreDataType | None = None
-    trace_id: str | None = None
-    observation_id: str | None = None
-    session_id: str | None = None
-    dataset_run_id: str | None = None
-    config_id: str | None = None
+    trace_id: Id | None = None
+    observation_id: Id | None = None
+    session_id: Id | None = None
+    dataset_run_id: Id | None = None
+    config_id: Id | None = None
     comment: str | None = None
     source: ScoreSource = ScoreSource.API
     environment: str | None = None

@@ -15,8 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tally_shared.envelope import Payload, event
-
-MAX_ID_LENGTH = 200
+from tally_shared.events.ids import MAX_ID_LENGTH
 
 
 class ObservationType(StrEnum):
