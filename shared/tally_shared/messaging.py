@@ -309,7 +309,7 @@ async def consumer_lag(bootstrap_servers: str, group_id: str, topics: Iterable[T
             for name in names
             for p in sorted(probe.partitions_for_topic(name) or await _partitions(probe, name))
         ]
-        ends = await probe.end_offsets(partitions)
+        ends = await _true_end_offsets(probe, partitions)
         committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
         lag: dict[TopicPartition, int] = {}
         for tp in partitions:
@@ -320,6 +320,27 @@ async def consumer_lag(bootstrap_servers: str, group_id: str, topics: Iterable[T
     finally:
         await probe.stop()
         await admin.close()
+
+
+async def _true_end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """End offsets that count every record. Tansu answers ListOffsets with the first offset of the last record
+    batch + 1, which undercounts when that batch holds several records; a fetch's high watermark is exact. So
+    read from just before the listed end and take the larger of the two."""
+    ends: dict[TopicPartition, int] = dict(await probe.end_offsets(partitions))
+    nonempty = [tp for tp in partitions if ends.get(tp, 0) > 0]
+    if not nonempty:
+        return ends
+    probe.assign(nonempty)
+    for tp in nonempty:
+        probe.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in nonempty):
+        await probe.getmany(*nonempty, timeout_ms=200)
+    for tp in nonempty:
+        high = probe.highwater(tp)
+        if high is not None:
+            ends[tp] = max(ends[tp], high)
+    return ends
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

@@ -130,3 +130,26 @@ async def _dead_letters_of(bootstrap: str, group: str) -> list[dict]:  # type: i
                     if r["consumer"] == group]
     finally:
         await consumer.stop()
+
+
+async def test_consumer_lag_counts_every_record_of_a_multi_record_batch(kafka_bootstrap: str) -> None:
+    """Records produced together land in one record batch; lag must count each of them (a clean stop waits on
+    it), not just the batch."""
+    from aiokafka import AIOKafkaProducer
+
+    from tally_shared.messaging import consumer_lag
+    from tally_shared.topics import Topic
+
+    topic = Topic(f"lag-probe-{uuid.uuid4().hex[:8]}", 1, "test")
+    from tally_shared.messaging import ensure_topics
+
+    await ensure_topics(kafka_bootstrap, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic.name, b"x") for _ in range(10)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    lag = await consumer_lag(kafka_bootstrap, f"never-consumed-{uuid.uuid4().hex[:8]}", [topic])
+    assert sum(lag.values()) == 10
