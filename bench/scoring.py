@@ -286,10 +286,19 @@ async def run(args: argparse.Namespace, bootstrap: str, base: str, auth: dict[st
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     try:
         await floor(db_url, bootstrap)
-        await realistic(base, auth, config, tap, args.reviewers, args.realistic_seconds)
-        await saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/v1/scores")
-        await saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/public/scores")
-        await saturation_batch(base, auth, tap, args.batch_workers, args.batch_size, args.saturation_seconds)
+
+        async def phase(coro: Any) -> None:
+            cpu0 = sum(proc_info.cpu_times()[:2])
+            n0 = len(tap.seen)
+            await coro
+            cpu = sum(proc_info.cpu_times()[:2]) - cpu0
+            n = max(1, len(tap.seen) - n0)
+            print(f"   service CPU: {cpu:.1f} s for {n} scores = {cpu / n * 1000:.2f} ms per score")
+
+        await phase(realistic(base, auth, config, tap, args.reviewers, args.realistic_seconds))
+        await phase(saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/v1/scores"))
+        await phase(saturation_single(base, auth, tap, args.workers, args.saturation_seconds, "/api/public/scores"))
+        await phase(saturation_batch(base, auth, tap, args.batch_workers, args.batch_size, args.saturation_seconds))
     finally:
         await tap.stop()
     print(f"\nservice RSS after the run: {proc_info.memory_info().rss / 2**20:.0f} MiB; "
