@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
 
 from projections import MIGRATIONS, SCHEMA
 from projections.config import Settings
+from tally_shared.cli import run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m projections")
-    parser.add_argument("command", choices=["serve", "migrate", "rebuild"])
-    args = parser.parse_args(argv)
-    settings = Settings()
-    if args.command == "migrate":
-        from tally_shared.migrations import upgrade
-
-        upgrade(MIGRATIONS, settings.database_url, SCHEMA)
-        return 0
-    if args.command == "serve":
-        from projections.entrypoints.app import create_app
-        from tally_shared.service import serve
-
-        serve(create_app(settings), settings)
-        return 0
+def _rebuild(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from projections.adapters.rebuild import rebuild
     from tally_shared.db import make_engine
@@ -41,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("projections", argv, Settings, app="projections.entrypoints.app:create_app",
+                   migrations=MIGRATIONS, schema=SCHEMA, extra={"rebuild": _rebuild})
 
 
 if __name__ == "__main__":

@@ -1,29 +1,16 @@
-"""``python -m scoring serve`` | ``python -m scoring migrate``"""
-
-from __future__ import annotations
+"""``python -m scoring serve | migrate``."""
 
 import sys
 
 from scoring import MIGRATIONS, SCHEMA
 from scoring.config import Settings
-from tally_shared.migrations import upgrade
-from tally_shared.service import serve
+from tally_shared.cli import run_cli
 
 
-def main(argv: list[str]) -> int:
-    command = argv[1] if len(argv) > 1 else "serve"
-    settings = Settings()
-    if command == "migrate":
-        upgrade(MIGRATIONS, settings.database_url, SCHEMA)
-        return 0
-    if command == "serve":
-        from scoring.entrypoints.app import create_app
-
-        serve(create_app(settings), settings)
-        return 0
-    print(f"usage: python -m scoring [serve|migrate], not {command!r}", file=sys.stderr)
-    return 2
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("scoring", argv, Settings, app="scoring.entrypoints.app:create_app", migrations=MIGRATIONS,
+                   schema=SCHEMA)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))
+    sys.exit(main())
