@@ -54,22 +54,7 @@ _LEGACY_COST = {"inputCost": "input", "outputCost": "output", "totalCost": "tota
 def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse") -> tuple[Batch, Report]:
     out = Batch(source)
     report = Report()
-    for raw in batch:
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
-            index = report.add(raw["id"])
-        else:
-            index = report.add(f"#{len(report.ids)}")
-            report.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
-            continue
-        if max_item_bytes is not None:
-            size = f.json_size(raw)
-            if size > max_item_bytes:
-                report.too_large(index, size, max_item_bytes)
-                continue
-        try:
-            _one(out, report, index, raw)
-        except Invalid as exc:
-            report.invalid(index, exc)
+    report.apply_each(batch, max_item_bytes, lambda index, raw: _one(out, report, index, raw))
     return out, report
 
 

@@ -25,22 +25,7 @@ SCORE = f.compile_table(f.SCORE_FIELDS)
 def parse_events(events: list[Any], max_item_bytes: int | None) -> tuple[Batch, Report]:
     out = Batch("native")
     report = Report()
-    for raw in events:
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
-            index = report.add(raw["id"])
-        else:
-            index = report.add(f"#{len(report.ids)}")
-            report.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
-            continue
-        if max_item_bytes is not None:
-            size = f.json_size(raw)
-            if size > max_item_bytes:
-                report.too_large(index, size, max_item_bytes)
-                continue
-        try:
-            _one(out, index, raw)
-        except Invalid as exc:
-            report.invalid(index, exc)
+    report.apply_each(events, max_item_bytes, lambda index, raw: _one(out, index, raw))
     return out, report
 
 

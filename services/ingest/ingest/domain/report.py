@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from ingest.domain.fields import Invalid
+from ingest.domain.fields import Invalid, json_size
 
 
 class Report:
@@ -34,6 +35,27 @@ class Report:
         what = "item is nested too deeply to store" if size >= 1 << 62 else f"item is {size} bytes"
         self.reject(index, 413, "too_large", f"{what}, over the limit of {limit}",
                     {"field": "item", "rule": "max_size", "message": f"at most {limit} bytes"})
+
+    def apply_each(self, items: list[Any], max_item_bytes: int | None,
+                   apply: Callable[[int, dict[str, Any]], None]) -> None:
+        """Record every item of a batch and ``apply`` the ones with an id and within the size limit; whatever
+        fails (here or as ``Invalid`` inside ``apply``) is rejected on its own while the rest go through."""
+        for raw in items:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+                index = self.add(raw["id"])
+            else:
+                index = self.add(f"#{len(self.ids)}")
+                self.invalid(index, Invalid("event", "required", "each event needs an object with a string id"))
+                continue
+            if max_item_bytes is not None:
+                size = json_size(raw)
+                if size > max_item_bytes:
+                    self.too_large(index, size, max_item_bytes)
+                    continue
+            try:
+                apply(index, raw)
+            except Invalid as exc:
+                self.invalid(index, exc)
 
     @property
     def rejected(self) -> int:
