@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tally_cli.routes import DEFAULT_PORTS, SERVICES, route
+from tally_cli.routes import DEFAULT_PORTS, SERVICES, env_name, route
 from tally_shared import __version__
 
 # Hop-by-hop headers are per connection and must not be forwarded (RFC 9110 7.6.1).
@@ -27,7 +27,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 def upstreams_from_env() -> dict[str, str]:
     return {
-        svc: os.environ.get(f"TALLY_{svc.upper().replace('-', '_')}_URL", f"http://127.0.0.1:{DEFAULT_PORTS[svc]}")
+        svc: os.environ.get(f"TALLY_{env_name(svc)}_URL", f"http://127.0.0.1:{DEFAULT_PORTS[svc]}")
         for svc in SERVICES
     }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from tally_cli.routes import DEFAULT_PORTS
+from tally_cli.routes import DEFAULT_PORTS, env_name
 from tally_cli.stack import Stack, StackConfig
 from tally_shared import infra
 from tally_shared.db import make_engine
@@ -61,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         broker_proc = infra.start_tansu(port, log_path=home / "tansu.log")
         bootstrap = f"127.0.0.1:{port}"
     database_url, embedded_pg = _database_url(home)
-    ports = {svc: int(os.environ.get(f"TALLY_{svc.upper().replace('-', '_')}_PORT", port))
+    ports = {svc: int(os.environ.get(f"TALLY_{env_name(svc)}_PORT", port))
              for svc, port in DEFAULT_PORTS.items()}
     if args.port:
         ports["gateway"] = args.port

@@ -43,6 +43,11 @@ DEFAULT_PORTS = {"gateway": 3000, "ingest": 8101, "queue-router": 8102, "scoring
                  "console": 8105}
 
 
+def env_name(service: str) -> str:
+    """The service's part of its environment variables: ``queue-router`` -> ``QUEUE_ROUTER``."""
+    return service.upper().replace("-", "_")
+
+
 def route(path: str) -> str:
     """The service that serves ``path`` (longest matching prefix, on a path-segment boundary)."""
     best = ""

@@ -18,7 +18,7 @@ from typing import IO
 
 import httpx
 
-from tally_cli.routes import DEFAULT_PORTS
+from tally_cli.routes import DEFAULT_PORTS, env_name
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.infra import run_sync
@@ -41,10 +41,6 @@ CONSUMER_GROUPS: dict[str, Sequence[Topic]] = {
     "queue-router": (TRACES, SCORES),
     "projections": (TRACES, SCORES, SCORE_CONFIGS, QUEUES),
 }
-
-
-def env_name(service: str) -> str:
-    return service.upper().replace("-", "_")
 
 
 @dataclass
