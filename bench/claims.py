@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import subprocess
 import sys
 import time
@@ -151,6 +152,7 @@ def main() -> int:
         upgrade(MIGRATIONS, url, SCHEMA)
         public, secret = asyncio.run(create_project_with_key(url, f"bench-{uuid.uuid4().hex[:6]}"))
         env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": kafka,
+               "TALLY_SECRET_KEY": secrets.token_urlsafe(32),
                "TALLY_QUEUE_ROUTER_PORT": str(port), "TALLY_QUEUE_ROUTER_RUN_CONSUMERS": "false",
                "TALLY_QUEUE_ROUTER_LOG_LEVEL": "warning", "TALLY_QUEUE_ROUTER_DB_POOL_SIZE": "20",
                **({"TALLY_QUEUE_ROUTER_RUN_OUTBOX_RELAY": "false"} if args.no_relay else {})}

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -324,7 +325,8 @@ def main(argv: list[str]) -> int:
             asyncio.run(ensure_topics(bootstrap))
             port = infra.free_port()
             env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                   "TALLY_INGEST_PORT": str(port), "TALLY_INGEST_LOG_LEVEL": "warning"}
+                   "TALLY_SECRET_KEY": secrets.token_urlsafe(32), "TALLY_INGEST_PORT": str(port),
+                   "TALLY_INGEST_LOG_LEVEL": "warning"}
             log = open(Path(tmp) / "ingest.log", "wb")
             server = subprocess.Popen([sys.executable, "-m", "ingest", "serve"], env=env, stdout=log,
                                       stderr=subprocess.STDOUT, cwd=ROOT)

@@ -22,6 +22,7 @@ import asyncio
 import importlib.util
 import os
 import random
+import secrets
 import statistics
 import sys
 import tempfile
@@ -282,6 +283,7 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
             return int((await conn.execute(pe)).scalar_one())
 
     settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap,
+                        secret_key=secrets.token_urlsafe(32),
                         group_id=f"projections-bench-{uuid.uuid4().hex[:6]}", batch_max_records=args.batch)
     app = create_app(settings)
     async with app.router.lifespan_context(app):

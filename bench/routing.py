@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -210,7 +211,7 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
         async with sessions() as s:
             before = (await s.execute(count)).one()[0]
         t0 = datetime.now(UTC)
-        app = create_app(Settings(database_url=url, kafka_bootstrap_servers=kafka,
+        app = create_app(Settings(database_url=url, kafka_bootstrap_servers=kafka, secret_key=secrets.token_urlsafe(32),
                                   group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + 300

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -252,7 +253,8 @@ async def saturation_batch(base: str, auth: dict[str, str], tap: EventTap, worke
 def start_service(bootstrap: str, db_url: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     http_port = infra.free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "TALLY_SCORING_PORT": str(http_port), "TALLY_SCORING_HOST": "127.0.0.1",
+           "TALLY_SECRET_KEY": secrets.token_urlsafe(32), "TALLY_SCORING_PORT": str(http_port),
+           "TALLY_SCORING_HOST": "127.0.0.1",
            "TALLY_SCORING_GROUP_ID": f"scoring-bench-{uuid.uuid4().hex[:6]}", "TALLY_SCORING_LOG_LEVEL": "warning",
            "TALLY_SCORING_DB_POOL_SIZE": "20"}
     subprocess.run([sys.executable, "-m", "scoring", "migrate"], env=env, check=True, cwd=ROOT)

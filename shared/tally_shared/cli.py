@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tally_shared.settings import ServiceSettings
+from pydantic import ValidationError
+
+from tally_shared.settings import ServiceSettings, settings_error
 
 
 def run_cli(
@@ -29,7 +32,12 @@ def run_cli(
     parser = argparse.ArgumentParser(prog=f"python -m {prog}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", *extra])
     args = parser.parse_args(argv)
-    settings = settings_cls()
+    try:
+        settings = settings_cls()
+    except ValidationError as exc:
+        # One clear line instead of a traceback, e.g. when TALLY_SECRET_KEY is missing: the service does not start.
+        print(f"{prog}: cannot start: {settings_error(exc)}", file=sys.stderr)
+        return 2
     if args.command == "migrate":
         if migrations is None or schema is None:
             print(f"{prog}: no schema of its own, nothing to migrate")

@@ -160,7 +160,7 @@ def test_trusted_proxy_header_signs_in_only_when_enabled(env: Env) -> None:
 
     off = env.client()
     assert off.get("/queues", headers={"X-Auth-Email": "lead@t.test"}).status_code == 303
-    app = create_app(Settings(secret_key="k", trusted_user_header="X-Auth-Email"), api_factory=env.factory,
+    app = create_app(Settings(secret_key="k" * 32, trusted_user_header="X-Auth-Email"), api_factory=env.factory,
                      identity=env.identity)
     from fastapi.testclient import TestClient
 

@@ -428,3 +428,20 @@ async def test_queue_provenance_is_recorded_and_filterable(client: httpx.AsyncCl
     assert [x["id"] for x in listed["data"]] == [r.json()["id"]]
     v3 = (await client.get("/api/public/v3/scores", params={"queueId": queue, "fields": "annotation"})).json()
     assert v3["data"][0]["queueId"] == queue and v3["data"][0]["authorUserId"] == "reviewer-7"
+
+
+async def test_a_token_signed_with_the_old_built_in_secret_is_refused(service: Service, project: Project) -> None:
+    engine = make_engine(service.database_url, pool_size=1)
+    store = IdentityStore(engine)
+    member = await store.create_user(f"member-{uuid.uuid4().hex[:8]}@t.io", "pw")
+    await store.add_member(member.id, project.id, "admin")
+    await engine.dispose()
+
+    def bearer(secret: str) -> dict[str, str]:
+        return {"X-Tally-Project": project.id, "Authorization": f"Bearer {sign_user_token(secret, member.id)}"}
+
+    # The service's own secret works; the built-in default of earlier versions (public) does not.
+    async with service.client(bearer(service.settings.secret_key)) as ok, \
+            service.client(bearer("tally-dev-secret-change-me")) as forged:
+        assert (await ok.get("/api/v1/score-configs")).status_code == 200
+        assert (await forged.get("/api/v1/score-configs")).status_code == 401

@@ -10,6 +10,7 @@ fresh databases of its own, dropped at the end.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,6 +53,16 @@ def _pg_server(stack: ExitStack, tmp: Path) -> str:
     url = infra.embedded_postgres_url(data)
     stack.callback(infra.stop_embedded_postgres, data)
     return url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Services refuse to start without a strong TALLY_SECRET_KEY; a test session gets a random one of its own
+    # (settings built in-process read it, and the processes the tests start inherit it).
+    from tally_shared.settings import KNOWN_PUBLIC_SECRETS, MIN_SECRET_KEY_LENGTH
+
+    current = os.environ.get("TALLY_SECRET_KEY", "")
+    if len(current) < MIN_SECRET_KEY_LENGTH or current in KNOWN_PUBLIC_SECRETS:
+        os.environ["TALLY_SECRET_KEY"] = "test-" + secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def make_env() -> Env:
     identity.add("lead@t.test", PASSWORD, project, "admin", "Lead")
     identity.add("rev@t.test", PASSWORD, project, "reviewer", "Rev")
     identity.add("view@t.test", PASSWORD, project, "viewer", "Viewer")
-    settings = Settings(secret_key="test-secret", demo_hint="Sign in as lead@t.test / demo")
+    settings = Settings(secret_key="test-secret-" + "s" * 32, demo_hint="Sign in as lead@t.test / demo")
     app = create_app(settings, api_factory=factory, identity=identity)
     return Env(app, identity, factory, factory.world(project), project)
 
