@@ -36,19 +36,22 @@ def setup() -> None:
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV)})
 
 
-def ensure_chromium() -> None:
-    """The browser tests drive Debian's Chromium (no browser download is possible in CI)."""
-    if Path("/usr/bin/chromium").exists():
+def ensure_debian_packages() -> None:
+    """Debian packages some tests drive: Chromium for the browser tests (no browser download is possible in CI),
+    nginx for the compose routing tests (deploy/nginx.conf in front of the services)."""
+    wanted = {"chromium": Path("/usr/bin/chromium"), "nginx": Path("/usr/sbin/nginx")}
+    missing = [pkg for pkg, binary in wanted.items() if not binary.exists()]
+    if not missing:
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
-        print("installing Debian's chromium for the browser tests", flush=True)
+        print(f"installing Debian's {' and '.join(missing)} for the tests", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", env=env,
+        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing, env=env,
             stdout=subprocess.DEVNULL)
     else:
-        print("warning: /usr/bin/chromium is missing and cannot be installed here; browser tests will fail",
-              flush=True)
+        print(f"warning: {', '.join(missing)} missing and cannot be installed here (no apt-get as root); "
+              "browser tests will fail and the nginx routing tests will skip", flush=True)
 
 
 def main() -> None:
@@ -58,7 +61,7 @@ def main() -> None:
     setup()
     if command == "up":
         os.execv(BIN / "tally", [str(BIN / "tally"), "up", *extra])
-    ensure_chromium()
+    ensure_debian_packages()
     print("ruff", flush=True)
     run(BIN / "ruff", "check", ".")
     print("mypy", flush=True)

@@ -55,16 +55,34 @@ def _error(resp: httpx.Response) -> ApiCallError:
                         f"{resp.status_code}")
 
 
+# One path of each service behind the base URL: projections, scoring, queue-router.
+PROBE_PATHS = ("/api/v1/traces", "/api/v1/score-configs", "/api/v1/queues")
+
+
 class HttpApiFactory:
-    def __init__(self, base_url: str, secret: str, timeout: float = 15.0) -> None:
+    def __init__(self, base_url: str, secret: str, timeout: float = 15.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._secret = secret
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     def for_user(self, user_id: str, project_id: str) -> TallyApi:
         return HttpTallyApi(self._client, sign_user_token(self._secret, user_id), project_id, user_id)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def check_reachable(self) -> None:
+        """Raises unless the base URL reaches the services: one path of each service the console calls must
+        answer a credential-less request with the services' own 401. The console itself (a base URL pointing
+        back at it) answers 404, nothing listening fails to connect; both mean every signed-in page would fail."""
+        for path in PROBE_PATHS:
+            resp = await self._client.get(path)
+            if resp.status_code == 401 and _error(resp).code == "unauthorized":
+                continue
+            hint = (" (does the API base URL point at the console itself? It must be the gateway's)"
+                    if resp.status_code == 404 else "")
+            raise ConnectionError(f"{self._client.base_url}{path} answered {resp.status_code}, not the "
+                                  f"service's 401{hint}")
 
 
 def _data(body: Any) -> list[dict[str, Any]]:

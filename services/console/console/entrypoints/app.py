@@ -70,10 +70,15 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
         if engine is not None:
             await ping(engine)
 
-    # Health checks only the database: the gateway's health check calls /healthz, so calling the services
-    # back through the gateway from here would loop.
+    async def api_ok() -> None:
+        if http_factory is not None:
+            await http_factory.check_reachable()
+
+    # The API check calls one plain path per service (answered 401 without credentials), never the gateway's
+    # aggregated /api/public/health, which calls this /healthz back. A console whose API base URL is wrong (unset
+    # under compose, or pointing at itself) serves a 502 on every signed-in page, so it must not look healthy.
     registry = CollectorRegistry()
-    install_ops_routes(app, service="console", checks={"database": database_ok}, registry=registry)
+    install_ops_routes(app, service="console", checks={"database": database_ok, "api": api_ok}, registry=registry)
     app.middleware("http")(request_metrics(registry))
 
     @app.exception_handler(LoginRequired)
