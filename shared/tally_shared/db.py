@@ -6,6 +6,7 @@ same transaction as the effect. A redelivered event finds its id already there a
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -15,21 +16,68 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func, te
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+# libpq's TLS options in a URL. SQLAlchemy hands URL options to asyncpg.connect as keywords, which has none of
+# these (only ``ssl``), so ``async_url`` takes them out and ``ssl_argument`` turns them into that one argument.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SSL_OPTIONS = ("sslmode", "ssl", "sslrootcert", "sslcert", "sslkey")
+
 
 def async_url(url: str) -> str:
-    """Normalise ``postgres://``, ``postgresql://`` and ``postgresql+psycopg://`` to the asyncpg driver."""
+    """Normalise ``postgres://``, ``postgresql://`` and ``postgresql+psycopg://`` to the asyncpg driver. TLS
+    options leave the URL: pass ``connect_args(url)`` to the engine, or they are not applied."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+")[0]
     if scheme in ("postgres", "postgresql"):
         scheme = "postgresql+asyncpg"
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("sslmode",)]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _SSL_OPTIONS]
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def ssl_argument(url: str) -> str | ssl.SSLContext | None:
+    """asyncpg's ``ssl`` argument for libpq's ``sslmode``/``sslrootcert``/``sslcert``/``sslkey`` in ``url``
+    (``ssl=`` as SQLAlchemy's asyncpg URLs spell it is read as ``sslmode``).
+
+    None when the URL says nothing: asyncpg then does as libpq does by default (``prefer``). A bare mode becomes
+    asyncpg's mode of the same name, which follows libpq (``verify-*`` read ~/.postgresql/root.crt). With
+    certificate files, an SSLContext: TLS is then always required (``allow``/``prefer`` included: a client
+    certificate means the deployment has TLS), the server verified against ``sslrootcert`` for ``verify-ca``,
+    also its host name for ``verify-full``, and for ``require`` when a root certificate is given (libpq does).
+    """
+    options = dict(parse_qsl(urlsplit(url).query))
+    mode = options.get("sslmode") or options.get("ssl")
+    if mode is not None and mode not in SSL_MODES:
+        raise ValueError(f"sslmode={mode!r} in DATABASE_URL is not one of {', '.join(SSL_MODES)}")
+    root, cert, key = options.get("sslrootcert"), options.get("sslcert"), options.get("sslkey")
+    if mode == "disable" or not (root or cert):
+        return mode
+    if mode in ("verify-ca", "verify-full") or (root and mode in (None, "require")):
+        # "system": the platform's trusted roots, as libpq spells it.
+        context = ssl.create_default_context(cafile=None if root in (None, "system") else root)
+        context.check_hostname = mode == "verify-full"
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def connect_args(url: str, **extra: Any) -> dict[str, Any]:
+    """``connect_args`` for a SQLAlchemy engine on ``async_url(url)``: the URL's TLS options, plus ``extra``."""
+    args = dict(extra)
+    ssl_arg = ssl_argument(url)
+    if ssl_arg is not None:
+        args["ssl"] = ssl_arg
+    return args
+
+
 def plain_url(url: str) -> str:
-    """The same URL for libpq-style clients (``postgresql://``)."""
+    """The same URL for libpq-style clients (``postgresql://``); asyncpg reads its TLS options itself, under
+    libpq's name (``ssl=`` of SQLAlchemy URLs becomes ``sslmode=``)."""
     parts = urlsplit(url)
-    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+    query = urlencode([("sslmode" if k == "ssl" else k, v) for k, v in parse_qsl(parts.query)])
+    return urlunsplit(("postgresql", parts.netloc, parts.path, query, parts.fragment))
 
 
 def with_database(url: str, database: str) -> str:
@@ -43,7 +91,7 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "tally
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args=connect_args(url, server_settings={"application_name": application_name}),
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tally_shared.db import async_url
+from tally_shared.db import async_url, connect_args
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -57,7 +57,7 @@ def run_env(schema: str, target_metadata: MetaData | None = None) -> None:
             context.run_migrations()
 
     async def _run() -> None:
-        engine = create_async_engine(async_url(url), poolclass=NullPool)
+        engine = create_async_engine(async_url(url), poolclass=NullPool, connect_args=connect_args(url))
         try:
             async with engine.connect() as conn:
                 # Two processes migrating the same schema at once would race; the advisory lock serialises them.

@@ -17,7 +17,7 @@ from queue_router.application.reviewing import CLAIM_SERVER_SETTINGS, ReviewDeps
 from queue_router.application.routing import RouterDeps
 from queue_router.config import Settings
 from queue_router.entrypoints import consumers, http, langfuse_http
-from tally_shared.db import async_url, make_session_factory
+from tally_shared.db import async_url, connect_args, make_session_factory
 from tally_shared.service import build_runtime
 from tally_shared.service import create_app as create_service_app
 from tally_shared.topics import SCORES, TRACES
@@ -48,8 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue_deps = Deps(runtime.sessions, cache, max_backfill_scan=settings.max_backfill_scan)
     claim_engine = create_async_engine(
         async_url(settings.database_url), pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
-        pool_pre_ping=True, connect_args={"server_settings": {"application_name": "tally-queue-router-claims",
-                                                              **CLAIM_SERVER_SETTINGS}})
+        pool_pre_ping=True, connect_args=connect_args(settings.database_url, server_settings={
+            "application_name": "tally-queue-router-claims", **CLAIM_SERVER_SETTINGS}))
     app.state.review_deps = ReviewDeps(runtime.sessions, make_session_factory(claim_engine))
 
     app.router.lifespan_context = _with_cleanup(app.router.lifespan_context, claim_engine)
