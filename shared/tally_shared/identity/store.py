@@ -1,13 +1,26 @@
 """Reads and writes of the identity schema. Services only read (``verify_api_key``, ``role_of``), with a short
-in-process cache so that authentication costs no database round trip on the hot path."""
+in-process cache so that authentication costs no database round trip on the hot path.
+
+The caches are bounded in size and age whatever callers send: a revoked key or a removed membership stops
+working within ``cache_seconds`` (30 s) in every process. Valid key pairs and wrong ones live in separate caches,
+so a flood of made-up keys (each costs one indexed lookup) cannot push the real ones out; wrong pairs are
+remembered only briefly, for a client retrying the same bad key.
+
+Password hashing (argon2, ~100 ms of CPU by design) runs in worker threads, a few at a time, never on the event
+loop: a burst of sign-ins then waits its turn instead of stalling every other request of the process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tally_shared.caching import TtlLru
 from tally_shared.identity.tables import api_keys, memberships, projects, users
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -37,6 +51,27 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+# Password hashing gets threads of its own, few of them: a burst of sign-ins queues here instead of taking every
+# thread of the default executor (which the rest of the process needs) or the event loop itself.
+PASSWORD_HASHING_THREADS = 2
+_password_pool = ThreadPoolExecutor(max_workers=PASSWORD_HASHING_THREADS, thread_name_prefix="tally-argon2")
+
+
+@functools.cache
+def _no_such_user_hash() -> str:
+    """Checked when no account has the email, so that a wrong email costs the same time as a wrong password."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+async def hash_password_off_loop(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_password_pool, hash_password, password)
+
+
+async def verify_password_off_loop(password_hash: str, password: str) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(_password_pool, verify_password, password_hash,
+                                                            password)
+
+
 def hash_secret(secret: str) -> str:
     # API secrets are 256-bit random strings, so a fast hash is enough (unlike passwords).
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -50,19 +85,28 @@ class User:
 
 
 class IdentityStore:
-    def __init__(self, engine: AsyncEngine, cache_seconds: float = 30.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, cache_seconds: float = 30.0, *, key_cache_size: int = 10_000,
+        unknown_key_cache_size: int = 1_000, unknown_key_seconds: float = 5.0, role_cache_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._cache_seconds = cache_seconds
-        self._key_cache: dict[str, tuple[float, str | None]] = {}
-        self._role_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+        # Keyed by a digest of the pair: fixed size per entry, whatever length the caller sent.
+        self._key_cache: TtlLru[str, str] = TtlLru(key_cache_size, cache_seconds, clock)
+        self._unknown_keys: TtlLru[str, bool] = TtlLru(unknown_key_cache_size,
+                                                       min(unknown_key_seconds, cache_seconds), clock)
+        self._role_cache: TtlLru[tuple[str, str], str | None] = TtlLru(role_cache_size, cache_seconds, clock)
 
     async def verify_api_key(self, public_key: str, secret_key: str) -> str | None:
         """The project id of a valid, unrevoked key pair, else None."""
         digest = hash_secret(secret_key)
-        cache_key = f"{public_key}:{digest}"
-        hit = self._key_cache.get(cache_key)
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
+        cache_key = hashlib.sha256(f"{public_key}\0{digest}".encode()).hexdigest()
+        project = self._key_cache.get(cache_key)
+        if project is not None:
+            return project
+        if self._unknown_keys.get(cache_key):
+            return None
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -72,13 +116,16 @@ class IdentityStore:
                 )
             ).first()
         project = row.project_id if row and hmac.compare_digest(row.secret_hash, digest) else None
-        self._key_cache[cache_key] = (time.monotonic() + self._cache_seconds, project)
+        if project is None:
+            self._unknown_keys.set(cache_key, True)
+        else:
+            self._key_cache.set(cache_key, project)
         return project
 
     async def role_of(self, user_id: str, project_id: str) -> str | None:
-        hit = self._role_cache.get((user_id, project_id))
-        if hit and hit[0] > time.monotonic():
-            return hit[1]
+        found, role = self._role_cache.lookup((user_id, project_id))
+        if found:
+            return role
         async with self._engine.connect() as conn:
             role = (
                 await conn.execute(
@@ -87,7 +134,7 @@ class IdentityStore:
                     )
                 )
             ).scalar()
-        self._role_cache[(user_id, project_id)] = (time.monotonic() + self._cache_seconds, role)
+        self._role_cache.set((user_id, project_id), role)
         return role
 
     async def projects_of(self, user_id: str) -> list[tuple[str, str, str]]:
@@ -121,14 +168,14 @@ class IdentityStore:
 
     async def create_user(self, email: str, password: str, name: str | None = None) -> User:
         user_id = f"u-{uuid.uuid4().hex[:16]}"
+        password_hash = await hash_password_off_loop(password)
         async with self._engine.begin() as conn:
             existing = (await conn.execute(select(users.c.id).where(users.c.email == email.lower()))).scalar()
             if existing:
                 user_id = existing
             else:
                 await conn.execute(
-                    users.insert().values(id=user_id, email=email.lower(), name=name,
-                                          password_hash=hash_password(password))
+                    users.insert().values(id=user_id, email=email.lower(), name=name, password_hash=password_hash)
                 )
         return User(user_id, email.lower(), name)
 
@@ -150,7 +197,10 @@ class IdentityStore:
                     )
                 )
             ).first()
-        if row is None or not verify_password(row.password_hash, password):
+        if row is None:
+            await verify_password_off_loop(_no_such_user_hash(), password)
+            return None
+        if not await verify_password_off_loop(row.password_hash, password):
             return None
         return User(row.id, row.email, row.name)
 

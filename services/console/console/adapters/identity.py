@@ -50,5 +50,5 @@ class ConsoleIdentity(IdentityStore):
 
     async def role_of(self, user_id: str, project_id: str) -> str | None:
         # The console must see a role change at once (the services may cache for a few seconds).
-        self._role_cache.pop((user_id, project_id), None)
+        self._role_cache.pop((user_id, project_id))
         return await super().role_of(user_id, project_id)
