@@ -20,6 +20,14 @@ class Settings(ServiceSettings):
     # Name of a header an authenticating proxy sets to the signed-in person's email. Off unless set: turn it on
     # only behind a proxy that strips this header from client requests.
     trusted_user_header: str | None = None
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated): the gateway. Under
+    # compose the gateway is another container on the compose network, so that network must be listed.
+    trusted_proxies: str = "127.0.0.1,::1"
+    # Sign-in rate limit: failed attempts per account (email) and per client address within the window, after
+    # which sign-in answers 429 with Retry-After until the oldest failure leaves the window.
+    signin_account_failures: int = Field(default=5, ge=1)
+    signin_address_failures: int = Field(default=20, ge=1)
+    signin_window_seconds: int = Field(default=15 * 60, ge=1)
     session_cookie: str = "tally_session"
     session_max_age_seconds: int = 12 * 3600
     # Set on deployments served over HTTPS so the session cookie is never sent in clear.

@@ -17,10 +17,11 @@ from starlette.middleware.sessions import SessionMiddleware
 from console.adapters.api import HttpApiFactory
 from console.adapters.identity import ConsoleIdentity, Identity
 from console.adapters.port import ApiCallError, ApiFactory
+from console.application.signin_limit import Limits, SignInLimiter
 from console.config import Settings
 from console.entrypoints import auth, reading, review, setup, traces
 from console.entrypoints.metrics import request_metrics
-from console.entrypoints.security import CsrfError, security_headers
+from console.entrypoints.security import CsrfError, parse_networks, security_headers
 from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
 from tally_shared import __version__
 from tally_shared.db import make_engine, ping
@@ -57,6 +58,10 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
     app.state.console_identity = identity
     app.state.api_factory = factory
     app.state.templates = make_templates()
+    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
+    app.state.signin_limiter = SignInLimiter(Limits(
+        account_failures=settings.signin_account_failures, address_failures=settings.signin_address_failures,
+        window_seconds=settings.signin_window_seconds))
 
     # Middleware order: the last added runs first. Headers wrap everything, including the session's.
     app.add_middleware(

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from console.entrypoints.security import verify_csrf
+from console.application.signin_limit import SignInLimiter
+from console.entrypoints.security import client_address, verify_csrf
 from console.entrypoints.web import (
     Ctx,
     flash,
@@ -35,14 +36,31 @@ async def login(
     request: Request, email: Annotated[str, Form(max_length=320)], password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    limiter: SignInLimiter = request.app.state.signin_limiter
+    address = client_address(request, request.app.state.trusted_proxies)
+    wait = limiter.retry_after(email, address)
+    if wait is not None:
+        # Refused before the password is checked: guessing costs the guesser time, and this process no CPU.
+        response = page(None, request, "login.html", status_code=429, next=safe_next(next), email=email,
+                        error=f"Too many failed sign-ins. For your account's safety, try again in "
+                              f"{_minutes(wait)}.", demo_hint=request.app.state.settings.demo_hint)
+        response.headers["Retry-After"] = str(wait)
+        return response
     user = await identity_of(request).authenticate_user(email.strip(), password)
     if user is None:
+        limiter.failed(email, address)
         return page(None, request, "login.html", status_code=401, next=safe_next(next), email=email,
                     error="Wrong email or password.", demo_hint=request.app.state.settings.demo_hint)
+    limiter.succeeded(email)
     # A fresh session on sign-in: nothing from before (a planted CSRF token, say) carries over.
     request.session.clear()
     request.session["uid"] = user.id
     return redirect(safe_next(next))
+
+
+def _minutes(seconds: int) -> str:
+    minutes = max(1, -(-seconds // 60))
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
 
 
 @router.post("/logout")
