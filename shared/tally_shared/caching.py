@@ -53,9 +53,9 @@ class TtlLru(Generic[K, V]):
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
-    def pop(self, key: K) -> V | None:
+    def pop(self, key: K, default: V | None = None) -> V | None:
         hit = self._data.pop(key, None)
-        return hit[1] if hit else None
+        return hit[1] if hit else default
 
     def clear(self) -> None:
         self._data.clear()

@@ -110,3 +110,12 @@ async def test_password_hashing_runs_off_the_event_loop_a_few_at_a_time(engine, 
     assert threading.main_thread().name not in threads
     assert all(name.startswith("tally-argon2") for name in threads)
     assert peak[0] == PASSWORD_HASHING_THREADS
+
+
+async def test_a_new_membership_is_seen_at_once_by_the_process_that_made_it(engine, project_id) -> None:
+    store = IdentityStore(engine)  # type: ignore[arg-type]
+    await store.create_project(project_id, project_id)
+    user = await store.create_user(f"m-{uuid.uuid4().hex[:8]}@t.test", "pw")
+    assert await store.role_of(user.id, project_id) is None  # cached as "no role"
+    await store.add_member(user.id, project_id, "reviewer")
+    assert await store.role_of(user.id, project_id) == "reviewer"
