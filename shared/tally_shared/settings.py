@@ -12,7 +12,8 @@ SECRET_KEY_HINT = "e.g. export TALLY_SECRET_KEY=\"$(python3 -c 'import secrets; 
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore")
+    # populate_by_name: Settings(secret_key=...) in code, as well as TALLY_SECRET_KEY in the environment.
+    model_config = SettingsConfigDict(env_prefix="TALLY_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL", "TALLY_DATABASE_URL")

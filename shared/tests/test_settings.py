@@ -43,3 +43,8 @@ def test_a_service_without_a_secret_does_not_start_and_says_why_in_one_line(modu
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith(f"{module}: cannot start: TALLY_SECRET_KEY is not set"), done.stderr
+
+
+def test_code_can_pass_the_secret_by_field_name(monkeypatch) -> None:
+    monkeypatch.delenv("TALLY_SECRET_KEY", raising=False)
+    assert ServiceSettings(secret_key="c" * MIN_SECRET_KEY_LENGTH).secret_key == "c" * MIN_SECRET_KEY_LENGTH
