@@ -796,7 +796,10 @@ def test_compose_topology_without_docker(make_database) -> None:
         for service in SERVICES:
             env, _ = images[service]
             assert env[f"TALLY_{env_name(service)}_HOST"] == "0.0.0.0"
-            run(service, {f"TALLY_{env_name(service)}_PORT": str(ports[service])})
+            # The console calls the services through the gateway, as compose sets it (TALLY_CONSOLE_API_URL).
+            gateway = f"http://127.0.0.1:{ports['gateway']}"
+            to_gateway = {"TALLY_CONSOLE_API_URL": gateway} if service == "console" else {}
+            run(service, {f"TALLY_{env_name(service)}_PORT": str(ports[service]), **to_gateway})
         run("cli", {"TALLY_GATEWAY_HOST": "127.0.0.1", "TALLY_GATEWAY_PORT": str(ports["health"]),
                     **{f"TALLY_{env_name(s)}_URL": f"http://127.0.0.1:{ports[s]}" for s in SERVICES}},
             ["python", "-m", "tally_cli.gateway"])
