@@ -119,3 +119,11 @@ async def test_a_new_membership_is_seen_at_once_by_the_process_that_made_it(engi
     assert await store.role_of(user.id, project_id) is None  # cached as "no role"
     await store.add_member(user.id, project_id, "reviewer")
     assert await store.role_of(user.id, project_id) == "reviewer"
+
+
+async def test_made_up_project_ids_keep_the_role_cache_bounded(engine) -> None:
+    store = IdentityStore(engine, role_cache_size=5)  # type: ignore[arg-type]
+    for i in range(50):
+        assert await store.role_of("u-someone", f"p-{i}") is None
+        assert await store.role_of("u-someone", "p" * 100_000 + str(i)) is None  # longer than any project id
+    assert len(store._role_cache) == 5

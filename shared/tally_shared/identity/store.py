@@ -36,6 +36,9 @@ from tally_shared.identity.tables import api_keys, memberships, projects, users
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "identity"
 ROLES = ("admin", "member", "reviewer", "viewer")
+# Column lengths (tables.py): a longer value cannot match a row.
+_MAX_PUBLIC_KEY = api_keys.c.public_key.type.length or 100
+_MAX_ID = memberships.c.project_id.type.length or 64
 
 _hasher = PasswordHasher()
 
@@ -100,6 +103,8 @@ class IdentityStore:
 
     async def verify_api_key(self, public_key: str, secret_key: str) -> str | None:
         """The project id of a valid, unrevoked key pair, else None."""
+        if len(public_key) > _MAX_PUBLIC_KEY:
+            return None  # longer than the column: no such key, and nothing to look up or remember
         digest = hash_secret(secret_key)
         cache_key = hashlib.sha256(f"{public_key}\0{digest}".encode()).hexdigest()
         project = self._key_cache.get(cache_key)
@@ -123,6 +128,8 @@ class IdentityStore:
         return project
 
     async def role_of(self, user_id: str, project_id: str) -> str | None:
+        if len(user_id) > _MAX_ID or len(project_id) > _MAX_ID:
+            return None  # longer than the columns: no such membership (the project id comes from a header)
         found, role = self._role_cache.lookup((user_id, project_id))
         if found:
             return role
