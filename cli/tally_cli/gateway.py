@@ -66,8 +66,8 @@ def failure_response(service: str, exc: httpx.HTTPError) -> JSONResponse:
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def create_gateway(upstreams: dict[str, str]) -> Starlette:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
+def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0) -> Starlette:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
                                cookies=_NoCookies())
 
