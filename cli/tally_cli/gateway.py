@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -66,7 +69,19 @@ def failure_response(service: str, exc: httpx.HTTPError) -> JSONResponse:
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0) -> Starlette:
+def supervisor_states(path: Path | None) -> dict[str, dict[str, Any]]:
+    """What the supervisor that started this gateway (``tally up``) last wrote about each service."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0,
+                   supervisor_status: Path | None = None) -> Starlette:
     client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
                                cookies=_NoCookies())
@@ -90,6 +105,13 @@ def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0) -> Starl
 
         results = dict(await asyncio.gather(*(check(s) for s in SERVICES)))
         problems = {s: p for s, p in sorted(results.items()) if p is not None}
+        supervised = supervisor_states(supervisor_status)
+        for svc, problem in problems.items():
+            known = supervised.get(svc, {})
+            if known.get("state") == "restarting":
+                problem["state"] = "restarting"
+            if "restarts" in known:
+                problem["restarts"] = known["restarts"]
         if problems:
             return JSONResponse({"status": "degraded", "version": __version__, "unavailable": sorted(problems),
                                  "services": problems},
@@ -157,7 +179,9 @@ class _StreamingProxyResponse(StreamingResponse):
 def main() -> None:
     host = os.environ.get("TALLY_GATEWAY_HOST", "127.0.0.1")
     port = int(os.environ.get("TALLY_GATEWAY_PORT", str(DEFAULT_PORTS["gateway"])))
-    uvicorn.run(create_gateway(upstreams_from_env()), host=host, port=port, log_level="warning")
+    status = os.environ.get("TALLY_SUPERVISOR_STATUS_FILE")
+    uvicorn.run(create_gateway(upstreams_from_env(), supervisor_status=Path(status) if status else None),
+                host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.port:
         ports["gateway"] = args.port
     config = StackConfig(database_url=database_url, kafka_bootstrap=bootstrap, secret_key=_secret_key(home),
-                         host=args.host, ports=ports, log_dir=logs)
+                         host=args.host, ports=ports, log_dir=logs, status_file=home / "supervisor.json")
     if not args.no_demo:
         from tally_cli.demo import DEMO_PASSWORD, DEMO_USERS
 
@@ -139,8 +139,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop(drain=True)
         print("all services stopped", flush=True)
     finally:
-        with contextlib.suppress(OSError):
-            (home / STACK_RECORD).unlink()
+        for record in (STACK_RECORD, "supervisor.json"):
+            with contextlib.suppress(OSError):
+                (home / record).unlink()
         stack.stop(drain=False)
         if broker_proc is not None:
             infra.stop_process(broker_proc)

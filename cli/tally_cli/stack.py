@@ -11,6 +11,7 @@ stayed up for a while. Each exit and each recovery is announced (a line on ``tal
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,9 @@ class StackConfig:
     # For tests: suffix consumer groups so a test stack never shares offsets with another.
     group_suffix: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Where the supervisor keeps each service's state (running / restarting / stopped, restarts), for the
+    # gateway's health to report; None: nowhere.
+    status_file: Path | None = None
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
@@ -135,6 +139,8 @@ class Stack:
         if service in CONSUMER_GROUPS:
             env[prefix + "GROUP_ID"] = c.group(service)
         env["TALLY_CONSOLE_API_URL"] = c.base_url
+        if c.status_file is not None:
+            env["TALLY_SUPERVISOR_STATUS_FILE"] = str(c.status_file)
         env.update(c.extra_env)
         return env
 
@@ -180,6 +186,7 @@ class Stack:
             if self.supervise:
                 self.supervised[service] = Supervised(proc=proc, started_at=time.monotonic())
                 self._ensure_watcher()
+            self._write_status()
 
     def start(self, timeout: float = 90.0) -> None:
         for svc in MODULES:
@@ -218,6 +225,7 @@ class Stack:
                 sup.restarts += 1
                 sup.proc = self.procs[svc] = self._spawn(svc)
                 sup.started_at = now
+                self._write_status()
             return
         code = sup.proc.poll()
         if code is None:
@@ -230,6 +238,19 @@ class Stack:
         recovering.setdefault(svc, now)
         self.announce(f"{svc} exited ({exit_description(code)}); restarting in {sup.backoff:g} s")
         sup.backoff = min(sup.backoff * 2, BACKOFF_MAX)
+        self._write_status()
+
+    def _write_status(self) -> None:
+        path = self.config.status_file
+        if path is None:
+            return
+        states = self.status()
+        record = {svc: {"state": state, "restarts": self.supervised[svc].restarts if svc in self.supervised else 0}
+                  for svc, state in states.items()}
+        with contextlib.suppress(OSError):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            tmp.replace(path)
 
     def _ready(self, client: httpx.Client, service: str) -> bool:
         path = "/api/public/health" if service == "gateway" else "/readyz"

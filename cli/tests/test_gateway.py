@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -143,11 +145,11 @@ def _never_answer(conn: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def _gateway_to(ingest_url: str, timeout: float = 60.0) -> Iterator[str]:
+def _gateway_to(ingest_url: str, timeout: float = 60.0, status: Path | None = None) -> Iterator[str]:
     upstreams = {svc: f"http://127.0.0.1:{free_port()}" for svc in SERVICES}  # nothing listens there
     upstreams["ingest"] = ingest_url
     port = free_port()
-    with _serve(create_gateway(upstreams, timeout=timeout), port):
+    with _serve(create_gateway(upstreams, timeout=timeout, supervisor_status=status), port):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -193,3 +195,12 @@ def test_health_is_degraded_naming_the_service_that_is_down() -> None:
         body = r.json()
         assert r.status_code == 503 and body["status"] == "degraded" and "version" in body
         assert "ingest" in body["unavailable"] and body["services"]["ingest"]["state"] == "down"
+
+
+def test_health_says_which_service_the_supervisor_is_restarting(tmp_path: Path) -> None:
+    status = tmp_path / "supervisor.json"
+    status.write_text(json.dumps({"ingest": {"state": "restarting", "restarts": 2}}))
+    with _gateway_to(f"http://127.0.0.1:{free_port()}", status=status) as gw:
+        body = httpx.get(gw + "/api/public/health", timeout=10).json()
+        assert body["status"] == "degraded"
+        assert body["services"]["ingest"] == {"state": "restarting", "reason": "ConnectError", "restarts": 2}

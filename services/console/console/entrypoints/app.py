@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
         if engine is not None:
             await ping(engine)
 
-    # Health checks only the database: the gateway's health check calls /healthz, so calling the services
+    # Readiness checks only the database: the gateway's health check calls /readyz, so calling the services
     # back through the gateway from here would loop.
     registry = CollectorRegistry()
     install_ops_routes(app, service="console", checks={"database": database_ok}, registry=registry)
