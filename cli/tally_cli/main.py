@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tally", description="Tally: human annotation for LLM and agent traces")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start broker, database, every service and the console, with demo data")
+    up = sub.add_parser("up", help="start broker, database, every service and the console, with demo data; "
+                                   "a process that crashes is restarted")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=None, help=f"base URL port (default {DEFAULT_PORTS['gateway']})")
     up.add_argument("--broker-port", type=int, default=None)
@@ -295,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--role", choices=ROLES, default="member")
     uc.set_defaults(func=cmd_users_create)
 
-    proj = sub.add_parser("projections", help="read models")
+    proj = sub.add_parser("projections", help="read models (rebuild: replay the log into fresh tables and swap "
+                                               "them in; uses the running `tally up` unless DATABASE_URL and "
+                                               "KAFKA_BOOTSTRAP_SERVERS are set)")
     proj.add_argument("action", choices=["rebuild"])
     proj.set_defaults(func=cmd_projections)
     return p
