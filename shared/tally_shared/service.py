@@ -51,13 +51,24 @@ BROKER_RETRY_FIRST_SECONDS = 0.5
 BROKER_RETRY_MAX_SECONDS = 10.0
 
 
+async def _start_concurrently(broker: KafkaBroker) -> None:
+    """``KafkaBroker.start`` (connect, start each subscriber, then each publisher), but with the subscribers
+    started together: aiokafka's start waits for the group assignment, and joins one after another would each pay
+    the broker's join delay and unsettle the members already in the group."""
+    await broker.connect()
+    await asyncio.gather(*(sub.start() for sub in broker.subscribers))
+    for pub in broker.publishers:
+        await pub.start()
+    broker.running = True
+
+
 async def start_broker(runtime: Runtime) -> None:
     """Connect the broker and start every subscriber, retrying with backoff while the broker is unreachable.
     A half-started broker is stopped before the next attempt, so no subscriber runs twice."""
     delay = BROKER_RETRY_FIRST_SECONDS
     while True:
         try:
-            await runtime.broker.start()
+            await _start_concurrently(runtime.broker)
         except Exception as exc:
             log.warning("%s: broker not reachable yet (%s: %s); retrying in %.1fs",
                         runtime.name, type(exc).__name__, exc, delay)
