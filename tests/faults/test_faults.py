@@ -85,9 +85,12 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     as_user: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="tally-pg-"))
     if os.geteuid() == 0:  # initdb refuses to run as root
-        user = pwd.getpwnam("postgres")
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            user = pwd.getpwnam("nobody")
         os.chown(tmp, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = ["runuser", "-u", user.pw_name, "--"]
     data = tmp / "data"
     subprocess.run([*as_user, str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E",
                     "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
