@@ -385,11 +385,12 @@ async def test_nothing_acknowledged_is_lost_under_faults(fault_stack: FaultStack
         "scoring scores": lost_and_duplicated(expected_scores, [s["id"] for s in scores]),
         "queue-router items": lost_and_duplicated(expected_traces, [i["objectId"] for i in items]),
     }
-    print(f"\nfault suite: {TRACES} traces + {TRACES} scores; client: {log.requests} requests, "
-          f"retried statuses {log.retried_status}, {log.retried_items} items retried inside a 207, "
-          f"{log.connection_failures} connection failures")
-    for what, (lost, dup) in counts.items():
-        print(f"  {what:<26} lost {lost}, duplicated {dup}")
-    for what, value in figures.items():
-        print(f"  {what:<56} {value:6.1f}")
+    report = [f"fault suite: {TRACES} traces + {TRACES} scores; client: {log.requests} requests, "
+              f"retried statuses {log.retried_status}, {log.retried_items} items retried inside a 207, "
+              f"{log.connection_failures} connection failures"]
+    report += [f"  {what:<26} lost {lost}, duplicated {dup}" for what, (lost, dup) in counts.items()]
+    report += [f"  {what:<56} {value:6.1f}" for what, value in figures.items()]
+    print("\n" + "\n".join(report))
+    # kept with the stack's logs, so a CI run's figures can be read without -s
+    (ARTIFACTS / "fault-logs" / "figures.txt").write_text("\n".join(report) + "\n")
     assert counts == {k: (0, 0) for k in counts}
