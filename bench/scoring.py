@@ -265,11 +265,11 @@ def start_service(bootstrap: str, db_url: str, tmp: Path) -> tuple[subprocess.Po
     with httpx.Client(base_url=base, timeout=5) as c:
         for _ in range(300):
             with contextlib.suppress(httpx.HTTPError):
-                if c.get("/healthz").status_code == 200:
+                if c.get("/readyz").status_code == 200:
                     return service, base
             time.sleep(0.1)
     service.kill()
-    raise RuntimeError(f"scoring did not become healthy; log: {tmp / 'scoring.log'}")
+    raise RuntimeError(f"scoring did not become ready; log: {tmp / 'scoring.log'}")
 
 
 async def run(args: argparse.Namespace, bootstrap: str, base: str, auth: dict[str, str], service_pid: int,

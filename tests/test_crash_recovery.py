@@ -1,5 +1,5 @@
 """SIGKILL mid-stream: the consumers (scoring, queue-router, projections) die without any shutdown while traces
-and scores keep arriving; started again, they lose no event and apply none twice."""
+and scores keep arriving; the stack's supervisor starts them again, and they lose no event and apply none twice."""
 
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(tally_stack: Stac
                 for svc in CONSUMERS:
                     await asyncio.to_thread(stack.kill, svc)
             if b == 6:
-                for svc in CONSUMERS:
-                    stack.start_service(svc)
+                # nobody starts them: the supervisor does
                 await asyncio.to_thread(stack.wait_healthy, list(CONSUMERS), 120)
+                assert all(stack.supervised[svc].restarts >= 1 for svc in CONSUMERS)
             r = await api.post("/api/public/ingestion", json={"batch": _batch(run, b * PER_BATCH)})
             assert r.status_code == 207 and not r.json()["errors"], r.text
             await asyncio.sleep(0.3)

@@ -163,7 +163,7 @@ def test_every_service_has_broker_database_secret_healthcheck_and_its_dockerfile
     assert env["TALLY_SECRET_KEY"]
     health = spec["healthcheck"]["test"]
     assert health[0] in ("CMD", "CMD-SHELL")
-    assert f"http://127.0.0.1:{DEFAULT_PORTS[service]}/healthz" in " ".join(health)
+    assert f"http://127.0.0.1:{DEFAULT_PORTS[service]}/readyz" in " ".join(health)
     assert spec["build"] == {"context": ".", "dockerfile": f"deploy/{service}.Dockerfile"}
     # Started only after `init` created the topics and migrated identity, which each service reads.
     assert spec["depends_on"]["init"]["condition"] == "service_completed_successfully"

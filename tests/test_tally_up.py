@@ -1,4 +1,5 @@
-"""`tally up` as a person runs it: embedded broker, every service, demo data, the banner, a clean Ctrl-C."""
+"""`tally up` as a person runs it: embedded broker, every service, demo data, the banner, a crashed service
+brought back, `tally projections rebuild` with no environment, a clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tally_shared import infra
 
@@ -53,10 +55,34 @@ def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_databa
             login = client.get("/login")
             # A new user learns from the sign-in page itself which demo account to use.
             assert login.status_code == 200 and "alice@demo.tally" in login.text and "tally-demo" in login.text
+
+            # A crash: tally up brings the service back by itself and says so on its terminal.
+            ingest = next(c for c in psutil.Process(proc.pid).children(recursive=True)
+                          if c.cmdline()[-2:] == ["ingest", "serve"])
+            ingest.kill()
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not any("ingest is back after" in line for line in lines):
+                time.sleep(0.2)
+            out = "".join(lines)
+            assert "ingest exited (SIGKILL); restarting in 0.5 s" in out and "ingest is back after" in out, out
+            assert client.get("/api/public/health").json()["status"] == "OK"
+
+        # The rebuild finds the running stack's broker and database with nothing in the environment.
+        unset = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TALLY_SECRET_KEY")
+        bare = {k: v for k, v in env.items() if k not in unset}
+        rebuild = subprocess.run([sys.executable, "-m", "tally_cli.main", "projections", "rebuild"], env=bare,
+                                 capture_output=True, text=True, timeout=180)
+        assert rebuild.returncode == 0, rebuild.stdout + rebuild.stderr
+        progress = r"replaying: [\d,]+ of [\d,]+ events \(\d+%\), [\d,]+ events/s"
+        assert re.search(progress, rebuild.stdout), rebuild.stdout
+        assert "rebuilt:" in rebuild.stdout
+        with httpx.Client(base_url=base.group(1), auth=(keys.group(1), keys.group(2)), timeout=10) as client:
+            assert client.get("/api/public/traces").json()["data"], "the rebuilt read model lost the demo traces"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0, "".join(lines[-40:])
         reader.join(5)
         assert "all services stopped" in "".join(lines)
+        assert not (tmp_path / "home" / "stack.json").exists()  # no record of a stack that is gone
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -40,6 +41,45 @@ def _secret_key(home: Path) -> str:
     return path.read_text().strip()
 
 
+def _secret_key_path(home: Path) -> Path | None:
+    """Where ``tally up``'s generated key is kept (None when TALLY_SECRET_KEY came from the environment)."""
+    return None if os.environ.get("TALLY_SECRET_KEY") else home / "secret-key"
+
+
+STACK_RECORD = "stack.json"
+
+
+def write_stack_record(home: Path, config: StackConfig) -> Path:
+    """While ``tally up`` runs: where its broker and database are, so other commands (``tally projections
+    rebuild``) find them without any environment. Readable by the owner only: the database URL may hold a
+    password."""
+    key_path = _secret_key_path(home)
+    record = {
+        "pid": os.getpid(),
+        "kafka_bootstrap_servers": config.kafka_bootstrap,
+        "database_url": config.database_url,
+        "secret_key_path": str(key_path) if key_path else None,
+        "base_url": config.base_url,
+    }
+    path = home / STACK_RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def read_stack_record(home: Path) -> dict[str, str] | None:
+    """The running ``tally up``'s record, or None if there is none or its process is gone."""
+    path = home / STACK_RECORD
+    try:
+        record = json.loads(path.read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(record)
+
+
 def _database_url(home: Path) -> tuple[str, bool]:
     """DATABASE_URL, or the embedded PostgreSQL keeping its data under TALLY_HOME (survives restarts)."""
     if os.environ.get("DATABASE_URL"):
@@ -66,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.port:
         ports["gateway"] = args.port
     config = StackConfig(database_url=database_url, kafka_bootstrap=bootstrap, secret_key=_secret_key(home),
-                         host=args.host, ports=ports, log_dir=logs)
+                         host=args.host, ports=ports, log_dir=logs, status_file=home / "supervisor.json")
     if not args.no_demo:
         from tally_cli.demo import DEMO_PASSWORD, DEMO_USERS
 
@@ -92,12 +132,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             from tally_cli.demo import ensure_demo
 
             demo = ensure_demo(config.base_url, database_url, home)
+        write_stack_record(home, config)
         _print_banner(config, demo, logs)
         stopping.wait()
         print("\nstopping: closing intake, waiting for every consumer to catch up", flush=True)
         stack.stop(drain=True)
         print("all services stopped", flush=True)
     finally:
+        for record in (STACK_RECORD, "supervisor.json"):
+            with contextlib.suppress(OSError):
+                (home / record).unlink()
         stack.stop(drain=False)
         if broker_proc is not None:
             infra.stop_process(broker_proc)
@@ -185,8 +229,25 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def service_env() -> dict[str, str]:
+    """The environment for a one-off service command: the process's own, completed from the running
+    ``tally up`` (its broker, database and secret key) where KAFKA_BOOTSTRAP_SERVERS or DATABASE_URL is unset."""
+    env = dict(os.environ)
+    if env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("DATABASE_URL"):
+        return env
+    record = read_stack_record(tally_home())
+    if record is None:
+        raise SystemExit("set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, or start `tally up` first "
+                         f"(it records where its broker and database are in {tally_home() / STACK_RECORD})")
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", record["kafka_bootstrap_servers"])
+    env.setdefault("DATABASE_URL", record["database_url"])
+    if not env.get("TALLY_SECRET_KEY") and record.get("secret_key_path"):
+        env["TALLY_SECRET_KEY"] = Path(record["secret_key_path"]).read_text().strip()
+    return env
+
+
 def cmd_projections(args: argparse.Namespace) -> int:
-    return subprocess.call([sys.executable, "-m", "projections", args.action])
+    return subprocess.call([sys.executable, "-m", "projections", args.action], env=service_env())
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -207,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tally", description="Tally: human annotation for LLM and agent traces")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start broker, database, every service and the console, with demo data")
+    up = sub.add_parser("up", help="start broker, database, every service and the console, with demo data; "
+                                   "a process that crashes is restarted")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=None, help=f"base URL port (default {DEFAULT_PORTS['gateway']})")
     up.add_argument("--broker-port", type=int, default=None)
@@ -234,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--role", choices=ROLES, default="member")
     uc.set_defaults(func=cmd_users_create)
 
-    proj = sub.add_parser("projections", help="read models")
+    proj = sub.add_parser("projections", help="read models (rebuild: replay the log into fresh tables and swap "
+                                               "them in; uses the running `tally up` unless DATABASE_URL and "
+                                               "KAFKA_BOOTSTRAP_SERVERS are set)")
     proj.add_argument("action", choices=["rebuild"])
     proj.set_defaults(func=cmd_projections)
     return p

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
+import socketserver
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +27,7 @@ from tally_shared.infra import free_port, wait_for_port
 
 def _upstream(name: str) -> Starlette:
     async def echo(request: Request) -> Response:
-        if request.url.path == "/healthz":
+        if request.url.path in ("/healthz", "/readyz"):
             return JSONResponse({"ok": True})
         body = await request.body()
         resp = JSONResponse({"service": name, "path": request.url.path, "query": request.url.query,
@@ -86,3 +91,116 @@ async def test_cookies_of_one_client_never_reach_another(gateway_url: str) -> No
         # Bob never signed in: the gateway must not replay Alice's cookie for him.
         assert (await bob.get("/me")).json()["cookie"] is None
         await asyncio.sleep(0)
+
+
+# -- upstreams that fail: every transport failure is a 502/503/504 with Retry-After, never a 500 or a short 200 --
+
+HEAD_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+
+
+@contextlib.contextmanager
+def _raw_upstream(behave: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP server that reads the request head, then does whatever ``behave`` does with the connection."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            conn: socket.socket = self.request
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            behave(conn)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _close_at_once(conn: socket.socket) -> None:
+    conn.close()
+
+
+def _headers_then_close(conn: socket.socket) -> None:
+    conn.sendall(HEAD_200)
+    conn.close()
+
+
+def _part_of_body_then_close(conn: socket.socket) -> None:
+    conn.sendall(HEAD_200 + b'{"data": [' + b'"x",' * 20)
+    time.sleep(0.3)
+    conn.close()
+
+
+def _never_answer(conn: socket.socket) -> None:
+    time.sleep(3)
+    conn.close()
+
+
+@contextlib.contextmanager
+def _gateway_to(ingest_url: str, timeout: float = 60.0, status: Path | None = None) -> Iterator[str]:
+    upstreams = {svc: f"http://127.0.0.1:{free_port()}" for svc in SERVICES}  # nothing listens there
+    upstreams["ingest"] = ingest_url
+    port = free_port()
+    with _serve(create_gateway(upstreams, timeout=timeout, supervisor_status=status), port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _assert_gateway_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == code and r.json()["error"]["service"] == "ingest"
+
+
+@pytest.mark.parametrize(("behave", "status", "code"), [
+    (_close_at_once, 502, "upstream_failed"),
+    (_headers_then_close, 502, "upstream_failed"),
+    (_never_answer, 504, "upstream_timeout"),
+])
+async def test_an_upstream_failing_mid_request_is_a_gateway_error(
+    behave: Callable[[socket.socket], None], status: int, code: str
+) -> None:
+    with _raw_upstream(behave) as upstream, _gateway_to(upstream, timeout=1.0) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            r = await c.post("/api/public/ingestion", json={"batch": []})
+            _assert_gateway_error(r, status, code)
+
+
+async def test_an_unreachable_upstream_is_503() -> None:
+    with _gateway_to(f"http://127.0.0.1:{free_port()}") as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            _assert_gateway_error(await c.post("/api/public/ingestion", json={"batch": []}), 503,
+                                  "upstream_unavailable")
+
+
+async def test_a_failure_after_streaming_began_aborts_the_response() -> None:
+    with _raw_upstream(_part_of_body_then_close) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            with pytest.raises(httpx.HTTPError):
+                r = await c.get("/api/public/ingestion")
+                # Should the client get this far, the body must not pass for a complete one.
+                r.json()
+
+
+def test_health_is_degraded_naming_the_service_that_is_down() -> None:
+    with _gateway_to(f"http://127.0.0.1:{free_port()}") as gw:
+        r = httpx.get(gw + "/api/public/health", timeout=10)
+        body = r.json()
+        assert r.status_code == 503 and body["status"] == "degraded" and "version" in body
+        assert "ingest" in body["unavailable"] and body["services"]["ingest"]["state"] == "down"
+
+
+def test_health_says_which_service_the_supervisor_is_restarting(tmp_path: Path) -> None:
+    status = tmp_path / "supervisor.json"
+    status.write_text(json.dumps({"ingest": {"state": "restarting", "restarts": 2}}))
+    with _gateway_to(f"http://127.0.0.1:{free_port()}", status=status) as gw:
+        body = httpx.get(gw + "/api/public/health", timeout=10).json()
+        assert body["status"] == "degraded"
+        assert body["services"]["ingest"] == {"state": "restarting", "reason": "ConnectError", "restarts": 2}

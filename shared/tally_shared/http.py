@@ -1,4 +1,4 @@
-"""What every service's HTTP app has: ``/healthz``, ``/metrics``, and errors as machine-readable JSON.
+"""What every service's HTTP app has: ``/healthz``, ``/readyz``, ``/metrics``, and errors as machine-readable JSON.
 
 Error body, everywhere: ``{"error": {"code": "...", "message": "...", "details": [...]}}``.
 """
@@ -80,10 +80,16 @@ def install_ops_routes(
     checks: dict[str, HealthCheck],
     registry: CollectorRegistry | None = None,
 ) -> None:
-    """``/healthz`` runs every check (broker, database, ...) with a timeout; 503 if any fails."""
+    """``/healthz`` is liveness: the process is up and serving HTTP (a supervisor restarts it only if this fails).
+    ``/readyz`` is readiness: it runs every check (database, broker, consumers, ...) with a timeout; 503 if any
+    fails. Deployments route traffic and report health by ``/readyz``."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:
+        return JSONResponse({"service": service, "status": "ok"})
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         ok = True
         for name, check in checks.items():

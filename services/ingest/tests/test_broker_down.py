@@ -64,7 +64,8 @@ async def test_broker_down_then_back(own_broker: dict[str, object], identity_db:
                 refused += [f"down{k}-{i}" for i in range(3)]
             r = await client.post("/v1/traces", content=b"{}", headers={**auth, "content-type": "application/json"})
             assert r.status_code == 200  # nothing to store is not an outage
-            assert (await client.get("/healthz")).status_code == 503
+            assert (await client.get("/readyz")).status_code == 503
+            assert (await client.get("/healthz")).status_code == 200  # alive, so a supervisor leaves it be
 
             own_broker["proc"] = infra.start_tansu(port, log_path=own_broker["log"])  # type: ignore[arg-type]
             await ensure_topics(bootstrap)

@@ -5,10 +5,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from typing import TYPE_CHECKING, TextIO
 
 from projections import MIGRATIONS, SCHEMA
 from projections.config import Settings
 from tally_shared.cli import run_cli
+
+if TYPE_CHECKING:
+    from projections.adapters.rebuild import RebuildProgress
+
+
+class ProgressLine:
+    """One line that updates in place on a terminal; elsewhere (a log, a pipe) a line at most every 2 s."""
+
+    def __init__(self, out: TextIO, interval: float = 2.0) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.interval = 0.0 if self.tty else interval
+        self.last = -interval
+        self.open = False
+
+    def update(self, p: RebuildProgress) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        if self.tty:
+            self.out.write("\r\x1b[2K" + p.line())
+            self.open = True
+        else:
+            self.out.write(p.line() + "\n")
+        self.out.flush()
+
+    def say(self, text: str) -> None:
+        if self.open:
+            self.out.write("\n")
+            self.open = False
+        self.out.write(text + "\n")
+        self.out.flush()
 
 
 def _rebuild(settings: Settings) -> int:
@@ -16,11 +51,13 @@ def _rebuild(settings: Settings) -> int:
     from projections.adapters.rebuild import rebuild
     from tally_shared.db import make_engine
 
+    line = ProgressLine(sys.stdout)
+
     async def run() -> None:
         engine = make_engine(settings.database_url, pool_size=4, application_name="tally-projections-rebuild")
         try:
             await rebuild(engine, settings.kafka_bootstrap_servers, live_schema=SCHEMA,
-                          batch_size=settings.rebuild_batch_size, progress=print)
+                          batch_size=settings.rebuild_batch_size, progress=line.say, on_progress=line.update)
         finally:
             await engine.dispose()
 

@@ -11,8 +11,13 @@ from .conftest import Harness, at
 
 async def test_health_and_lag_metrics(harness: Harness) -> None:
     h = harness
-    r = await h.http.get("/healthz")
-    assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert (await h.http.get("/healthz")).status_code == 200
+
+    async def ready() -> dict[str, str] | None:
+        r = await h.http.get("/readyz")
+        return r.json()["checks"] if r.status_code == 200 else None
+
+    assert await eventually(ready, what="ready") == {"database": "ok", "broker": "ok", "consumers": "ok"}
     pid, auth = await h.project()
     await h.send(h.env(TraceIngested(trace_id="m1", trace=TraceData(id="m1", name="m")), pid, "m1", at(0)))
 

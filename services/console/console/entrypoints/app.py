@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
             await http_factory.check_reachable()
 
     # The API check calls one plain path per service (answered 401 without credentials), never the gateway's
-    # aggregated /api/public/health, which calls this /healthz back. A console whose API base URL is wrong (unset
+    # aggregated /api/public/health, which calls this /readyz back. A console whose API base URL is wrong (unset
     # under compose, or pointing at itself) serves a 502 on every signed-in page, so it must not look healthy.
     registry = CollectorRegistry()
     install_ops_routes(app, service="console", checks={"database": database_ok, "api": api_ok}, registry=registry)

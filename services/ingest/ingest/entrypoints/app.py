@@ -40,18 +40,8 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
         if isinstance(kafka, KafkaPublisher):
             await kafka.start()
 
-    # Ingest must come up (and answer 503 with Retry-After) while the broker is away; the shared runtime's broker
-    # is only used here for /healthz, which then reports the broker as failing until it is back.
-    runtime_broker_start = runtime.broker.start
-
-    async def tolerant_broker_start() -> None:
-        try:
-            await runtime_broker_start()
-        except Exception as exc:
-            log.warning("broker unreachable at start (%s); answering 503 until it is back", exc)
-
-    runtime.broker.start = tolerant_broker_start
-
+    # Ingest must come up (and answer 503 with Retry-After) while the broker is away: its own publisher starts
+    # tolerantly, and the shared runtime connects its broker in the background (``/readyz`` fails until then).
     app = create_service_app(runtime, title="Tally ingest", description=DESCRIPTION, routers=[router],
                      on_startup=[start_publisher])
     app.state.ingest = Deps(settings=settings, publisher=kafka)

@@ -46,6 +46,33 @@ class RebuildReport:
         return self.events_read / self.seconds if self.seconds else 0.0
 
 
+@dataclass(frozen=True)
+class RebuildProgress:
+    """Where a replay stands: events read of the total the topics held when it began."""
+
+    read: int
+    total: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        if self.rate <= 0:
+            return None
+        return max(0.0, self.total - self.read) / self.rate
+
+    def line(self) -> str:
+        # The listed end offsets can undercount (see drain), so the total never shows below what was read.
+        total = max(self.total, self.read)
+        pct = 100 * self.read / total if total else 100.0
+        left = self.seconds_left
+        eta = f"about {left:.0f} s left" if left is not None else "time left unknown"
+        return f"replaying: {self.read:,} of {total:,} events ({pct:.0f}%), {self.rate:,.0f} events/s, {eta}"
+
+
 _INDEX_NAME = re.compile(r"INDEX \S+ ON \S+ ")
 
 
@@ -91,6 +118,7 @@ async def rebuild(
     batch_size: int = 5000,
     progress: Callable[[str], None] | None = None,
     swap_timeout: float = 60.0,
+    on_progress: Callable[[RebuildProgress], None] | None = None,
 ) -> RebuildReport:
     shadow, old = f"{live_schema}_rebuild", f"{live_schema}_old"
     say = progress or log.info
@@ -105,6 +133,7 @@ async def rebuild(
     await consumer.start()
     counts = {"read": 0, "applied": 0, "poison": 0}
     per_partition: dict[str, int] = {}
+    total = [0]
     start = time.perf_counter()
     try:
         await consumer.topics()
@@ -130,13 +159,16 @@ async def rebuild(
                             counts["poison"] += 1
                 if batch:
                     counts["applied"] += len(await apply_batch(batch, deps))
+                if got and on_progress is not None:
+                    on_progress(RebuildProgress(counts["read"], total[0], time.perf_counter() - start))
                 if not got:
                     positions = {tp: await consumer.position(tp) for tp in ends}
                     if all(positions[tp] >= end for tp, end in ends.items()):
                         return
 
         ends = await consumer.end_offsets(partitions)
-        say(f"replaying {len(partitions)} partitions into {shadow}")
+        total[0] = sum(ends.values())
+        say(f"replaying {total[0]} events from {len(partitions)} partitions into {shadow}")
         await drain(ends, idle_ms=500)
         say(f"replayed {counts['read']} events in {time.perf_counter() - start:.1f}s; swapping")
         async with engine.begin() as conn:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-import krippendorff
 import numpy as np
-from scipy import stats as sps
-from sklearn.metrics import cohen_kappa_score
+
+# scipy, scikit-learn and krippendorff are imported where used: together they are most of the service's start
+# time, and a restarted service should answer HTTP in a second or two, not after loading statistics libraries.
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
 
@@ -31,6 +31,7 @@ def _finite(x: float | None) -> float | None:
 
 def mean_ci(n: int, total: float, total_sq: float, confidence: float = 0.95) -> dict[str, Any]:
     """Mean, sample standard deviation and a t-interval for the mean, from count, sum and sum of squares."""
+    from scipy import stats as sps
     if n <= 0:
         return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
     mean = total / n
@@ -43,6 +44,7 @@ def mean_ci(n: int, total: float, total_sq: float, confidence: float = 0.95) -> 
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    from scipy import stats as sps
     if n <= 0:
         return None, None
     ci = sps.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
@@ -57,6 +59,7 @@ def proportion_ci(successes: int, n: int) -> dict[str, Any]:
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any], weights: str | None = None,
                 labels: Sequence[Any] | None = None) -> float | None:
     """Cohen's kappa of two raters over the same items; None where it is undefined (no variation at all)."""
+    from sklearn.metrics import cohen_kappa_score
     if len(a) != len(b) or len(a) == 0:
         return None
     if len(set(a) | set(b)) < 2:
@@ -110,6 +113,7 @@ def agreement(
     top_disputed: int = 10,
 ) -> AgreementResult:
     """Agreement of reviewers. ``ratings``: unit -> {reviewer: value} (one value per reviewer and unit)."""
+    import krippendorff
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}")
     units = list(ratings)
@@ -197,6 +201,7 @@ def calibration(
 ) -> dict[str, Any]:
     """Agreement of an automated judge with human labels on the same objects. ``pairs``: (human, automated),
     labels (str) for categorical/boolean scores, numbers for numeric ones."""
+    from scipy import stats as sps
     n = len(pairs)
     out: dict[str, Any] = {"n": n, "kappa": None, "kappa_weights": None, "spearman": None, "mae": None,
                            "exact_agreement": None, "confusion": None}
