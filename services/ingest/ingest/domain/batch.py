@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from tally_shared import content
 from tally_shared.topics import SCORE_COMMANDS, TRACES
 
 
@@ -127,9 +128,12 @@ _VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
 
 def _message(topic: str, event_type: str, project: str, key: str, at: datetime, payload: dict[str, Any],
              items: list[int]) -> Outgoing:
+    # Content PostgreSQL cannot hold (NUL, lone surrogates: OTLP protobuf strings and anything not cleaned at
+    # parse time) gets the documented transformation here, the one place every format's events pass through.
+    key = content.clean_text(key)
     try:
-        body = orjson.dumps(payload)
-    except orjson.JSONEncodeError as exc:
+        body = content.dumps(payload)
+    except (orjson.JSONEncodeError, content.Unrepresentable) as exc:
         # JSON parsers accept deeper nesting than the encoder writes (255 levels).
         return Outgoing(topic, key.encode(), b"", event_type, items, error=f"cannot be stored: {exc}")
     occurred = at.isoformat().encode()

@@ -51,10 +51,11 @@ _LEGACY_USAGE = {"input": "input", "output": "output", "total": "total",
 _LEGACY_COST = {"inputCost": "input", "outputCost": "output", "totalCost": "total"}
 
 
-def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse") -> tuple[Batch, Report]:
+def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse", *,
+                clean: bool = False) -> tuple[Batch, Report]:
     out = Batch(source)
     report = Report()
-    report.apply_each(batch, max_item_bytes, lambda index, raw: _one(out, report, index, raw))
+    report.apply_each(batch, max_item_bytes, lambda index, raw: _one(out, report, index, raw), clean=clean)
     return out, report
 
 

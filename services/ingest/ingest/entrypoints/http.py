@@ -22,6 +22,7 @@ from ingest.domain.report import Report
 from ingest.entrypoints.body import read_body
 from ingest.entrypoints.openapi import LANGFUSE_REQUEST, NATIVE_REQUEST, OTLP_REQUEST, RESPONSES_207
 from ingest.metrics import BYTES_IN, REQUEST_SECONDS, REQUESTS_REJECTED
+from tally_shared import content
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
@@ -45,9 +46,11 @@ def _item_limit(deps: Deps, body: bytes) -> int | None:
     return None if len(body) <= limit else limit
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """The parsed body, and whether its items need ``tally_shared.content.clean`` (NUL, lone surrogates, numbers
+    beyond a double: applied per item, so only an item holding an unrepresentable number is refused)."""
     try:
-        return orjson.loads(body)
+        return content.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
 
@@ -116,11 +119,11 @@ router = APIRouter(tags=["ingest"])
 async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
         body = await _body(request, deps, "langfuse")
-        data = _loads(body)
+        data, must_clean = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
             raise ApiError(400, "bad_request", "body must be an object with a 'batch' list",
                            [{"field": "batch", "rule": "required", "message": "a list of events"}])
-        batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body))
+        batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body), clean=must_clean)
         return await _answer_batch(deps, batch, report, project, "langfuse")
 
     return await _timed(request, "langfuse", run, principal.project_id)
@@ -137,11 +140,11 @@ async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> R
 async def native_ingest(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
         body = await _body(request, deps, "native")
-        data = _loads(body)
+        data, must_clean = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             raise ApiError(400, "bad_request", "body must be an object with an 'events' list",
                            [{"field": "events", "rule": "required", "message": "a list of events"}])
-        batch, report = native.parse_events(data["events"], _item_limit(deps, body))
+        batch, report = native.parse_events(data["events"], _item_limit(deps, body), clean=must_clean)
         return await _answer_batch(deps, batch, report, project, "native")
 
     return await _timed(request, "native", run, principal.project_id)
@@ -169,10 +172,15 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
         report = Report()
         limit = _item_limit(deps, body)
         if is_json:
-            data = _loads(body)
+            data, must_clean = _loads(body)
             if not isinstance(data, dict):
                 raise ApiError(400, "bad_request", "body must be an ExportTraceServiceRequest object")
-            otel.add_spans(batch, report, otel.json_spans(data, report, limit))
+            try:
+                otel.add_spans(batch, report, otel.json_spans(data, report, limit, clean=must_clean))
+            except content.Unrepresentable as exc:
+                # Only a resource's attributes get here (a span's own are refused per span).
+                raise ApiError(400, "bad_request", str(exc),
+                               [{"field": exc.path, "rule": exc.rule, "message": exc.message}]) from None
         else:
             try:
                 req = otel.decode_protobuf(body)

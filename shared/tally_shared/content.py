@@ -1,0 +1,136 @@
+"""User content as PostgreSQL and every reader can hold it: the one transformation applied at intake.
+
+Valid JSON can say things PostgreSQL's ``text``/``jsonb`` and strict JSON encoders cannot store or write. Rather
+than acknowledge such content and fail later in a consumer, every intake path (Langfuse ingestion, the native
+batch, OTLP JSON and protobuf, scoring's HTTP API) applies these rules before anything is published:
+
+- NUL (U+0000) in any string or object key becomes ``NUL_REPLACEMENT`` (U+2400 SYMBOL FOR NULL, "␀"): kept
+  visible where it was, distinct from a replacement for broken text;
+- a lone UTF-16 surrogate (an escaped ``"\\ud800"`` with no partner) becomes ``SURROGATE_REPLACEMENT``
+  (U+FFFD); a valid escaped pair is one non-BMP character, as JSON says;
+- numbers are IEEE-754 doubles, as in JavaScript and Langfuse: integers from -2**63 to 2**64-1 are kept exactly,
+  larger ones become the nearest double (``2**70`` reads back as ``1.1805916207174113e+21``);
+- a number no double holds (``1e400``, ``NaN``, ``Infinity``) is refused (``Unrepresentable``, naming where it is).
+
+Two keys that differ only by a NUL and a "␀" become one key (the later wins).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+NUL_REPLACEMENT = "\u2400"
+SURROGATE_REPLACEMENT = "\ufffd"
+MIN_EXACT_INT = -(2**63)
+MAX_EXACT_INT = 2**64 - 1
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Unrepresentable(ValueError):
+    """A value no double or PostgreSQL column can hold; ``path`` says where (``metadata.v``, ``[3]``)."""
+
+    def __init__(self, path: str, rule: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.rule = rule
+        self.message = message
+
+
+def clean_text(s: str) -> str:
+    if "\x00" in s:
+        s = s.replace("\x00", NUL_REPLACEMENT)
+    if _SURROGATE.search(s) is not None:
+        s = _SURROGATE.sub(SURROGATE_REPLACEMENT, s)
+    return s
+
+
+def _number(v: int | float, path: str) -> int | float:
+    if isinstance(v, int):
+        if MIN_EXACT_INT <= v <= MAX_EXACT_INT:
+            return v
+        try:
+            f = float(v)
+        except OverflowError:
+            f = math.inf
+        v = f
+    if not math.isfinite(v):
+        raise Unrepresentable(path or "value", "finite_number",
+                              "numbers must be finite and within ±1.7976931348623157e308 (no NaN or Infinity)")
+    return v
+
+
+def clean(value: Any, path: str = "") -> Any:
+    """``value`` with the rules above applied (the same object when nothing changes). Raises ``Unrepresentable``."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return _number(value, path)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        changed = False
+        for k, v in value.items():
+            ck = clean_text(k) if isinstance(k, str) else k
+            cv = clean(v, f"{path}.{ck}" if path else str(ck))
+            changed = changed or ck is not k or cv is not v
+            out[ck] = cv
+        return out if changed else value
+    if isinstance(value, list | tuple):
+        items = [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def needs_clean(encoded: bytes) -> bool:
+    """Whether JSON written by orjson holds a NUL (written as the escape ``\\u0000``)."""
+    return b"\\u0000" in encoded
+
+
+def dumps(value: Any) -> bytes:
+    """orjson's encoding of ``clean(value)``, paying for ``clean`` only when the content needs it."""
+    try:
+        out = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # Lone surrogates or integers beyond 64 bits (nesting too deep fails again below, as it should).
+        return orjson.dumps(clean(value))
+    return orjson.dumps(clean(value)) if needs_clean(out) else out
+
+
+def _int(s: str) -> int | float:
+    n = int(s)
+    return n if MIN_EXACT_INT <= n <= MAX_EXACT_INT else float(s)
+
+
+def loads(data: bytes | str) -> tuple[Any, bool]:
+    """Parse an untrusted JSON body: ``(value, must_clean)``. ``must_clean`` says the value may hold what
+    ``clean`` transforms or refuses, so the caller applies ``clean`` (per item, to refuse only the items concerned).
+
+    orjson parses nearly every body; it refuses lone surrogates and numbers beyond a double, which the standard
+    library then parses (into strings with surrogates and infinite floats, for ``clean``). Raises
+    ``orjson.JSONDecodeError`` for what is not JSON at all.
+    """
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(data, parse_int=_int), True
+        except (ValueError, RecursionError):
+            raise exc from None
+    raw = data.encode() if isinstance(data, str) else data
+    return value, needs_clean(raw)
+
+
+def loads_stored(data: bytes | str) -> Any:
+    """JSON read back from PostgreSQL (``jsonb`` prints 1e308 as 309 digits): numbers as doubles, never a Python
+    integer too large for the response encoder."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data, parse_int=_int)
