@@ -99,6 +99,13 @@ class Batch:
     def add_score(self, item: int, payload: dict[str, Any], key: str, at: datetime | None = None) -> None:
         self._scores.append(_Score(key, payload, item, at))
 
+    def scores(self) -> list[tuple[int, dict[str, Any]]]:
+        """(item, RecordScore payload) of every score, payloads mutable until ``outgoing``."""
+        return [(s.item, s.payload) for s in self._scores]
+
+    def drop_scores(self, items: set[int]) -> None:
+        self._scores = [s for s in self._scores if s.item not in items]
+
     @property
     def empty(self) -> bool:
         return not self._groups and not self._scores

@@ -277,6 +277,7 @@ SCORE_FIELDS: dict[str, Converter] = {
     "trace_id": opt_ident, "observation_id": opt_ident, "session_id": opt_ident, "dataset_run_id": opt_ident,
     "config_id": opt_ident, "comment": opt_text, "source": score_source, "environment": opt_str,
     "metadata": opt_metadata, "timestamp": opt_time, "idempotency_key": opt_str,
+    "evaluator_name": opt_str, "evaluator_version": opt_str,
 }
 
 

@@ -28,6 +28,8 @@ OBSERVATION_ALIASES = {
 SCORE_ALIASES = {
     "traceId": "trace_id", "observationId": "observation_id", "sessionId": "session_id",
     "datasetRunId": "dataset_run_id", "dataType": "data_type", "configId": "config_id",
+    # Langfuse's ScoreBody has no evaluator; these are the names of scoring's Langfuse-shaped API.
+    "evaluatorName": "evaluator_name", "evaluatorVersion": "evaluator_version",
 }
 
 TRACE = f.compile_table(f.TRACE_FIELDS, TRACE_ALIASES)

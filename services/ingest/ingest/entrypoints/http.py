@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request, Response
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ingest.adapters.configs import ConfigLookup
 from ingest.adapters.publisher import Publisher
-from ingest.application.ingest import Outcome, submit
+from ingest.application.ingest import Outcome, check_scores, submit
 from ingest.config import Settings
 from ingest.domain import langfuse, native, otel
 from ingest.domain.batch import Batch
@@ -33,6 +34,7 @@ log = logging.getLogger("tally.ingest")
 class Deps:
     settings: Settings
     publisher: Publisher
+    configs: ConfigLookup
 
 
 def _deps(request: Request) -> Deps:
@@ -124,7 +126,7 @@ async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> R
             raise ApiError(400, "bad_request", "body must be an object with a 'batch' list",
                            [{"field": "batch", "rule": "required", "message": "a list of events"}])
         batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body), clean=must_clean)
-        return await _answer_batch(deps, batch, report, project, "langfuse")
+        return await _answer_batch(deps, batch, report, project, "langfuse", request)
 
     return await _timed(request, "langfuse", run, principal.project_id)
 
@@ -145,12 +147,19 @@ async def native_ingest(request: Request, principal: CurrentPrincipal) -> Respon
             raise ApiError(400, "bad_request", "body must be an object with an 'events' list",
                            [{"field": "events", "rule": "required", "message": "a list of events"}])
         batch, report = native.parse_events(data["events"], _item_limit(deps, body), clean=must_clean)
-        return await _answer_batch(deps, batch, report, project, "native")
+        return await _answer_batch(deps, batch, report, project, "native", request)
 
     return await _timed(request, "native", run, principal.project_id)
 
 
-async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str) -> Response:
+def _forwarded(request: Request) -> dict[str, str]:
+    """The caller's credentials, for looking up score configs in scoring as the caller."""
+    return {k: v for k in ("authorization", "x-tally-project") if (v := request.headers.get(k)) is not None}
+
+
+async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str,
+                        request: Request) -> Response:
+    await check_scores(batch, report, project=project, configs=deps.configs, headers=_forwarded(request))
     outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint=endpoint)
     if outcome.broker_down:
         raise _unavailable(deps, outcome)
