@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,19 @@ import httpx
 from tally_shared.content import NUL_REPLACEMENT
 from tally_shared.testing.plugin import StackHandle
 from tally_shared.testing.wait import eventually
+
+# Placeholders for what json.dumps cannot write: raw JSON tokens, exactly as another client might send them.
+TOKENS = {"@NUL@": "\\u0000", "@SURROGATE@": "\\ud800", "@1e308@": "1e308", "@-1e308@": "-1e308",
+          "@2**70@": str(2**70), "@-2**70@": str(-(2**70)), "@1e-320@": "1e-320", "@1e400@": "1e400",
+          "@NaN@": "NaN"}
+
+
+def raw_json(value: Any) -> bytes:
+    """``value`` as JSON, each quoted placeholder (or placeholder inside a string) replaced by its raw token."""
+    text = json.dumps(value)
+    for token, raw in TOKENS.items():
+        text = text.replace(f'"{token}"', raw).replace(token, raw)
+    return text.encode()
 
 
 def _now() -> str:
@@ -43,9 +57,9 @@ async def _trace(api: httpx.AsyncClient, trace_id: str) -> dict[str, Any]:
 async def test_nul_in_trace_input_is_kept_transformed(tally_stack: StackHandle) -> None:
     tid = f"nul-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(base_url=tally_stack.base_url, auth=tally_stack.auth, timeout=20) as api:
-        # Raw bytes: the JSON escape \u0000 exactly as an SDK writes it.
-        raw = ('{"batch":[{"id":"%s","type":"trace-create","timestamp":"%s","body":{"id":"%s","name":"nul-test",'
-               '"input":"abc\\u0000def","metadata":{"k\\u0000":"v\\u0000"}}}]}') % (uuid.uuid4(), _now(), tid)
+        # The JSON escape \u0000 exactly as an SDK writes it.
+        raw = raw_json({"batch": [{"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": _now(), "body": {
+            "id": tid, "name": "nul-test", "input": "abc@NUL@def", "metadata": {"k@NUL@": "v@NUL@"}}}]})
         r = await api.post("/api/public/ingestion", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 207 and r.json()["errors"] == [], r.text
         trace = await _trace(api, tid)
@@ -71,12 +85,12 @@ async def test_scores_scoring_would_refuse_are_refused_at_intake(tally_stack: St
             score(1, configId=f"no-such-{run}"),
             score(2, configId=config["id"], name=config["name"], value=7),
             score(3, configId=config["id"], name=config["name"], value="high"),
-            score(4, source="EVAL", evaluator="judge", evaluatorVersion="v2", configId=config["id"],
+            score(4, source="EVAL", evaluatorName="judge", evaluatorVersion="v2", configId=config["id"],
                   name=config["name"], value=0.25),
         ])
         errors = {e["id"]: e for e in result["errors"]}
         assert [s["id"] for s in result["successes"]] == [ids[4]], result
-        expected = {ids[0]: ("body.evaluator", "required_for_eval"), ids[1]: ("body.configId", "exists"),
+        expected = {ids[0]: ("body.evaluatorName", "required_for_eval"), ids[1]: ("body.configId", "exists"),
                     ids[2]: ("body.value", "maximum"), ids[3]: ("body.value", "type")}
         for item, (field, rule) in expected.items():
             assert errors[item]["status"] == 400, errors[item]
@@ -98,26 +112,28 @@ async def test_edge_numbers_never_break_a_read(tally_stack: StackHandle) -> None
     run = uuid.uuid4().hex[:8]
     tid, oid = f"numbers-{run}", f"numbers-obs-{run}"
     async with httpx.AsyncClient(base_url=tally_stack.base_url, auth=tally_stack.auth, timeout=20) as api:
-        raw = (
-            '{"batch":[{"id":"%s","type":"trace-create","timestamp":"%s","body":{"id":"%s","name":"numbers",'
-            '"metadata":{"v":1e308,"n":-1e308,"big":1180591620717411303424,"neg":-1180591620717411303424,'
-            '"tiny":1e-320}}},'
-            '{"id":"%s","type":"generation-create","timestamp":"%s","body":{"id":"%s","traceId":"%s",'
-            '"usageDetails":{"input":1180591620717411303424,"output":1e308},"costDetails":{"total":1e-320},'
-            '"metadata":{"v":1e308},"output":{"big":1180591620717411303424}}}]}'
-        ) % (uuid.uuid4(), _now(), tid, uuid.uuid4(), _now(), oid, tid)
+        big = "@2**70@"
+        raw = raw_json({"batch": [
+            {"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": _now(), "body": {
+                "id": tid, "name": "numbers",
+                "metadata": {"v": "@1e308@", "n": "@-1e308@", "big": big, "neg": "@-2**70@", "tiny": "@1e-320@"}}},
+            {"id": str(uuid.uuid4()), "type": "generation-create", "timestamp": _now(), "body": {
+                "id": oid, "traceId": tid, "usageDetails": {"input": big, "output": "@1e308@"},
+                "costDetails": {"total": "@1e-320@"}, "metadata": {"v": "@1e308@"}, "output": {"big": big}}},
+        ]})
         r = await api.post("/api/public/ingestion", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 207 and r.json()["errors"] == [], r.text
         trace = await _trace(api, tid)
         # Numbers are IEEE-754 doubles once past 64-bit integers: the nearest double, as JavaScript reads them.
         assert trace["metadata"] == {"v": 1e308, "n": -1e308, "big": float(2**70), "neg": -float(2**70),
                                      "tiny": 1e-320}
+        every = "core,basic,io,metadata,usage"
         for path, params in (("/api/public/traces", {"limit": 100}),
-                             ("/api/public/v2/observations", {"traceId": tid, "fields": "core,basic,io,metadata,usage"}),
+                             ("/api/public/v2/observations", {"traceId": tid, "fields": every}),
                              ("/api/public/v2/observations", {"fields": "io,metadata", "limit": 100}),
                              ("/api/v1/traces", {}), (f"/api/v1/traces/{tid}", {})):
             got = await api.get(path, params=params)
             assert got.status_code == 200, (path, got.text)
         [obs] = (await api.get("/api/public/v2/observations",
-                               params={"traceId": tid, "fields": "core,basic,io,metadata,usage"})).json()["data"]
+                               params={"traceId": tid, "fields": every})).json()["data"]
         assert obs["output"] == {"big": float(2**70)}
