@@ -32,6 +32,19 @@ MAX_EXACT_INT = 2**64 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# orjson (every service's encoder) writes at most this many nested arrays/objects.
+ENCODER_DEPTH = 254
+# Levels an event payload leaves free for readers' own wrapping (see ``dumps``).
+READER_HEADROOM = 32
+MAX_PAYLOAD_DEPTH = ENCODER_DEPTH - READER_HEADROOM
+
+
+class TooDeep(ValueError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"JSON nested deeper than {limit} levels (counted from the event payload)")
+        self.limit = limit
+
+
 class Unrepresentable(ValueError):
     """A value no double or PostgreSQL column can hold; ``path`` says where (``metadata.v``, ``[3]``)."""
 
@@ -93,14 +106,33 @@ def needs_clean(encoded: bytes) -> bool:
     return b"\\u0000" in encoded
 
 
-def dumps(value: Any) -> bytes:
-    """orjson's encoding of ``clean(value)``, paying for ``clean`` only when the content needs it."""
+def dumps(value: Any, *, headroom: int = 0) -> bytes:
+    """orjson's encoding of ``clean(value)``, paying for ``clean`` only when the content needs it.
+
+    ``headroom``: levels of nesting left free for readers, who wrap stored values in structures of their own (a
+    list response, its items, a trace's observations). orjson writes at most ``ENCODER_DEPTH`` levels, so a value
+    nested deeper than ``ENCODER_DEPTH - headroom`` raises ``TooDeep``. Checked by encoding the value inside
+    ``headroom`` lists and slicing them off: no second pass.
+    """
+    wrapped = value
+    for _ in range(headroom):
+        wrapped = [wrapped]
     try:
-        out = orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        # Lone surrogates or integers beyond 64 bits (nesting too deep fails again below, as it should).
-        return orjson.dumps(clean(value))
-    return orjson.dumps(clean(value)) if needs_clean(out) else out
+        try:
+            out = orjson.dumps(wrapped)
+        except orjson.JSONEncodeError as exc:
+            if "ecursion" in str(exc):
+                raise
+            # Lone surrogates or integers beyond 64 bits.
+            out = orjson.dumps(clean(wrapped))
+        else:
+            if needs_clean(out):
+                out = orjson.dumps(clean(wrapped))
+    except orjson.JSONEncodeError as exc:
+        if "ecursion" in str(exc):
+            raise TooDeep(ENCODER_DEPTH - headroom) from None
+        raise
+    return out[headroom:len(out) - headroom] if headroom else out
 
 
 def _int(s: str) -> int | float:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from tally_shared import content
 from tally_shared.events import ScoreConfigData, ScoreData, ScoreDataType, ScoreSource
 
 ID_MAX = 200
@@ -178,6 +179,13 @@ def normalise_value(value: Any, data_type: ScoreDataType, config: ScoreConfigDat
     return NormalisedValue(None, value, None)
 
 
+def _clean(value: Any) -> bool:
+    try:
+        return content.clean(value) is value
+    except (ValueError, RecursionError):
+        return False
+
+
 def infer_data_type(value: Any) -> ScoreDataType:
     if isinstance(value, bool):
         return ScoreDataType.BOOLEAN
@@ -200,7 +208,8 @@ def build_score(
                          ("queue_item_id", ID_MAX), ("author_user_id", ID_MAX), ("idempotency_key", ID_MAX),
                          ("evaluator_name", EVALUATOR_MAX), ("evaluator_version", EVALUATOR_MAX)):
         _bounded(inp, problems, fname, limit)
-    # PostgreSQL text and jsonb cannot hold NUL characters; say so instead of failing on write.
+    # PostgreSQL text and jsonb cannot hold NUL characters. Every intake replaces them first
+    # (tally_shared.content); these checks keep a caller that skipped it from failing on write.
     for fname in ("id", "name", "trace_id", "observation_id", "session_id", "dataset_run_id", "config_id",
                   "queue_id", "queue_item_id", "author_user_id", "idempotency_key", "evaluator_name",
                   "evaluator_version", "comment", "environment"):
@@ -210,15 +219,25 @@ def build_score(
     if (isinstance(inp.value, str) and "\x00" in inp.value) or (
             isinstance(inp.value, list) and any(isinstance(x, str) and "\x00" in x for x in inp.value)):
         problems.append(Problem("value", "no_nul", "must not contain NUL characters"))
-    if isinstance(inp.metadata, dict) and b"\\u0000" in orjson.dumps(inp.metadata):
-        problems.append(Problem("metadata", "no_nul", "must not contain NUL characters"))
+    if isinstance(inp.metadata, dict) and not _clean(inp.metadata):
+        problems.append(Problem("metadata", "no_nul", "must not contain NUL characters or lone surrogates, "
+                                "nor numbers beyond 64-bit integers"))
     if inp.comment is not None and (not isinstance(inp.comment, str) or len(inp.comment) > COMMENT_MAX):
         problems.append(Problem("comment", "max_length", f"at most {COMMENT_MAX} characters"))
     if inp.metadata is not None:
         if not isinstance(inp.metadata, dict):
             problems.append(Problem("metadata", "type", "metadata must be an object"))
-        elif len(orjson.dumps(inp.metadata)) > METADATA_MAX_BYTES:
-            problems.append(Problem("metadata", "max_size", f"at most {METADATA_MAX_BYTES} bytes as JSON"))
+        else:
+            try:
+                # Metadata sits two levels down in a score's event payload ({"score": {"metadata": ...}}).
+                size = len(content.dumps(inp.metadata, headroom=content.READER_HEADROOM + 2))
+            except content.TooDeep as exc:
+                problems.append(Problem("metadata", "max_depth", f"at most {exc.limit} levels of nesting"))
+            except (ValueError, orjson.JSONEncodeError) as exc:
+                problems.append(Problem("metadata", "json", f"cannot be stored: {exc}"))
+            else:
+                if size > METADATA_MAX_BYTES:
+                    problems.append(Problem("metadata", "max_size", f"at most {METADATA_MAX_BYTES} bytes as JSON"))
     environment = inp.environment if inp.environment is not None else DEFAULT_ENVIRONMENT
     if not isinstance(environment, str) or not ENVIRONMENT_RE.match(environment):
         problems.append(Problem("environment", "pattern",

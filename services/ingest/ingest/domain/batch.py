@@ -139,9 +139,9 @@ def _message(topic: str, event_type: str, project: str, key: str, at: datetime, 
     # parse time) gets the documented transformation here, the one place every format's events pass through.
     key = content.clean_text(key)
     try:
-        body = content.dumps(payload)
-    except (orjson.JSONEncodeError, content.Unrepresentable) as exc:
-        # JSON parsers accept deeper nesting than the encoder writes (255 levels).
+        # Deep JSON is kept only as deep as every reader can write it back inside its own responses.
+        body = content.dumps(payload, headroom=content.READER_HEADROOM)
+    except (orjson.JSONEncodeError, ValueError) as exc:
         return Outgoing(topic, key.encode(), b"", event_type, items, error=f"cannot be stored: {exc}")
     occurred = at.isoformat().encode()
     p = orjson.dumps(project)

@@ -207,6 +207,9 @@ def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None,
                     except content.Unrepresentable as exc:
                         report.invalid(index, Invalid(exc.path, exc.rule, exc.message))
                         continue
+                    except RecursionError:
+                        report.invalid(index, Invalid("span", "max_depth", "nested too deeply to store"))
+                        continue
                 if max_item_bytes is not None:
                     size = f.json_size(sp)
                     if size > max_item_bytes:

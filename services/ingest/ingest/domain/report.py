@@ -52,6 +52,10 @@ class Report:
                     index = self.add(_item_id(raw, len(self.ids)))
                     self.invalid(index, Invalid(exc.path, exc.rule, exc.message))
                     continue
+                except RecursionError:
+                    index = self.add(_item_id(raw, len(self.ids)))
+                    self.invalid(index, Invalid("item", "max_depth", "nested too deeply to store"))
+                    continue
             if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
                 index = self.add(raw["id"])
             else:

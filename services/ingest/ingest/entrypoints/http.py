@@ -190,6 +190,8 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
                 # Only a resource's attributes get here (a span's own are refused per span).
                 raise ApiError(400, "bad_request", str(exc),
                                [{"field": exc.path, "rule": exc.rule, "message": exc.message}]) from None
+            except RecursionError:
+                raise ApiError(400, "bad_request", "a resource is nested too deeply to store") from None
         else:
             try:
                 req = otel.decode_protobuf(body)

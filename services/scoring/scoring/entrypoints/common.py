@@ -83,6 +83,8 @@ def clean_input(data: Any) -> Any:
         return content.clean(data)
     except content.Unrepresentable as exc:
         raise invalid_error([Problem(exc.path, exc.rule, exc.message)]) from None
+    except RecursionError:
+        raise invalid_error([Problem("body", "max_depth", "nested too deeply to store")]) from None
 
 
 def bad_query(field: str, rule: str, message: str) -> ApiError:
