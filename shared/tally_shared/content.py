@@ -141,22 +141,22 @@ def _int(s: str) -> int | float:
 
 
 def loads(data: bytes | str) -> tuple[Any, bool]:
-    """Parse an untrusted JSON body: ``(value, must_clean)``. ``must_clean`` says the value may hold what
-    ``clean`` transforms or refuses, so the caller applies ``clean`` (per item, to refuse only the items concerned).
+    """Parse an untrusted JSON body: ``(value, must_clean)``. ``must_clean`` says the value may hold what only
+    ``clean`` makes storable or refuses (lone surrogates, numbers beyond a double), so the caller applies ``clean``
+    (per item, to refuse only the items concerned). A NUL alone does not set it: ``dumps`` replaces NULs when it
+    writes (scanning the body here would cost more than parsing it).
 
     orjson parses nearly every body; it refuses lone surrogates and numbers beyond a double, which the standard
     library then parses (into strings with surrogates and infinite floats, for ``clean``). Raises
     ``orjson.JSONDecodeError`` for what is not JSON at all.
     """
     try:
-        value = orjson.loads(data)
+        return orjson.loads(data), False
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(data, parse_int=_int), True
         except (ValueError, RecursionError):
             raise exc from None
-    raw = data.encode() if isinstance(data, str) else data
-    return value, needs_clean(raw)
 
 
 def loads_stored(data: bytes | str) -> Any:

@@ -11,6 +11,7 @@ from ingest.domain import scores
 from ingest.domain.batch import Batch
 from ingest.domain.report import Report
 from ingest.metrics import EVENTS
+from tally_shared import content
 from tally_shared.events import ScoreConfigData
 
 
@@ -68,6 +69,12 @@ async def check_scores(batch: Batch, report: Report, *, project: str, configs: C
     items = batch.scores()
     if not items:
         return
+    for _, payload in items:
+        # The rules see the score as it will be stored (a NUL in a comment is kept as U+2400, not refused).
+        cleaned = content.clean(payload)
+        if cleaned is not payload:
+            payload.clear()
+            payload.update(cleaned)
     wanted = sorted({cid for _, p in items if (cid := scores.config_to_look_up(p)) is not None})
     found: dict[str, ScoreConfigData | ScoringUnavailable | None] = {}
     if wanted:
