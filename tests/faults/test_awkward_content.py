@@ -336,7 +336,7 @@ async def _dead_letters(bootstrap: str, run: str) -> list[str]:
         await consumer.stop()
 
 
-async def _console_page(stack: StackHandle, trace_id: str) -> str:
+async def _console_pages(stack: StackHandle, paths: list[str]) -> list[str]:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=20, follow_redirects=True) as web:
         page = (await web.get("/login")).text
         token = re.search(r'name="csrf" value="([^"]+)"', page)
@@ -344,9 +344,12 @@ async def _console_page(stack: StackHandle, trace_id: str) -> str:
         r = await web.post("/login", data={"email": stack.admin_email, "password": stack.admin_password,
                                            "csrf": token.group(1)})
         assert r.status_code == 200, r.text[:500]
-        r = await web.get(f"/traces/{trace_id}")
-        assert r.status_code == 200, r.text[:500]
-        return r.text
+        pages = []
+        for path in paths:
+            r = await web.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:500])
+            pages.append(r.text)
+        return pages
 
 
 async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: StackHandle) -> None:
@@ -388,8 +391,8 @@ async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: 
                              ("/api/v1/exports/dataset.jsonl", {"score_name": f"awk-{c.run}"})):
             await _ok(api, path, **params)
 
-    page = await _console_page(tally_stack, c.tid("lf-nul"))
-    assert f"awk a{NUL}b" in page
-    await _console_page(tally_stack, c.tid("lf-numbers"))
-    await _console_page(tally_stack, c.tid("lf-shapes"))
+    pages = await _console_pages(tally_stack, [
+        f"/traces/{c.tid('lf-nul')}", f"/traces/{c.tid('lf-numbers')}", f"/traces/{c.tid('lf-shapes')}",
+        *(f"/traces/{c.tid(f'lf-time-{i}')}" for i in range(len(TIMES))), "/traces", "/dashboards"])
+    assert f"awk a{NUL}b" in pages[0]
     assert await _dead_letters(tally_stack.kafka_bootstrap, c.run) == []
