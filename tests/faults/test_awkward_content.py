@@ -388,11 +388,16 @@ async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: 
                              ("/api/public/v2/scores", {"limit": 100}), ("/api/v1/traces", {"limit": 100}),
                              ("/api/v1/analytics/scores", {}),
                              ("/api/v1/exports/dataset.jsonl", {"score_name": f"awk-num-{c.run}"}),
-                             ("/api/v1/exports/dataset.jsonl", {"score_name": f"awk-{c.run}"})):
+                             ("/api/v1/exports/dataset.jsonl", {"score_name": f"awk-{c.run}"}),
+                             ("/api/v1/agreement", {"score_name": f"awk-num-{c.run}"}),
+                             ("/api/v1/calibration", {"evaluator": f"awk-direct-{c.run}",
+                                                      "score_name": f"awk-num-{c.run}"}),
+                             ("/api/v1/experiments/runs", {})):
             await _ok(api, path, **params)
 
     pages = await _console_pages(tally_stack, [
         f"/traces/{c.tid('lf-nul')}", f"/traces/{c.tid('lf-numbers')}", f"/traces/{c.tid('lf-shapes')}",
-        *(f"/traces/{c.tid(f'lf-time-{i}')}" for i in range(len(TIMES))), "/traces", "/dashboards"])
+        *(f"/traces/{c.tid(f'lf-time-{i}')}" for i in range(len(TIMES))), "/traces", "/dashboards",
+        "/experiments", "/agreement", f"/calibration?evaluator=awk-direct-{c.run}"])
     assert f"awk a{NUL}b" in pages[0]
     assert await _dead_letters(tally_stack.kafka_bootstrap, c.run) == []
