@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from typing import Any
 
 import orjson
@@ -114,9 +115,12 @@ def dumps(value: Any, *, headroom: int = 0) -> bytes:
     nested deeper than ``ENCODER_DEPTH - headroom`` raises ``TooDeep``. Checked by encoding the value inside
     ``headroom`` lists and slicing them off: no second pass.
     """
-    wrapped = value
-    for _ in range(headroom):
-        wrapped = [wrapped]
+    if headroom:
+        outer, inner = _chain(headroom)
+        inner[0] = value
+    else:
+        outer = inner = None
+    wrapped = outer if outer is not None else value
     try:
         try:
             out = orjson.dumps(wrapped)
@@ -132,7 +136,28 @@ def dumps(value: Any, *, headroom: int = 0) -> bytes:
         if "ecursion" in str(exc):
             raise TooDeep(ENCODER_DEPTH - headroom) from None
         raise
+    finally:
+        if inner is not None:
+            inner[0] = None
     return out[headroom:len(out) - headroom] if headroom else out
+
+
+_chains = threading.local()
+
+
+def _chain(levels: int) -> tuple[list[Any], list[Any]]:
+    """``levels`` nested one-element lists, built once per thread: (outermost, innermost)."""
+    cache: dict[int, tuple[list[Any], list[Any]]] | None = getattr(_chains, "cache", None)
+    if cache is None:
+        cache = _chains.cache = {}
+    chain = cache.get(levels)
+    if chain is None:
+        inner: list[Any] = [None]
+        outer = inner
+        for _ in range(levels - 1):
+            outer = [outer]
+        chain = cache[levels] = (outer, inner)
+    return chain
 
 
 def _int(s: str) -> int | float:
