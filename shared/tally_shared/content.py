@@ -115,12 +115,11 @@ def dumps(value: Any, *, headroom: int = 0) -> bytes:
     nested deeper than ``ENCODER_DEPTH - headroom`` raises ``TooDeep``. Checked by encoding the value inside
     ``headroom`` lists and slicing them off: no second pass.
     """
+    inner: list[Any] | None = None
+    wrapped = value
     if headroom:
-        outer, inner = _chain(headroom)
+        wrapped, inner = _chain(headroom)
         inner[0] = value
-    else:
-        outer = inner = None
-    wrapped = outer if outer is not None else value
     try:
         try:
             out = orjson.dumps(wrapped)
