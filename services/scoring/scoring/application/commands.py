@@ -34,6 +34,9 @@ async def pinned_config(deps: Deps, project_id: str, cmd: RecordScore) -> dict[s
     """The config version ingest validated the command against (as it was then: not archived), if it named one."""
     if not cmd.config_id or cmd.config_version is None:
         return {}
+    current = (await deps.configs.get_many(deps.sessions, project_id, [cmd.config_id])).get(cmd.config_id)
+    if current is not None and current.version == cmd.config_version and not current.is_archived:
+        return {cmd.config_id: current}  # the usual case, from the cache
     async with deps.sessions() as s:
         versions = await repository.config_versions(s, project_id, cmd.config_id)
     for v in versions:
