@@ -144,6 +144,15 @@ async def _langfuse(api: httpx.AsyncClient, c: Corpus) -> None:
     for value in (1e308, 1e308, 2**70, 1e-320, -1e308):
         add("score-create", {"traceId": tid, "name": f"awk-num-{c.run}", "value": value},
             Expected("langfuse", tid, "score", {}, score_name=f"awk-num-{c.run}"))
+    # Sums past the largest double (a trace's cost and tokens): consumers that total them must not fail.
+    tid = c.tid("lf-overflow")
+    add("trace-create", {"id": tid, "name": f"awk-overflow-{c.run}", "tags": [c.tag]},
+        Expected("langfuse", tid, "trace", {"name": f"awk-overflow-{c.run}"}))
+    for i in range(2):
+        add("generation-create", {"id": f"{tid}-{i}", "traceId": tid, "usageDetails": {"input": 1e308, "total": 1e308},
+                                  "costDetails": {"total": 1e308}},
+            Expected("langfuse", tid, "observation", {"usageDetails": {"input": 1e308, "total": 1e308}},
+                     obs_id=f"{tid}-{i}"))
     tid = c.tid("lf-shapes")
     shapes = {"empty-object": {}, "empty-list": [], "empty-string": "", "deep": deep(200),
               "long-key": {"k" * 20_000: 1}, "unicode-keys": {"ключ": 1, "🔑": 2, "\u202ekey": 3, "": 4}}
@@ -356,6 +365,11 @@ async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: 
     c = Corpus(run=uuid.uuid4().hex[:8], tag="")
     c.tag = f"awk-{c.run}"
     async with httpx.AsyncClient(base_url=tally_stack.base_url, auth=tally_stack.auth, timeout=30) as api:
+        # queue-router routes the overflowing trace only if it could merge it into its trace summary.
+        queue = (await api.post("/api/v1/queues", json={"name": f"awk {c.run}"})).raise_for_status().json()
+        (await api.post(f"/api/v1/queues/{queue['id']}/rules", json={"name": "overflow", "filter": {"groups": [
+            {"conditions": [{"field": "name", "op": "eq", "value": f"awk-overflow-{c.run}"}]}]}})
+         ).raise_for_status()
         await _langfuse(api, c)
         await _native(api, c)
         await _otlp(api, c)
@@ -376,6 +390,14 @@ async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: 
                   f"acknowledged-then-lost {len(pending)}, refused at intake {sum(c.refused.values())}")
             for e in pending[:10]:
                 print("  unreadable:", e.path, e.kind, e.trace_id, e.obs_id or e.score_name)
+
+        async def routed() -> list[Any] | None:
+            r = (await api.get(f"/api/v1/queues/{queue['id']}/items")).raise_for_status().json()
+            items: list[Any] = r["data"] if isinstance(r, dict) else r
+            return items or None
+
+        items = await eventually(routed, timeout=30, what="the overflowing trace routed by queue-router")
+        assert [i["object_id"] for i in items] == [c.tid("lf-overflow")]
 
         # Project-wide reads hold every awkward item at once; none may fail for the others.
         listed = await _ok(api, "/api/public/traces", tags=c.tag, limit=100)
