@@ -95,6 +95,14 @@ async def test_native_batch_and_otlp_json_get_the_same_transformation(app: App) 
     assert obs.name == f"n{NUL}{BAD}" and obs.input == f"q{NUL}{BAD}"
     assert obs.metadata["attributes"]["big"] == float(2**70)
 
+    # A span holding a number no double holds is refused on its own (partial success), the others kept.
+    bad = {**span, "spanId": "c7ad6b7169203331", "attributes": [{"key": "v", "value": {"doubleValue": "@"}}]}
+    body = orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span, bad]}]}]}).replace(b'"@"', b"1e400")
+    r = await app.post("/v1/traces", body.replace(b"@", b"\\u0000"))
+    assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedSpans"] == 1, r.text
+    assert "c7ad6b7169203331" in r.json()["partialSuccess"]["errorMessage"]
+    assert [o.id for ev in app.published() for o in ev.observations] == ["b7ad6b7169203331"]
+
 
 async def test_otlp_protobuf_strings_with_nul_are_kept_transformed(app: App) -> None:
     req = ExportTraceServiceRequest()
