@@ -21,6 +21,9 @@ import json
 import math
 import re
 import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -190,3 +193,38 @@ def loads_stored(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data, parse_int=_int)
+
+
+def dumps_read(value: Any, *, default: Callable[[Any], Any] | None = None, option: int = 0) -> bytes:
+    """A read response: orjson's encoding, or, for what orjson cannot write (nesting deeper than it writes or
+    integers beyond 64 bits, as data stored before intake bounded them may hold), the standard library's. A read
+    never fails for one stored value. ``option``: orjson's; the fallback writes datetimes in UTC with ``Z``.
+    """
+    try:
+        return orjson.dumps(value, default=default, option=option)
+    except orjson.JSONEncodeError:
+        pass
+
+    def fallback(o: Any) -> Any:
+        if isinstance(o, datetime):
+            s = (o.astimezone(UTC) if o.tzinfo is not None else o).isoformat()
+            return s.removesuffix("+00:00") + "Z" if o.tzinfo is not None else s
+        if isinstance(o, date | uuid.UUID):
+            return str(o)
+        if default is not None:
+            return default(o)
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    return json.dumps(_finite_or_none(value), default=fallback, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode()
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN and infinities as null, as orjson writes them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -75,3 +77,17 @@ def test_stored_json_reads_back_as_doubles() -> None:
     # Beyond a double (intake never stores one): read as infinity, which the response encoder writes as null.
     assert content.loads_stored("1" + "0" * 400) == float("inf")
     assert orjson.dumps(content.loads_stored("[1" + "0" * 400 + "]")) == b"[null]"
+
+
+def test_read_responses_never_fail_for_one_stored_value() -> None:
+    from datetime import UTC, datetime
+
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    value = {"data": [{"input": deep, "n": 2**70, "x": float("nan"), "at": datetime(2024, 1, 1, tzinfo=UTC)}]}
+    out = content.dumps_read(value, option=orjson.OPT_UTC_Z)
+    back = json.loads(out)
+    assert back["data"][0]["n"] == 2**70 and back["data"][0]["x"] is None
+    assert back["data"][0]["at"] == "2024-01-01T00:00:00Z"
+    assert content.dumps_read({"a": 1}) == b'{"a":1}'
