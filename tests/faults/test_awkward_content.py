@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tally_shared.content import MAX_PAYLOAD_DEPTH
 from tally_shared.testing.plugin import StackHandle
 from tally_shared.testing.wait import eventually
 from tally_shared.topics import DEAD_LETTER
@@ -158,13 +159,19 @@ async def _langfuse(api: httpx.AsyncClient, c: Corpus) -> None:
               "long-key": {"k" * 20_000: 1}, "unicode-keys": {"ключ": 1, "🔑": 2, "\u202ekey": 3, "": 4}}
     add("trace-create", {"id": tid, "name": "", "input": shapes, "metadata": {}, "tags": [c.tag]},
         Expected("langfuse", tid, "trace", {"name": "", "input": shapes, "metadata": {}}))
+    # As deep as intake accepts (MAX_PAYLOAD_DEPTH levels from the event payload; one level more is refused below).
+    tid = c.tid("lf-deepest")
+    add("trace-create", {"id": tid, "name": "deepest", "input": deep(MAX_PAYLOAD_DEPTH - 2), "tags": [c.tag]},
+        Expected("langfuse", tid, "trace", {"input": deep(MAX_PAYLOAD_DEPTH - 2)}))
+    add("span-create", {"id": f"{tid}-span", "traceId": tid, "output": deep(MAX_PAYLOAD_DEPTH - 3)},
+        Expected("langfuse", tid, "observation", {"output": deep(MAX_PAYLOAD_DEPTH - 3)}, obs_id=f"{tid}-span"))
     for i, (ts, back_ts) in enumerate(TIMES.items()):
         tid = c.tid(f"lf-time-{i}")
         add("trace-create", {"id": tid, "name": "time", "timestamp": ts, "tags": [c.tag]},
             Expected("langfuse", tid, "trace", {"timestamp": back_ts}))
     refused = []
     for label, body in (("1e400", {"metadata": {"v": "@1e400@"}}), ("nan", {"input": ["@NaN@"]}),
-                        ("too-deep", {"input": deep(240)}),
+                        ("too-deep", {"input": deep(MAX_PAYLOAD_DEPTH - 1)}),
                         *((f"time-{t}", {"timestamp": t}) for t in REFUSED_TIMES)):
         eid = f"refused-{label}"
         events.append({"id": eid, "type": "trace-create", "body": {"id": c.tid(f"lf-refused-{len(refused)}"),
