@@ -181,6 +181,11 @@ def test_every_service_uses_the_same_database_broker_and_secret(compose) -> None
     assert url.endswith(f"/{postgres['POSTGRES_DB']}")
 
 
+def test_ingest_reaches_scoring_to_check_scores_at_intake(compose) -> None:
+    assert compose["services"]["ingest"]["environment"]["TALLY_SCORING_URL"] == (
+        f"http://scoring:{DEFAULT_PORTS['scoring']}")
+
+
 def test_init_runs_tally_init_once_the_broker_and_database_are_healthy(compose) -> None:
     init = compose["services"]["init"]
     assert init["command"] == ["python", "-m", "tally_cli.main", "init"]

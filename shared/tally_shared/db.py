@@ -16,6 +16,8 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func, te
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from tally_shared import content
+
 # libpq's TLS options in a URL. SQLAlchemy hands URL options to asyncpg.connect as keywords, which has none of
 # these (only ``ssl``), so ``async_url`` takes them out and ``ssl_argument`` turns them into that one argument.
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -92,6 +94,9 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "tally
         max_overflow=pool_size,
         pool_pre_ping=True,
         connect_args=connect_args(url, server_settings={"application_name": application_name}),
+        # jsonb prints 1e308 as 309 digits; the standard library would read that back as a Python integer no
+        # response encoder writes (one such value made every list holding it answer 500).
+        json_deserializer=content.loads_stored,
     )
 
 

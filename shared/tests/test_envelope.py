@@ -47,3 +47,13 @@ def test_poison_messages_say_why(raw: bytes, reason: str) -> None:
     with pytest.raises(PoisonMessage) as exc:
         decode(raw)
     assert reason in exc.value.reason
+
+
+def test_an_event_written_with_a_nul_decodes_with_the_intake_transformation() -> None:
+    # As ingest wrote it before NULs were replaced at intake: such a dead letter, replayed, must now apply.
+    raw = (b'{"id": "6f1c2f0e-8a4b-4a53-9a63-6a0a1f7f1e01", "type": "TraceIngested", "version": 1, '
+           b'"occurred_at": "2025-01-01T00:00:00Z", "project": "p", "key": "t", "payload": {"trace_id": "t", '
+           b'"trace": {"id": "t", "input": "abc\\u0000def", "metadata": {"k\\u0000": 1}}}}')
+    _, payload = decode(raw)
+    assert isinstance(payload, TraceIngested) and payload.trace is not None
+    assert payload.trace.input == "abc\u2400def" and payload.trace.metadata == {"k\u2400": 1}

@@ -72,6 +72,14 @@ def test_chart_labels_are_escaped() -> None:
     assert heat.count("<rect") == 4
 
 
+@pytest.mark.parametrize("values", [[1e308, -1e308], [1e308, 1e308], [1e-320, 1.5e-320], [0.0, 1e-320],
+                                    [float(2**70), 1.0], [float("nan"), 1.0], [-1e308]])
+def test_charts_draw_any_double(values: list[float]) -> None:
+    # Scores are any finite double; a chart of them must never fail the page.
+    assert "<svg" in str(charts.line_chart([("s", [(f"d{i}", v) for i, v in enumerate(values)])], title="t"))
+    assert "<svg" in str(charts.bar_chart([(f"b{i}", abs(v)) for i, v in enumerate(values)], title="t"))
+
+
 def test_tree_orders_by_parent_and_start_and_survives_cycles() -> None:
     obs = [
         {"id": "c", "parent_observation_id": "a", "start_time": "2026-01-01T00:00:01Z",

@@ -1,3 +1,4 @@
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from tally_shared.settings import ServiceSettings
@@ -24,3 +25,8 @@ class Settings(ServiceSettings):
     # flight per connection, so one producer leaves the broker idle while the event loop parses requests.
     producers: int = 6
     max_message_bytes: int = 16 * 1024 * 1024
+    # Scoring's base URL: scores are checked at intake against their config as scoring serves it (cached).
+    scoring_url: str = Field(default="http://127.0.0.1:8103",
+                             validation_alias=AliasChoices("TALLY_SCORING_URL", "TALLY_INGEST_SCORING_URL"))
+    config_cache_seconds: float = 10.0
+    config_lookup_timeout_seconds: float = 2.0

@@ -50,7 +50,9 @@ class ThreadedServer:
 def ingest_server(kafka_bootstrap: str, identity_db: str) -> Iterator[Server]:
     settings = Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap,
                         host="127.0.0.1", port=infra.free_port(), max_body_bytes=2 * 1024 * 1024,
-                        max_item_bytes=256 * 1024)
+                        max_item_bytes=256 * 1024,
+                        # No scoring here: a score naming a config is answered 503 (retry), never sent unchecked.
+                        scoring_url=f"http://127.0.0.1:{infra.free_port()}")
     with ThreadedServer(settings) as server:
         yield server
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ingest.adapters.configs import ScoringUnavailable
 from ingest.adapters.publisher import PublishError
 from ingest.domain.batch import Outgoing
+from tally_shared.events import ScoreConfigData
 
 
 class RecordingPublisher:
@@ -27,3 +29,21 @@ class RecordingPublisher:
                 self.sent.append(m)
                 out.append(None)
         return out
+
+
+class FakeConfigs:
+    """Score configs as scoring would serve them; ``down`` makes every lookup fail as an unreachable scoring."""
+
+    def __init__(self) -> None:
+        self.configs: dict[tuple[str, str], ScoreConfigData] = {}
+        self.down = False
+        self.lookups: list[tuple[str, str, dict[str, str]]] = []
+
+    async def get(self, project_id: str, config_id: str, headers: dict[str, str]) -> ScoreConfigData | None:
+        self.lookups.append((project_id, config_id, headers))
+        if self.down:
+            raise ScoringUnavailable("scoring unreachable (fake)")
+        return self.configs.get((project_id, config_id))
+
+    async def close(self) -> None:
+        pass

@@ -70,6 +70,26 @@ async def test_invalid_command_is_dead_lettered(service: Service, tap: Tap, proj
     assert not tap.of("ScoreRecorded", lambda e: e.key == trace)
 
 
+async def test_command_is_validated_against_the_config_version_intake_checked(
+        service: Service, tap: Tap, project: Project, client: httpx.AsyncClient) -> None:
+    """Ingest validated the score against version 1; the config's range was narrowed (version 2) and then it was
+    archived before the command was consumed: the acknowledged score is still recorded, against version 1."""
+    runtime = service.app.state.runtime
+    cfg = (await client.post("/api/v1/score-configs", json={"name": f"q-{uuid.uuid4().hex[:6]}",
+                                                            "data_type": "NUMERIC", "max_value": 10})).json()
+    r = await client.patch(f"/api/v1/score-configs/{cfg['id']}", json={"max_value": 1})
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    assert (await client.post(f"/api/v1/score-configs/{cfg['id']}/archive")).status_code == 200
+    trace = uuid.uuid4().hex
+    cmd = RecordScore(name=cfg["name"], value=7, trace_id=trace, config_id=cfg["id"], config_version=1,
+                      source="EVAL", evaluator_name="judge", evaluator_version="3")
+    await publish(runtime.broker, SCORE_COMMANDS, [make_envelope(cmd, project=project.id, key=trace)])
+    ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace)
+    score = ev.payload["score"]
+    assert (score["value"], score["config_version"]) == (7.0, 1)
+    assert (score["evaluator_name"], score["evaluator_version"]) == ("judge", "3")
+
+
 async def test_outbox_relay_publishes_abandoned_events(service: Service, tap: Tap, project: Project) -> None:
     """A request that committed but crashed before publishing leaves its outbox row; the relay publishes it with
     the same envelope id, then deletes the row."""

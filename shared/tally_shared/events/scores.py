@@ -142,3 +142,7 @@ class RecordScore(Payload):
     metadata: dict[str, Any] | None = None
     timestamp: datetime | None = None
     idempotency_key: str | None = None
+    evaluator_name: str | None = None
+    evaluator_version: str | None = None
+    # The config version ingest validated the score against: scoring validates against that same version.
+    config_version: int | None = None

@@ -19,6 +19,8 @@ def _e(s: object) -> str:
 def _fmt(v: float) -> str:
     if v == 0:
         return "0"
+    if not 1e-300 < abs(v) < 1e15:
+        return f"{v:.3g}"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
     if abs(v) >= 10:
@@ -26,9 +28,19 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+# Score values are any double (1e308, 1e-320): the axis is clamped to where its ticks stay finite and distinct.
+_AXIS_LIMIT = 1e300
+_AXIS_MIN_SPAN = 1e-300
+
+
 def _nice_range(lo: float, hi: float) -> tuple[float, float, list[float]]:
-    if lo == hi:
-        lo, hi = (lo - 1, hi + 1) if lo != 0 else (0.0, 1.0)
+    lo, hi = (min(max(v, -_AXIS_LIMIT), _AXIS_LIMIT) for v in (lo, hi))
+    if not hi - lo > _AXIS_MIN_SPAN:  # equal, or NaN
+        if not abs(lo) > _AXIS_MIN_SPAN:
+            lo, hi = 0.0, 1.0
+        else:
+            delta = max(1.0, abs(lo) / 10)
+            lo, hi = lo - delta, hi + delta
     span = hi - lo
     step = 10 ** math.floor(math.log10(span / 4))
     for m in (1, 2, 2.5, 5, 10):

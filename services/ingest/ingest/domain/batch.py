@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from tally_shared import content
 from tally_shared.topics import SCORE_COMMANDS, TRACES
 
 
@@ -98,6 +99,13 @@ class Batch:
     def add_score(self, item: int, payload: dict[str, Any], key: str, at: datetime | None = None) -> None:
         self._scores.append(_Score(key, payload, item, at))
 
+    def scores(self) -> list[tuple[int, dict[str, Any]]]:
+        """(item, RecordScore payload) of every score, payloads mutable until ``outgoing``."""
+        return [(s.item, s.payload) for s in self._scores]
+
+    def drop_scores(self, items: set[int]) -> None:
+        self._scores = [s for s in self._scores if s.item not in items]
+
     @property
     def empty(self) -> bool:
         return not self._groups and not self._scores
@@ -127,10 +135,13 @@ _VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
 
 def _message(topic: str, event_type: str, project: str, key: str, at: datetime, payload: dict[str, Any],
              items: list[int]) -> Outgoing:
+    # Content PostgreSQL cannot hold (NUL, lone surrogates: OTLP protobuf strings and anything not cleaned at
+    # parse time) gets the documented transformation here, the one place every format's events pass through.
+    key = content.clean_text(key)
     try:
-        body = orjson.dumps(payload)
-    except orjson.JSONEncodeError as exc:
-        # JSON parsers accept deeper nesting than the encoder writes (255 levels).
+        # Deep JSON is kept only as deep as every reader can write it back inside its own responses.
+        body = content.dumps(payload, headroom=content.READER_HEADROOM)
+    except (orjson.JSONEncodeError, ValueError) as exc:
         return Outgoing(topic, key.encode(), b"", event_type, items, error=f"cannot be stored: {exc}")
     occurred = at.isoformat().encode()
     p = orjson.dumps(project)

@@ -86,7 +86,11 @@ def parse_time(field: str, v: Any) -> datetime:
         try:
             t = datetime.fromisoformat(v)
         except ValueError:
-            raise Invalid(field, "datetime", "must be an ISO 8601 date-time") from None
+            try:
+                # RFC 3339 allows a lowercase "t" and "z".
+                t = datetime.fromisoformat(v.upper())
+            except ValueError:
+                raise Invalid(field, "datetime", "must be an ISO 8601 date-time") from None
     elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         # Epoch milliseconds, as some SDKs send.
         try:
@@ -100,7 +104,7 @@ def parse_time(field: str, v: Any) -> datetime:
     try:
         return t.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise Invalid(field, "datetime", "is out of range") from None
+        raise Invalid(field, "datetime", "is out of range (years 1 to 9999 in UTC)") from None
 
 
 # RFC 3339 with an explicit offset: such strings are passed on as sent (once known to be a real date-time), saving
@@ -111,7 +115,8 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]
 def opt_time(field: str, v: Any) -> str | None:
     if v is None:
         return None
-    if isinstance(v, str) and _RFC3339.match(v):
+    # Only the first and last day of Python's (and so every reader's) range can leave it once moved to UTC.
+    if isinstance(v, str) and _RFC3339.match(v) and not v.startswith(("0001-01-01", "9999-12-31")):
         try:
             datetime.fromisoformat(v)
             return v
@@ -272,6 +277,7 @@ SCORE_FIELDS: dict[str, Converter] = {
     "trace_id": opt_ident, "observation_id": opt_ident, "session_id": opt_ident, "dataset_run_id": opt_ident,
     "config_id": opt_ident, "comment": opt_text, "source": score_source, "environment": opt_str,
     "metadata": opt_metadata, "timestamp": opt_time, "idempotency_key": opt_str,
+    "evaluator_name": opt_str, "evaluator_version": opt_str,
 }
 
 

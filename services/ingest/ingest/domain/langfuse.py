@@ -28,6 +28,8 @@ OBSERVATION_ALIASES = {
 SCORE_ALIASES = {
     "traceId": "trace_id", "observationId": "observation_id", "sessionId": "session_id",
     "datasetRunId": "dataset_run_id", "dataType": "data_type", "configId": "config_id",
+    # Langfuse's ScoreBody has no evaluator; these are the names of scoring's Langfuse-shaped API.
+    "evaluatorName": "evaluator_name", "evaluatorVersion": "evaluator_version",
 }
 
 TRACE = f.compile_table(f.TRACE_FIELDS, TRACE_ALIASES)
@@ -51,10 +53,11 @@ _LEGACY_USAGE = {"input": "input", "output": "output", "total": "total",
 _LEGACY_COST = {"inputCost": "input", "outputCost": "output", "totalCost": "total"}
 
 
-def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse") -> tuple[Batch, Report]:
+def parse_batch(batch: list[Any], max_item_bytes: int | None, source: str = "langfuse", *,
+                clean: bool = False) -> tuple[Batch, Report]:
     out = Batch(source)
     report = Report()
-    report.apply_each(batch, max_item_bytes, lambda index, raw: _one(out, report, index, raw))
+    report.apply_each(batch, max_item_bytes, lambda index, raw: _one(out, report, index, raw), clean=clean)
     return out, report
 
 

@@ -22,10 +22,10 @@ OBSERVATION = f.compile_table(f.OBSERVATION_FIELDS)
 SCORE = f.compile_table(f.SCORE_FIELDS)
 
 
-def parse_events(events: list[Any], max_item_bytes: int | None) -> tuple[Batch, Report]:
+def parse_events(events: list[Any], max_item_bytes: int | None, *, clean: bool = False) -> tuple[Batch, Report]:
     out = Batch("native")
     report = Report()
-    report.apply_each(events, max_item_bytes, lambda index, raw: _one(out, index, raw))
+    report.apply_each(events, max_item_bytes, lambda index, raw: _one(out, index, raw), clean=clean)
     return out, report
 
 

@@ -29,6 +29,7 @@ from ingest.domain import fields as f
 from ingest.domain.batch import Batch
 from ingest.domain.fields import Invalid
 from ingest.domain.report import Report
+from tally_shared import content
 
 STATUS_ERROR = 2
 
@@ -180,9 +181,13 @@ def _dicts(v: Any) -> list[dict[str, Any]]:
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
-def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None) -> Iterator[SpanView]:
+def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None, *,
+               clean: bool = False) -> Iterator[SpanView]:
+    """``clean``: apply ``tally_shared.content.clean`` to each resource and span (see ``content.loads``)."""
     for rs in _dicts(data.get("resourceSpans")):
         res = rs.get("resource")
+        if clean:
+            res = content.clean(res, "resource")
         resource = _json_attrs(res.get("attributes")) if isinstance(res, dict) else {}
         for ss in _dicts(rs.get("scopeSpans", rs.get("instrumentationLibrarySpans"))):
             raw_spans = ss.get("spans")
@@ -190,10 +195,21 @@ def json_spans(data: dict[str, Any], report: Report, max_item_bytes: int | None)
                 continue
             for sp in raw_spans:
                 sid = sp.get("spanId") if isinstance(sp, dict) else None
+                if clean and isinstance(sid, str):
+                    sid = content.clean_text(sid)
                 index = report.add(sid if isinstance(sid, str) and sid else f"#{len(report.ids)}")
                 if not isinstance(sp, dict):
                     report.invalid(index, Invalid("span", "type", "must be an object"))
                     continue
+                if clean:
+                    try:
+                        sp = content.clean(sp, "span")
+                    except content.Unrepresentable as exc:
+                        report.invalid(index, Invalid(exc.path, exc.rule, exc.message))
+                        continue
+                    except RecursionError:
+                        report.invalid(index, Invalid("span", "max_depth", "nested too deeply to store"))
+                        continue
                 if max_item_bytes is not None:
                     size = f.json_size(sp)
                     if size > max_item_bytes:

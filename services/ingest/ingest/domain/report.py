@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest.domain.fields import Invalid, json_size
+from tally_shared import content
 
 
 class Report:
@@ -37,10 +38,24 @@ class Report:
                     {"field": "item", "rule": "max_size", "message": f"at most {limit} bytes"})
 
     def apply_each(self, items: list[Any], max_item_bytes: int | None,
-                   apply: Callable[[int, dict[str, Any]], None]) -> None:
+                   apply: Callable[[int, dict[str, Any]], None], *, clean: bool = False) -> None:
         """Record every item of a batch and ``apply`` the ones with an id and within the size limit; whatever
-        fails (here or as ``Invalid`` inside ``apply``) is rejected on its own while the rest go through."""
+        fails (here or as ``Invalid`` inside ``apply``) is rejected on its own while the rest go through.
+
+        ``clean``: the body may hold what ``tally_shared.content.clean`` transforms (NUL, lone surrogates) or
+        refuses (numbers beyond a double), so each item is cleaned first, before its id is read."""
         for raw in items:
+            if clean:
+                try:
+                    raw = content.clean(raw)
+                except content.Unrepresentable as exc:
+                    index = self.add(_item_id(raw, len(self.ids)))
+                    self.invalid(index, Invalid(exc.path, exc.rule, exc.message))
+                    continue
+                except RecursionError:
+                    index = self.add(_item_id(raw, len(self.ids)))
+                    self.invalid(index, Invalid("item", "max_depth", "nested too deeply to store"))
+                    continue
             if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
                 index = self.add(raw["id"])
             else:
@@ -60,3 +75,8 @@ class Report:
     @property
     def rejected(self) -> int:
         return len(self.errors)
+
+
+def _item_id(raw: Any, position: int) -> str:
+    item_id = raw.get("id") if isinstance(raw, dict) else None
+    return content.clean_text(item_id) if isinstance(item_id, str) and item_id else f"#{position}"

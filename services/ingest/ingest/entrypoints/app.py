@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ingest.adapters.configs import ConfigLookup, HttpConfigLookup
 from ingest.adapters.publisher import KafkaPublisher, Publisher
 from ingest.config import Settings
 from ingest.entrypoints.http import Deps, router
@@ -25,8 +26,11 @@ DESCRIPTION = (
 )
 
 
-def create_app_for(settings: Settings, publisher: Publisher | None = None) -> FastAPI:
+def create_app_for(settings: Settings, publisher: Publisher | None = None,
+                   configs: ConfigLookup | None = None) -> FastAPI:
     runtime = build_runtime("ingest", settings)
+    lookup = configs or HttpConfigLookup(settings.scoring_url, ttl_seconds=settings.config_cache_seconds,
+                                         timeout_seconds=settings.config_lookup_timeout_seconds)
     kafka = publisher or KafkaPublisher(
         settings.kafka_bootstrap_servers,
         timeout=settings.publish_timeout_seconds,
@@ -44,7 +48,7 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
     # tolerantly, and the shared runtime connects its broker in the background (``/readyz`` fails until then).
     app = create_service_app(runtime, title="Tally ingest", description=DESCRIPTION, routers=[router],
                      on_startup=[start_publisher])
-    app.state.ingest = Deps(settings=settings, publisher=kafka)
+    app.state.ingest = Deps(settings=settings, publisher=kafka, configs=lookup)
     install_schemas(app)
 
     # The shared lifespan stops the runtime; the publisher is ingest's own.
@@ -58,6 +62,7 @@ def create_app_for(settings: Settings, publisher: Publisher | None = None) -> Fa
             finally:
                 if isinstance(kafka, KafkaPublisher):
                     await kafka.stop()
+                await lookup.close()
 
     app.router.lifespan_context = lifespan
     return app

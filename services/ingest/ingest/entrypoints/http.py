@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request, Response
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ingest.adapters.configs import ConfigLookup
 from ingest.adapters.publisher import Publisher
-from ingest.application.ingest import Outcome, submit
+from ingest.application.ingest import Outcome, check_scores, submit
 from ingest.config import Settings
 from ingest.domain import langfuse, native, otel
 from ingest.domain.batch import Batch
@@ -22,6 +23,7 @@ from ingest.domain.report import Report
 from ingest.entrypoints.body import read_body
 from ingest.entrypoints.openapi import LANGFUSE_REQUEST, NATIVE_REQUEST, OTLP_REQUEST, RESPONSES_207
 from ingest.metrics import BYTES_IN, REQUEST_SECONDS, REQUESTS_REJECTED
+from tally_shared import content
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
@@ -32,6 +34,7 @@ log = logging.getLogger("tally.ingest")
 class Deps:
     settings: Settings
     publisher: Publisher
+    configs: ConfigLookup
 
 
 def _deps(request: Request) -> Deps:
@@ -45,9 +48,11 @@ def _item_limit(deps: Deps, body: bytes) -> int | None:
     return None if len(body) <= limit else limit
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """The parsed body, and whether its items need ``tally_shared.content.clean`` (NUL, lone surrogates, numbers
+    beyond a double: applied per item, so only an item holding an unrepresentable number is refused)."""
     try:
-        return orjson.loads(body)
+        return content.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
 
@@ -116,12 +121,12 @@ router = APIRouter(tags=["ingest"])
 async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
         body = await _body(request, deps, "langfuse")
-        data = _loads(body)
+        data, must_clean = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
             raise ApiError(400, "bad_request", "body must be an object with a 'batch' list",
                            [{"field": "batch", "rule": "required", "message": "a list of events"}])
-        batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body))
-        return await _answer_batch(deps, batch, report, project, "langfuse")
+        batch, report = langfuse.parse_batch(data["batch"], _item_limit(deps, body), clean=must_clean)
+        return await _answer_batch(deps, batch, report, project, "langfuse", request)
 
     return await _timed(request, "langfuse", run, principal.project_id)
 
@@ -137,17 +142,24 @@ async def langfuse_ingestion(request: Request, principal: CurrentPrincipal) -> R
 async def native_ingest(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
         body = await _body(request, deps, "native")
-        data = _loads(body)
+        data, must_clean = _loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             raise ApiError(400, "bad_request", "body must be an object with an 'events' list",
                            [{"field": "events", "rule": "required", "message": "a list of events"}])
-        batch, report = native.parse_events(data["events"], _item_limit(deps, body))
-        return await _answer_batch(deps, batch, report, project, "native")
+        batch, report = native.parse_events(data["events"], _item_limit(deps, body), clean=must_clean)
+        return await _answer_batch(deps, batch, report, project, "native", request)
 
     return await _timed(request, "native", run, principal.project_id)
 
 
-async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str) -> Response:
+def _forwarded(request: Request) -> dict[str, str]:
+    """The caller's credentials, for looking up score configs in scoring as the caller."""
+    return {k: v for k in ("authorization", "x-tally-project") if (v := request.headers.get(k)) is not None}
+
+
+async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str,
+                        request: Request) -> Response:
+    await check_scores(batch, report, project=project, configs=deps.configs, headers=_forwarded(request))
     outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint=endpoint)
     if outcome.broker_down:
         raise _unavailable(deps, outcome)
@@ -169,10 +181,17 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
         report = Report()
         limit = _item_limit(deps, body)
         if is_json:
-            data = _loads(body)
+            data, must_clean = _loads(body)
             if not isinstance(data, dict):
                 raise ApiError(400, "bad_request", "body must be an ExportTraceServiceRequest object")
-            otel.add_spans(batch, report, otel.json_spans(data, report, limit))
+            try:
+                otel.add_spans(batch, report, otel.json_spans(data, report, limit, clean=must_clean))
+            except content.Unrepresentable as exc:
+                # Only a resource's attributes get here (a span's own are refused per span).
+                raise ApiError(400, "bad_request", str(exc),
+                               [{"field": exc.path, "rule": exc.rule, "message": exc.message}]) from None
+            except RecursionError:
+                raise ApiError(400, "bad_request", "a resource is nested too deeply to store") from None
         else:
             try:
                 req = otel.decode_protobuf(body)

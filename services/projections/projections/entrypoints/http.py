@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, traces
+from tally_shared.content import dumps_read
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
@@ -30,7 +31,8 @@ class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+        # One stored value orjson cannot write must not fail a whole list (see tally_shared.content).
+        return dumps_read(content, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:

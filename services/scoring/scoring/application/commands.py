@@ -8,13 +8,14 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import CONSUMER
+from scoring.adapters import repository
 from scoring.adapters.tables import processed_events
 from scoring.application.deps import Actor, Deps
 from scoring.application.scores import record_scores
 from scoring.domain.scores import ScoreInput
 from tally_shared.db import claim_event
 from tally_shared.envelope import Envelope, PoisonMessage
-from tally_shared.events import RecordScore
+from tally_shared.events import RecordScore, ScoreConfigData
 
 
 def command_input(cmd: RecordScore, env: Envelope) -> ScoreInput:
@@ -25,7 +26,23 @@ def command_input(cmd: RecordScore, env: Envelope) -> ScoreInput:
         observation_id=cmd.observation_id, session_id=cmd.session_id, dataset_run_id=cmd.dataset_run_id,
         config_id=cmd.config_id, comment=cmd.comment, metadata=cmd.metadata, environment=cmd.environment,
         timestamp=cmd.timestamp, source=cmd.source, idempotency_key=cmd.idempotency_key,
+        evaluator_name=cmd.evaluator_name, evaluator_version=cmd.evaluator_version,
     )
+
+
+async def pinned_config(deps: Deps, project_id: str, cmd: RecordScore) -> dict[str, ScoreConfigData]:
+    """The config version ingest validated the command against (as it was then: not archived), if it named one."""
+    if not cmd.config_id or cmd.config_version is None:
+        return {}
+    current = (await deps.configs.get_many(deps.sessions, project_id, [cmd.config_id])).get(cmd.config_id)
+    if current is not None and current.version == cmd.config_version and not current.is_archived:
+        return {cmd.config_id: current}  # the usual case, from the cache
+    async with deps.sessions() as s:
+        versions = await repository.config_versions(s, project_id, cmd.config_id)
+    for v in versions:
+        if v.version == cmd.config_version:
+            return {cmd.config_id: v.model_copy(update={"is_archived": False})}
+    return {}
 
 
 async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consumer: str = CONSUMER) -> None:
@@ -35,7 +52,8 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
     async def claim(session: AsyncSession) -> bool:
         return await claim_event(session, processed_events, consumer, env.id)
 
-    [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim)
+    pinned = await pinned_config(deps, env.project, cmd)
+    [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim, pinned=pinned)
     if not outcome.ok:
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
         raise PoisonMessage(f"invalid RecordScore: {reason}")

@@ -57,6 +57,7 @@ def _may_change(actor: Actor, sc: ScoreData) -> bool:
 async def record_scores(
     deps: Deps, actor: Actor, inputs: Sequence[ScoreInput], *,
     claim: Callable[[AsyncSession], Awaitable[bool]] | None = None,
+    pinned: dict[str, ScoreConfigData] | None = None,
 ) -> list[Outcome]:
     """Validate and record ``inputs``; one outcome per input, in order.
 
@@ -66,6 +67,9 @@ async def record_scores(
 
     ``claim`` runs first inside the transaction (the command consumer records the event id there); if it returns
     False the event was applied before and nothing is written.
+
+    ``pinned``: config versions to validate against whatever the current version is (a command validated at
+    intake against that version: a config edited since must not turn an acknowledged score into a dead letter).
     """
     if not actor.can_review:
         raise Forbidden("viewers cannot record scores")
@@ -81,7 +85,10 @@ async def record_scores(
             changes["author_user_id"] = actor.user_id  # a signed-in person always scores as themselves
         prepared.append(replace(inp, **changes) if changes else inp)
 
-    configs = await deps.configs.get_many(deps.sessions, project, (i.config_id for i in prepared))
+    pinned = pinned or {}
+    configs = await deps.configs.get_many(deps.sessions, project, (i.config_id for i in prepared
+                                                                   if i.config_id not in pinned))
+    configs |= pinned
     candidates: list[tuple[int, ScoreData, str | None]] = []
     for idx, inp in enumerate(prepared):
         try:
@@ -91,7 +98,8 @@ async def record_scores(
             continue
         candidates.append((idx, sc, inp.idempotency_key))
     # A rejection may come from a cached config that changed since (say, a widened range): re-check it fresh.
-    doubtful = {prepared[i].config_id for i, o in enumerate(outcomes) if o is not None and prepared[i].config_id}
+    doubtful = {prepared[i].config_id for i, o in enumerate(outcomes)
+                if o is not None and prepared[i].config_id and prepared[i].config_id not in pinned}
     if doubtful:
         fresh = await deps.configs.refresh(deps.sessions, project, (c for c in doubtful if c))
         for idx, inp in enumerate(prepared):
@@ -130,7 +138,7 @@ async def record_scores(
                 pending.append((idx, sc, key))
         pending.sort(key=lambda c: c[0])
     if pending or claim is not None:
-        slow = await _record_transactionally(deps, actor, prepared, pending, outcomes, now, claim)
+        slow = await _record_transactionally(deps, actor, prepared, pending, outcomes, now, claim, pinned)
         if slow is None:
             return [Outcome(i, "unchanged") for i in range(len(inputs))]
         events += slow
@@ -158,6 +166,7 @@ def _build(inp: ScoreInput, configs: dict[str, ScoreConfigData], now: datetime) 
 async def _record_transactionally(
     deps: Deps, actor: Actor, inputs: Sequence[ScoreInput], candidates: list[tuple[int, ScoreData, str | None]],
     outcomes: list[Outcome | None], now: datetime, claim: Callable[[AsyncSession], Awaitable[bool]] | None,
+    pinned: dict[str, ScoreConfigData],
 ) -> list[outbox.Outgoing] | None:
     project = actor.project_id
     events: list[outbox.Outgoing] = []
@@ -170,7 +179,8 @@ async def _record_transactionally(
         checked: list[tuple[int, ScoreData, str | None]] = []
         for idx, sc, key in candidates:
             cfg = fresh.get(sc.config_id) if sc.config_id else None
-            if sc.config_id and (cfg is None or cfg.version != sc.config_version or cfg.is_archived):
+            if sc.config_id and sc.config_id not in pinned and (
+                    cfg is None or cfg.version != sc.config_version or cfg.is_archived):
                 try:
                     sc = _build(inputs[idx], fresh, now)
                 except Invalid as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 from scoring.domain.errors import Invalid, Problem
 from tally_shared.events import Category, ScoreConfigData, ScoreDataType
+from tally_shared.score_rules import TEXT_DEFAULT_MAX_LENGTH
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_ .()\-]+$")
 NAME_MAX = 100
@@ -22,7 +23,6 @@ DESCRIPTION_MAX = 2_000
 GUIDELINES_MAX = 20_000
 CATEGORIES_MAX = 100
 LABEL_MAX = 100
-TEXT_DEFAULT_MAX_LENGTH = 500
 TEXT_MAX_LENGTH_CAP = 10_000
 
 BOOLEAN_CATEGORIES = (Category(label="True", value=1.0), Category(label="False", value=0.0))

@@ -3,33 +3,9 @@ consumer into dead-letter reasons)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tally_shared.score_rules import Invalid, Problem
 
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    rule: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "rule": self.rule, "message": self.message}
-
-
-class Invalid(Exception):
-    """One or more rule violations."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message} ({p.rule})" for p in problems))
-        self.problems = problems
-
-    @classmethod
-    def one(cls, field: str, rule: str, message: str) -> Invalid:
-        return cls([Problem(field, rule, message)])
-
-    @property
-    def reason(self) -> str:
-        return str(self)
+__all__ = ["Conflict", "Forbidden", "Invalid", "NotFound", "Problem"]
 
 
 class NotFound(Exception):

@@ -15,6 +15,7 @@ from fastapi import Request
 from scoring.adapters.outbox import PublishFailed
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
+from tally_shared import content
 from tally_shared.http import ApiError
 from tally_shared.identity import Principal
 
@@ -69,9 +70,22 @@ async def read_json(request: Request) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
     try:
-        return orjson.loads(body)
+        data, must_clean = content.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+    # A NUL must be replaced before the rules see it (scanning a score body costs less than walking it).
+    return clean_input(data) if must_clean or content.needs_clean(body) else data
+
+
+def clean_input(data: Any) -> Any:
+    """Intake's one transformation (``tally_shared.content``): NUL and lone surrogates kept as replacement
+    characters, numbers as doubles; a number no double holds is refused, naming where it is."""
+    try:
+        return content.clean(data)
+    except content.Unrepresentable as exc:
+        raise invalid_error([Problem(exc.path, exc.rule, exc.message)]) from None
+    except RecursionError:
+        raise invalid_error([Problem("body", "max_depth", "nested too deeply to store")]) from None
 
 
 def bad_query(field: str, rule: str, message: str) -> ApiError:

@@ -16,6 +16,7 @@ from scoring.domain.configs import Definition
 from scoring.domain.errors import Invalid
 from scoring.entrypoints.common import (
     actor_of,
+    clean_input,
     csv,
     decode_cursor,
     deps_of,
@@ -234,7 +235,7 @@ async def get_score(score_id: str, request: Request, principal: CurrentPrincipal
 @router.patch("/scores/{score_id}")
 async def change_score(score_id: str, body: ScorePatch, request: Request,
                        principal: CurrentPrincipal) -> dict[str, Any]:
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    changes = clean_input({name: getattr(body, name) for name in body.model_fields_set})
     async with domain_errors():
         await score_app.change_score(deps_of(request), actor_of(principal), score_id, changes)
         st = await score_app.get_score(deps_of(request), actor_of(principal), score_id)
