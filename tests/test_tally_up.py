@@ -24,6 +24,7 @@ def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_databa
              for svc in ("GATEWAY", "INGEST", "QUEUE_ROUTER", "SCORING", "PROJECTIONS", "CONSOLE")}
     env = {**os.environ, **ports, "TALLY_HOME": str(tmp_path / "home"), "DATABASE_URL": make_database()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the embedded broker, as on a laptop
+    env.pop("TALLY_SECRET_KEY", None)  # tally up generates and keeps its own, as on a laptop
     proc = subprocess.Popen([sys.executable, "-m", "tally_cli.main", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
@@ -44,6 +45,7 @@ def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_databa
         base = re.search(r"Base URL \(APIs and console\): (\S+)", out)
         keys = re.search(r"Demo API keys: public (\S+)\s+secret (\S+)", out)
         assert base and keys, out
+        assert len((tmp_path / "home" / "secret-key").read_text().strip()) >= 32
         with httpx.Client(base_url=base.group(1), auth=(keys.group(1), keys.group(2)), timeout=10) as client:
             assert client.get("/api/public/health").json()["status"] == "OK"
             deadline = time.monotonic() + 30
