@@ -30,7 +30,7 @@ async def test_events_reach_handler_and_poison_is_dead_lettered(kafka_bootstrap:
     subscribe(broker, TRACES, group_id=group, handler=handler)
     dlq = AIOKafkaConsumer(DEAD_LETTER.name, bootstrap_servers=kafka_bootstrap, auto_offset_reset="latest",
                            group_id=f"{group}-dlq")
-    before = DEAD_LETTERS.labels(group, TRACES.name)._value.get()
+    before = _dead_letter_count(group)
     await broker.start()
     await dlq.start()
     try:
@@ -53,7 +53,9 @@ async def test_events_reach_handler_and_poison_is_dead_lettered(kafka_bootstrap:
 
         rec = await asyncio.wait_for(find_dead_letter(), 20)
         assert rec["consumer"] == group and rec["topic"] == TRACES.name and "not JSON" in rec["reason"]
-        assert DEAD_LETTERS.labels(group, TRACES.name)._value.get() == before + 1
+        assert _dead_letter_count(group) == before + 1
+        assert rec["reason_code"] == "decode" and rec["key"] == "k" and rec["project"] is None
+        assert DEAD_LETTERS.labels(group, TRACES.name, "decode")._value.get() >= 1
     finally:
         await dlq.stop()
         await broker.stop()
@@ -86,7 +88,7 @@ async def test_batch_with_an_unappliable_event_dead_letters_it_and_applies_the_r
 
     broker = make_broker(kafka_bootstrap, service="test", registry=CollectorRegistry())
     subscribe_batch(broker, [TRACES], group_id=group, handler=handler)
-    before = DEAD_LETTERS.labels(group, TRACES.name)._value.get()
+    before = _dead_letter_count(group)
     keys = [f"ok-{i}" for i in range(5)] + ["x" * 50] + [f"ok-{i}" for i in range(5, 10)]
     await broker.start()
     try:
@@ -105,6 +107,10 @@ async def test_batch_with_an_unappliable_event_dead_letters_it_and_applies_the_r
         records = await _dead_letters_of(kafka_bootstrap, group)
         mine = [r for r in records if "x" * 50 in base64.b64decode(r["original_b64"]).decode(errors="replace")]
         assert len(mine) == 1 and "value too long" in mine[0]["reason"], records
+        # what the original says about itself, for the project's dead-letter list; the SQLSTATE class as the code
+        assert mine[0]["reason_code"] == "database:22" and mine[0]["project"] == marker
+        assert mine[0]["key"] == "x" * 50 and mine[0]["event_type"] == "TraceIngested"
+        assert mine[0]["event_id"] == str(envs[5].id)
     finally:
         await broker.stop()
         async with engine.begin() as conn:
@@ -113,7 +119,7 @@ async def test_batch_with_an_unappliable_event_dead_letters_it_and_applies_the_r
 
 
 async def _dlq_count(group: str, before: float) -> bool:
-    return bool(DEAD_LETTERS.labels(group, TRACES.name)._value.get() > before)
+    return bool(_dead_letter_count(group) > before)
 
 
 async def _dead_letters_of(bootstrap: str, group: str) -> list[dict]:  # type: ignore[type-arg]
@@ -153,3 +159,13 @@ async def test_consumer_lag_counts_every_record_of_a_multi_record_batch(kafka_bo
         await producer.stop()
     lag = await consumer_lag(kafka_bootstrap, f"never-consumed-{uuid.uuid4().hex[:8]}", [topic])
     assert sum(lag.values()) == 10
+
+
+def _dead_letter_count(group: str) -> float:
+    """Dead letters of ``group`` on the traces topic, whatever their reason code."""
+    total = 0.0
+    for metric in DEAD_LETTERS.collect():
+        for s in metric.samples:
+            if s.name.endswith("_total") and s.labels.get("consumer") == group and s.labels.get("topic") == TRACES.name:
+                total += s.value
+    return total

@@ -67,6 +67,8 @@ async def test_invalid_command_is_dead_lettered(service: Service, tap: Tap, proj
     rec = await eventually(dead, timeout=20, what="dead letter for the invalid command")
     assert rec["consumer"] == service.settings.group_id and rec["topic"] == SCORE_COMMANDS.name
     assert "value" in rec["reason"] and "maximum" in rec["reason"]
+    assert rec["reason_code"].startswith("rule:") and rec["project"] == project.id
+    assert rec["event_id"] == str(env.id) and rec["key"] == trace
     assert not tap.of("ScoreRecorded", lambda e: e.key == trace)
 
 

@@ -13,6 +13,7 @@ from scoring.application.deps import Actor, Deps
 from scoring.application.scores import record_scores
 from scoring.domain.scores import ScoreInput
 from tally_shared.db import claim_event
+from tally_shared.deadletters import code_part
 from tally_shared.envelope import Envelope, PoisonMessage
 from tally_shared.events import RecordScore
 
@@ -38,4 +39,5 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
     [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim)
     if not outcome.ok:
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
-        raise PoisonMessage(f"invalid RecordScore: {reason}")
+        rule = outcome.problems[0].rule if outcome.problems else "invalid"
+        raise PoisonMessage(f"invalid RecordScore: {reason}", f"rule:{code_part(rule)}")
