@@ -1,0 +1,133 @@
+"""Dead letters on the real broker and database: a score the read model refuses (a constraint the test switches on
+and off) and a payload that fails validation are listed for their project with reason and original, a replay
+before the fix fails again as a new dead letter of the same event, a replay after the fix applies it exactly once,
+discard hides it, and another project cannot see any of it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from tally_shared.db import make_engine
+from tally_shared.events import ScoreData, ScoreRecorded, TraceData, TraceIngested
+from tally_shared.identity.auth import sign_user_token
+from tally_shared.identity.store import IdentityStore
+from tally_shared.testing.wait import eventually
+from tally_shared.topics import SCORES
+
+from .conftest import Harness, at
+
+
+async def test_dead_letters_list_replay_discard(harness: Harness) -> None:
+    h = harness
+    pid, auth = await h.project()
+    _, other = await h.project()
+    tag = uuid.uuid4().hex[:10]
+    poison_name = f"poison-{tag}"
+    engine = make_engine(h.database_url, pool_size=1)
+    constraint = f"dl_probe_{tag}"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"ALTER TABLE projections.scores ADD CONSTRAINT {constraint} "
+                                f"CHECK (name <> '{poison_name}') NOT VALID"))
+    try:
+        trace = f"t-{tag}"
+        score = ScoreRecorded(score=ScoreData(id=f"s-{tag}", name=poison_name, data_type="NUMERIC", value=1,
+                                              trace_id=trace, source="API", timestamp=at(1)))
+        poison = h.env(score, pid, trace, at(1))
+        await h.send(h.env(TraceIngested(trace_id=trace, trace=TraceData(id=trace, name="dl")), pid, trace, at(0)))
+        await h.send(poison)
+        # a payload that no consumer can validate, still attributable to its project
+        invalid = poison.model_dump(mode="json") | {"id": str(uuid.uuid4())}
+        invalid["payload"] = {"score": {"id": "x"}}
+        await h.broker.publish(orjson.dumps(invalid), topic=SCORES.name, key=trace.encode())
+
+        async def listed(**params: Any) -> dict[str, Any]:
+            r = await h.http.get("/api/v1/dead-letters", headers=auth, params=params)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        async def both_listed() -> dict[str, Any] | None:
+            b = await listed(topic=SCORES.name)
+            return b if {"database:23", "validation"} <= set(b["counts"]["by_reason"]) else None
+
+        body = await eventually(both_listed, timeout=30, what="both dead letters listed")
+        [first] = [d for d in body["data"] if d["reason_code"] == "database:23"]
+        assert (first["consumer"], first["topic"], first["event_id"], first["event_type"], first["key"]) == (
+            h.group_id, SCORES.name, str(poison.id), "ScoreRecorded", trace)
+        assert constraint in first["reason"] and first["status"] == "open" and poison_name in first["preview"]
+        detail = (await h.http.get(f"/api/v1/dead-letters/{first['id']}", headers=auth)).json()
+        assert detail["original"]["encoding"] == "json"
+        assert detail["original"]["json"] == poison.model_dump(mode="json")
+
+        # another project's key sees none of it, and cannot act on it
+        assert (await h.http.get("/api/v1/dead-letters", headers=other, params={"status": "all"})).json()[
+            "meta"]["total"] == 0
+        assert (await h.http.get(f"/api/v1/dead-letters/{first['id']}", headers=other)).status_code == 404
+        assert (await h.http.post(f"/api/v1/dead-letters/{first['id']}/replay", headers=other)).status_code == 404
+        # a member who is not an admin reads but cannot replay
+        store = IdentityStore(engine)
+        user = await store.create_user(f"m-{tag}@t.test", "long-enough-pw")
+        await store.add_member(user.id, pid, "member")
+        member = {"Authorization": f"Bearer {sign_user_token(h.app.state.secret_key, user.id)}",  # type: ignore[attr-defined]
+                  "X-Tally-Project": pid}
+        assert (await h.http.get(f"/api/v1/dead-letters/{first['id']}", headers=member)).status_code == 200
+        r = await h.http.post(f"/api/v1/dead-letters/{first['id']}/replay", headers=member)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+        metrics = (await h.http.get("/metrics")).text
+        assert f'tally_dead_letters_total{{consumer="{h.group_id}",reason="database:23",topic="tally.scores"}}' \
+            in metrics
+
+        # replayed before the cause is fixed: refused again, a new dead letter of the same event
+        r = await h.http.post(f"/api/v1/dead-letters/{first['id']}/replay", headers=auth)
+        assert r.status_code == 200 and r.json()["replayed"] == 1, r.text
+
+        async def refused_again() -> dict[str, Any] | None:
+            b = await listed(event_id=str(poison.id))
+            return b["data"][0] if b["data"] else None
+
+        second = await eventually(refused_again, timeout=30, what="the replay refused again")
+        assert second["id"] != first["id"] and second["offset"] != first["offset"]
+        again = (await h.http.get(f"/api/v1/dead-letters/{first['id']}", headers=auth)).json()
+        assert (again["status"], again["replay_count"], again["status_by"]) == ("replayed", 1, "api")
+        assert [x["id"] for x in again["related"]] == [second["id"]]
+
+        # the cause is fixed: a replay (sent twice) applies the score exactly once
+        async with engine.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE projections.scores DROP CONSTRAINT {constraint}"))
+        for _ in range(2):
+            r = await h.http.post(f"/api/v1/dead-letters/{second['id']}/replay", headers=auth)
+            assert r.status_code == 200, r.text
+        # a later event on the same key (same partition, so after both replays) says when they were consumed
+        marker = ScoreRecorded(score=ScoreData(id=f"m-{tag}", name=f"marker-{tag}", data_type="NUMERIC", value=1,
+                                               trace_id=trace, source="API", timestamp=at(2)))
+        await h.send(h.env(marker, pid, trace, at(2)))
+
+        async def count(name: str) -> int:
+            r = await h.http.get("/api/v1/analytics/scores", headers=auth, params={"name": name})
+            series = r.json()["series"]
+            return int(series[0]["count"]) if series else 0
+
+        async def marker_applied() -> bool:
+            return await count(f"marker-{tag}") == 1
+
+        await eventually(marker_applied, timeout=30, what="the marker after the replays")
+        assert await count(poison_name) == 1
+        assert (await listed(event_id=str(poison.id)))["meta"]["total"] == 0  # no new refusal
+
+        # discard hides the invalid one from the open list; it stays readable as discarded
+        [bad] = [d for d in body["data"] if d["reason_code"] == "validation"]
+        r = await h.http.post(f"/api/v1/dead-letters/{bad['id']}/discard", headers=auth)
+        assert r.status_code == 200 and r.json()["discarded"] == 1
+        assert bad["id"] not in {d["id"] for d in (await listed(topic=SCORES.name))["data"]}
+        assert bad["id"] in {d["id"] for d in (await listed(status="discarded"))["data"]}
+        # bulk, by filter: nothing open is left to discard in this project
+        r = await h.http.post("/api/v1/dead-letters/discard", headers=auth, json={"reason_code": "validation"})
+        assert r.json() == {"discarded": 0, "more": False}
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"ALTER TABLE projections.scores DROP CONSTRAINT IF EXISTS {constraint}"))
+        await engine.dispose()
