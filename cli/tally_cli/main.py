@@ -189,6 +189,10 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "projections", args.action])
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    return subprocess.call([sys.executable, "-m", "projections", "dead-letters", *args.rest])
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from tally_cli.stack import MODULES
     from tally_shared.identity.store import MIGRATIONS, SCHEMA
@@ -237,10 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="read models")
     proj.add_argument("action", choices=["rebuild"])
     proj.set_defaults(func=cmd_projections)
+
+    dead = sub.add_parser("dead-letters", add_help=False,
+                          help="messages consumers refused: list, show, replay, discard (incl. those of no project)")
+    dead.add_argument("rest", nargs=argparse.REMAINDER)
+    dead.set_defaults(func=cmd_dead_letters)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dead-letters"]:  # its options (--help too) belong to the projections command
+        raise SystemExit(cmd_dead_letters(argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     raise SystemExit(args.func(args))
 

@@ -92,8 +92,7 @@ async def dead_letter(
     """Publish the refusal with what the original says about itself (``tally_shared.deadletters.DeadLetter``)."""
     record = deadletters.build(consumer=consumer, raw=raw, reason=reason, code=code, topic=topic,
                                partition=partition, offset=offset, record_key=key)
-    await broker.publish(record.to_bytes(), topic=DEAD_LETTER.name, key=f"{topic}:{partition}".encode(),
-                         headers={"content-type": "application/json"})
+    await broker.publish(record.to_bytes(), topic=DEAD_LETTER.name, key=f"{topic}:{partition}".encode())
     DEAD_LETTERS.labels(consumer, topic, record.reason_code).inc()
     log.warning("dead-lettered %s[%s]@%s for %s (%s): %s", topic, partition, offset, consumer, record.reason_code,
                 reason)

@@ -5,18 +5,21 @@ discard hides it, and another project cannot see any of it."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import text
 
+from projections.entrypoints import dead_letters_cli
 from tally_shared.db import make_engine
 from tally_shared.events import ScoreData, ScoreRecorded, TraceData, TraceIngested
 from tally_shared.identity.auth import sign_user_token
 from tally_shared.identity.store import IdentityStore
 from tally_shared.testing.wait import eventually
-from tally_shared.topics import SCORES
+from tally_shared.topics import SCORES, TRACES
 
 from .conftest import Harness, at
 
@@ -131,3 +134,43 @@ async def test_dead_letters_list_replay_discard(harness: Harness) -> None:
         async with engine.begin() as conn:
             await conn.execute(text(f"ALTER TABLE projections.scores DROP CONSTRAINT IF EXISTS {constraint}"))
         await engine.dispose()
+
+
+async def test_dead_letters_of_no_project_are_listed_and_replayed_by_the_operators_command(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    _, auth = await h.project()
+    garbage = f"not an envelope {uuid.uuid4().hex}".encode()
+    await h.broker.publish(garbage, topic=TRACES.name, key=b"odd-key")
+    monkeypatch.setenv("DATABASE_URL", h.database_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", h.bootstrap)
+
+    async def cli(*argv: str) -> str:
+        out = io.StringIO()
+        assert await dead_letters_cli._run(dead_letters_cli._parser().parse_args(list(argv)), out) == 0
+        return out.getvalue()
+
+    async def listed() -> dict[str, Any] | None:
+        body = orjson.loads(await cli("list", "--json", "--reason-code", "decode", "--limit", "1000"))
+        mine = [d for d in body["data"] if d["preview"] == garbage.decode()]
+        return mine[0] if mine else None
+
+    first = await eventually(listed, timeout=30, what="the unattributable dead letter")
+    assert first["project_id"] is None and first["key"] == "odd-key" and first["topic"] == TRACES.name
+    assert first["id"] in await cli("list")  # the default list: dead letters of no project
+    # no project's key sees it
+    assert (await h.http.get(f"/api/v1/dead-letters/{first['id']}", headers=auth)).status_code == 404
+    shown = orjson.loads(await cli("show", first["id"]))
+    assert shown["original"] == {"encoding": "text", "text": garbage.decode()}
+
+    assert "replayed 1 dead letters (1 messages)" in await cli("replay", first["id"])
+
+    async def refused_again() -> dict[str, Any] | None:
+        again = await listed()
+        return again if again and again["id"] != first["id"] else None
+
+    second = await eventually(refused_again, timeout=30, what="the replayed garbage refused again")
+    assert second["key"] == "odd-key" and second["offset"] > first["offset"]
+    assert "discarded 1" in await cli("discard", second["id"])
+    assert await listed() is None

@@ -199,7 +199,9 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
                 continue
             messages.setdefault((r.topic, r.partition, r.offset), r)
         for r in messages.values():
-            headers = {"content-type": "application/json", "tally-replay-of": str(r.id)}
+            # No content-type: FastStream would decode a JSON-typed body before the subscriber sees it, and an
+            # original that is not JSON would then fail forever instead of becoming a dead letter again.
+            headers = {"tally-replay-of": str(r.id)}
             if r.event_type:
                 headers["event-type"] = r.event_type
             await republish(r.topic, r.key.encode() if r.key is not None else None, bytes(r.original), headers)
