@@ -71,6 +71,13 @@ async def test_invalid_command_is_dead_lettered(service: Service, tap: Tap, proj
     assert rec["event_id"] == str(env.id) and rec["key"] == trace
     assert not tap.of("ScoreRecorded", lambda e: e.key == trace)
 
+    # The refusal is not recorded as processed: once the config allows the value, a replay (the same envelope
+    # again) records the score.
+    (await client.patch(f"/api/v1/score-configs/{cfg['id']}", json={"max_value": 5})).raise_for_status()
+    await publish(runtime.broker, SCORE_COMMANDS, [env])
+    ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace)
+    assert ev.payload["score"]["value"] == 3
+
 
 async def test_outbox_relay_publishes_abandoned_events(service: Service, tap: Tap, project: Project) -> None:
     """A request that committed but crashed before publishing leaves its outbox row; the relay publishes it with

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import CONSUMER
@@ -38,6 +39,11 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
 
     [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim)
     if not outcome.ok:
+        # A refused command must not count as processed: once its cause is fixed, a replay of its dead letter
+        # (the same event id) has to be tried again, not skipped as a duplicate.
+        async with deps.sessions() as session, session.begin():
+            await session.execute(delete(processed_events).where(
+                processed_events.c.consumer == consumer, processed_events.c.event_id == env.id))
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
         rule = outcome.problems[0].rule if outcome.problems else "invalid"
         raise PoisonMessage(f"invalid RecordScore: {reason}", f"rule:{code_part(rule)}")
