@@ -8,6 +8,8 @@ class Settings(ServiceSettings):
 
     port: int = 8104
     group_id: str = "projections"
+    # The reader of tally.dead-letter has its own group; unset: "<group_id>-dead-letters".
+    dead_letter_group_id: str | None = None
     # One batch = one transaction; bigger batches amortise round trips, smaller ones cut end-to-end delay.
     batch_max_records: int = 5000
     rebuild_batch_size: int = 5000

@@ -19,9 +19,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tables = make_tables(SCHEMA)
     deps = Deps(sessions=runtime.sessions, projector=Projector(tables))
     consumers.register(runtime.broker, deps, group_id=settings.group_id, max_records=settings.batch_max_records)
-    consumers.register_dead_letters(runtime.broker, runtime.sessions, group_id=settings.group_id)
-    runtime.consumer_groups = {settings.group_id: CONSUMED_TOPICS,
-                               consumers.dead_letter_group(settings.group_id): (DEAD_LETTER,)}
+    dead_letter_group = settings.dead_letter_group_id or f"{settings.group_id}-dead-letters"
+    consumers.register_dead_letters(runtime.broker, runtime.sessions, group_id=dead_letter_group)
+    runtime.consumer_groups = {settings.group_id: CONSUMED_TOPICS, dead_letter_group: (DEAD_LETTER,)}
     app = create_service_app(
         runtime,
         title="Tally projections",

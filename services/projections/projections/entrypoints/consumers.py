@@ -28,10 +28,6 @@ def register(broker: KafkaBroker, deps: Deps, *, group_id: str, max_records: int
     return subscribe_batch(broker, CONSUMED_TOPICS, group_id=group_id, handler=handle, max_records=max_records)
 
 
-def dead_letter_group(group_id: str) -> str:
-    return f"{group_id}-dead-letters"
-
-
 def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], *, group_id: str) -> Any:
     """Dead-letter records are not envelopes, so this is a plain subscriber (``subscribe_batch`` would send an
     undecodable record to the dead-letter topic: a loop). Its own group keeps the read models' batches free of
@@ -39,13 +35,13 @@ def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[Asyn
 
     @broker.subscriber(
         DEAD_LETTER.name,
-        group_id=dead_letter_group(group_id),
+        group_id=group_id,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         batch=True,
         max_records=500,
         batch_timeout_ms=50,
-        title=f"{dead_letter_group(group_id)}:batch",
+        title=f"{group_id}:batch",
     )
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
