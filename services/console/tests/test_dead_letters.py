@@ -29,7 +29,8 @@ def test_admin_lists_views_and_replays_a_dead_letter_with_its_payload_escaped(en
                data={"csrf": token, "back": f"/setup/dead-letters/{dl['id']}"})
     assert r.status_code == 303 and r.headers["location"] == f"/setup/dead-letters/{dl['id']}"
     assert (dl["status"], dl["replay_count"]) == ("replayed", 1)
-    assert "Replayed 1 dead letters" in c.get(r.headers["location"]).text
+    after = c.get(r.headers["location"]).text
+    assert "Replayed 1 dead letters" in after and "replayed by Lead" in after
     # replayed ones leave the open list
     assert dl["id"] not in c.get("/setup/dead-letters").text
 

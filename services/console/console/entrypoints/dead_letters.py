@@ -55,7 +55,8 @@ async def dead_letter(ctx: CtxDep, dead_letter_id: str) -> Response:
     item = await ctx.api.get_dead_letter(dead_letter_id)
     if item is None:
         raise Forbidden("No such dead letter in this project.")
-    return page(ctx, ctx.request, "dead_letter.html", item=item, original=original_text(item.get("original")))
+    return page(ctx, ctx.request, "dead_letter.html", item=item, original=original_text(item.get("original")),
+                people=await ctx.people())
 
 
 async def _act(ctx: Ctx, action: str, ids: list[str] | None, reason_code: str | None) -> None:

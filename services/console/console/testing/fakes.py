@@ -232,7 +232,8 @@ class FakeApi:
         self.w.calls.append(("replay_dead_letters", (ids, reason_code)))
         chosen = self._chosen(ids, reason_code)
         for d in chosen:
-            d.update(status="replayed", replay_count=d["replay_count"] + 1, status_by=self.user_id)
+            d.update(status="replayed", replay_count=d["replay_count"] + 1, status_by=self.user_id,
+                     status_at=datetime.now(UTC).isoformat())
         return {"replayed": len(chosen), "messages": len(chosen), "skipped": [], "more": False}
 
     async def discard_dead_letters(self, ids: list[str] | None = None,
@@ -240,7 +241,7 @@ class FakeApi:
         self.w.calls.append(("discard_dead_letters", (ids, reason_code)))
         chosen = [d for d in self._chosen(ids, reason_code) if d["status"] != "discarded"]
         for d in chosen:
-            d.update(status="discarded", status_by=self.user_id)
+            d.update(status="discarded", status_by=self.user_id, status_at=datetime.now(UTC).isoformat())
         return {"discarded": len(chosen), "more": False}
 
     # scoring -------------------------------------------------------------------------------------------------
