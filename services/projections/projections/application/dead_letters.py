@@ -9,6 +9,7 @@ consumer that refused it) is marked replayed with it, since they all see the rep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -198,13 +199,18 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
                 skipped.append({"id": str(r.id), "reason": why})
                 continue
             messages.setdefault((r.topic, r.partition, r.offset), r)
-        for r in messages.values():
+
+        def headers(r: Any) -> dict[str, str]:
             # No content-type: FastStream would decode a JSON-typed body before the subscriber sees it, and an
             # original that is not JSON would then fail forever instead of becoming a dead letter again.
-            headers = {"tally-replay-of": str(r.id)}
+            out = {"tally-replay-of": str(r.id)}
             if r.event_type:
-                headers["event-type"] = r.event_type
-            await republish(r.topic, r.key.encode() if r.key is not None else None, bytes(r.original), headers)
+                out["event-type"] = r.event_type
+            return out
+
+        # All at once (the producer keeps the call order within a partition); a failure marks none of them.
+        await asyncio.gather(*(republish(r.topic, r.key.encode() if r.key is not None else None, bytes(r.original),
+                                         headers(r)) for r in messages.values()))
         replayed = 0
         if messages:
             now = datetime.now(UTC)
