@@ -4,6 +4,7 @@ replay records the score exactly once."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -66,3 +67,16 @@ async def test_refused_score_command_is_listed_and_replayed_after_the_fix(tally_
         assert [(s["name"], s["value"]) for s in rows] == [(config["name"], 3)]
         after = (await api.get(f"/api/v1/dead-letters/{dead['id']}")).raise_for_status().json()
         assert after["status"] == "replayed" and after["replay_count"] == 2 and after["related"] == []
+
+    # the console's page, through the base URL, on the real API's answers
+    async with httpx.AsyncClient(base_url=tally_stack.base_url, timeout=20) as web:
+        login = await web.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        assert csrf
+        r = await web.post("/login", data={"email": tally_stack.admin_email, "password": tally_stack.admin_password,
+                                           "csrf": csrf.group(1), "next": "/"})
+        assert r.status_code == 303, r.text
+        listing = await web.get("/setup/dead-letters", params={"status": "all", "reason_code": "rule:maximum"})
+        assert listing.status_code == 200 and dead["id"] in listing.text
+        single = await web.get(f"/setup/dead-letters/{dead['id']}")
+        assert single.status_code == 200 and "replayed by" in single.text and "&#34;value&#34;: 3" in single.text
