@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import text
 
+from projections.application import dead_letters as app_dl
 from projections.entrypoints import dead_letters_cli
 from tally_shared.db import make_engine
 from tally_shared.events import ScoreData, ScoreRecorded, TraceData, TraceIngested
@@ -130,6 +132,13 @@ async def test_dead_letters_list_replay_discard(harness: Harness) -> None:
         # bulk, by filter: nothing open is left to discard in this project
         r = await h.http.post("/api/v1/dead-letters/discard", headers=auth, json={"reason_code": "validation"})
         assert r.json() == {"discarded": 0, "more": False}
+
+        # retention: replayed and discarded ones are forgotten once their status is old enough
+        sessions = h.app.state.runtime.sessions  # type: ignore[attr-defined]
+        await app_dl.prune(sessions, older_than=timedelta(days=30))
+        assert (await listed(status="all"))["meta"]["total"] == 3
+        await app_dl.prune(sessions, older_than=timedelta(days=30), now=datetime.now(UTC) + timedelta(days=31))
+        assert (await listed(status="all"))["meta"]["total"] == 0
     finally:
         async with engine.begin() as conn:
             await conn.execute(text(f"ALTER TABLE projections.scores DROP CONSTRAINT IF EXISTS {constraint}"))

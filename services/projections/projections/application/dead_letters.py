@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -26,6 +27,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from projections.adapters.dead_letters import dead_letters as dl
 from tally_shared.deadletters import DeadLetter
 from tally_shared.topics import ALL_TOPICS, DEAD_LETTER
+
+log = logging.getLogger(__name__)
 
 # Republish(topic, key, value, headers): returns once the broker acknowledged.
 Republish = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
@@ -242,3 +245,25 @@ async def discard(sessions: async_sessionmaker[AsyncSession], scope: Scope, flt:
             .values(status="discarded", status_at=datetime.now(UTC), status_by=actor[:200]).returning(dl.c.id))
         n = len(result.all())
     return {"discarded": n, "more": n == limit and not single}
+
+
+async def prune(sessions: async_sessionmaker[AsyncSession], *, older_than: timedelta,
+                now: datetime | None = None) -> int:
+    """Forget replayed and discarded dead letters whose status is older than ``older_than``; open ones stay until
+    someone acts on them."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            delete(dl).where(dl.c.status != "open", dl.c.status_at < cutoff).returning(dl.c.id))
+        return len(result.all())
+
+
+async def prune_forever(sessions: async_sessionmaker[AsyncSession], *, older_than: timedelta,
+                        every: float = 3600.0) -> None:
+    """Background task of the service."""
+    while True:
+        try:
+            await prune(sessions, older_than=older_than)
+        except Exception:  # the next round tries again; pruning is housekeeping, never a reason to stop serving
+            log.exception("pruning dead letters failed")
+        await asyncio.sleep(every)

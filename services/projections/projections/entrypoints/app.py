@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from projections import SCHEMA
 from projections.adapters.projector import Projector
 from projections.adapters.tables import make_tables
+from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps
 from projections.config import Settings
 from projections.entrypoints import consumers, dead_letters_http, http
@@ -28,6 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Read models built from every topic: traces, queue progress, score analytics, experiments, "
                     "agreement, judge calibration, exports; and the dead letters of every consumer.",
         routers=[*http.routers(), dead_letters_http.router],
+        background=[lambda: dead_letters.prune_forever(
+            runtime.sessions, older_than=timedelta(days=settings.dead_letter_retention_days))],
     )
     app.state.tables = tables
     app.state.settings = settings
