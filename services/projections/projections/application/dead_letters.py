@@ -140,6 +140,8 @@ _COLUMNS = [c for c in dl.c if c.name != "original"]
 
 async def list_dead_letters(session: AsyncSession, scope: Scope, flt: Filter, *, page: int = 1,
                             limit: int = 50) -> dict[str, Any]:
+    # one snapshot for the page and its counts, so that they agree while dead letters arrive
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     where = and_(*flt.clauses(scope))
     rows = (await session.execute(
         select(*_COLUMNS, func.substring(dl.c.original, 1, PREVIEW_CHARS * 4).label("head"))
