@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from projections.application import dead_letters as app_dl
 from projections.entrypoints import dead_letters_cli
+from tally_shared import deadletters
 from tally_shared.db import make_engine
 from tally_shared.events import ScoreData, ScoreRecorded, TraceData, TraceIngested
 from tally_shared.identity.auth import sign_user_token
@@ -188,3 +189,15 @@ async def test_dead_letters_of_no_project_are_listed_and_replayed_by_the_operato
     assert second["key"] == "odd-key" and second["offset"] > first["offset"]
     assert "discarded 1" in await cli("discard", second["id"])
     assert await listed() is None
+
+
+async def test_storing_is_idempotent_by_dead_letter_id_and_bounded_per_statement(harness: Harness) -> None:
+    consumer = f"chunk-test-{uuid.uuid4().hex[:6]}"
+    records = [deadletters.build(consumer=consumer, raw=bytes([65 + i]) * (3 * 1024 * 1024), reason="r",
+                                 code="decode", topic=TRACES.name, partition=0, offset=i) for i in range(3)]
+    sessions = harness.app.state.runtime.sessions  # type: ignore[attr-defined]
+    assert await app_dl.record(sessions, records) == 3  # 9 MiB of originals: more than one statement
+    assert await app_dl.record(sessions, [*records, records[0]]) == 0  # redelivered: nothing new
+    async with sessions() as session:
+        body = await app_dl.list_dead_letters(session, app_dl.Scope(), app_dl.Filter(consumer=consumer))
+    assert body["meta"]["total"] == 3 and {d["original_size"] for d in body["data"]} == {3 * 1024 * 1024}

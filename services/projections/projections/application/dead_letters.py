@@ -36,6 +36,7 @@ Republish = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]
 REPLAYABLE_TOPICS = frozenset(t.name for t in ALL_TOPICS if t != DEAD_LETTER)
 PREVIEW_CHARS = 500
 BULK_LIMIT = 1000
+INSERT_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class NotFound(Exception):
@@ -99,9 +100,21 @@ async def record(sessions: async_sessionmaker[AsyncSession], records: Sequence[D
         "original": r.original(), "original_size": r.original_size, "original_truncated": r.original_truncated,
         "failed_at": r.failed_at,
     } for r in {r.id: r for r in records}.values()]
+    # statements of bounded size: an original may be megabytes
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for row in rows:
+        if chunks[-1] and size + len(row["original"]) > INSERT_CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += len(row["original"])
+    new = 0
     async with sessions() as session, session.begin():
-        result = await session.execute(pg_insert(dl).values(rows).on_conflict_do_nothing().returning(dl.c.id))
-        return len(result.all())
+        for chunk in chunks:
+            result = await session.execute(pg_insert(dl).values(chunk).on_conflict_do_nothing().returning(dl.c.id))
+            new += len(result.all())
+    return new
 
 
 # -- reads -----------------------------------------------------------------------------------------------------------
