@@ -147,6 +147,8 @@ def parse(raw: bytes, *, topic: str, partition: int, offset: int) -> DeadLetter:
         src_topic = str(data.get("topic") or "unknown")[:200]
         src_partition = int(data.get("partition", -1))
         src_offset = int(data.get("offset", -1))
+        if not (-1 <= src_partition < 2**31 and -1 <= src_offset < 2**63):
+            raise ValueError("partition or offset out of range")
         record = build(consumer=consumer, raw=original, reason=str(data.get("reason") or ""),
                        code=str(data.get("reason_code") or _legacy_code(str(data.get("reason") or ""))),
                        topic=src_topic, partition=src_partition, offset=src_offset)
@@ -154,10 +156,11 @@ def parse(raw: bytes, *, topic: str, partition: int, offset: int) -> DeadLetter:
         if data.get("id"):
             updates["id"] = uuid.UUID(str(data["id"]))
         if data.get("failed_at"):
-            updates["failed_at"] = datetime.fromisoformat(str(data["failed_at"]))
+            failed_at = datetime.fromisoformat(str(data["failed_at"]))
+            updates["failed_at"] = failed_at if failed_at.tzinfo else failed_at.replace(tzinfo=UTC)
         if isinstance(data.get("key"), str):
             updates["key"] = data["key"][:1000]
-        if isinstance(data.get("original_size"), int):
+        if isinstance(data.get("original_size"), int) and 0 <= data["original_size"] < 2**31:
             updates["original_size"] = data["original_size"]
             updates["original_truncated"] = bool(data.get("original_truncated"))
         return record.model_copy(update=updates)

@@ -61,3 +61,16 @@ def test_huge_originals_are_cut_and_marked() -> None:
     rec = deadletters.build(consumer="c", raw=raw, reason="r", code="decode", topic="t", partition=0, offset=0)
     assert rec.original_truncated and rec.original_size == len(raw)
     assert len(rec.original()) == deadletters.MAX_ORIGINAL_BYTES
+
+
+def test_values_a_table_could_not_take_are_not_taken() -> None:
+    base = {"reason": "r", "consumer": "c", "topic": "tally.traces", "partition": 1, "offset": 2,
+            "original_b64": base64.b64encode(b"x").decode()}
+    naive = deadletters.parse(orjson.dumps(base | {"failed_at": "2026-01-01T00:00:00"}), topic="t", partition=0,
+                              offset=0)
+    assert naive.failed_at.tzinfo is not None and naive.consumer == "c"
+    for bad in ({"partition": 2**40}, {"offset": -5}, {"original_b64": "***"}):
+        rec = deadletters.parse(orjson.dumps(base | bad), topic="t", partition=0, offset=0)
+        assert rec.consumer == "unknown" and rec.reason_code == "decode"
+    huge = deadletters.parse(orjson.dumps(base | {"original_size": 2**40}), topic="t", partition=0, offset=0)
+    assert huge.original_size == 1

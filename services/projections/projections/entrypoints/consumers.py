@@ -15,7 +15,7 @@ from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
 from tally_shared import deadletters
 from tally_shared.envelope import Envelope, Payload
-from tally_shared.messaging import RETRY_BACKOFF_SECONDS, subscribe_batch
+from tally_shared.messaging import RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
 from tally_shared.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,32 @@ def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[Asyn
                   for r in records]
         try:
             await dead_letters.record(sessions, parsed)
-        except Exception:
-            log.exception("could not store %d dead letters; will retry", len(parsed))
-            await asyncio.sleep(RETRY_BACKOFF_SECONDS)
-            raise
+        except Exception as exc:
+            if not is_deterministic(exc):
+                log.exception("could not store %d dead letters; will retry", len(parsed))
+                await asyncio.sleep(RETRY_BACKOFF_SECONDS)
+                raise
+            # Data the table cannot take must not stop the reader: one by one, and what still fails is kept as
+            # an unreadable record (its raw bytes), or, failing that too, only logged.
+            for rec, parsed_one in zip(records, parsed, strict=True):
+                await _store_one(sessions, rec, parsed_one)
 
     return _consume
+
+
+async def _store_one(sessions: async_sessionmaker[AsyncSession], rec: Any, parsed: deadletters.DeadLetter) -> None:
+    try:
+        await dead_letters.record(sessions, [parsed])
+        return
+    except Exception as exc:
+        if not is_deterministic(exc):
+            raise
+        reason = f"could not store dead letter: {type(exc).__name__}"
+    fallback = deadletters.build(consumer="unknown", raw=rec.value or b"", reason=reason, code="decode",
+                                 topic=DEAD_LETTER.name, partition=rec.partition, offset=rec.offset)
+    try:
+        await dead_letters.record(sessions, [fallback])
+    except Exception as exc:
+        if not is_deterministic(exc):
+            raise
+        log.error("dropped unstorable dead-letter record %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset, exc)
