@@ -201,3 +201,32 @@ async def test_storing_is_idempotent_by_dead_letter_id_and_bounded_per_statement
     async with sessions() as session:
         body = await app_dl.list_dead_letters(session, app_dl.Scope(), app_dl.Filter(consumer=consumer))
     assert body["meta"]["total"] == 3 and {d["original_size"] for d in body["data"]} == {3 * 1024 * 1024}
+
+
+async def test_bulk_replay_by_reason(harness: Harness) -> None:
+    h = harness
+    pid, auth = await h.project()
+    ids = []
+    for i in range(2):
+        env = h.env(TraceIngested(trace_id=f"b{i}", trace=TraceData(id=f"b{i}")), pid, f"b{i}", at(0))
+        bad = env.model_dump(mode="json")
+        bad["payload"]["unknown_field"] = i
+        ids.append(env.id)
+        await h.broker.publish(orjson.dumps(bad), topic=TRACES.name, key=f"b{i}".encode())
+    mine = {"consumer": h.group_id, "reason_code": "validation"}
+
+    async def open_ones() -> list[dict[str, Any]]:
+        r = await h.http.get("/api/v1/dead-letters", headers=auth, params=mine)
+        return list(r.json()["data"])
+
+    async def two_open() -> list[dict[str, Any]] | None:
+        rows = await open_ones()
+        return rows if len(rows) == 2 else None
+
+    first = await eventually(two_open, timeout=30, what="two dead letters")
+    r = await h.http.post("/api/v1/dead-letters/replay", headers=auth, json=mine)
+    assert r.json() == {"replayed": 2, "messages": 2, "skipped": [], "more": False}
+    # still invalid: refused again, as new dead letters of the same events
+    again = await eventually(two_open, timeout=30, what="the replays refused again")
+    assert {d["event_id"] for d in again} == {str(i) for i in ids}
+    assert not {d["id"] for d in again} & {d["id"] for d in first}

@@ -37,6 +37,7 @@ REPLAYABLE_TOPICS = frozenset(t.name for t in ALL_TOPICS if t != DEAD_LETTER)
 PREVIEW_CHARS = 500
 BULK_LIMIT = 1000
 INSERT_CHUNK_BYTES = 8 * 1024 * 1024
+REPLAY_BYTES = 64 * 1024 * 1024
 
 
 class NotFound(Exception):
@@ -199,8 +200,8 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
     every open dead letter of the same messages replayed. ``single``: one id, any status; NotFound if absent."""
     async with sessions() as session, session.begin():
         rows = (await session.execute(
-            select(dl.c.id, dl.c.topic, dl.c.partition, dl.c.offset, dl.c.key, dl.c.event_type, dl.c.original,
-                   dl.c.original_truncated)
+            select(dl.c.id, dl.c.topic, dl.c.partition, dl.c.offset, dl.c.key, dl.c.event_type,
+                   dl.c.original_truncated, dl.c.original_size)
             .where(*flt.clauses(scope)).order_by(dl.c.failed_at, dl.c.id).limit(limit)
             .with_for_update(skip_locked=not single)
         )).all()
@@ -208,6 +209,8 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
             raise NotFound(",".join(str(i) for i in flt.ids or ()))
         messages: dict[tuple[str, int, int], Any] = {}
         skipped: list[dict[str, str]] = []
+        budget_left = REPLAY_BYTES
+        cut = False
         for r in rows:
             if r.topic not in REPLAYABLE_TOPICS or r.original_truncated:
                 why = "the original was too large to keep whole" if r.original_truncated else \
@@ -216,7 +219,19 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
                     raise NotReplayable(why)
                 skipped.append({"id": str(r.id), "reason": why})
                 continue
-            messages.setdefault((r.topic, r.partition, r.offset), r)
+            origin = (r.topic, r.partition, r.offset)
+            if origin in messages:
+                continue
+            if messages and r.original_size > budget_left:
+                cut = True  # the originals of one call stay within memory bounds; the rest on the next call
+                break
+            messages[origin] = r
+            budget_left -= r.original_size
+        originals: dict[uuid.UUID, bytes] = {}
+        if messages:
+            got = await session.execute(select(dl.c.id, dl.c.original).where(
+                dl.c.id.in_([r.id for r in messages.values()])))
+            originals = {row.id: bytes(row.original) for row in got}
 
         def headers(r: Any) -> dict[str, str]:
             # No content-type: FastStream would decode a JSON-typed body before the subscriber sees it, and an
@@ -227,7 +242,7 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
             return out
 
         # All at once (the producer keeps the call order within a partition); a failure marks none of them.
-        await asyncio.gather(*(republish(r.topic, r.key.encode() if r.key is not None else None, bytes(r.original),
+        await asyncio.gather(*(republish(r.topic, r.key.encode() if r.key is not None else None, originals[r.id],
                                          headers(r)) for r in messages.values()))
         replayed = 0
         if messages:
@@ -242,7 +257,7 @@ async def replay(sessions: async_sessionmaker[AsyncSession], republish: Republis
                 .returning(dl.c.id))
             replayed = len(result.all())
     return {"replayed": replayed, "messages": len(messages), "skipped": skipped,
-            "more": len(rows) == limit and not single}
+            "more": (cut or len(rows) == limit) and not single}
 
 
 async def discard(sessions: async_sessionmaker[AsyncSession], scope: Scope, flt: Filter, *, actor: str,
