@@ -450,6 +450,112 @@ def test_grafana_dashboard_uses_metrics_that_exist() -> None:
     assert used and used <= exported, f"dashboard uses unknown metrics: {used - exported}"
 
 
+ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+_PROMQL_WORDS = {"sum", "by", "without", "increase", "rate", "irate", "delta", "max", "min", "avg", "count",
+                 "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "max_over_time",
+                 "min_over_time", "avg_over_time", "histogram_quantile", "le", "bool", "offset"}
+
+
+def _exported_metrics() -> dict[str, set[str]]:
+    """Family name (without _total) -> label names, for every metric the services export."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import tally_shared.metrics as metrics
+
+    return {family.name: set(value._labelnames) for value in vars(metrics).values()
+            if isinstance(value, MetricWrapperBase) for family in value.describe()}
+
+
+def _check_rule(rule: dict, exported: dict[str, set[str]]) -> list[str]:
+    problems: list[str] = []
+    name, expr = rule.get("alert"), rule.get("expr")
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)):
+        problems.append(f"bad alert name {name!r}")
+    if not isinstance(expr, str) or not expr.strip():
+        return [*problems, f"{name}: no expr"]
+    depth = 0
+    for ch in expr:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        problems.append(f"{name}: unbalanced parentheses")
+    if "for" in rule and not _DURATION.match(str(rule["for"])):
+        problems.append(f"{name}: bad duration {rule['for']!r}")
+    if not all(_DURATION.match(d) for d in re.findall(r"\[([^\]:]+)\]", expr)):
+        problems.append(f"{name}: bad range")
+    used = set(re.findall(r"\b(tally_[a-z_]+?)(?:_total|_bucket|_sum|_count)?\b", expr))
+    if not used:
+        problems.append(f"{name}: uses no Tally metric")
+    unknown = used - set(exported)
+    if unknown:
+        problems.append(f"{name}: unknown metrics {sorted(unknown)}")
+    labels = set().union(*(exported.get(m, set()) for m in used)) if used else set()
+    grouped: set[str] = set()
+    for group in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+        grouped |= {g.strip() for g in group.split(",") if g.strip()}
+    if grouped - labels:
+        problems.append(f"{name}: groups by labels the metric does not have: {sorted(grouped - labels)}")
+    words = set(re.findall(r"\b([a-z_]+)\s*\(", expr)) - _PROMQL_WORDS
+    if words:
+        problems.append(f"{name}: unknown functions {sorted(words)}")
+    severity = (rule.get("labels") or {}).get("severity")
+    if severity not in ("warning", "critical"):
+        problems.append(f"{name}: severity must be warning or critical, not {severity!r}")
+    annotations = rule.get("annotations") or {}
+    if not annotations.get("summary"):
+        problems.append(f"{name}: no summary")
+    # templates may only name labels the expression keeps
+    for text in annotations.values():
+        for label in re.findall(r"\$labels\.([a-zA-Z_]+)", str(text)):
+            if label not in grouped:
+                problems.append(f"{name}: annotation uses {label}, which the expression does not keep")
+    return problems
+
+
+def test_alert_rules_are_loaded_and_mounted(compose) -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus-alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_alert_rules_use_metrics_and_labels_that_exist() -> None:
+    exported = _exported_metrics()
+    doc = yaml.safe_load(ALERTS.read_text())
+    assert set(doc) == {"groups"}
+    rules = []
+    for group in doc["groups"]:
+        assert set(group) == {"name", "rules"} and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            rules.append(rule)
+    problems = [p for rule in rules for p in _check_rule(rule, exported)]
+    assert not problems, problems
+    alerting_on = {m for r in rules for m in re.findall(r"\b(tally_[a-z_]+)", r["expr"])}
+    assert {"tally_dead_letters_total", "tally_consumer_lag"} <= alerting_on
+    by_reason = [r for r in rules if "tally_dead_letters_total" in r["expr"] and "reason" in r["expr"]]
+    assert by_reason, "no alert on dead letters per reason"
+
+
+@pytest.mark.parametrize("breakage", [
+    {"expr": "sum by (consumer) (increase(tally_dead_letter_total[10m])) > 0"},  # misspelt metric
+    {"expr": "sum by (reason_code) (increase(tally_dead_letters_total[10m])) > 0"},  # label it does not have
+    {"expr": "sum by (consumer) (increase(tally_dead_letters_total[10m]) > 0"},  # unbalanced
+    {"expr": "sum by (consumer) (increase(tally_dead_letters_total[10 minutes])) > 0"},
+    {"for": "ten minutes"},
+    {"labels": {}},
+])
+def test_the_alert_check_rejects_a_broken_rule(breakage) -> None:
+    rule = {"alert": "X", "expr": "sum by (consumer) (increase(tally_dead_letters_total[10m])) > 0", "for": "5m",
+            "labels": {"severity": "warning"}, "annotations": {"summary": "{{ $labels.consumer }}"}}
+    exported = _exported_metrics()
+    assert not _check_rule(rule, exported)
+    assert _check_rule(rule | breakage, exported)
+
+
 # ---------------------------------------------------------------------------------------------- Dockerfiles
 
 

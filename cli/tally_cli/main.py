@@ -250,6 +250,12 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "projections", args.action], env=service_env())
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    # Like the rebuild, it finds a running `tally up`'s broker and database; help needs neither.
+    env = None if {"-h", "--help"} & set(args.rest) else service_env()
+    return subprocess.call([sys.executable, "-m", "projections", "dead-letters", *args.rest], env=env)
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from tally_cli.stack import MODULES
     from tally_shared.identity.store import MIGRATIONS, SCHEMA
@@ -301,10 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                "KAFKA_BOOTSTRAP_SERVERS are set)")
     proj.add_argument("action", choices=["rebuild"])
     proj.set_defaults(func=cmd_projections)
+
+    dead = sub.add_parser("dead-letters", add_help=False,
+                          help="messages consumers refused: list, show, replay, discard (incl. those of no project)")
+    dead.add_argument("rest", nargs=argparse.REMAINDER)
+    dead.set_defaults(func=cmd_dead_letters)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dead-letters"]:  # its options (--help too) belong to the projections command
+        raise SystemExit(cmd_dead_letters(argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     raise SystemExit(args.func(args))
 

@@ -35,6 +35,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/v1/calibration", "projections"),
     ("/api/v1/exports", "projections"),
     ("/api/v1/progress", "projections"),
+    ("/api/v1/dead-letters", "projections"),
 )
 
 DEFAULT_SERVICE = "console"

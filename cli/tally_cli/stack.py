@@ -31,7 +31,7 @@ from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.infra import run_sync
 from tally_shared.messaging import consumer_lag, ensure_topics
 from tally_shared.migrations import upgrade
-from tally_shared.topics import QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
+from tally_shared.topics import DEAD_LETTER, QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
 
 # service name -> python module, in start order (consumers before intake, so nothing waits on a late consumer)
 MODULES: dict[str, str] = {
@@ -47,6 +47,8 @@ CONSUMER_GROUPS: dict[str, Sequence[Topic]] = {
     "scoring": (SCORE_COMMANDS,),
     "queue-router": (TRACES, SCORES),
     "projections": (TRACES, SCORES, SCORE_CONFIGS, QUEUES),
+    # projections' reader of the dead-letter topic (not a service: its group id is passed to projections)
+    "projections-dead-letters": (DEAD_LETTER,),
 }
 
 
@@ -138,6 +140,8 @@ class Stack:
         env[prefix + "PORT"] = str(c.ports[service])
         if service in CONSUMER_GROUPS:
             env[prefix + "GROUP_ID"] = c.group(service)
+        if service == "projections":
+            env[prefix + "DEAD_LETTER_GROUP_ID"] = c.group("projections-dead-letters")
         env["TALLY_CONSOLE_API_URL"] = c.base_url
         if c.status_file is not None:
             env["TALLY_SUPERVISOR_STATUS_FILE"] = str(c.status_file)

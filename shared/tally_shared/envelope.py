@@ -55,11 +55,13 @@ class UnknownEventType(ValueError):
 
 
 class PoisonMessage(Exception):
-    """A message that can never be processed: it goes to the dead-letter topic with ``reason``."""
+    """A message that can never be processed: it goes to the dead-letter topic with ``reason`` (for people) and
+    ``code`` (a short, bounded token for metrics and filters; see ``tally_shared.deadletters``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "validation") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 class _Registry:
@@ -108,22 +110,22 @@ def decode(raw: bytes) -> tuple[Envelope, Payload]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise PoisonMessage(f"not JSON: {exc}") from exc
+        raise PoisonMessage(f"not JSON: {exc}", "decode") from exc
     if content.needs_clean(raw):
         # Written before intake replaced NULs (a dead letter replayed now, say): the same transformation, so no
         # consumer has to hold what PostgreSQL cannot.
         try:
             data = content.clean(data)
         except (ValueError, RecursionError) as exc:
-            raise PoisonMessage(f"content cannot be stored: {exc}") from exc
+            raise PoisonMessage(f"content cannot be stored: {exc}", "validation") from exc
     try:
         env = Envelope.model_validate(data)
     except ValidationError as exc:
-        raise PoisonMessage(f"invalid envelope: {_short(exc)}") from exc
+        raise PoisonMessage(f"invalid envelope: {_short(exc)}", "envelope") from exc
     try:
         return env, env.parse_payload()
     except UnknownEventType as exc:
-        raise PoisonMessage(str(exc)) from exc
+        raise PoisonMessage(str(exc), "unknown_type") from exc
     except ValidationError as exc:
         raise PoisonMessage(f"invalid {env.type} v{env.version} payload: {_short(exc)}") from exc
 

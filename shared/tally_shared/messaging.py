@@ -9,7 +9,6 @@ consumer seeks back), so handlers must be idempotent (see ``tally_shared.db.appl
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -18,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
@@ -29,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from tally_shared import deadletters
 from tally_shared import events as _events  # noqa: F401  (registers every payload type)
 from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
 from tally_shared.metrics import (
@@ -99,20 +98,16 @@ async def publish(broker: KafkaBroker, topic: Topic, envelopes: Sequence[Envelop
 
 
 async def dead_letter(
-    broker: KafkaBroker, *, consumer: str, raw: bytes, reason: str, topic: str, partition: int, offset: int
+    broker: KafkaBroker, *, consumer: str, raw: bytes, reason: str, topic: str, partition: int, offset: int,
+    code: str = "handler", key: bytes | None = None,
 ) -> None:
-    record = {
-        "reason": reason,
-        "consumer": consumer,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "failed_at": datetime.now(UTC).isoformat(),
-        "original_b64": base64.b64encode(raw).decode(),
-    }
-    await broker.publish(orjson.dumps(record), topic=DEAD_LETTER.name, key=f"{topic}:{partition}".encode())
-    DEAD_LETTERS.labels(consumer, topic).inc()
-    log.warning("dead-lettered %s[%s]@%s for %s: %s", topic, partition, offset, consumer, reason)
+    """Publish the refusal with what the original says about itself (``tally_shared.deadletters.DeadLetter``)."""
+    record = deadletters.build(consumer=consumer, raw=raw, reason=reason, code=code, topic=topic,
+                               partition=partition, offset=offset, record_key=key)
+    await broker.publish(record.to_bytes(), topic=DEAD_LETTER.name, key=f"{topic}:{partition}".encode())
+    DEAD_LETTERS.labels(consumer, topic, record.reason_code).inc()
+    log.warning("dead-lettered %s[%s]@%s for %s (%s): %s", topic, partition, offset, consumer, record.reason_code,
+                reason)
 
 
 # SQLSTATE classes that mean "this data can never be applied": data exceptions (value too long, bad number),
@@ -191,7 +186,7 @@ def subscribe(
         except PoisonMessage as exc:
             await dead_letter(
                 broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
-                partition=record.partition, offset=record.offset,
+                partition=record.partition, offset=record.offset, code=exc.code, key=record.key,
             )
             return
         try:
@@ -199,7 +194,7 @@ def subscribe(
         except PoisonMessage as exc:
             await dead_letter(
                 broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
-                partition=record.partition, offset=record.offset,
+                partition=record.partition, offset=record.offset, code=exc.code, key=record.key,
             )
             return
         except Exception as exc:
@@ -207,7 +202,8 @@ def subscribe(
             if is_deterministic(exc):
                 await dead_letter(
                     broker, consumer=group_id, raw=body, reason=failure_reason(exc), topic=record.topic,
-                    partition=record.partition, offset=record.offset,
+                    partition=record.partition, offset=record.offset, code=deadletters.reason_code(exc),
+                    key=record.key,
                 )
                 return
             log.exception("handler %s failed on %s; will retry", group_id, env.type)
@@ -255,7 +251,7 @@ def subscribe_batch(
             except PoisonMessage as exc:
                 await dead_letter(
                     broker, consumer=group_id, raw=body, reason=exc.reason, topic=record.topic,
-                    partition=record.partition, offset=record.offset,
+                    partition=record.partition, offset=record.offset, code=exc.code, key=record.key,
                 )
                 continue
             good.append((env, payload))
@@ -278,6 +274,7 @@ def subscribe_batch(
                     await dead_letter(
                         broker, consumer=group_id, raw=record.value or b"", reason=failure_reason(exc),
                         topic=record.topic, partition=record.partition, offset=record.offset,
+                        code=deadletters.reason_code(exc), key=record.key,
                     )
                     return
                 mid = len(batch) // 2

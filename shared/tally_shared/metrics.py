@@ -7,7 +7,8 @@ EVENTS_CONSUMED = Counter(
     "tally_events_consumed_total", "Events handled by a consumer", ["consumer", "topic", "type", "outcome"]
 )
 DEAD_LETTERS = Counter(
-    "tally_dead_letters_total", "Messages sent to the dead-letter topic", ["consumer", "topic"]
+    "tally_dead_letters_total", "Messages sent to the dead-letter topic, by reason code (see tally_shared.deadletters)",
+    ["consumer", "topic", "reason"],
 )
 HANDLER_ERRORS = Counter(
     "tally_handler_errors_total", "Handler failures that were retried (message not acknowledged)",

@@ -133,3 +133,16 @@ async def test_unreachable_service_is_a_503(server: FakeServer) -> None:
     with pytest.raises(ApiCallError) as e:
         await factory.for_user("u", "p").list_configs()
     assert e.value.status == 503
+
+
+async def test_dead_letter_calls(server: FakeServer) -> None:
+    server.routes[("GET", "/api/v1/dead-letters")] = (200, {"data": [], "meta": {"total": 0}, "counts": {}})
+    server.routes[("POST", "/api/v1/dead-letters/d 1/replay")] = (200, {"replayed": 1})
+    server.routes[("POST", "/api/v1/dead-letters/discard")] = (200, {"discarded": 2, "more": False})
+    api = api_for(server)
+    assert (await api.list_dead_letters({"status": "open", "reason_code": None}))["meta"]["total"] == 0
+    assert server.requests[-1].url.params == httpx.QueryParams({"status": "open"})
+    assert await api.get_dead_letter("missing") is None
+    assert (await api.replay_dead_letters(["d 1"]))["replayed"] == 1
+    assert (await api.discard_dead_letters(None, "validation"))["discarded"] == 2
+    assert json.loads(server.requests[-1].content) == {"reason_code": "validation"}

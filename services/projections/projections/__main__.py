@@ -1,4 +1,4 @@
-"""python -m projections serve | migrate | rebuild"""
+"""python -m projections serve | migrate | rebuild | dead-letters ..."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def _rebuild(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["dead-letters"]:
+        # its own sub-commands and options, which the shared command line does not take
+        from projections.entrypoints.dead_letters_cli import main as dead_letters
+
+        return dead_letters(args[1:])
     return run_cli("projections", argv, Settings, app="projections.entrypoints.app:create_app",
                    migrations=MIGRATIONS, schema=SCHEMA, extra={"rebuild": _rebuild})
 

@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from tally_shared.settings import ServiceSettings
@@ -8,6 +9,10 @@ class Settings(ServiceSettings):
 
     port: int = 8104
     group_id: str = "projections"
+    # The reader of tally.dead-letter has its own group; unset: "<group_id>-dead-letters".
+    dead_letter_group_id: str | None = None
+    # Replayed and discarded dead letters are forgotten after this many days; open ones are kept.
+    dead_letter_retention_days: float = Field(default=30.0, gt=0)
     # One batch = one transaction; bigger batches amortise round trips, smaller ones cut end-to-end delay.
     batch_max_records: int = 5000
     rebuild_batch_size: int = 5000

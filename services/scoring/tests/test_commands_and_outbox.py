@@ -60,14 +60,25 @@ async def test_invalid_command_is_dead_lettered(service: Service, tap: Tap, proj
 
     async def dead() -> dict | None:
         for rec in tap.dead:
-            if str(env.id) in base64.b64decode(rec["original_b64"]).decode():
+            # this service's own (other scoring consumers on the shared broker refuse it too: not their project)
+            if rec["consumer"] == service.settings.group_id and \
+                    str(env.id) in base64.b64decode(rec["original_b64"]).decode():
                 return rec
         return None
 
     rec = await eventually(dead, timeout=20, what="dead letter for the invalid command")
     assert rec["consumer"] == service.settings.group_id and rec["topic"] == SCORE_COMMANDS.name
     assert "value" in rec["reason"] and "maximum" in rec["reason"]
+    assert rec["reason_code"].startswith("rule:") and rec["project"] == project.id
+    assert rec["event_id"] == str(env.id) and rec["key"] == trace
     assert not tap.of("ScoreRecorded", lambda e: e.key == trace)
+
+    # The refusal is not recorded as processed: once the config allows the value, a replay (the same envelope
+    # again) records the score.
+    (await client.patch(f"/api/v1/score-configs/{cfg['id']}", json={"max_value": 5})).raise_for_status()
+    await publish(runtime.broker, SCORE_COMMANDS, [env])
+    ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace)
+    assert ev.payload["score"]["value"] == 3
 
 
 async def test_command_is_validated_against_the_config_version_intake_checked(

@@ -176,6 +176,26 @@ class HttpTallyApi:
         return await self._call("GET", "/api/v1/calibration",
                                 params=_clean({"config_id": config_id, "evaluator": score_name, **params})) or {}
 
+    async def list_dead_letters(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("GET", "/api/v1/dead-letters", params=_clean(params)) or {}
+
+    async def get_dead_letter(self, dead_letter_id: str) -> dict[str, Any] | None:
+        return await self._call("GET", f"/api/v1/dead-letters/{_seg(dead_letter_id)}", missing_ok=True)
+
+    async def replay_dead_letters(self, ids: list[str] | None = None,
+                                  reason_code: str | None = None) -> dict[str, Any]:
+        if ids is not None and len(ids) == 1:
+            return await self._call("POST", f"/api/v1/dead-letters/{_seg(ids[0])}/replay")
+        return await self._call("POST", "/api/v1/dead-letters/replay",
+                                json=_clean({"ids": ids, "reason_code": reason_code}))
+
+    async def discard_dead_letters(self, ids: list[str] | None = None,
+                                   reason_code: str | None = None) -> dict[str, Any]:
+        if ids is not None and len(ids) == 1:
+            return await self._call("POST", f"/api/v1/dead-letters/{_seg(ids[0])}/discard")
+        return await self._call("POST", "/api/v1/dead-letters/discard",
+                                json=_clean({"ids": ids, "reason_code": reason_code}))
+
     # ------------------------------------------------------------------ scoring
     async def list_configs(self, include_archived: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -3,6 +3,7 @@ behaviour (leases, overlap, per-reviewer status, score versions) for the pages t
 
 from __future__ import annotations
 
+import base64
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class World:
     agreement_data: dict[str, Any] = field(default_factory=dict)
     calibration_data: dict[str, Any] = field(default_factory=dict)
     preview_status: int = 404
+    dead_letters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # helpers for tests -------------------------------------------------------------------------------------
     def add_trace(self, trace_id: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -107,6 +109,26 @@ class World:
              "score_configs": [{"config_id": c["id"], "required": True} for c in configs]} | fields
         self.queues[qid] = q
         return q
+
+    def add_dead_letter(self, original: Any = None, **fields: Any) -> dict[str, Any]:
+        """``original``: bytes (shown as text, or base64 if not UTF-8) or a JSON value."""
+        did = str(uuid.uuid4())
+        if isinstance(original, bytes):
+            try:
+                view: dict[str, Any] = {"encoding": "text", "text": original.decode()}
+            except UnicodeDecodeError:
+                view = {"encoding": "base64", "base64": base64.b64encode(original).decode()}
+        else:
+            view = {"encoding": "json", "json": original}
+        text = view.get("text") or view.get("base64") or str(original)
+        dl: dict[str, Any] = {"id": did, "consumer": "scoring", "topic": "tally.score-commands", "partition": 0,
+              "offset": next(_ids), "event_id": str(uuid.uuid4()), "event_type": "RecordScore", "key": "t-1",
+              "reason_code": "rule:maximum", "reason": "invalid RecordScore: value: above the maximum (maximum)",
+              "failed_at": datetime.now(UTC).isoformat(), "status": "open", "status_at": None, "status_by": None,
+              "replay_count": 0, "original_size": len(text), "original_truncated": False, "preview": text[:500],
+              "original": view, "related": []} | fields
+        self.dead_letters[did] = dl
+        return dl
 
     def add_item(self, queue_id: str, trace_id: str) -> dict[str, Any]:
         iid = new_id("item")
@@ -173,6 +195,54 @@ class FakeApi:
     async def calibration(self, config_id: str, score_name: str, params: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("calibration", (config_id, score_name)))
         return self.w.calibration_data
+
+    async def list_dead_letters(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.w.calls.append(("list_dead_letters", params))
+        status = params.get("status", "open")
+        rows = [d for d in self.w.dead_letters.values()
+                if (status == "all" or d["status"] == status)
+                and all(d.get(k) == params[k] for k in ("consumer", "topic", "reason_code") if params.get(k))]
+        rows.sort(key=lambda d: d["failed_at"], reverse=True)
+        by_reason: dict[str, int] = {}
+        for d in rows:
+            by_reason[d["reason_code"]] = by_reason.get(d["reason_code"], 0) + 1
+        by_status: dict[str, int] = {}
+        for d in self.w.dead_letters.values():
+            by_status[d["status"]] = by_status.get(d["status"], 0) + 1
+        page, limit = int(params.get("page", 1)), int(params.get("limit", 50))
+        data = [{k: v for k, v in d.items() if k not in ("original", "related")}
+                for d in rows[(page - 1) * limit: page * limit]]
+        return {"data": data, "meta": {"page": page, "limit": limit, "total": len(rows)},
+                "counts": {"by_reason": by_reason, "by_status": by_status}}
+
+    async def get_dead_letter(self, dead_letter_id: str) -> dict[str, Any] | None:
+        return self.w.dead_letters.get(dead_letter_id)
+
+    def _chosen(self, ids: list[str] | None, reason_code: str | None) -> list[dict[str, Any]]:
+        if ids is not None:
+            missing = [i for i in ids if i not in self.w.dead_letters]
+            if missing:
+                raise ApiCallError(404, "not_found", f"dead letter {missing[0]} not found in this project")
+            return [self.w.dead_letters[i] for i in ids]
+        return [d for d in self.w.dead_letters.values()
+                if d["status"] == "open" and (not reason_code or d["reason_code"] == reason_code)]
+
+    async def replay_dead_letters(self, ids: list[str] | None = None,
+                                  reason_code: str | None = None) -> dict[str, Any]:
+        self.w.calls.append(("replay_dead_letters", (ids, reason_code)))
+        chosen = self._chosen(ids, reason_code)
+        for d in chosen:
+            d.update(status="replayed", replay_count=d["replay_count"] + 1, status_by=self.user_id,
+                     status_at=datetime.now(UTC).isoformat())
+        return {"replayed": len(chosen), "messages": len(chosen), "skipped": [], "more": False}
+
+    async def discard_dead_letters(self, ids: list[str] | None = None,
+                                   reason_code: str | None = None) -> dict[str, Any]:
+        self.w.calls.append(("discard_dead_letters", (ids, reason_code)))
+        chosen = [d for d in self._chosen(ids, reason_code) if d["status"] != "discarded"]
+        for d in chosen:
+            d.update(status="discarded", status_by=self.user_id, status_at=datetime.now(UTC).isoformat())
+        return {"discarded": len(chosen), "more": False}
 
     # scoring -------------------------------------------------------------------------------------------------
     async def list_configs(self, include_archived: bool = False) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import CONSUMER
@@ -14,6 +15,7 @@ from scoring.application.deps import Actor, Deps
 from scoring.application.scores import record_scores
 from scoring.domain.scores import ScoreInput
 from tally_shared.db import claim_event
+from tally_shared.deadletters import code_part
 from tally_shared.envelope import Envelope, PoisonMessage
 from tally_shared.events import RecordScore, ScoreConfigData
 
@@ -55,5 +57,11 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
     pinned = await pinned_config(deps, env.project, cmd)
     [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim, pinned=pinned)
     if not outcome.ok:
+        # A refused command must not count as processed: once its cause is fixed, a replay of its dead letter
+        # (the same event id) has to be tried again, not skipped as a duplicate.
+        async with deps.sessions() as session, session.begin():
+            await session.execute(delete(processed_events).where(
+                processed_events.c.consumer == consumer, processed_events.c.event_id == env.id))
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
-        raise PoisonMessage(f"invalid RecordScore: {reason}")
+        rule = outcome.problems[0].rule if outcome.problems else "invalid"
+        raise PoisonMessage(f"invalid RecordScore: {reason}", f"rule:{code_part(rule)}")

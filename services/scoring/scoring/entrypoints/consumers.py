@@ -17,7 +17,7 @@ TOPICS = (SCORE_COMMANDS,)
 def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
     async def on_record_score(env: Envelope, payload: Payload) -> None:
         if not isinstance(payload, RecordScore):
-            raise PoisonMessage(f"expected RecordScore, got {type(payload).__name__}")
+            raise PoisonMessage(f"expected RecordScore, got {type(payload).__name__}", "unknown_type")
         await handle_record_score(env, payload, deps, consumer=group_id)
 
     subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})

@@ -1,0 +1,134 @@
+"""HTTP for the caller's project's dead letters: list and read (any member), replay and discard (admins)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from projections.application import dead_letters as app_dl
+from projections.application.dead_letters import Filter, Republish, Scope
+from projections.entrypoints.http import JSON
+from tally_shared.http import ApiError
+from tally_shared.identity import CurrentPrincipal
+from tally_shared.identity.auth import Principal
+
+router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"], default_response_class=JSON)
+
+Status = Literal["open", "replayed", "discarded", "all"]
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.runtime.sessions
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _sessions(request)() as session:
+        yield session
+
+
+DB = Annotated[AsyncSession, Depends(_session)]
+
+
+def republisher(request: Request) -> Republish:
+    broker = request.app.state.runtime.broker
+
+    async def republish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(value, topic=topic, key=key, headers=headers)
+
+    return republish
+
+
+def _admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "only a project admin can replay or discard dead letters")
+
+
+def _not_found(dead_letter_id: uuid.UUID) -> ApiError:
+    return ApiError(404, "not_found", f"dead letter {dead_letter_id} not found in this project")
+
+
+@router.get("")
+async def list_dead_letters(
+    principal: CurrentPrincipal, db: DB,
+    status: Status = "open",
+    consumer: Annotated[str | None, Query(max_length=200)] = None,
+    topic: Annotated[str | None, Query(max_length=200)] = None,
+    reason_code: Annotated[str | None, Query(max_length=100)] = None,
+    event_id: uuid.UUID | None = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
+    """The project's dead letters, newest first, with counts by reason code and by status (each over the other
+    filters). Each row has a text ``preview`` of the original; the whole original is in the single view."""
+    flt = Filter(None if status == "all" else status, consumer, topic, reason_code, event_id)
+    return await app_dl.list_dead_letters(db, Scope(principal.project_id), flt, page=page, limit=limit)
+
+
+@router.get("/{dead_letter_id}")
+async def get_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, db: DB) -> Any:
+    """One dead letter with its original (``original.encoding``: json, text or base64) and the other dead letters
+    of the same event (``related``)."""
+    try:
+        return await app_dl.get_dead_letter(db, Scope(principal.project_id), dead_letter_id)
+    except app_dl.NotFound:
+        raise _not_found(dead_letter_id) from None
+
+
+@router.post("/{dead_letter_id}/replay")
+async def replay_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, request: Request) -> Any:
+    """Republish the original to its topic (with its key). Consumers that had applied it skip it; the one that
+    refused it tries again, and a new refusal is a new dead letter with the same event id."""
+    _admin(principal)
+    try:
+        return await app_dl.replay(_sessions(request), republisher(request), Scope(principal.project_id),
+                                   Filter(None, ids=[dead_letter_id]), actor=principal.actor, single=True)
+    except app_dl.NotFound:
+        raise _not_found(dead_letter_id) from None
+    except app_dl.NotReplayable as exc:
+        raise ApiError(409, "not_replayable", str(exc)) from None
+
+
+@router.post("/{dead_letter_id}/discard")
+async def discard_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, request: Request) -> Any:
+    """Hide it from the open list (it is kept, with who discarded it and when)."""
+    _admin(principal)
+    try:
+        return await app_dl.discard(_sessions(request), Scope(principal.project_id),
+                                    Filter(None, ids=[dead_letter_id]), actor=principal.actor, single=True)
+    except app_dl.NotFound:
+        raise _not_found(dead_letter_id) from None
+
+
+class BulkSelection(BaseModel):
+    """Which dead letters: the ones listed in ``ids``, or every one matching the filters (at most ``limit`` per
+    call; ``more`` in the answer says whether to call again)."""
+
+    ids: list[uuid.UUID] | None = Field(default=None, max_length=app_dl.BULK_LIMIT)
+    status: Literal["open", "replayed", "discarded"] = "open"
+    consumer: str | None = Field(default=None, max_length=200)
+    topic: str | None = Field(default=None, max_length=200)
+    reason_code: str | None = Field(default=None, max_length=100)
+    event_id: uuid.UUID | None = None
+    limit: int = Field(default=app_dl.BULK_LIMIT, ge=1, le=app_dl.BULK_LIMIT)
+
+    def filter(self) -> Filter:
+        return Filter(self.status, self.consumer, self.topic, self.reason_code, self.event_id, self.ids)
+
+
+@router.post("/replay")
+async def replay_many(selection: BulkSelection, principal: CurrentPrincipal, request: Request) -> Any:
+    _admin(principal)
+    return await app_dl.replay(_sessions(request), republisher(request), Scope(principal.project_id),
+                               selection.filter(), actor=principal.actor, limit=selection.limit)
+
+
+@router.post("/discard")
+async def discard_many(selection: BulkSelection, principal: CurrentPrincipal, request: Request) -> Any:
+    _admin(principal)
+    return await app_dl.discard(_sessions(request), Scope(principal.project_id), selection.filter(),
+                                actor=principal.actor, limit=selection.limit)
