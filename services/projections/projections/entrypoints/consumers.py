@@ -15,7 +15,7 @@ from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
 from tally_shared import deadletters
 from tally_shared.envelope import Envelope, Payload
-from tally_shared.messaging import RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
+from tally_shared.messaging import GROUP_TIMINGS, RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
 from tally_shared.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[Asyn
         max_records=500,
         batch_timeout_ms=50,
         title=f"{group_id}:batch",
+        **GROUP_TIMINGS,
     )
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
