@@ -55,12 +55,10 @@ RETRY_BACKOFF_SECONDS = 1.0
 # with aiokafka's defaults (10 s session, 3 s heartbeat). 6 s is the lowest session Apache Kafka accepts by
 # default (group.min.session.timeout.ms). Polls are far apart only while a batch is applied, so
 # max_poll_interval is generous but not minutes.
-GROUP_TIMINGS: dict[str, int] = {
-    "session_timeout_ms": 6_000,
-    "heartbeat_interval_ms": 500,
-    "rebalance_timeout_ms": 6_000,
-    "max_poll_interval_ms": 120_000,
-}
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 500
+REBALANCE_TIMEOUT_MS = 6_000
+MAX_POLL_INTERVAL_MS = 120_000
 
 
 def make_broker(bootstrap_servers: str, *, service: str, registry: CollectorRegistry) -> KafkaBroker:
@@ -169,7 +167,10 @@ def subscribe(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{group_id}:{topic.name}",
-        **GROUP_TIMINGS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
     async def _consume(msg: KafkaMessage) -> None:
         raw = msg.raw_message
@@ -234,7 +235,10 @@ def subscribe_batch(
         max_records=max_records,
         batch_timeout_ms=50,
         title=f"{group_id}:batch",
-        **GROUP_TIMINGS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)

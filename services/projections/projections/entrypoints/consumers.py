@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
-from tally_shared import deadletters
+from tally_shared import deadletters, messaging
 from tally_shared.envelope import Envelope, Payload
-from tally_shared.messaging import GROUP_TIMINGS, RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
+from tally_shared.messaging import RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
 from tally_shared.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[Asyn
         max_records=500,
         batch_timeout_ms=50,
         title=f"{group_id}:batch",
-        **GROUP_TIMINGS,
+        session_timeout_ms=messaging.SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=messaging.HEARTBEAT_INTERVAL_MS,
+        rebalance_timeout_ms=messaging.REBALANCE_TIMEOUT_MS,
+        max_poll_interval_ms=messaging.MAX_POLL_INTERVAL_MS,
     )
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
