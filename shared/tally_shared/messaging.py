@@ -121,21 +121,9 @@ def is_deterministic(exc: BaseException) -> bool:
     if isinstance(exc, PoisonMessage | ValidationError | ValueError | TypeError | KeyError | LookupError):
         return True
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-        state = _sqlstate(exc)
+        state = deadletters.sqlstate(exc)
         return state is not None and state[:2] in _DETERMINISTIC_SQLSTATE_CLASSES
     return False
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    seen: set[int] = set()
-    cur: BaseException | None = exc.orig
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        state = getattr(cur, "sqlstate", None) or getattr(cur, "pgcode", None)
-        if isinstance(state, str):
-            return state
-        cur = cur.__cause__ or cur.__context__
-    return None
 
 
 def failure_reason(exc: BaseException) -> str:
