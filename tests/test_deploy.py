@@ -415,6 +415,14 @@ def test_real_nginx_passes_the_query_string(real_nginx) -> None:
     assert (status, body) == (200, {"upstream": "projections", "path": "/api/public/traces?page=2&limit=5"})
 
 
+def test_real_nginx_answers_with_one_date_and_one_server_header(real_nginx) -> None:
+    # The stub upstream writes its own Date and Server, as every service does.
+    base, _ = real_nginx
+    with urllib.request.urlopen(base + "/api/public/traces", timeout=5) as resp:
+        assert len(resp.headers.get_all("date") or []) == 1, resp.headers
+        assert len(resp.headers.get_all("server") or []) == 1, resp.headers
+
+
 # ---------------------------------------------------------------------------------------------- prometheus
 
 
