@@ -63,7 +63,9 @@ async def test_langfuse_sdk(ingest_server: Server, api_key: tuple[str, str], pro
     trace, obs = _merge(events, trace_id)
     assert trace is not None
     assert trace.name == "sdk-trace" and trace.user_id == "user-1" and trace.session_id == "session-1"
-    assert trace.tags == ["alpha", "beta"] and trace.metadata == {"team": "core"}
+    assert trace.tags == ["alpha", "beta"] and trace.metadata is not None and trace.metadata["team"] == "core"
+    # As Langfuse keeps them: the OpenTelemetry resource of the SDK's tracer provider.
+    assert trace.metadata["resourceAttributes"]["telemetry.sdk.language"] == "python"
     assert trace.input == {"question": "hi"} and trace.output == {"answer": "hello!"}
     assert trace.environment == "sdk-test" and trace.release == "rel-1"
     by_name = {o.name: o for o in obs.values()}
@@ -154,7 +156,9 @@ async def test_opentelemetry_sdk_over_grpc(ingest_server: Server, api_key: tuple
     events = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.project == project_id, count=1, settle=1.0)
     trace, obs = _merge(events, trace_id)
     assert trace is not None and trace.name == "grpc-root" and trace.input == "in" and trace.user_id == "u-grpc"
-    assert trace.environment == "grpc-env"
+    assert trace.environment == "grpc-env" and trace.version == "2.1.0" and trace.metadata is not None
+    resource = trace.metadata["resourceAttributes"]
+    assert resource["service.name"] == "grpc-service" and resource["host.name"] == "box-1"
     by_name = {o.name: o for o in obs.values()}
     chat = by_name["grpc-chat"]
     assert chat.type == "GENERATION" and chat.model == "m-1" and chat.usage_details == {"input": 3}
