@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -202,3 +203,15 @@ async def test_grpc_refuses_a_wrong_key_and_reports_refused_spans(ingest_server:
     bad.span_id = b"\x00" * 8
     resp = await export_raw(target, auth, req)
     assert resp.partial_success.rejected_spans == 1 and "spanId" in resp.partial_success.error_message
+
+
+async def test_grpc_refuses_a_request_over_the_body_limit(ingest_server: Server, api_key: tuple[str, str]) -> None:
+    import grpc
+
+    req = _one_span_request()
+    attr = req.resource_spans[0].scope_spans[0].spans[0].attributes.add()
+    attr.key, attr.value.string_value = "big", "x" * (ingest_server.settings.max_body_bytes + 1)
+    auth = tuple((k.lower(), v) for k, v in basic_auth(*api_key).items())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await export_raw(ingest_server.grpc_target, auth, req)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
