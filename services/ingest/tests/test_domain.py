@@ -209,6 +209,8 @@ def test_prompt_of_a_generation() -> None:
                                   "langfuse.observation.prompt.name": "qa-prompt",
                                   "langfuse.observation.prompt.version": 3}))
     assert obs["prompt_name"] == "qa-prompt" and obs["prompt_version"] == 3 and "metadata" not in obs
+    obs, _ = otel.map_span(_span({"langfuse.prompt.name": "old-style", "langfuse.prompt.version": "2"}))
+    assert obs["prompt_name"] == "old-style" and obs["prompt_version"] == 2
     obs, _ = otel.map_span(_span({"langfuse.observation.prompt.version": "three"}))
     assert "prompt_version" not in obs
     assert obs["metadata"]["attributes"] == {"langfuse.observation.prompt.version": "three"}

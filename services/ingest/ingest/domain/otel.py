@@ -543,15 +543,16 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def _prompt(lf: dict[str, Any], obs: dict[str, Any], left: dict[str, Any]) -> None:
-    """The prompt a generation was made from, as the Langfuse SDK links it."""
-    if "langfuse.observation.prompt.name" in lf:
-        name = _conv(lf, "langfuse.observation.prompt.name", f.opt_str, left)
-        if name is not None:
-            obs["prompt_name"] = name
-    if "langfuse.observation.prompt.version" in lf:
-        version = _conv(lf, "langfuse.observation.prompt.version", f.opt_prompt_version, left, decode=True)
-        if version is not None:
-            obs["prompt_version"] = version
+    """The prompt a generation was made from, as the Langfuse SDKs link it (``langfuse.prompt.*``: older ones)."""
+    for scope in ("langfuse.prompt.", "langfuse.observation.prompt."):
+        if scope + "name" in lf:
+            name = _conv(lf, scope + "name", f.opt_str, left)
+            if name is not None:
+                obs["prompt_name"] = name
+        if scope + "version" in lf:
+            version = _conv(lf, scope + "version", f.opt_prompt_version, left, decode=True)
+            if version is not None:
+                obs["prompt_version"] = version
 
 
 # Resource attributes are shared by every span of a resource; each trace keeps a bounded copy.
