@@ -326,6 +326,7 @@ def main(argv: list[str]) -> int:
             port = infra.free_port()
             env = {**os.environ, "DATABASE_URL": db_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                    "TALLY_SECRET_KEY": secrets.token_urlsafe(32), "TALLY_INGEST_PORT": str(port),
+                   "TALLY_INGEST_GRPC_PORT": str(infra.free_port()),
                    "TALLY_INGEST_LOG_LEVEL": "warning"}
             log = open(Path(tmp) / "ingest.log", "wb")
             server = subprocess.Popen([sys.executable, "-m", "ingest", "serve"], env=env, stdout=log,

@@ -32,7 +32,8 @@ ENV PATH="/app/.venv/bin:$PATH" \
     TALLY_INGEST_PORT=8101
 WORKDIR /app
 USER tally
-EXPOSE 8101
+# 4317: OTLP/gRPC (TALLY_INGEST_GRPC_PORT), published by docker-compose.yml beside the gateway.
+EXPOSE 8101 4317
 # Each service migrates its own schema (under an advisory lock, so replicas may start together), then serves.
 # exec: the server becomes PID 1 and gets SIGTERM directly for a graceful stop.
 CMD ["sh", "-c", "python -m ingest migrate && exec python -m ingest serve"]

@@ -136,7 +136,9 @@ def compose_stack(make_database: Callable[[], str], kafka_bootstrap: str, tmp_pa
             start(service, _command(shell), topo.env(service, {
                 **image_env, prefix + "HOST": "127.0.0.1", prefix + "PORT": str(port),
                 # The session's broker is shared by other tests: consumer groups of this stack's own.
-                prefix + "GROUP_ID": f"{service}-compose-{group}"}))
+                prefix + "GROUP_ID": f"{service}-compose-{group}",
+                # ingest's OTLP/gRPC port, published by compose: here a free one.
+                **({prefix + "GRPC_PORT": str(infra.free_port())} if service == "ingest" else {})}))
         health = compose["services"]["health"]
         start("health", [sys.executable, *health["command"][1:]],
               {**topo.env("health"), "TALLY_GATEWAY_HOST": "127.0.0.1",

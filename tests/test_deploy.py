@@ -201,7 +201,10 @@ def test_the_gateway_is_the_one_published_base_url(compose) -> None:
     assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in gateway["volumes"]
     assert HEALTH_PATH in " ".join(gateway["healthcheck"]["test"])
     for service in SERVICES:
-        assert "ports" not in compose["services"][service], f"{service} must be reached through the gateway"
+        published = compose["services"][service].get("ports", [])
+        # OTLP/gRPC needs HTTP/2, which the gateway does not proxy: ingest publishes that port, and only it.
+        allowed = [f"{DEFAULT_PORTS['ingest-grpc']}:4317"] if service == "ingest" else []
+        assert published == allowed, f"{service} must be reached through the gateway"
 
 
 def test_the_health_aggregator_checks_every_service(compose) -> None:
@@ -418,6 +421,14 @@ def test_real_nginx_passes_the_query_string(real_nginx) -> None:
     base, _ = real_nginx
     status, body = _fetch(base + "/api/public/traces?page=2&limit=5")
     assert (status, body) == (200, {"upstream": "projections", "path": "/api/public/traces?page=2&limit=5"})
+
+
+def test_real_nginx_answers_with_one_date_and_one_server_header(real_nginx) -> None:
+    # The stub upstream writes its own Date and Server, as every service does.
+    base, _ = real_nginx
+    with urllib.request.urlopen(base + "/api/public/traces", timeout=5) as resp:
+        assert len(resp.headers.get_all("date") or []) == 1, resp.headers
+        assert len(resp.headers.get_all("server") or []) == 1, resp.headers
 
 
 # ---------------------------------------------------------------------------------------------- prometheus
@@ -910,7 +921,8 @@ def test_compose_topology_without_docker(make_database) -> None:
             # The console calls the services through the gateway, as compose sets it (TALLY_CONSOLE_API_URL).
             gateway = f"http://127.0.0.1:{ports['gateway']}"
             to_gateway = {"TALLY_CONSOLE_API_URL": gateway} if service == "console" else {}
-            run(service, {f"TALLY_{env_name(service)}_PORT": str(ports[service]), **to_gateway})
+            own = {"TALLY_INGEST_GRPC_PORT": str(infra.free_port())} if service == "ingest" else {}
+            run(service, {f"TALLY_{env_name(service)}_PORT": str(ports[service]), **to_gateway, **own})
         run("cli", {"TALLY_GATEWAY_HOST": "127.0.0.1", "TALLY_GATEWAY_PORT": str(ports["health"]),
                     **{f"TALLY_{env_name(s)}_URL": f"http://127.0.0.1:{ports[s]}" for s in SERVICES}},
             ["python", "-m", "tally_cli.gateway"])

@@ -21,7 +21,7 @@ from tally_shared import infra
 
 def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_database: Callable[[], str]) -> None:
     ports = {f"TALLY_{svc}_PORT": str(infra.free_port())
-             for svc in ("GATEWAY", "INGEST", "QUEUE_ROUTER", "SCORING", "PROJECTIONS", "CONSOLE")}
+             for svc in ("GATEWAY", "INGEST", "QUEUE_ROUTER", "SCORING", "PROJECTIONS", "CONSOLE", "INGEST_GRPC")}
     env = {**os.environ, **ports, "TALLY_HOME": str(tmp_path / "home"), "DATABASE_URL": make_database()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the embedded broker, as on a laptop
     env.pop("TALLY_SECRET_KEY", None)  # tally up generates and keeps its own, as on a laptop

@@ -32,6 +32,8 @@ from tally_shared import __version__
 # Hop-by-hop headers are per connection and must not be forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
+# The gateway's own server writes these on every response; the upstream's copies would make each appear twice.
+OWN_RESPONSE_HEADERS = {"date", "server"}
 
 
 def upstreams_from_env() -> dict[str, str]:
@@ -142,7 +144,8 @@ def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0,
         except httpx.HTTPError as exc:
             await upstream.aclose()
             return failure_response(service, exc)
-        out_headers = [(k, v) for k, v in upstream.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+        out_headers = [(k, v) for k, v in upstream.headers.multi_items()
+                       if k.lower() not in HOP_BY_HOP and k.lower() not in OWN_RESPONSE_HEADERS]
         return _StreamingProxyResponse(upstream, first, chunks, out_headers)
 
     @contextlib.asynccontextmanager

@@ -157,6 +157,7 @@ def _print_banner(config: StackConfig, demo: dict[str, str] | None, logs: Path) 
         f"  Base URL (APIs and console): {config.base_url}",
         f"  Console:                     {config.base_url}/",
         f"  Health:                      {config.base_url}/api/public/health",
+        f"  OTLP/gRPC (own port):        {config.host}:{config.ports['ingest-grpc']}",
     ]
     for svc in ("ingest", "queue-router", "scoring", "projections", "console"):
         lines.append(f"  {svc:<13} {config.url(svc)}  (OpenAPI: {config.url(svc)}/docs, metrics: /metrics)")

@@ -41,7 +41,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
 DEFAULT_SERVICE = "console"
 
 DEFAULT_PORTS = {"gateway": 3000, "ingest": 8101, "queue-router": 8102, "scoring": 8103, "projections": 8104,
-                 "console": 8105}
+                 "console": 8105, "ingest-grpc": 4317}
+# Ports a service serves besides its HTTP one (not behind the HTTP/1.1 gateway): port name -> (service, setting).
+EXTRA_PORTS = {"ingest-grpc": ("ingest", "GRPC_PORT")}
 
 
 def env_name(service: str) -> str:

@@ -25,7 +25,7 @@ from typing import IO
 
 import httpx
 
-from tally_cli.routes import DEFAULT_PORTS, env_name
+from tally_cli.routes import DEFAULT_PORTS, EXTRA_PORTS, env_name
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.infra import run_sync
@@ -138,6 +138,9 @@ class Stack:
         prefix = f"TALLY_{env_name(service)}_"
         env[prefix + "HOST"] = c.host
         env[prefix + "PORT"] = str(c.ports[service])
+        for name, (owner, setting) in EXTRA_PORTS.items():
+            if owner == service and name in c.ports:
+                env[prefix + setting] = str(c.ports[name])
         if service in CONSUMER_GROUPS:
             env[prefix + "GROUP_ID"] = c.group(service)
         if service == "projections":

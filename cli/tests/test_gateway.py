@@ -77,6 +77,14 @@ async def test_routes_by_prefix_and_forwards_everything(gateway_url: str) -> Non
         assert (await c.get("/queues")).json()["service"] == "console"
 
 
+async def test_each_response_has_one_date_and_one_server_header(gateway_url: str) -> None:
+    # Both the upstream's server and the gateway's write date and server.
+    async with httpx.AsyncClient(base_url=gateway_url) as c:
+        for r in (await c.get("/api/public/traces/t"), await c.get("/api/public/health")):
+            assert len(r.headers.get_list("date")) == 1, r.headers
+            assert len(r.headers.get_list("server")) == 1, r.headers
+
+
 async def test_health_is_langfuse_shaped(gateway_url: str) -> None:
     async with httpx.AsyncClient(base_url=gateway_url) as c:
         r = await c.get("/api/public/health")

@@ -8,6 +8,8 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TALLY_INGEST_", extra="ignore")
 
     port: int = 8101
+    # OTLP/gRPC, served by the same process on the same host; 0 lets the system choose a free port (tests).
+    grpc_port: int = 4317
     # Ingest consumes nothing; the field exists so every service has the same settings shape.
     group_id: str = "ingest"
     # Whole request body, on the wire and again after gunzip.

@@ -23,12 +23,15 @@ from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
 class Server:
     base_url: str
     settings: Settings
+    # host:port of OTLP/gRPC
+    grpc_target: str = ""
 
 
 class ThreadedServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
                                                     log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -39,7 +42,8 @@ class ThreadedServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("ingest server did not start")
             time.sleep(0.05)
-        return Server(f"http://{self.settings.host}:{self.settings.port}", self.settings)
+        return Server(f"http://{self.settings.host}:{self.settings.port}", self.settings,
+                      f"{self.settings.host}:{self.app.state.grpc_port}")
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -48,7 +52,7 @@ class ThreadedServer:
 
 @pytest.fixture(scope="session")
 def ingest_server(kafka_bootstrap: str, identity_db: str) -> Iterator[Server]:
-    settings = Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap,
+    settings = Settings(database_url=identity_db, grpc_port=0, kafka_bootstrap_servers=kafka_bootstrap,
                         host="127.0.0.1", port=infra.free_port(), max_body_bytes=2 * 1024 * 1024,
                         max_item_bytes=256 * 1024,
                         # No scoring here: a score naming a config is answered 503 (retry), never sent unchecked.

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
@@ -24,6 +25,7 @@ from tally_shared.testing.plugin import basic_auth
 from tally_shared.topics import TRACES
 
 from .conftest import ThreadedServer, read_events
+from .test_sdks import _one_span_request, export_raw
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ async def test_broker_down_then_back(own_broker: dict[str, object], identity_db:
                                      project_id: str) -> None:
     port = own_broker["port"]
     bootstrap = f"127.0.0.1:{port}"
-    settings = Settings(database_url=identity_db, kafka_bootstrap_servers=bootstrap, port=infra.free_port(),
+    settings = Settings(database_url=identity_db, grpc_port=0, kafka_bootstrap_servers=bootstrap,
+                        port=infra.free_port(),
                         publish_timeout_seconds=2.0, retry_after_seconds=3)
     auth = basic_auth(*api_key)
     with ThreadedServer(settings) as server:
@@ -105,7 +108,8 @@ async def test_starts_without_a_broker_and_recovers(identity_db: str, api_key: t
                                                     project_id: str, tmp_path: Path) -> None:
     port = infra.free_port()
     bootstrap = f"127.0.0.1:{port}"
-    settings = Settings(database_url=identity_db, kafka_bootstrap_servers=bootstrap, port=infra.free_port(),
+    settings = Settings(database_url=identity_db, grpc_port=0, kafka_bootstrap_servers=bootstrap,
+                        port=infra.free_port(),
                         publish_timeout_seconds=1.0)
     auth = basic_auth(*api_key)
     proc = None
@@ -114,6 +118,11 @@ async def test_starts_without_a_broker_and_recovers(identity_db: str, api_key: t
             async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
                 r = await client.post("/api/v1/ingest", json=_batch("early"), headers=auth)
                 assert r.status_code == 503 and "retry-after" in r.headers
+                # OTLP/gRPC says UNAVAILABLE, the code its exporters retry.
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await export_raw(server.grpc_target, tuple((k.lower(), v) for k, v in auth.items()),
+                                     _one_span_request())
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
                 proc = infra.start_tansu(port, log_path=tmp_path / "tansu.log")
                 await ensure_topics(bootstrap)
                 deadline = time.monotonic() + 30

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import orjson
 
 from ingest.domain import langfuse, native, otel
@@ -158,8 +160,69 @@ def test_langfuse_sdk_attributes() -> None:
     assert obs["level"] == "ERROR" and obs["status_message"] == "boom" and obs["environment"] == "prod"
     assert obs["metadata"] == {"k": "v", "n": 7, "attributes": {"custom.attr": 1}} and obs["version"] == "v9"
     assert trace is not None and trace["name"] == "my-trace" and trace["tags"] == ["x", "y"]
-    assert trace["user_id"] == "u" and trace["session_id"] == "s" and trace["metadata"] == {"team": "core"}
+    assert trace["user_id"] == "u" and trace["session_id"] == "s"
+    assert trace["metadata"] == {"team": "core",
+                                 "resourceAttributes": {"service.name": "svc", "deployment.environment": "staging"}}
     assert trace["input"] == {"messages": [1]} and trace["output"] == "plain text" and trace["release"] == "1.2"
+
+
+def test_resource_attributes_are_kept_on_the_trace() -> None:
+    resource = {"service.name": "checkout", "service.version": "3.1", "deployment.environment.name": "prod",
+                "host.name": "h1"}
+    obs, trace = otel.map_span(_span({}, resource=resource))
+    assert trace is not None and trace["metadata"] == {"resourceAttributes": resource}
+    assert trace["environment"] == "prod" and trace["version"] == "3.1"
+    assert obs["environment"] == "prod" and obs["version"] == "3.1" and "metadata" not in obs
+    # A child span gives its trace the environment, and leaves the trace's metadata to the root.
+    obs, trace = otel.map_span(_span({}, parent="ef" * 8, resource=resource))
+    assert trace == {"id": "ab" * 16, "environment": "prod"}
+    # A span's own version wins over the service's.
+    obs, _ = otel.map_span(_span({"langfuse.version": "v9"}, resource=resource))
+    assert obs["version"] == "v9"
+
+
+def test_resource_attributes_are_bounded() -> None:
+    resource = {"service.name": "svc", "huge": "x" * (otel.MAX_RESOURCE_BYTES + 1)}
+    _, trace = otel.map_span(_span({}, resource=resource))
+    assert trace is not None and trace["metadata"]["resourceAttributes"] == {"service.name": "svc"}
+
+
+def test_trace_metadata_of_one_request_is_merged_across_its_spans() -> None:
+    batch, report = Batch("otel"), Report()
+    child = _span({"langfuse.trace.metadata.team": '"core"'}, parent="ef" * 8, span_id="01" * 8)
+    root = _span({}, span_id="ef" * 8)
+
+    def spans() -> Iterator[otel.SpanView]:
+        for sp in (child, root):
+            report.add(sp.span_id)
+            yield sp
+
+    otel.add_spans(batch, report, spans())
+    (msg,) = batch.outgoing("p")
+    payload = orjson.loads(msg.value)["payload"]
+    assert payload["trace"]["metadata"] == {
+        "team": "core", "resourceAttributes": {"service.name": "svc", "deployment.environment": "staging"}}
+
+
+def test_prompt_of_a_generation() -> None:
+    obs, _ = otel.map_span(_span({"langfuse.observation.type": "generation",
+                                  "langfuse.observation.prompt.name": "qa-prompt",
+                                  "langfuse.observation.prompt.version": 3}))
+    assert obs["prompt_name"] == "qa-prompt" and obs["prompt_version"] == 3 and "metadata" not in obs
+    obs, _ = otel.map_span(_span({"langfuse.prompt.name": "old-style", "langfuse.prompt.version": "2"}))
+    assert obs["prompt_name"] == "old-style" and obs["prompt_version"] == 2
+    obs, _ = otel.map_span(_span({"langfuse.observation.prompt.version": "three"}))
+    assert "prompt_version" not in obs
+    assert obs["metadata"]["attributes"] == {"langfuse.observation.prompt.version": "three"}
+    batch, report = langfuse.parse_batch([{"id": "e1", "type": "generation-create", "timestamp": "2025-01-01T00:00:00Z",
+                                           "body": {"id": "g1", "traceId": "t1", "promptName": "qa-prompt",
+                                                    "promptVersion": 2}},
+                                          {"id": "e2", "type": "generation-create", "timestamp": "2025-01-01T00:00:00Z",
+                                           "body": {"id": "g2", "traceId": "t1", "promptVersion": True}}], None)
+    assert report.errors[1][2]["field"] == "body.promptVersion"
+    (msg,) = batch.outgoing("p")
+    (g1,) = orjson.loads(msg.value)["payload"]["observations"]
+    assert (g1["prompt_name"], g1["prompt_version"]) == ("qa-prompt", 2)
 
 
 def test_genai_and_openinference_attributes() -> None:
@@ -174,7 +237,8 @@ def test_genai_and_openinference_attributes() -> None:
     assert obs["input"] == [{"role": "user", "content": "hi"}]
     assert obs["output"] == [{"role": "assistant", "content": "yo"}]
     assert obs["level"] == "ERROR" and obs["status_message"] == "failed" and obs["environment"] == "staging"
-    assert trace is None  # a child span says nothing about its trace
+    # A child span says nothing else about its trace than its environment.
+    assert trace == {"id": "ab" * 16, "environment": "staging"}
     obs, _ = otel.map_span(_span({
         "openinference.span.kind": "LLM", "llm.model_name": "m", "input.value": '{"a": 1}', "output.value": "b",
         "llm.token_count.prompt": 5, "llm.token_count.completion": 6, "llm.token_count.total": 11,

@@ -22,7 +22,7 @@ AppClient = tuple[httpx.AsyncClient, RecordingPublisher, dict[str, str]]
 @pytest.fixture(scope="module")
 async def app_client(identity_db: str, kafka_bootstrap: str) -> AsyncIterator[AppClient]:
     fake = RecordingPublisher()
-    app = create_app_for(Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap,
+    app = create_app_for(Settings(database_url=identity_db, grpc_port=0, kafka_bootstrap_servers=kafka_bootstrap,
                                   retry_after_seconds=7), publisher=fake)
     auth = basic_auth(*await create_project_with_key(identity_db, f"p-{uuid.uuid4().hex[:10]}"))
     async with app.router.lifespan_context(app), httpx.AsyncClient(

@@ -76,7 +76,8 @@ def fake() -> RecordingPublisher:
 
 @pytest.fixture(scope="module")
 def app(identity_db: str, kafka_bootstrap: str, fake: RecordingPublisher) -> Iterator[AppThread]:
-    s = Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap, max_body_bytes=64 * 1024,
+    s = Settings(database_url=identity_db, grpc_port=0, kafka_bootstrap_servers=kafka_bootstrap,
+                 max_body_bytes=64 * 1024,
                  max_item_bytes=8 * 1024)
     with AppThread(create_app_for(s, publisher=fake)) as thread:
         yield thread

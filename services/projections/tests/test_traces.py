@@ -136,6 +136,7 @@ async def test_v2_observations_with_the_langfuse_sdk(harness: Harness) -> None:
                            start_time=at(i), end_time=at(i + 0.5), parent_observation_id=None if i == 0 else "o0",
                            level="ERROR" if i == 3 else "DEFAULT", usage_details={"input": 3, "output": 4},
                            cost_details={"total": 0.1}) for i in range(7)]
+    obs[0].prompt_name, obs[0].prompt_version = "qa-prompt", 4
     await h.send(h.env(TraceIngested(trace_id="tr", trace=TraceData(id="tr", name="agent", user_id="u9"),
                                      observations=obs), pid, "tr", at(0)))
     public, secret = auth["Authorization"], None
@@ -167,11 +168,15 @@ async def test_v2_observations_with_the_langfuse_sdk(harness: Harness) -> None:
         assert [(o.id, o.type, o.total_cost, o.usage_details) for o in roots] == [
             ("o0", "GENERATION", 0.1, {"input": 3, "output": 4})]
         assert roots[0].user_id == "u9" and roots[0].is_root_observation is True
+        prompted = (await api.observations.get_many(is_root_observation=True, fields="core,prompt")).data
+        assert [(o.prompt_name, o.prompt_version) for o in prompted] == [("qa-prompt", 4)]
         filtered = (await api.observations.get_many(
             filter='[{"type":"string","column":"type","operator":"=","value":"GENERATION"}]')).data
         assert [o.id for o in filtered] == ["o0"]
     r = await _get(h, auth, "/api/public/observations/o3")
     assert r.json()["level"] == "ERROR" and r.json()["parentObservationId"] == "o0"
+    r = await _get(h, auth, "/api/public/observations/o0")
+    assert (r.json()["promptName"], r.json()["promptVersion"]) == ("qa-prompt", 4)
     r = await _get(h, auth, "/api/public/v2/observations", cursor="not-a-cursor")
     assert r.status_code == 400
 

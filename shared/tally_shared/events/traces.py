@@ -86,6 +86,9 @@ class ObservationData(BaseModel):
     metadata: dict[str, Any] | None = None
     version: str | None = None
     environment: str | None = None
+    # The prompt (of a prompt registry, e.g. Langfuse's) a generation was made from.
+    prompt_name: str | None = None
+    prompt_version: int | None = None
 
 
 @event

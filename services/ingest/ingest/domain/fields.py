@@ -272,6 +272,17 @@ OBSERVATION_FIELDS: dict[str, Converter] = {
     "metadata": opt_metadata, "version": opt_str, "environment": opt_str,
 }
 
+def opt_prompt_version(field: str, v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31:
+        return v
+    raise Invalid(field, "integer", "must be a whole number from 0")
+
+
+# The prompt a generation was made from (Langfuse's promptName / promptVersion).
+OBSERVATION_FIELDS.update({"prompt_name": opt_str, "prompt_version": opt_prompt_version})
+
 SCORE_FIELDS: dict[str, Converter] = {
     "id": opt_ident, "name": name, "value": score_value, "data_type": opt_score_data_type,
     "trace_id": opt_ident, "observation_id": opt_ident, "session_id": opt_ident, "dataset_run_id": opt_ident,

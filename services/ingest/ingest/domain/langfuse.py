@@ -24,6 +24,7 @@ OBSERVATION_ALIASES = {
     "completionStartTime": "completion_start_time", "modelParameters": "model_parameters",
     "statusMessage": "status_message", "parentObservationId": "parent_observation_id",
     "usageDetails": "usage_details", "costDetails": "cost_details",
+    "promptName": "prompt_name", "promptVersion": "prompt_version",
 }
 SCORE_ALIASES = {
     "traceId": "trace_id", "observationId": "observation_id", "sessionId": "session_id",

@@ -533,6 +533,8 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         else:
             left["metadata"] = decoded
 
+    _prompt(lf, obs, left)
+
     # Trace-level
     trace = _trace_fields(sp, a, lf, left, obs, start, internal)
     if trace_metadata:
@@ -541,6 +543,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if release is not None:
         trace = trace if trace is not None else {"id": sp.trace_id}
         trace["release"] = release
+    trace = _resource_fields(sp, obs, trace, internal)
     if trace is not None and env is not None:
         trace.setdefault("environment", env)
 
@@ -553,6 +556,63 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if metadata:
         obs["metadata"] = metadata
     return obs, trace
+
+
+def _prompt(lf: dict[str, Any], obs: dict[str, Any], left: dict[str, Any]) -> None:
+    """The prompt a generation was made from, as the Langfuse SDKs link it (``langfuse.prompt.*``: older ones)."""
+    for scope in ("langfuse.prompt.", "langfuse.observation.prompt."):
+        if scope + "name" in lf:
+            name = _conv(lf, scope + "name", f.opt_str, left)
+            if name is not None:
+                obs["prompt_name"] = name
+        if scope + "version" in lf:
+            version = _conv(lf, scope + "version", f.opt_prompt_version, left, decode=True)
+            if version is not None:
+                obs["prompt_version"] = version
+
+
+# Resource attributes are shared by every span of a resource; each trace keeps a bounded copy.
+MAX_RESOURCE_BYTES = 16 * 1024
+
+
+def _resource_fields(sp: SpanView, obs: dict[str, Any], trace: dict[str, Any] | None,
+                     internal: dict[str, Any]) -> dict[str, Any] | None:
+    """Resource attributes, as Langfuse keeps them: all under the trace's ``metadata.resourceAttributes`` (from the
+    root span, or from a span that sets trace metadata, which would otherwise replace them), ``service.version`` as
+    the version when no ``langfuse.version`` says otherwise, ``deployment.environment`` as the environment (see
+    ``map_span``; a span that is not the root still gives its trace that environment)."""
+    res = sp.resource
+    env = obs.get("environment")
+    if env is not None and trace is None:
+        trace = {"id": sp.trace_id}
+    if not res:
+        return trace
+    version = res.get("service.version")
+    if isinstance(version, str) and version:
+        obs.setdefault("version", version)
+    else:
+        version = None
+    is_root = sp.parent_id is None or internal.get("langfuse.internal.is_app_root") is True \
+        or internal.get("langfuse.internal.as_root") is True
+    if is_root or (trace is not None and "metadata" in trace):
+        trace = trace if trace is not None else {"id": sp.trace_id}
+        if is_root and version is not None:
+            trace.setdefault("version", version)
+        trace["metadata"] = {**(trace.get("metadata") or {}), "resourceAttributes": _bounded(res)}
+    return trace
+
+
+def _bounded(res: dict[str, Any]) -> dict[str, Any]:
+    if f.json_size(res) <= MAX_RESOURCE_BYTES:
+        return res
+    kept: dict[str, Any] = {}
+    budget = MAX_RESOURCE_BYTES
+    for k, v in res.items():
+        size = f.json_size({k: v})
+        if size <= budget:
+            kept[k] = v
+            budget -= size
+    return kept
 
 
 def _metadata_attr(into: dict[str, Any], key: str, value: Any, prefix: str) -> None:
@@ -651,6 +711,9 @@ def _trace_fields(sp: SpanView, a: dict[str, Any], lf: dict[str, Any], left: dic
 
 
 def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
+    # Trace metadata from several spans of one request is merged (a child's trace metadata and the root's resource
+    # attributes), not replaced by the last span's.
+    trace_metadata: dict[str, dict[str, Any]] = {}
     for sp in spans:
         index = len(report.ids) - 1
         try:
@@ -661,5 +724,10 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
         ns = sp.end_ns or sp.start_ns
         at = datetime.fromtimestamp(ns / 1e9, UTC) if 0 < ns <= _MAX_NANOS else None
         if trace is not None:
+            if "metadata" in trace:
+                earlier = trace_metadata.get(sp.trace_id)
+                if earlier is not None:
+                    trace["metadata"] = {**earlier, **trace["metadata"]}
+                trace_metadata[sp.trace_id] = trace["metadata"]
             out.add_trace(index, trace, at)
         out.add_observation(index, obs, at)

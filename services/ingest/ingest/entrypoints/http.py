@@ -169,6 +169,18 @@ async def _answer_batch(deps: Deps, batch: Batch, report: Report, project: str, 
 _PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/octet-stream")
 
 
+async def submit_otlp(deps: Deps, batch: Batch, report: Report, project: str, endpoint: str) -> tuple[int, str]:
+    """Publish an OTLP request's spans: (rejected spans, why), or ApiError 503 when the broker did not take them
+    all. Shared by OTLP/HTTP and OTLP/gRPC so both give the same guarantees."""
+    outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint=endpoint)
+    if any(e.status == 503 for e in outcome.failed.values()):
+        # OTLP has no per-span answer: the exporter retries the whole request (event ids are derived from
+        # content, so spans already acknowledged are applied once by the consumers).
+        raise _unavailable(deps, outcome)
+    problems = [(i, e[1]) for i, e in report.errors.items()] + [(i, e.message) for i, e in outcome.failed.items()]
+    return len(problems), "; ".join(f"{report.ids[i]}: {m}" for i, m in problems[:10])
+
+
 async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
     async def run(deps: Deps, project: str) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -198,14 +210,7 @@ async def _otlp(request: Request, principal: CurrentPrincipal) -> Response:
             except (DecodeError, RecursionError) as exc:
                 raise ApiError(400, "bad_request", f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
             otel.add_spans(batch, report, otel.protobuf_spans(req, report, limit))
-        outcome = await submit(batch, report, project=project, publisher=deps.publisher, endpoint="otlp")
-        if any(e.status == 503 for e in outcome.failed.values()):
-            # OTLP has no per-span answer: the exporter retries the whole request (event ids are derived from
-            # content, so spans already acknowledged are applied once by the consumers).
-            raise _unavailable(deps, outcome)
-        problems = [(i, e[1]) for i, e in report.errors.items()] + [(i, e.message) for i, e in outcome.failed.items()]
-        rejected = len(problems)
-        message = "; ".join(f"{report.ids[i]}: {m}" for i, m in problems[:10])
+        rejected, message = await submit_otlp(deps, batch, report, project, "otlp")
         if is_json:
             payload: dict[str, Any] = {}
             if rejected:

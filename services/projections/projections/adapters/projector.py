@@ -51,7 +51,8 @@ TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "use
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name")
 OBS_FIELDS = ("trace_id", "type", "name", "parent_observation_id", "start_time", "end_time",
               "completion_start_time", "level", "status_message", "model", "model_parameters", "usage_details",
-              "cost_details", "input", "output", "metadata", "version", "environment")
+              "cost_details", "input", "output", "metadata", "version", "environment", "prompt_name",
+              "prompt_version")
 SCORE_FIELDS = ("name", "data_type", "value", "string_value", "string_values", "trace_id", "observation_id",
                 "session_id", "dataset_run_id", "config_id", "config_version", "comment", "source",
                 "author_user_id", "evaluator_name", "evaluator_version", "queue_id", "queue_item_id",

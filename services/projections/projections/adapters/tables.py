@@ -110,6 +110,8 @@ def make_tables(schema: str) -> Tables:
         Column("field_ts", JSONB, nullable=False),
         Column("created_at", TS, nullable=False),
         Column("updated_at", TS, nullable=False),
+        Column("prompt_name", Text),
+        Column("prompt_version", Integer),
         Index("ix_observations_trace", "project_id", "trace_id"),
         Index("ix_observations_start", "project_id", "start_time", "id"),
     )

@@ -86,6 +86,8 @@ def lf_observation(o: Mapping[str, Any]) -> dict[str, Any]:
         "statusMessage": o.get("status_message"),
         "parentObservationId": o.get("parent_observation_id"),
         "promptId": None,
+        "promptName": o.get("prompt_name"),
+        "promptVersion": o.get("prompt_version"),
         "usage": _usage(o),
         "usageDetails": o.get("usage_details") or {},
         "costDetails": cd,
@@ -129,7 +131,7 @@ def lf_observation_v2(o: Mapping[str, Any], groups: Iterable[str], expand_metada
         "release": o.get("trace_release"),
         "traceName": o.get("trace_name"),
         "internalModelId": None, "modelId": None, "inputPrice": None, "outputPrice": None, "totalPrice": None,
-        "usagePricingTierName": None, "promptName": None, "promptVersion": None,
+        "usagePricingTierName": None,
     })
     md = full.get("metadata")
     if isinstance(md, dict):
@@ -187,7 +189,8 @@ TRACE_NATIVE = ("id", "name", "timestamp", "input", "output", "metadata", "tags"
                 "dataset_name", "created_at", "updated_at")
 OBS_NATIVE = ("id", "trace_id", "type", "name", "parent_observation_id", "start_time", "end_time",
               "completion_start_time", "level", "status_message", "model", "model_parameters", "usage_details",
-              "cost_details", "input", "output", "metadata", "version", "environment")
+              "cost_details", "input", "output", "metadata", "version", "environment", "prompt_name",
+              "prompt_version")
 
 
 def native_trace(t: Mapping[str, Any]) -> dict[str, Any]:
