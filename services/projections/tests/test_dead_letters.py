@@ -6,6 +6,7 @@ discard hides it, and another project cannot see any of it."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,7 +180,9 @@ async def test_dead_letters_of_no_project_are_listed_and_replayed_by_the_operato
     shown = orjson.loads(await cli("show", first["id"]))
     assert shown["original"] == {"encoding": "text", "text": garbage.decode()}
 
-    assert "replayed 1 dead letters (1 messages)" in await cli("replay", first["id"])
+    # Other consumer groups on the shared test broker may have refused the same garbage too: the replay marks
+    # every open dead letter of that one message, so count the message, not the dead letters.
+    assert re.search(r"replayed [1-9]\d* dead letters \(1 messages\)", await cli("replay", first["id"]))
 
     async def refused_again() -> dict[str, Any] | None:
         again = await listed()
@@ -225,7 +228,9 @@ async def test_bulk_replay_by_reason(harness: Harness) -> None:
 
     first = await eventually(two_open, timeout=30, what="two dead letters")
     r = await h.http.post("/api/v1/dead-letters/replay", headers=auth, json=mine)
-    assert r.json() == {"replayed": 2, "messages": 2, "skipped": [], "more": False}
+    body = r.json()
+    # replayed counts the dead letters of those two messages in every consumer group on the shared test broker
+    assert body["messages"] == 2 and body["replayed"] >= 2 and body["skipped"] == [] and body["more"] is False
     # still invalid: refused again, as new dead letters of the same events
     again = await eventually(two_open, timeout=30, what="the replays refused again")
     assert {d["event_id"] for d in again} == {str(i) for i in ids}
