@@ -1,5 +1,19 @@
 """Every event payload type; importing this package registers them all."""
 
+from tally_shared.events.datasets import (
+    CommentCreated,
+    CommentData,
+    CommentObjectType,
+    DatasetCreated,
+    DatasetData,
+    DatasetItemData,
+    DatasetItemDeleted,
+    DatasetItemStatus,
+    DatasetItemUpserted,
+    DatasetRunDeleted,
+    DatasetRunItemCreated,
+    DatasetRunItemData,
+)
 from tally_shared.events.queues import (
     ItemRef,
     ObjectType,
@@ -31,6 +45,18 @@ from tally_shared.events.traces import Level, ObservationData, ObservationType, 
 
 __all__ = [
     "Category",
+    "CommentCreated",
+    "CommentData",
+    "CommentObjectType",
+    "DatasetCreated",
+    "DatasetData",
+    "DatasetItemData",
+    "DatasetItemDeleted",
+    "DatasetItemStatus",
+    "DatasetItemUpserted",
+    "DatasetRunDeleted",
+    "DatasetRunItemCreated",
+    "DatasetRunItemData",
     "ItemRef",
     "Level",
     "ObjectType",
