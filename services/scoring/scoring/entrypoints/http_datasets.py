@@ -117,7 +117,9 @@ class CreateItemIn(BaseModel):
 
 @router.post("/api/public/dataset-items")
 async def create_dataset_item(body: CreateItemIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    fields = {k: getattr(body, k) for k in body.model_fields_set if k not in ("dataset_name", "id")}
+    # As Langfuse: null means "leave as is" on an upsert (the SDK sends every field, null when not given).
+    fields = {k: getattr(body, k) for k in body.model_fields_set
+              if k not in ("dataset_name", "id") and getattr(body, k) is not None}
     async with domain_errors(_ITEM_ALIASES):
         item = await app.upsert_item(deps_of(request), actor_of(principal), dataset_name=body.dataset_name,
                                      item_id=body.id, fields=fields)
