@@ -143,8 +143,10 @@ async def _item(s: AsyncSession, project_id: str, item_id: str, *, lock: bool = 
 async def upsert_item(deps: Deps, actor: Actor, *, dataset_name: str, item_id: str | None = None,
                       fields: dict[str, Any]) -> DatasetItemData:
     """Creates the item, or (same id) replaces the fields given. ``fields`` holds only what the client sent:
-    input, expected_output, metadata, source_trace_id, source_observation_id, status."""
-    _require_configure(actor)
+    input, expected_output, metadata, source_trace_id, source_observation_id, status. Reviewers may add items
+    (their labels become test sets); creating datasets and deleting stay with admins and members."""
+    if not actor.can_review:
+        raise Forbidden("viewers do not add dataset items")
     _check_id("id", item_id)
     _check_id("sourceTraceId", fields.get("source_trace_id"))
     _check_id("sourceObservationId", fields.get("source_observation_id"))
