@@ -124,3 +124,14 @@ async def test_run_experiment_over_a_dataset(lf: Langfuse, tally_stack: StackHan
         body = await eventually(compared, timeout=30, what="comparison")
         values = sorted(cell["scores"]["exact"]["automated"] for it in body["items"] for cell in it["runs"].values())
         assert values == [0.0, 1.0, 1.0]
+        traces = {cell["trace_id"] for it in body["items"] for cell in it["runs"].values()}
+
+        # The Langfuse runs API lists the same run, its items linking each dataset item to its trace.
+        async def langfuse_run() -> dict[str, Any] | None:
+            r = await http.get(f"/api/public/datasets/{name}/runs/{run_name}")
+            found: dict[str, Any] | None = r.json() if r.status_code == 200 else None
+            return found if found and len(found["datasetRunItems"]) == 3 else None
+
+        lf_run = await eventually(langfuse_run, timeout=30, what="the run in the Langfuse runs API")
+        assert {i["traceId"] for i in lf_run["datasetRunItems"]} == traces
+        assert {i["datasetItemId"] for i in lf_run["datasetRunItems"]} == {i.id for i in dataset.items}

@@ -4,10 +4,17 @@ broker and database; every change is stored and published before the 2xx."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
-from .conftest import Project, Tap
+from tally_shared.envelope import make_envelope
+from tally_shared.events import TraceData, TraceIngested
+from tally_shared.testing.wait import eventually
+from tally_shared.topics import TRACES
+
+from .conftest import Project, Service, Tap
 
 
 def name() -> str:
@@ -99,3 +106,35 @@ async def test_comments(client: httpx.AsyncClient, project: Project, tap: Tap) -
     assert too_long.status_code == 422 and too_long.json()["error"]["details"][0]["field"] == "content"
     bad_type = await client.post("/api/public/comments", json={**body, "objectType": "SCORE"})
     assert bad_type.status_code == 422 and bad_type.json()["error"]["details"][0]["field"] == "objectType"
+
+
+async def test_traces_of_run_experiment_become_run_items(client: httpx.AsyncClient, project: Project,
+                                                         service: Service) -> None:
+    """The SDK's run_experiment links traces by span attributes only; scoring records them as runs of the dataset
+    (once, however often the trace's events name the run)."""
+    n = name()
+    ds = (await client.post("/api/public/v2/datasets", json={"name": n})).json()
+    item = (await client.post("/api/public/dataset-items", json={"datasetName": n, "input": 1})).json()
+    link = TraceData(id="exp-trace", dataset_run_name="sdk-run", dataset_item_id=item["id"], dataset_id=ds["id"])
+    other = TraceData(id="local-trace", dataset_run_name="sdk-run", dataset_item_id="not-a-dataset-item")
+    second = (await client.post("/api/public/dataset-items", json={"datasetName": n, "input": 2})).json()
+    # Same key, so applied in this order: the second item's link arrives after the repeated first one.
+    last = TraceData(id="exp-trace", dataset_run_name="sdk-run", dataset_item_id=second["id"])
+    envs = [make_envelope(TraceIngested(trace_id=t.id, trace=t), project=project.id, key=t.id)
+            for t in (other, TraceData(id="plain", name="no run"), link, link, last)]
+    producer = AIOKafkaProducer(bootstrap_servers=service.kafka)
+    await producer.start()
+    try:
+        for e in envs:
+            await producer.send_and_wait(TRACES.name, e.to_bytes(), key=e.key.encode())
+    finally:
+        await producer.stop()
+
+    async def run() -> dict[str, Any] | None:
+        r = await client.get(f"/api/public/datasets/{n}/runs/sdk-run")
+        found: dict[str, Any] | None = r.json() if r.status_code == 200 else None
+        return found if found and len(found["datasetRunItems"]) >= 2 else None
+
+    body = await eventually(run, what="the run recorded from the trace")
+    assert sorted((i["traceId"], i["datasetItemId"]) for i in body["datasetRunItems"]) == sorted(
+        [("exp-trace", item["id"]), ("exp-trace", second["id"])])

@@ -18,7 +18,7 @@ from scoring.adapters import outbox
 from scoring.adapters.tables import comments, dataset_items, dataset_run_items, dataset_runs, datasets
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound
-from tally_shared.envelope import Payload, make_envelope
+from tally_shared.envelope import Envelope, Payload, make_envelope
 from tally_shared.events import (
     CommentCreated,
     CommentData,
@@ -32,6 +32,7 @@ from tally_shared.events import (
     DatasetRunDeleted,
     DatasetRunItemCreated,
     DatasetRunItemData,
+    TraceIngested,
 )
 from tally_shared.events.datasets import MAX_COMMENT_LENGTH, MAX_NAME_LENGTH
 from tally_shared.events.ids import MAX_ID_LENGTH
@@ -391,3 +392,37 @@ async def list_comments(deps: Deps, actor: Actor, *, object_type: str | None, ob
         rows = (await s.execute(select(t.c.data).where(*conds).order_by(t.c.created_at, t.c.id)
                                 .offset((page - 1) * limit).limit(limit))).all()
     return [CommentData.model_validate(r.data) for r in rows], total
+
+
+# ------------------------------------------------------------------ runs made by the SDK's run_experiment
+
+_RUN_ITEM_NS = uuid.UUID("0b6f3c52-7d1e-4c36-9a43-8f0c2d5e1a77")
+
+
+async def record_run_from_trace(deps: Deps, env: Envelope, event: TraceIngested) -> bool:
+    """A trace that ran a dataset item in a named run (the SDK's ``run_experiment`` puts run name, item id and
+    dataset id on its spans) becomes a run item of that run, as if recorded through ``dataset-run-items``.
+    Idempotent: the run item's id derives from run, trace and item, so a redelivery or a second span of the same
+    trace adds nothing. Items of no dataset here (local data) are not runs of a dataset. -> whether it applied."""
+    trace = event.trace
+    if trace is None or not trace.dataset_run_name or not trace.dataset_item_id:
+        return False
+    run_name = trace.dataset_run_name[:MAX_NAME_LENGTH]
+    async with deps.sessions() as s, s.begin():
+        item = await _item(s, env.project, trace.dataset_item_id)
+        if item is None or (trace.dataset_id is not None and trace.dataset_id != item.dataset_id):
+            return False
+        await s.execute(insert(dataset_runs).values(
+            project_id=env.project, id=str(uuid.uuid4()), dataset_id=item.dataset_id, name=run_name,
+            created_at=env.occurred_at, updated_at=env.occurred_at).on_conflict_do_nothing())
+        run_id = (await s.execute(select(dataset_runs.c.id).where(
+            dataset_runs.c.project_id == env.project, dataset_runs.c.dataset_id == item.dataset_id,
+            dataset_runs.c.name == run_name))).scalar_one()
+        ri = DatasetRunItemData(
+            id=str(uuid.uuid5(_RUN_ITEM_NS, f"{run_id}\n{event.trace_id}\n{item.id}")), run_id=run_id,
+            run_name=run_name, dataset_id=item.dataset_id, dataset_name=item.dataset_name, dataset_item_id=item.id,
+            trace_id=event.trace_id, created_at=env.occurred_at)
+        await s.execute(insert(dataset_run_items).values(project_id=env.project, id=ri.id, run_id=run_id,
+                                                         data=ri.model_dump(mode="json"), created_at=ri.created_at)
+                        .on_conflict_do_nothing())
+    return True
