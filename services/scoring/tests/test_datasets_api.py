@@ -9,8 +9,11 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from tally_shared.db import make_engine
 from tally_shared.envelope import make_envelope
 from tally_shared.events import TraceData, TraceIngested
+from tally_shared.identity import IdentityStore
+from tally_shared.identity.auth import sign_user_token
 from tally_shared.testing.wait import eventually
 from tally_shared.topics import TRACES
 
@@ -138,3 +141,34 @@ async def test_traces_of_run_experiment_become_run_items(client: httpx.AsyncClie
     body = await eventually(run, what="the run recorded from the trace")
     assert sorted((i["traceId"], i["datasetItemId"]) for i in body["datasetRunItems"]) == sorted(
         [("exp-trace", item["id"]), ("exp-trace", second["id"])])
+
+
+async def test_who_may_curate_and_comment(service: Service, project: Project, client: httpx.AsyncClient) -> None:
+    engine = make_engine(service.database_url, pool_size=1)
+    store = IdentityStore(engine)
+    suffix = uuid.uuid4().hex[:8]
+    reviewer = await store.create_user(f"rev-{suffix}@t.io", "pw")
+    viewer = await store.create_user(f"view-{suffix}@t.io", "pw")
+    await store.add_member(reviewer.id, project.id, "reviewer")
+    await store.add_member(viewer.id, project.id, "viewer")
+    await engine.dispose()
+
+    def as_user(user_id: str) -> httpx.AsyncClient:
+        token = sign_user_token(service.settings.secret_key, user_id)
+        return service.client({"Authorization": f"Bearer {token}", "X-Tally-Project": project.id})
+
+    n = name()
+    await client.post("/api/public/v2/datasets", json={"name": n})
+    comment = {"projectId": project.id, "objectType": "TRACE", "objectId": "t-1", "content": "hm",
+               "authorUserId": "someone-else"}
+    async with as_user(reviewer.id) as r, as_user(viewer.id) as v:
+        assert (await r.post("/api/public/v2/datasets", json={"name": name()})).status_code == 403
+        assert (await r.post("/api/public/dataset-items", json={"datasetName": n, "input": 1})).status_code == 200
+        created = await r.post("/api/public/comments", json=comment)
+        assert created.status_code == 200
+        # A person always comments as themselves.
+        got = (await r.get(f"/api/public/comments/{created.json()['id']}")).json()
+        assert got["authorUserId"] == reviewer.id
+        assert (await v.post("/api/public/comments", json=comment)).status_code == 403
+        assert (await v.post("/api/public/dataset-items", json={"datasetName": n})).status_code == 403
+        assert (await v.get("/api/public/dataset-items", params={"datasetName": n})).json()["meta"]["totalItems"] == 1
