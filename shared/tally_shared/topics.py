@@ -23,7 +23,7 @@ SCORE_CONFIGS = Topic("tally.score-configs", 3, "ScoreConfigCreated/Updated/Arch
 QUEUES = Topic("tally.queues", 6, "Queue and queue item lifecycle events (queue-router)")
 DATASETS = Topic(
     "tally.datasets", 3,
-    "DatasetCreated, DatasetItemUpserted/Deleted, DatasetRunItemCreated, DatasetRunDeleted (scoring)",
+    "DatasetCreated/Updated, DatasetItemUpserted/Deleted, DatasetRunItemCreated, DatasetRunDeleted (scoring)",
 )
 COMMENTS = Topic("tally.comments", 3, "CommentCreated on traces, observations, sessions, prompts (scoring)")
 DEAD_LETTER = Topic("tally.dead-letter", 3, "Messages no consumer could parse or validate, with the reason")

@@ -31,7 +31,11 @@ async def test_datasets_items_and_events(client: httpx.AsyncClient, project: Pro
     ds = r.json()
     assert ds["name"] == n and ds["projectId"] == project.id and ds["metadata"] == {"a": 1}
     again = await client.post("/api/public/v2/datasets", json={"name": n})
-    assert again.json()["id"] == ds["id"]
+    assert again.json()["id"] == ds["id"] and again.json()["description"] == "golden"
+    # Langfuse's create is an upsert by name: what is given replaces, null leaves as is.
+    edited = (await client.post("/api/public/v2/datasets", json={"name": n, "description": "v2"})).json()
+    assert (edited["id"], edited["description"], edited["metadata"]) == (ds["id"], "v2", {"a": 1})
+    await tap.wait("DatasetUpdated", lambda e: e.project == project.id and e.payload["dataset"]["description"] == "v2")
     await tap.wait("DatasetCreated", lambda e: e.project == project.id)
 
     r = await client.post("/api/public/dataset-items", json={

@@ -13,6 +13,7 @@ from tally_shared.events.datasets import (
     DatasetRunDeleted,
     DatasetRunItemCreated,
     DatasetRunItemData,
+    DatasetUpdated,
 )
 from tally_shared.events.queues import (
     ItemRef,
@@ -57,6 +58,7 @@ __all__ = [
     "DatasetRunDeleted",
     "DatasetRunItemCreated",
     "DatasetRunItemData",
+    "DatasetUpdated",
     "ItemRef",
     "Level",
     "ObjectType",

@@ -94,6 +94,14 @@ class DatasetCreated(Payload):
 
 
 @event
+class DatasetUpdated(Payload):
+    """Created again with a description or metadata (Langfuse's create is an upsert by name)."""
+
+    event_type = "DatasetUpdated"
+    dataset: DatasetData
+
+
+@event
 class DatasetItemUpserted(Payload):
     event_type = "DatasetItemUpserted"
     item: DatasetItemData

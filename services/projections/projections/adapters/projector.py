@@ -31,6 +31,7 @@ from tally_shared.events import (
     DatasetItemUpserted,
     DatasetRunDeleted,
     DatasetRunItemCreated,
+    DatasetUpdated,
     QueueCreated,
     QueueItemAdded,
     QueueItemCompleted,
@@ -107,7 +108,7 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         keys.append(p.dataset.id)
     elif isinstance(p, DatasetRunItemCreated):
         keys += [p.run_item.trace_id, p.run_item.dataset_id]
-    elif isinstance(p, DatasetItemUpserted | DatasetItemDeleted | DatasetRunDeleted):
+    elif isinstance(p, DatasetItemUpserted | DatasetItemDeleted | DatasetRunDeleted | DatasetUpdated):
         pass  # not applied here
     elif not isinstance(p, TraceIngested):
         ref = getattr(p, "item", None)

@@ -23,7 +23,7 @@ _MODEL_OF = {
     "ScoreConfigCreated": "score_configs", "ScoreConfigUpdated": "score_configs",
     "ScoreConfigArchived": "score_configs",
     "DatasetCreated": "datasets", "DatasetRunItemCreated": "traces", "DatasetItemUpserted": "datasets",
-    "DatasetItemDeleted": "datasets", "DatasetRunDeleted": "datasets",
+    "DatasetItemDeleted": "datasets", "DatasetRunDeleted": "datasets", "DatasetUpdated": "datasets",
 }
 
 APPLY_SECONDS = Histogram(

@@ -32,6 +32,7 @@ from tally_shared.events import (
     DatasetRunDeleted,
     DatasetRunItemCreated,
     DatasetRunItemData,
+    DatasetUpdated,
     TraceIngested,
 )
 from tally_shared.events.datasets import MAX_COMMENT_LENGTH, MAX_NAME_LENGTH
@@ -92,7 +93,8 @@ async def _dataset_by_id(s: AsyncSession, project_id: str, dataset_id: str) -> D
 
 async def create_dataset(deps: Deps, actor: Actor, *, name: str, description: str | None = None,
                          metadata: Any = None) -> tuple[DatasetData, bool]:
-    """Creates the dataset, or returns the one of that name (creating twice is harmless). -> (dataset, created)"""
+    """Creates the dataset; for a name that exists, sets the description and metadata given (null leaves them),
+    as Langfuse's create does. -> (dataset, created)"""
     _require_configure(actor)
     name = _check_name("name", name)
     now = deps.clock()
@@ -105,12 +107,25 @@ async def create_dataset(deps: Deps, actor: Actor, *, name: str, description: st
                                     data=ds.model_dump(mode="json"), created_at=now)
             .on_conflict_do_nothing().returning(datasets.c.id))).first()
         if inserted is None:
-            existing = await _dataset_by_name(s, actor.project_id, name)
+            existing = (await s.execute(select(datasets.c.data).where(
+                datasets.c.project_id == actor.project_id, datasets.c.name == name).with_for_update())).first()
             assert existing is not None
-            return existing, False
-        await outbox.add(s, [event])
+            current = DatasetData.model_validate(existing.data)
+            changes = {k: v for k, v in (("description", description), ("metadata", metadata)) if v is not None}
+            updated = current.model_copy(update=changes)
+            if updated == current:
+                return current, False
+            updated = updated.model_copy(update={"updated_at": now})
+            await s.execute(update(datasets).where(datasets.c.project_id == actor.project_id,
+                                                   datasets.c.id == current.id)
+                            .values(data=updated.model_dump(mode="json")))
+            event = _out(DATASETS, actor.project_id, DatasetUpdated(dataset=updated), updated.id)
+            await outbox.add(s, [event])
+            ds = updated
+        else:
+            await outbox.add(s, [event])
     await deps.outbox.publish([event])
-    return ds, True
+    return ds, inserted is not None
 
 
 async def get_dataset(deps: Deps, actor: Actor, name: str) -> DatasetData:
