@@ -18,6 +18,11 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/public/score-configs", "scoring"),
     ("/api/v1/scores", "scoring"),
     ("/api/v1/score-configs", "scoring"),
+    ("/api/public/v2/datasets", "scoring"),
+    ("/api/public/datasets", "scoring"),
+    ("/api/public/dataset-items", "scoring"),
+    ("/api/public/dataset-run-items", "scoring"),
+    ("/api/public/comments", "scoring"),
     # queue-router
     ("/api/public/annotation-queues", "queue-router"),
     ("/api/v1/queues", "queue-router"),

@@ -31,7 +31,7 @@ from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.infra import run_sync
 from tally_shared.messaging import consumer_lag, ensure_topics
 from tally_shared.migrations import upgrade
-from tally_shared.topics import DEAD_LETTER, QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
+from tally_shared.topics import DATASETS, DEAD_LETTER, QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
 
 # service name -> python module, in start order (consumers before intake, so nothing waits on a late consumer)
 MODULES: dict[str, str] = {
@@ -44,9 +44,9 @@ MODULES: dict[str, str] = {
 
 # Consumer groups and what they read: a clean stop waits until each has caught up.
 CONSUMER_GROUPS: dict[str, Sequence[Topic]] = {
-    "scoring": (SCORE_COMMANDS,),
+    "scoring": (SCORE_COMMANDS, TRACES),
     "queue-router": (TRACES, SCORES),
-    "projections": (TRACES, SCORES, SCORE_CONFIGS, QUEUES),
+    "projections": (TRACES, SCORES, SCORE_CONFIGS, QUEUES, DATASETS),
     # projections' reader of the dead-letter topic (not a service: its group id is passed to projections)
     "projections-dead-letters": (DEAD_LETTER,),
 }

@@ -141,11 +141,14 @@ def subscribe(
     handler: Handler,
     types: Iterable[str] | None = None,
     validate: Callable[[Envelope, Payload], None] | None = None,
+    prefilter: Callable[[bytes], bool] | None = None,
 ) -> Any:
     """Register a subscriber for one topic in consumer group ``group_id``.
 
     ``types`` filters event types (others are acknowledged and ignored). ``validate`` may raise PoisonMessage for
-    a message that parses but can never be applied (it is dead-lettered, not retried).
+    a message that parses but can never be applied (it is dead-lettered, not retried). ``prefilter`` sees the raw
+    bytes first: a message it refuses is acknowledged without being parsed (a consumer that needs few of a busy
+    topic's events skips the rest cheaply).
     """
     wanted = frozenset(types) if types is not None else None
 
@@ -164,6 +167,9 @@ def subscribe(
         raw = msg.raw_message
         record = raw[0] if isinstance(raw, tuple) else raw
         body: bytes = msg.body
+        if prefilter is not None and not prefilter(body):
+            EVENTS_CONSUMED.labels(group_id, topic.name, "", "ignored").inc()
+            return
         try:
             env, payload = decode(body)
             if wanted is not None and env.type not in wanted:

@@ -21,6 +21,13 @@ SCORE_COMMANDS = Topic(
 SCORES = Topic("tally.scores", 6, "ScoreRecorded/Updated/Deleted, validated (scoring)")
 SCORE_CONFIGS = Topic("tally.score-configs", 3, "ScoreConfigCreated/Updated/Archived (scoring)")
 QUEUES = Topic("tally.queues", 6, "Queue and queue item lifecycle events (queue-router)")
+DATASETS = Topic(
+    "tally.datasets", 3,
+    "DatasetCreated/Updated, DatasetItemUpserted/Deleted, DatasetRunItemCreated, DatasetRunDeleted (scoring)",
+)
+COMMENTS = Topic("tally.comments", 3, "CommentCreated on traces, observations, sessions, prompts (scoring)")
 DEAD_LETTER = Topic("tally.dead-letter", 3, "Messages no consumer could parse or validate, with the reason")
 
-ALL_TOPICS: tuple[Topic, ...] = (TRACES, SCORE_COMMANDS, SCORES, SCORE_CONFIGS, QUEUES, DEAD_LETTER)
+ALL_TOPICS: tuple[Topic, ...] = (
+    TRACES, SCORE_COMMANDS, SCORES, SCORE_CONFIGS, QUEUES, DATASETS, COMMENTS, DEAD_LETTER
+)

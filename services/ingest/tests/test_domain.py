@@ -225,6 +225,13 @@ def test_prompt_of_a_generation() -> None:
     assert (g1["prompt_name"], g1["prompt_version"]) == ("qa-prompt", 2)
 
 
+def test_langfuse_experiment_attributes_keep_the_dataset() -> None:
+    _, trace = otel.map_span(_span({"langfuse.experiment.name": "run-1", "langfuse.experiment.item.id": "item-1",
+                                    "langfuse.experiment.dataset.id": "ds-1"}))
+    assert trace is not None
+    assert (trace["dataset_run_name"], trace["dataset_item_id"], trace["dataset_id"]) == ("run-1", "item-1", "ds-1")
+
+
 def test_genai_and_openinference_attributes() -> None:
     obs, trace = otel.map_span(_span({
         "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude", "gen_ai.request.temperature": 0.3,
@@ -292,10 +299,11 @@ def test_partitioner_matches_kafkas_default() -> None:
 def test_langfuse_dataset_run_item_links_the_trace_to_its_experiment() -> None:
     batch, report = langfuse.parse_batch([
         {"id": "e", "type": "dataset-run-item-create",
-         "body": {"runName": "run-7", "datasetItemId": "item-3", "traceId": "t9"}},
+         "body": {"runName": "run-7", "datasetItemId": "item-3", "traceId": "t9", "datasetId": "ds-1"}},
         {"id": "bad", "type": "dataset-run-item-create", "body": {"runName": "run-7", "traceId": "t9"}},
     ], LIMIT)
     assert list(report.errors) == [1]
     [(_, payload)] = _decoded(batch)
     assert isinstance(payload, TraceIngested) and payload.trace is not None
     assert (payload.trace.dataset_run_name, payload.trace.dataset_item_id) == ("run-7", "item-3")
+    assert payload.trace.dataset_id == "ds-1"

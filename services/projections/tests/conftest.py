@@ -20,7 +20,7 @@ from tally_shared.envelope import Envelope, Payload, make_envelope
 from tally_shared.messaging import make_broker, publish
 from tally_shared.migrations import upgrade_async
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
-from tally_shared.topics import QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
+from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -31,7 +31,7 @@ def at(minutes: float) -> datetime:
 
 TOPIC_OF = {"TraceIngested": TRACES, "ScoreRecorded": SCORES, "ScoreUpdated": SCORES, "ScoreDeleted": SCORES,
             "ScoreConfigCreated": SCORE_CONFIGS, "ScoreConfigUpdated": SCORE_CONFIGS,
-            "ScoreConfigArchived": SCORE_CONFIGS}
+            "ScoreConfigArchived": SCORE_CONFIGS, "DatasetCreated": DATASETS, "DatasetRunItemCreated": DATASETS}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Harness:
             topic: Topic = TOPIC_OF.get(e.type, QUEUES)
             by_topic.setdefault(topic.name, []).append(e)
         for name, envs in by_topic.items():
-            topic = next(t for t in (TRACES, SCORES, SCORE_CONFIGS, QUEUES) if t.name == name)
+            topic = next(t for t in (TRACES, SCORES, SCORE_CONFIGS, QUEUES, DATASETS) if t.name == name)
             await publish(self.broker, topic, envs)
 
     async def send_in_order(self, envelopes: Sequence[Envelope]) -> None:

@@ -8,6 +8,10 @@ import orjson
 
 from tally_shared.events import (
     Category,
+    DatasetCreated,
+    DatasetData,
+    DatasetRunItemCreated,
+    DatasetRunItemData,
     ItemRef,
     QueueItemAdded,
     ScoreConfigCreated,
@@ -172,3 +176,33 @@ async def test_experiment_comparison(harness: Harness) -> None:
     runs = (await h.http.get("/api/v1/experiments/runs", headers=auth)).json()["data"]
     assert [(r["dataset_run_name"], r["traces"], r["items"]) for r in runs] == [("A", 4, 4), ("B", 4, 4)]
     assert runs[0]["score_names"] == [{"name": "correct", "kind": "automated"}, {"name": "correct", "kind": "human"}]
+
+
+async def test_experiment_runs_linked_by_dataset_id_show_the_dataset_name(harness: Harness) -> None:
+    """The SDK's run_experiment links traces by dataset id (OTel attributes); the datasets API records run items
+    as events of their own. Both runs are listed under the dataset's name, whichever event arrives first."""
+    h = harness
+    pid, auth = await h.project()
+    run_item = DatasetRunItemData(id="ri-1", run_id="run-api", run_name="api-run", dataset_id="ds-9",
+                                  dataset_name="golden", dataset_item_id="item-2", trace_id="t-api",
+                                  created_at=at(1))
+    await h.send_in_order([
+        h.env(TraceIngested(trace_id="t-otel", trace=TraceData(id="t-otel", name="exp", dataset_run_name="sdk-run",
+                                                               dataset_item_id="item-1", dataset_id="ds-9")),
+              pid, "t-otel", at(0)),
+        h.env(DatasetRunItemCreated(run_item=run_item), pid, "t-api", at(1)),
+        h.env(TraceIngested(trace_id="t-api", trace=TraceData(id="t-api", name="exp")), pid, "t-api", at(2)),
+        h.env(DatasetCreated(dataset=DatasetData(id="ds-9", name="golden", created_at=at(0), updated_at=at(0))),
+              pid, "ds-9", at(0)),
+    ])
+
+    async def named() -> list[dict[str, Any]] | None:
+        r = await h.http.get("/api/v1/experiments/runs", headers=auth, params={"dataset_name": "golden"})
+        data: list[dict[str, Any]] = r.json()["data"]
+        return data if len(data) == 2 else None
+
+    runs = await eventually(named, what="runs under the dataset's name")
+    assert [(r["dataset_name"], r["dataset_run_name"], r["items"]) for r in runs] == [
+        ("golden", "api-run", 1), ("golden", "sdk-run", 1)]
+    trace = (await h.http.get("/api/public/traces/t-api", headers=auth)).json()
+    assert trace["name"] == "exp"

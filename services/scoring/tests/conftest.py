@@ -26,7 +26,7 @@ from tally_shared.infra import free_port
 from tally_shared.migrations import upgrade
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
 from tally_shared.testing.wait import eventually
-from tally_shared.topics import DEAD_LETTER, SCORE_CONFIGS, SCORES
+from tally_shared.topics import COMMENTS, DATASETS, DEAD_LETTER, SCORE_CONFIGS, SCORES
 
 
 @dataclass
@@ -56,7 +56,7 @@ async def tap(kafka_bootstrap: str) -> AsyncIterator[Tap]:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     # Manual assignment: no group join, so the tap is ready at once.
-    parts = [TopicPartition(topic.name, p) for topic in (SCORES, SCORE_CONFIGS, DEAD_LETTER)
+    parts = [TopicPartition(topic.name, p) for topic in (SCORES, SCORE_CONFIGS, DATASETS, COMMENTS, DEAD_LETTER)
              for p in range(topic.partitions)]
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)

@@ -1,5 +1,20 @@
 """Every event payload type; importing this package registers them all."""
 
+from tally_shared.events.datasets import (
+    CommentCreated,
+    CommentData,
+    CommentObjectType,
+    DatasetCreated,
+    DatasetData,
+    DatasetItemData,
+    DatasetItemDeleted,
+    DatasetItemStatus,
+    DatasetItemUpserted,
+    DatasetRunDeleted,
+    DatasetRunItemCreated,
+    DatasetRunItemData,
+    DatasetUpdated,
+)
 from tally_shared.events.queues import (
     ItemRef,
     ObjectType,
@@ -31,6 +46,19 @@ from tally_shared.events.traces import Level, ObservationData, ObservationType, 
 
 __all__ = [
     "Category",
+    "CommentCreated",
+    "CommentData",
+    "CommentObjectType",
+    "DatasetCreated",
+    "DatasetData",
+    "DatasetItemData",
+    "DatasetItemDeleted",
+    "DatasetItemStatus",
+    "DatasetItemUpserted",
+    "DatasetRunDeleted",
+    "DatasetRunItemCreated",
+    "DatasetRunItemData",
+    "DatasetUpdated",
     "ItemRef",
     "Level",
     "ObjectType",

@@ -60,6 +60,7 @@ class TraceData(BaseModel):
     dataset_run_name: str | None = None
     dataset_item_id: str | None = None
     dataset_name: str | None = None
+    dataset_id: str | None = None
 
 
 class ObservationData(BaseModel):

@@ -318,6 +318,25 @@ class HttpTallyApi:
             out += [_item(queue_id, i, self.user_id) for i in _data(body)]
         return sorted(out, key=lambda i: str(i.get("updated_at") or i.get("created_at") or ""))
 
+    # ------------------------------------------------------------------ scoring: datasets and comments
+    async def create_dataset(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/api/public/v2/datasets", json={"name": name})
+        return result
+
+    async def upsert_dataset_item(self, data: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/api/public/dataset-items", json=data)
+        return result
+
+    async def list_comments(self, object_type: str, object_id: str) -> list[dict[str, Any]]:
+        body = await self._call("GET", "/api/public/comments",
+                                params={"objectType": object_type, "objectId": object_id, "limit": 100})
+        return _data(body)
+
+    async def create_comment(self, object_type: str, object_id: str, content: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/api/public/comments", json={
+            "projectId": self.project_id, "objectType": object_type, "objectId": object_id, "content": content})
+        return result
+
 
 def _seg(value: str) -> str:
     from urllib.parse import quote

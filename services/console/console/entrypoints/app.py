@@ -19,7 +19,7 @@ from console.adapters.identity import ConsoleIdentity, Identity
 from console.adapters.port import ApiCallError, ApiFactory
 from console.application.signin_limit import Limits, SignInLimiter
 from console.config import Settings
-from console.entrypoints import auth, dead_letters, reading, review, setup, traces
+from console.entrypoints import auth, curation, dead_letters, reading, review, setup, traces
 from console.entrypoints.metrics import request_metrics
 from console.entrypoints.security import CsrfError, parse_networks, security_headers
 from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
@@ -120,7 +120,8 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
         title = "Page not found" if exc.status_code == 404 else "Error"
         return page(None, request, "error.html", status_code=exc.status_code, title=title, message=str(exc.detail))
 
-    for router in (auth.router, review.router, traces.router, setup.router, dead_letters.router, reading.router):
+    for router in (auth.router, review.router, traces.router, setup.router, dead_letters.router, reading.router,
+                   curation.router):
         app.include_router(router)
     return app
 

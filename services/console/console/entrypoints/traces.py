@@ -4,7 +4,7 @@ form for any score config."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
@@ -105,7 +105,16 @@ async def trace_page(ctx: CtxDep, trace_id: str) -> Response:
     if observation:
         values = {}
     return page(ctx, ctx.request, "trace.html", trace=trace, configs=configs, chosen=chosen, values=values,
-                errors={}, comment="", people=await ctx.people(), observation=observation)
+                errors={}, comment="", people=await ctx.people(), observation=observation,
+                comments=await trace_comments(ctx, trace_id, observation))
+
+
+async def trace_comments(ctx: Ctx, trace_id: str, observation: str | None) -> list[dict[str, Any]]:
+    """The trace's comments (and the focused observation's), oldest first; a failure shows none, not an error."""
+    wanted = [("TRACE", trace_id)] + ([("OBSERVATION", observation)] if observation else [])
+    found = await asyncio.gather(*(ctx.api.list_comments(k, i) for k, i in wanted), return_exceptions=True)
+    out = [c for f in found if isinstance(f, list) for c in f]
+    return sorted(out, key=lambda c: str(c.get("createdAt") or ""))
 
 
 @router.post("/traces/{trace_id}/annotate", response_class=HTMLResponse)

@@ -139,7 +139,7 @@
       case "ArrowRight": step(1); e.preventDefault(); break;
       case "ArrowLeft": step(-1); e.preventDefault(); break;
       case "Enter":
-        if (target && (target.tagName === "BUTTON" || target.tagName === "A")) return;
+        if (target && (target.tagName === "BUTTON" || target.tagName === "A" || target.tagName === "SUMMARY")) return;
         e.preventDefault(); submitForm(form); break;
       case "s": case "S": e.preventDefault(); submitForm(document.getElementById("skip-form")); break;
       case "f": case "F": {

@@ -87,6 +87,9 @@ class World:
     calibration_data: dict[str, Any] = field(default_factory=dict)
     preview_status: int = 404
     dead_letters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comments: list[dict[str, Any]] = field(default_factory=list)
 
     # helpers for tests -------------------------------------------------------------------------------------
     def add_trace(self, trace_id: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -421,6 +424,31 @@ class FakeApi:
                 out.append({"item_id": item["item_id"], "queue_id": queue_id, "object_type": item["object_type"],
                             "object_id": item["object_id"], "trace_id": item["trace_id"], "my_status": st})
         return out
+
+    # scoring: datasets and comments ------------------------------------------------------------------------
+    async def create_dataset(self, name: str) -> dict[str, Any]:
+        self.w.calls.append(("create_dataset", name))
+        return self.w.datasets.setdefault(name, {"id": new_id("ds"), "name": name})
+
+    async def upsert_dataset_item(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.w.calls.append(("upsert_dataset_item", data))
+        ds = self.w.datasets.get(data["datasetName"])
+        if ds is None:
+            raise ApiCallError(404, "not_found", f"dataset {data['datasetName']!r} not found")
+        item_id = data.get("id") or new_id("dsi")
+        item = self.w.dataset_items.get(item_id, {"id": item_id, "status": "ACTIVE", "datasetId": ds["id"]})
+        item.update({k: v for k, v in data.items() if v is not None})
+        self.w.dataset_items[item_id] = item
+        return item
+
+    async def list_comments(self, object_type: str, object_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.w.comments if (c["objectType"], c["objectId"]) == (object_type, object_id)]
+
+    async def create_comment(self, object_type: str, object_id: str, content: str) -> dict[str, Any]:
+        comment = {"id": new_id("c"), "objectType": object_type, "objectId": object_id, "content": content,
+                   "authorUserId": self.user_id, "createdAt": datetime.now(UTC).isoformat()}
+        self.w.comments.append(comment)
+        return {"id": comment["id"]}
 
 
 @dataclass

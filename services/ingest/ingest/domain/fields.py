@@ -261,7 +261,7 @@ TRACE_FIELDS: dict[str, Converter] = {
     "name": opt_str, "timestamp": opt_time, "input": any_json, "output": any_json, "metadata": opt_metadata,
     "tags": opt_tags, "user_id": opt_str, "session_id": opt_str, "release": opt_str, "version": opt_str,
     "environment": opt_str, "public": opt_bool, "dataset_run_name": opt_str, "dataset_item_id": opt_str,
-    "dataset_name": opt_str,
+    "dataset_name": opt_str, "dataset_id": opt_str,
 }
 
 OBSERVATION_FIELDS: dict[str, Converter] = {

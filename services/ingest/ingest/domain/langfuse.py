@@ -90,6 +90,9 @@ def _one(out: Batch, report: Report, index: int, ev: dict[str, Any]) -> None:
         trace_id = f.ident("body.traceId", body.get("traceId"))
         link = {"id": trace_id, "dataset_run_name": f.name("body.runName", body.get("runName")),
                 "dataset_item_id": f.ident("body.datasetItemId", body.get("datasetItemId"))}
+        # The dataset id names the run's dataset: experiment comparison shows runs by dataset name.
+        if body.get("datasetId") is not None:
+            link["dataset_id"] = f.ident("body.datasetId", body.get("datasetId"))
         out.add_trace(index, link, at)
         return
     obs_type, is_update = OBSERVATION_EVENTS[kind]

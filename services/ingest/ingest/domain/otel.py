@@ -691,6 +691,10 @@ def _trace_fields(sp: SpanView, a: dict[str, Any], lf: dict[str, Any], left: dic
             item = _conv(lf, "langfuse.experiment.item.id", f.opt_str, left)
             if item is not None:
                 trace["dataset_item_id"] = item
+        if "langfuse.experiment.dataset.id" in lf:
+            dataset = _conv(lf, "langfuse.experiment.dataset.id", f.opt_str, left)
+            if dataset is not None:
+                trace["dataset_id"] = dataset
     for key, target in _TRACE_IDENTITY:
         if key in a:
             v = _conv(a, key, f.opt_str, left)

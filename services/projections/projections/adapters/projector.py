@@ -26,6 +26,12 @@ from projections.domain.merge import merge_fields, to_micros
 from projections.domain.rollup import Measures, RollupKey, add_to, contributions, trace_dims
 from tally_shared.envelope import Envelope, Payload
 from tally_shared.events import (
+    DatasetCreated,
+    DatasetItemDeleted,
+    DatasetItemUpserted,
+    DatasetRunDeleted,
+    DatasetRunItemCreated,
+    DatasetUpdated,
     QueueCreated,
     QueueItemAdded,
     QueueItemCompleted,
@@ -40,6 +46,7 @@ from tally_shared.events import (
     ScoreDeleted,
     ScoreRecorded,
     ScoreUpdated,
+    TraceData,
     TraceIngested,
 )
 
@@ -48,7 +55,8 @@ log = logging.getLogger(__name__)
 SKIPPED = Counter("tally_projections_skipped_total", "Events that can never fit the read models (ids too long)")
 
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
-                "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name")
+                "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
+                "dataset_id")
 OBS_FIELDS = ("trace_id", "type", "name", "parent_observation_id", "start_time", "end_time",
               "completion_start_time", "level", "status_message", "model", "model_parameters", "usage_details",
               "cost_details", "input", "output", "metadata", "version", "environment", "prompt_name",
@@ -97,6 +105,12 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         keys.append(p.config.id)
     elif isinstance(p, QueueCreated | QueueUpdated):
         keys.append(p.queue.id)
+    elif isinstance(p, DatasetCreated):
+        keys.append(p.dataset.id)
+    elif isinstance(p, DatasetRunItemCreated):
+        keys += [p.run_item.trace_id, p.run_item.dataset_id]
+    elif isinstance(p, DatasetItemUpserted | DatasetItemDeleted | DatasetRunDeleted | DatasetUpdated):
+        pass  # not applied here
     elif not isinstance(p, TraceIngested):
         ref = getattr(p, "item", None)
         if ref is not None:
@@ -106,6 +120,15 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         SKIPPED.inc()
         log.warning("skipping %s %s: an id is longer than %d characters", env.type, env.id, MAX_KEY)
     return bad
+
+
+def run_item_link(p: DatasetRunItemCreated) -> TraceIngested:
+    """A run item recorded through the datasets API is the same experiment link as ingest's
+    ``dataset-run-item-create``: a partial update of its trace, merged per field like any other."""
+    ri = p.run_item
+    return TraceIngested(trace_id=ri.trace_id, source="datasets", trace=TraceData(
+        id=ri.trace_id, dataset_run_name=ri.run_name, dataset_item_id=ri.dataset_item_id, dataset_id=ri.dataset_id,
+        dataset_name=ri.dataset_name))
 
 
 class Projector:
@@ -123,6 +146,7 @@ class Projector:
         )
         self.sql_traces_up = upsert_sql(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
         self.sql_traces_get = select_by_keys(t.traces, pk2)
+        self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))
         self.sql_obs_up = upsert_sql(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
         self.sql_obs_get = select_by_keys(t.observations, pk2)
         self.sql_scores_up = upsert_sql(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
@@ -234,9 +258,14 @@ class Projector:
         scores_in: list[tuple[Envelope, Payload]] = []
         configs_in: list[tuple[Envelope, Payload]] = []
         queues_in: list[tuple[Envelope, Payload]] = []
+        datasets_in: list[tuple[Envelope, DatasetCreated]] = []
         for env, p in todo:
             if isinstance(p, TraceIngested):
                 traces_in.append((env, p))
+            elif isinstance(p, DatasetRunItemCreated):
+                traces_in.append((env, run_item_link(p)))
+            elif isinstance(p, DatasetCreated):
+                datasets_in.append((env, p))
             elif isinstance(p, ScoreRecorded | ScoreUpdated | ScoreDeleted):
                 scores_in.append((env, p))
             elif isinstance(p, ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived):
@@ -254,6 +283,10 @@ class Projector:
             await self._configs(session, configs_in)
         if queues_in:
             await self._queues(session, queues_in)
+        if datasets_in:
+            named = {(env.project, p.dataset.id): p.dataset.name for env, p in datasets_in}
+            await session.execute(self.sql_datasets_up, rows_param(
+                [{"project_id": k[0], "id": k[1], "name": n} for k, n in named.items()]))
         return [env for env, _ in todo]
 
     # -- traces and observations ------------------------------------------------------------------------------

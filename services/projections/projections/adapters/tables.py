@@ -43,11 +43,12 @@ class Tables:
     queues: Table
     queue_items: Table
     queue_reviews: Table
+    datasets: Table
 
     def all(self) -> list[Table]:
         return [
             self.processed, self.traces, self.observations, self.scores, self.score_configs, self.score_rollup,
-            self.queues, self.queue_items, self.queue_reviews,
+            self.queues, self.queue_items, self.queue_reviews, self.datasets,
         ]
 
 
@@ -74,6 +75,7 @@ def make_tables(schema: str) -> Tables:
         Column("dataset_run_name", Text),
         Column("dataset_item_id", Text),
         Column("dataset_name", Text),
+        Column("dataset_id", Text),
         Column("field_ts", JSONB, nullable=False),
         Column("created_at", TS, nullable=False),
         Column("updated_at", TS, nullable=False),
@@ -232,5 +234,13 @@ def make_tables(schema: str) -> Tables:
         Index("ix_queue_reviews_done", "project_id", "queue_id", "completed_at"),
     )
 
+    # Dataset id -> name, so that experiment runs linked by dataset id show their dataset's name.
+    datasets = Table(
+        "datasets", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("name", Text, nullable=False),
+    )
+
     return Tables(schema, md, processed, traces, observations, scores, score_configs, score_rollup, queues,
-                  queue_items, queue_reviews)
+                  queue_items, queue_reviews, datasets)

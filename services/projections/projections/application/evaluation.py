@@ -38,15 +38,18 @@ def object_key(s: dict[str, Any]) -> tuple[str, str]:
 
 async def experiment_runs(session: AsyncSession, t: Tables, project_id: str,
                           dataset_name: str | None) -> list[dict[str, Any]]:
-    tr, s = t.traces, t.scores
-    q = (select(tr.c.dataset_name, tr.c.dataset_run_name, func.count().label("traces"),
+    tr, s, ds = t.traces, t.scores, t.datasets
+    # A run linked by dataset id (the SDK's run_experiment, the datasets API) is named by its dataset's name.
+    ds_name = func.coalesce(tr.c.dataset_name, ds.c.name).label("dataset_name")
+    q = (select(ds_name, tr.c.dataset_run_name, func.count().label("traces"),
                 func.count(func.distinct(tr.c.dataset_item_id)).label("items"),
                 func.min(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("first_trace_at"),
                 func.max(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("last_trace_at"))
+         .select_from(tr.outerjoin(ds, and_(ds.c.project_id == tr.c.project_id, ds.c.id == tr.c.dataset_id)))
          .where(tr.c.project_id == project_id, tr.c.dataset_run_name.isnot(None))
-         .group_by(tr.c.dataset_name, tr.c.dataset_run_name).order_by(tr.c.dataset_run_name))
+         .group_by(ds_name, tr.c.dataset_run_name).order_by(tr.c.dataset_run_name))
     if dataset_name is not None:
-        q = q.where(tr.c.dataset_name == dataset_name)
+        q = q.where(func.coalesce(tr.c.dataset_name, ds.c.name) == dataset_name)
     runs = [dict(r) for r in (await session.execute(q)).mappings()]
     names = defaultdict(set)
     for r in (await session.execute(

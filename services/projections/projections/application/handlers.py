@@ -12,16 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.projector import Projector
 from tally_shared.envelope import Envelope, Payload
-from tally_shared.topics import QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
+from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
 # Score commands are not validated yet (scoring turns them into ScoreRecorded); dead letters are not events.
-CONSUMED_TOPICS: tuple[Topic, ...] = (TRACES, SCORES, SCORE_CONFIGS, QUEUES)
+CONSUMED_TOPICS: tuple[Topic, ...] = (TRACES, SCORES, SCORE_CONFIGS, QUEUES, DATASETS)
 
 _MODEL_OF = {
     "TraceIngested": "traces",
     "ScoreRecorded": "scores", "ScoreUpdated": "scores", "ScoreDeleted": "scores",
     "ScoreConfigCreated": "score_configs", "ScoreConfigUpdated": "score_configs",
     "ScoreConfigArchived": "score_configs",
+    "DatasetCreated": "datasets", "DatasetRunItemCreated": "traces", "DatasetItemUpserted": "datasets",
+    "DatasetItemDeleted": "datasets", "DatasetRunDeleted": "datasets", "DatasetUpdated": "datasets",
 }
 
 APPLY_SECONDS = Histogram(

@@ -102,6 +102,66 @@ outbox = Table(
 
 processed_events = processed_events_table(metadata)
 
+# Datasets and comments: scoring is their only writer; each row's snapshot is what its event carries.
+datasets = Table(
+    "datasets", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_datasets_project_name"),
+)
+
+dataset_items = Table(
+    "dataset_items", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("dataset_id", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("source_trace_id", String(200)),
+    Column("source_observation_id", String(200)),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True)),
+    Index("ix_dataset_items_dataset", "project_id", "dataset_id", "created_at"),
+)
+
+dataset_runs = Table(
+    "dataset_runs", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("dataset_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("metadata", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "dataset_id", "name", name="uq_dataset_runs_name"),
+)
+
+dataset_run_items = Table(
+    "dataset_run_items", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dataset_run_items_run", "project_id", "run_id", "created_at"),
+)
+
+comments = Table(
+    "comments", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("object_type", String(20), nullable=False),
+    Column("object_id", String(200), nullable=False),
+    Column("author_user_id", String(200)),
+    Column("data", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_comments_object", "project_id", "object_type", "object_id", "created_at"),
+)
+
 Index("ix_scores_project_ts", scores.c.project_id, scores.c.timestamp.desc(), scores.c.id.desc())
 Index("ix_scores_project_trace", scores.c.project_id, scores.c.trace_id)
 Index("ix_scores_project_config", scores.c.project_id, scores.c.config_id)

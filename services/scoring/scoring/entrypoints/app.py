@@ -11,7 +11,7 @@ from scoring.adapters.lag import report_lag
 from scoring.adapters.outbox import OutboxPublisher
 from scoring.application.deps import Deps
 from scoring.config import Settings
-from scoring.entrypoints import consumers, http_native, http_public
+from scoring.entrypoints import consumers, http_datasets, http_native, http_public
 from scoring.entrypoints.timing import ServerTiming
 from tally_shared.service import build_runtime
 from tally_shared.service import create_app as create_service_app
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         runtime, title="Tally scoring",
         description="Score configs and scores: validated, versioned, recorded as events.",
-        routers=[http_public.router, http_native.router],
+        routers=[http_public.router, http_native.router, http_datasets.router],
         on_startup=[publisher.start, freeze_startup_objects],
         background=[publisher.run, fast.run, lag],
     )

@@ -5,13 +5,19 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 
 from scoring.application.commands import handle_record_score
+from scoring.application.datasets import record_run_from_trace
 from scoring.application.deps import Deps
 from tally_shared.envelope import Envelope, Payload, PoisonMessage
-from tally_shared.events import RecordScore
+from tally_shared.events import RecordScore, TraceIngested
 from tally_shared.messaging import subscribe
-from tally_shared.topics import SCORE_COMMANDS
+from tally_shared.topics import SCORE_COMMANDS, TRACES
 
-TOPICS = (SCORE_COMMANDS,)
+TOPICS = (SCORE_COMMANDS, TRACES)
+
+
+def has_experiment_link(body: bytes) -> bool:
+    # Ingest writes only the fields it set, so most trace events never name a run and are skipped unparsed.
+    return b'"dataset_run_name"' in body
 
 
 def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
@@ -21,3 +27,10 @@ def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
         await handle_record_score(env, payload, deps, consumer=group_id)
 
     subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})
+
+    async def on_trace(env: Envelope, payload: Payload) -> None:
+        if isinstance(payload, TraceIngested):
+            await record_run_from_trace(deps, env, payload)
+
+    subscribe(broker, TRACES, group_id=group_id, handler=on_trace, types={"TraceIngested"},
+              prefilter=has_experiment_link)
