@@ -31,6 +31,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/public/metrics", "projections"),
     ("/api/public/v2/metrics", "projections"),
     ("/api/v1/traces", "projections"),
+    ("/api/v1/sessions", "projections"),
     ("/api/v1/observations", "projections"),
     ("/api/v1/analytics", "projections"),
     ("/api/v1/experiments", "projections"),

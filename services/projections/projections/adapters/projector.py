@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import text
+from sqlalchemy import delete, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.sql import ident, jdump, qualified, rows_param, select_by_keys, set_all, upsert_sql
@@ -40,6 +40,7 @@ from tally_shared.events import (
     ScoreDeleted,
     ScoreRecorded,
     ScoreUpdated,
+    TraceDeleted,
     TraceIngested,
 )
 
@@ -96,6 +97,8 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         keys.append(p.config.id)
     elif isinstance(p, QueueCreated | QueueUpdated):
         keys.append(p.queue.id)
+    elif isinstance(p, TraceDeleted):
+        keys.append(p.trace_id)
     elif not isinstance(p, TraceIngested):
         ref = getattr(p, "item", None)
         if ref is not None:
@@ -105,6 +108,19 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         SKIPPED.inc()
         log.warning("skipping %s %s: an id is longer than %d characters", env.type, env.id, MAX_KEY)
     return bad
+
+
+def _trace_of(p: Payload) -> str | None:
+    if isinstance(p, ScoreDeleted):
+        return p.trace_id
+    score = getattr(p, "score", None)
+    return score.trace_id if score is not None else None
+
+
+def _queue_event_of(env: Envelope, p: Payload, gone: set[tuple[str, str]]) -> bool:
+    """Whether a queue event is about an item of a deleted trace (its item is gone with the trace)."""
+    ref = getattr(p, "item", None)
+    return ref is not None and any((env.project, tid) in gone for tid in (ref.trace_id, ref.object_id) if tid)
 
 
 class Projector:
@@ -233,9 +249,12 @@ class Projector:
         scores_in: list[tuple[Envelope, Payload]] = []
         configs_in: list[tuple[Envelope, Payload]] = []
         queues_in: list[tuple[Envelope, Payload]] = []
+        deletes_in: list[tuple[Envelope, TraceDeleted]] = []
         for env, p in todo:
             if isinstance(p, TraceIngested):
                 traces_in.append((env, p))
+            elif isinstance(p, TraceDeleted):
+                deletes_in.append((env, p))
             elif isinstance(p, ScoreRecorded | ScoreUpdated | ScoreDeleted):
                 scores_in.append((env, p))
             elif isinstance(p, ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived):
@@ -243,6 +262,11 @@ class Projector:
             elif isinstance(p, QueueCreated | QueueUpdated | QueueItemAdded | QueueItemLeased | QueueItemCompleted
                             | QueueItemSkipped | QueueItemFlagged | QueueItemRemoved):
                 queues_in.append((env, p))
+        gone = await self._tombstoned(session, deletes_in, traces_in, scores_in, queues_in)
+        if gone:
+            traces_in = [(env, p) for env, p in traces_in if (env.project, p.trace_id) not in gone]
+            scores_in = [(env, p) for env, p in scores_in if (env.project, _trace_of(p)) not in gone]
+            queues_in = [(env, p) for env, p in queues_in if not _queue_event_of(env, p, gone)]
         trace_rows: dict[tuple[str, str], dict[str, Any]] = {}
         changed_dims: dict[tuple[str, str], dict[str, Any]] = {}
         if traces_in:
@@ -253,7 +277,66 @@ class Projector:
             await self._configs(session, configs_in)
         if queues_in:
             await self._queues(session, queues_in)
+        if deletes_in:
+            await self._delete_traces(session, deletes_in)
         return [env for env, _ in todo]
+
+    # -- deletion -----------------------------------------------------------------------------------------------
+
+    async def _tombstoned(
+        self, session: AsyncSession, deletes: list[tuple[Envelope, TraceDeleted]],
+        traces_in: list[tuple[Envelope, TraceIngested]], scores_in: list[tuple[Envelope, Payload]],
+        queues_in: list[tuple[Envelope, Payload]],
+    ) -> set[tuple[str, str]]:
+        """The traces of this batch that are deleted: by an event of this batch or by an earlier one."""
+        gone = {(env.project, p.trace_id) for env, p in deletes}
+        wanted = {(env.project, p.trace_id) for env, p in traces_in}
+        wanted |= {(env.project, tid) for env, p in scores_in if (tid := _trace_of(p))}
+        for env, p in queues_in:
+            ref = getattr(p, "item", None)
+            if ref is not None:
+                wanted |= {(env.project, tid) for tid in (ref.trace_id, ref.object_id) if tid}
+        wanted -= gone
+        if wanted:
+            d = self.t.deleted_traces
+            res = await session.execute(
+                select(d.c.project_id, d.c.id).where(tuple_(d.c.project_id, d.c.id).in_(sorted(wanted))))
+            gone |= {(r[0], r[1]) for r in res}
+        return gone
+
+    async def _delete_traces(self, session: AsyncSession, events: list[tuple[Envelope, TraceDeleted]]) -> None:
+        """Remove each trace with its observations, scores (and their rollup counts) and queue items, and keep
+        its tombstone (the earliest deletion time, so a rebuild writes the same row)."""
+        t = self.t
+        first: dict[tuple[str, str], datetime] = {}
+        for env, p in events:
+            key = (env.project, p.trace_id)
+            first[key] = min(first.get(key, env.occurred_at), env.occurred_at)
+        tomb = upsert_sql(t.deleted_traces, ["project_id", "id", "deleted_at"], ["project_id", "id"],
+                          "deleted_at = LEAST(t.deleted_at, EXCLUDED.deleted_at)")
+        await session.execute(tomb, rows_param([
+            {"project_id": k[0], "id": k[1], "deleted_at": v} for k, v in sorted(first.items())]))
+        pairs = sorted(first)
+        res = await session.execute(self.sql_scores_of_traces, {"project_id": sorted({k[0] for k in pairs}),
+                                                                "trace_id": sorted({k[1] for k in pairs}),
+                                                                "skip": []})
+        deltas: dict[RollupKey, Measures] = {}
+        for r in res.mappings():
+            s = dict(r)
+            if (s["project_id"], s["trace_id"]) in first:
+                add_to(deltas, contributions(s["project_id"], s, s.get("rolled_dims") or {}), -1)
+        await self._write_rollup(session, deltas)
+        sc, o, tr, qi, qr = t.scores, t.observations, t.traces, t.queue_items, t.queue_reviews
+        await session.execute(delete(sc).where(tuple_(sc.c.project_id, sc.c.trace_id).in_(pairs)))
+        await session.execute(delete(o).where(tuple_(o.c.project_id, o.c.trace_id).in_(pairs)))
+        await session.execute(delete(tr).where(tuple_(tr.c.project_id, tr.c.id).in_(pairs)))
+        items = or_(tuple_(qi.c.project_id, qi.c.trace_id).in_(pairs),
+                    tuple_(qi.c.project_id, qi.c.object_id).in_(pairs))
+        keys = [tuple(r) for r in (await session.execute(
+            select(qi.c.project_id, qi.c.queue_id, qi.c.item_id).where(items)))]
+        if keys:
+            await session.execute(delete(qr).where(tuple_(qr.c.project_id, qr.c.queue_id, qr.c.item_id).in_(keys)))
+            await session.execute(delete(qi).where(tuple_(qi.c.project_id, qi.c.queue_id, qi.c.item_id).in_(keys)))
 
     # -- traces and observations ------------------------------------------------------------------------------
 
