@@ -266,7 +266,6 @@ class Projector:
         if gone:
             traces_in = [(env, p) for env, p in traces_in if (env.project, p.trace_id) not in gone]
             scores_in = [(env, p) for env, p in scores_in if (env.project, _trace_of(p)) not in gone]
-            queues_in = [(env, p) for env, p in queues_in if not _queue_event_of(env, p, gone)]
         trace_rows: dict[tuple[str, str], dict[str, Any]] = {}
         changed_dims: dict[tuple[str, str], dict[str, Any]] = {}
         if traces_in:
@@ -276,7 +275,7 @@ class Projector:
         if configs_in:
             await self._configs(session, configs_in)
         if queues_in:
-            await self._queues(session, queues_in)
+            await self._queues(session, queues_in, gone)
         if deletes_in:
             await self._delete_traces(session, deletes_in)
         return [env for env, _ in todo]
@@ -511,7 +510,8 @@ class Projector:
                 best[(env.project, c.id)] = row
         await session.execute(self.sql_cfg_up, rows_param(list(best.values())))
 
-    async def _queues(self, session: AsyncSession, events: list[tuple[Envelope, Payload]]) -> None:
+    async def _queues(self, session: AsyncSession, events: list[tuple[Envelope, Payload]],
+                      gone: set[tuple[str, str]]) -> None:
         queues: dict[tuple[str, str], dict[str, Any]] = {}
         items: dict[tuple[str, str, str], dict[str, Any]] = {}
         reviews: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -543,6 +543,9 @@ class Projector:
                 # an item event before its QueueCreated: the queue exists, its name is not known yet
                 queues[qkey] = {"project_id": env.project, "id": ref.queue_id, "name": None, "data": None,
                                 "created": False, "event_ts": -1}
+            if _queue_event_of(env, p, gone):
+                # the item went with its deleted trace (its queue stays, whatever the order events came in)
+                continue
             ikey = (env.project, ref.queue_id, ref.item_id)
             item = items.get(ikey)
             if item is None:
