@@ -158,8 +158,12 @@ def subscribe(
     handler: Handler,
     types: Iterable[str] | None = None,
     validate: Callable[[Envelope, Payload], None] | None = None,
+    accept_raw: Callable[[bytes], bool] | None = None,
 ) -> Any:
     """Register a subscriber for one topic in consumer group ``group_id``.
+
+    ``accept_raw`` may skip a message from its bytes, before it is decoded (a consumer of a few rare event types on
+    a busy topic).
 
     ``types`` filters event types (others are acknowledged and ignored). ``validate`` may raise PoisonMessage for
     a message that parses but can never be applied (it is dead-lettered, not retried).
@@ -181,6 +185,8 @@ def subscribe(
         raw = msg.raw_message
         record = raw[0] if isinstance(raw, tuple) else raw
         body: bytes = msg.body
+        if accept_raw is not None and not accept_raw(body):
+            return
         try:
             env, payload = decode(body)
             if wanted is not None and env.type not in wanted:
