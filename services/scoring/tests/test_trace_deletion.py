@@ -32,7 +32,7 @@ async def test_deleting_a_trace_deletes_its_scores(service: Service, tap: Tap, p
     async def remaining() -> list[str]:
         r = await client.get("/api/public/v3/scores", params={"limit": 50, "fields": "subject"})
         assert r.status_code == 200, r.text
-        return sorted(s["traceId"] for s in r.json()["data"])
+        return sorted(s["subject"]["id"] for s in r.json()["data"])
 
     assert await remaining() == [kept]
     deleted = tap.of("ScoreDeleted", lambda e: e.key == doomed)

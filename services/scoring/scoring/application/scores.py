@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring.adapters import metrics, outbox, repository
 from scoring.adapters.repository import ScoreFilter, StoredScore
-from scoring.application.deps import Actor, Deps
 from scoring.application.deletion import deleted_among
+from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
 from scoring.domain.scores import ScoreInput, build_score, event_key, may_change, same_content
 from tally_shared.envelope import make_envelope
