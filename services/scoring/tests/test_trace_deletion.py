@@ -43,3 +43,11 @@ async def test_deleting_a_trace_deletes_its_scores(service: Service, tap: Tap, p
     assert r.status_code == 409
     assert r.json()["error"]["details"][0]["rule"] == "trace_deleted"
     assert await remaining() == [kept]
+
+
+def test_only_deletions_are_decoded_from_the_trace_stream() -> None:
+    from scoring.entrypoints.consumers import _is_deletion
+
+    long_id = "t" * 200
+    assert _is_deletion(make_envelope(TraceDeleted(trace_id=long_id), project="p" * 64, key=long_id).to_bytes())
+    assert not _is_deletion(make_envelope(TraceIngested(trace_id=long_id), project="p", key=long_id).to_bytes())

@@ -142,6 +142,7 @@ class Projector:
         self.sql_obs_get = select_by_keys(t.observations, pk2)
         self.sql_scores_up = upsert_sql(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
         self.sql_scores_get = select_by_keys(t.scores, pk2)
+        self.sql_tombstones_get = select_by_keys(t.deleted_traces, pk2, pk2)
         self.sql_trace_dims = select_by_keys(
             t.traces, pk2, ["project_id", "id", "name", "environment", "release", "user_id", "tags"]
         )
@@ -297,10 +298,8 @@ class Projector:
                 wanted |= {(env.project, tid) for tid in (ref.trace_id, ref.object_id) if tid}
         wanted -= gone
         if wanted:
-            d = self.t.deleted_traces
-            res = await session.execute(
-                select(d.c.project_id, d.c.id).where(tuple_(d.c.project_id, d.c.id).in_(sorted(wanted))))
-            gone |= {(r[0], r[1]) for r in res}
+            # every batch asks: by arrays (two parameters, the primary-key index), not one pair per parameter
+            gone |= set(await _by_keys(session, self.sql_tombstones_get, wanted))
         return gone
 
     async def _delete_traces(self, session: AsyncSession, events: list[tuple[Envelope, TraceDeleted]]) -> None:
