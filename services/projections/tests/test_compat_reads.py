@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 
+from projections import SCHEMA
+from tally_shared.db import make_engine
 from tally_shared.events import (
     ItemRef,
     ObservationData,
@@ -67,6 +70,23 @@ async def test_deleted_trace_is_gone_everywhere_and_stays_gone(harness: Harness)
     assert [t["id"] for t in native["data"]] == ["kt"]
     session = (await h.http.get("/api/public/sessions/ds", headers=auth)).json()
     assert [t["id"] for t in session["traces"]] == ["kt"]
+
+    # a deletion names a trace of its own project only: the same id deleted in another project leaves this one
+    other, _ = await h.project()
+    foreign = h.env(TraceDeleted(trace_id="kt"), other, "kt", at(5))
+    await h.send(foreign)
+    engine = make_engine(h.database_url, pool_size=1)
+
+    async def foreign_applied() -> bool:
+        async with engine.connect() as conn:
+            return bool((await conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.processed_events "  # noqa: S608
+                                                 "WHERE event_id = :id"), {"id": foreign.id})).scalar_one())
+
+    try:
+        await eventually(foreign_applied, what="the other project's deletion applied")
+    finally:
+        await engine.dispose()
+    assert (await h.http.get("/api/public/traces/kt", headers=auth)).status_code == 200
 
     # Events about the trace that arrive after its deletion (another topic, a late SDK update) do not bring it
     # back; a marker trace sent afterwards on the same partition shows they were processed.
