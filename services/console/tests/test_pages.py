@@ -193,3 +193,4 @@ def test_sessions_in_the_traces_view(env: Env) -> None:
     page = c.get("/sessions/conv-%3C1%3E").text
     assert page.index("turn one") < page.index("turn two") and "alone" not in page
     assert c.get("/sessions/nope").status_code == 403
+    assert 'href="/sessions/conv-%3C1%3E"' in c.get("/traces/st-1").text
