@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from langfuse import Langfuse
 
 from tally_shared.testing.plugin import StackHandle
@@ -115,3 +116,17 @@ async def test_langfuse_sdk_reads_and_deletes(tally_stack: StackHandle) -> None:
         # a late score for a deleted trace is refused
         r = await api.post("/api/public/scores", json={"traceId": c, "name": f"q-{run}", "value": 1})
         assert r.status_code == 409
+
+
+def test_run_experiment_resolves_the_project(tally_stack: StackHandle, caplog: pytest.LogCaptureFixture) -> None:
+    # run_experiment asks /api/public/projects for the project id when tracing is on (it links the run there)
+    lf = Langfuse(public_key=tally_stack.public_key, secret_key=tally_stack.secret_key, host=tally_stack.base_url)
+    try:
+        with caplog.at_level("WARNING", logger="langfuse"):
+            result = lf.run_experiment(name=f"local-{uuid.uuid4().hex[:6]}", data=[{"input": 2}],
+                                       task=lambda *, item, **_: item["input"] * 2)
+        assert [r.output for r in result.item_results] == [4]
+        assert not [r for r in caplog.records if "project id" in r.getMessage()], caplog.text
+        assert lf._project_id == tally_stack.project_id
+    finally:
+        lf.shutdown()
