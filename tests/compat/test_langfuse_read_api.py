@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from langfuse import Langfuse
+from langfuse.experiment import LocalExperimentItem
 
 from tally_shared.testing.plugin import StackHandle
 from tally_shared.testing.wait import eventually
@@ -123,7 +124,7 @@ def test_run_experiment_resolves_the_project(tally_stack: StackHandle, caplog: p
     lf = Langfuse(public_key=tally_stack.public_key, secret_key=tally_stack.secret_key, host=tally_stack.base_url)
     try:
         with caplog.at_level("WARNING", logger="langfuse"):
-            result = lf.run_experiment(name=f"local-{uuid.uuid4().hex[:6]}", data=[{"input": 2}],
+            result = lf.run_experiment(name=f"local-{uuid.uuid4().hex[:6]}", data=[LocalExperimentItem(input=2)],
                                        task=lambda *, item, **_: item["input"] * 2)
         assert [r.output for r in result.item_results] == [4]
         assert not [r for r in caplog.records if "project id" in r.getMessage()], caplog.text
