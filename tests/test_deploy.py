@@ -47,7 +47,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tally_cli.routes import DEFAULT_PORTS, DEFAULT_SERVICE, ROUTES, SERVICES, route
+from tally_cli.routes import DEFAULT_PORTS, DEFAULT_SERVICE, METHOD_ROUTES, ROUTES, SERVICES, route
 from tally_cli.stack import MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,12 +224,19 @@ class Location:
     modifier: str  # "=", "^~" or "" (plain prefix)
     path: str
     upstream: str  # compose service name
+    # method -> compose service, where a `map $request_method` sends that method elsewhere (METHOD_ROUTES)
+    methods: tuple[tuple[str, str], ...] = ()
 
 
 def parse_nginx(text: str) -> tuple[dict[str, str], list[Location]]:
     """The server's upstream variables (``set $name host:port``) and its locations with their proxy_pass host."""
     text = re.sub(r"#[^\n]*", "", text)
     variables = dict(re.findall(r"\bset\s+\$(\w+)\s+([\w.-]+:\d+)\s*;", text))
+    maps: dict[str, dict[str, str]] = {}
+    for m in re.finditer(r"\bmap\s+\$request_method\s+\$(\w+)\s*\{([^}]*)\}", text):
+        entries = dict(re.findall(r"(\S+)\s+\$(\w+)\s*;", m.group(2)))
+        assert "default" in entries and set(entries.values()) <= set(variables), f"map ${m.group(1)}"
+        maps[m.group(1)] = {k: variables[v].split(":")[0] for k, v in entries.items()}
     locations: list[Location] = []
     for m in re.finditer(r"\blocation\s+(?:(=|\^~|~\*?)\s+)?(\S+)\s*\{", text):
         modifier, path = m.group(1) or "", m.group(2)
@@ -242,20 +249,28 @@ def parse_nginx(text: str) -> tuple[dict[str, str], list[Location]]:
             continue
         proxy = re.search(r"\bproxy_pass\s+http://\$(\w+)\s*;", body)
         assert proxy, f"location {path} does not proxy to an upstream variable"
+        if proxy.group(1) in maps:
+            by_method = maps[proxy.group(1)]
+            locations.append(Location(modifier, path, by_method["default"],
+                                      tuple(sorted((k, v) for k, v in by_method.items() if k != "default"))))
+            continue
         assert proxy.group(1) in variables, f"location {path} uses undefined ${proxy.group(1)}"
         locations.append(Location(modifier, path, variables[proxy.group(1)].split(":")[0]))
     return variables, locations
 
 
-def nginx_select(locations: list[Location], path: str) -> str:
+def nginx_select(locations: list[Location], path: str, method: str = "GET") -> str:
     """nginx's choice among exact and prefix locations: an exact match, else the longest matching prefix."""
     assert not [loc for loc in locations if loc.modifier.startswith("~")], "regex locations are not modelled"
+    chosen = None
     for loc in locations:
         if loc.modifier == "=" and loc.path == path:
-            return loc.upstream
-    prefixes = [loc for loc in locations if loc.modifier != "=" and path.startswith(loc.path)]
-    assert prefixes, f"no location matches {path}"
-    return max(prefixes, key=lambda loc: len(loc.path)).upstream
+            chosen = loc
+    if chosen is None:
+        prefixes = [loc for loc in locations if loc.modifier != "=" and path.startswith(loc.path)]
+        assert prefixes, f"no location matches {path}"
+        chosen = max(prefixes, key=lambda loc: len(loc.path))
+    return dict(chosen.methods).get(method, chosen.upstream)
 
 
 def probe_paths() -> list[str]:
@@ -267,8 +282,8 @@ def probe_paths() -> list[str]:
     return sorted(paths)
 
 
-def expected_upstream(path: str) -> str:
-    return "health" if path == HEALTH_PATH else route(path)
+def expected_upstream(path: str, method: str = "GET") -> str:
+    return "health" if path == HEALTH_PATH else route(path, method)
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +315,17 @@ def test_nginx_has_a_location_pair_for_every_route(nginx) -> None:
 @pytest.mark.parametrize("path", probe_paths())
 def test_nginx_routes_each_path_as_the_tally_up_gateway_does(nginx, path) -> None:
     _, locations = nginx
-    assert nginx_select(locations, path) == expected_upstream(path)
+    for method in ("GET", "POST", "DELETE"):
+        assert nginx_select(locations, path, method) == expected_upstream(path, method), method
+
+
+def test_method_routes_are_in_nginx(nginx) -> None:
+    _, locations = nginx
+    for method, prefix, service in METHOD_ROUTES:
+        bare = prefix.rstrip("/")
+        assert nginx_select(locations, bare, method) == service
+        assert nginx_select(locations, bare + "/x", method) == service
+        assert nginx_select(locations, bare + "/x", "GET") == route(bare + "/x")
 
 
 def test_the_nginx_model_notices_a_missing_route() -> None:
@@ -415,6 +440,13 @@ def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
         elif status != 200 or body != {"upstream": expected, "path": path}:
             wrong.append((path, status, body))
     assert wrong == []
+
+
+def test_real_nginx_routes_by_method_where_the_table_says(real_nginx) -> None:
+    base, _ = real_nginx
+    assert _fetch(base + "/api/public/traces/t1", "DELETE") == (
+        200, {"upstream": "ingest", "path": "/api/public/traces/t1"})
+    assert _fetch(base + "/api/public/traces/t1") == (200, {"upstream": "projections", "path": "/api/public/traces/t1"})
 
 
 def test_real_nginx_passes_the_query_string(real_nginx) -> None:

@@ -121,7 +121,8 @@ def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0,
         return JSONResponse({"status": "OK", "version": __version__})
 
     async def proxy(request: Request) -> Response:
-        target = upstreams[route(request.url.path)]
+        service = route(request.url.path, request.method)
+        target = upstreams[service]
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         client_host = request.client.host if request.client else ""
         headers.append(("x-forwarded-for", client_host))
@@ -131,7 +132,6 @@ def create_gateway(upstreams: dict[str, str], *, timeout: float = 60.0,
             request.method, target + request.url.path, params=request.url.query.encode(), headers=headers,
             content=request.stream(),
         )
-        service = route(request.url.path)
         try:
             upstream = await client.send(upstream_req, stream=True)
         except httpx.HTTPError as exc:

@@ -32,7 +32,11 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/public/observations", "projections"),
     ("/api/public/v2/observations", "projections"),
     ("/api/public/sessions", "projections"),
+    ("/api/public/projects", "projections"),
+    ("/api/public/metrics", "projections"),
+    ("/api/public/v2/metrics", "projections"),
     ("/api/v1/traces", "projections"),
+    ("/api/v1/sessions", "projections"),
     ("/api/v1/observations", "projections"),
     ("/api/v1/analytics", "projections"),
     ("/api/v1/experiments", "projections"),
@@ -45,6 +49,12 @@ ROUTES: tuple[tuple[str, str], ...] = (
 
 DEFAULT_SERVICE = "console"
 
+# Paths whose writes belong to another service than their reads: (method, prefix, service). Deleting traces is a
+# trace event, published by ingest (which owns trace intake); reading them is projections'.
+METHOD_ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("DELETE", "/api/public/traces", "ingest"),
+)
+
 DEFAULT_PORTS = {"gateway": 3000, "ingest": 8101, "queue-router": 8102, "scoring": 8103, "projections": 8104,
                  "console": 8105, "ingest-grpc": 4317}
 # Ports a service serves besides its HTTP one (not behind the HTTP/1.1 gateway): port name -> (service, setting).
@@ -56,12 +66,21 @@ def env_name(service: str) -> str:
     return service.upper().replace("-", "_")
 
 
-def route(path: str) -> str:
-    """The service that serves ``path`` (longest matching prefix, on a path-segment boundary)."""
+def _matches(path: str, prefix: str) -> bool:
+    bare = prefix.rstrip("/")
+    return path == bare or path.startswith(bare + "/")
+
+
+def route(path: str, method: str = "GET") -> str:
+    """The service that serves ``method path``: the longest matching prefix, on a path-segment boundary; a
+    ``METHOD_ROUTES`` entry for that prefix and method overrides it."""
     best = ""
     service = DEFAULT_SERVICE
     for prefix, svc in ROUTES:
         bare = prefix.rstrip("/")
-        if (path == bare or path.startswith(bare + "/")) and len(bare) > len(best):
+        if _matches(path, prefix) and len(bare) > len(best):
             best, service = bare, svc
+    for m, prefix, svc in METHOD_ROUTES:
+        if m == method.upper() and prefix.rstrip("/") == best:
+            return svc
     return service

@@ -32,3 +32,11 @@ def test_route(path: str, service: str) -> None:
 def test_every_prefix_routes_to_its_service() -> None:
     for prefix, service in ROUTES:
         assert route(prefix.rstrip("/")) == service
+
+
+def test_method_routes() -> None:
+    assert route("/api/public/traces/t1", "DELETE") == "ingest"
+    assert route("/api/public/traces", "delete") == "ingest"
+    assert route("/api/public/traces/t1", "GET") == "projections"
+    assert route("/api/public/traces") == "projections"
+    assert route("/api/public/projects") == "projections"

@@ -176,3 +176,21 @@ def test_health_and_metrics(env: Env) -> None:
     c.get("/login")
     metrics = c.get("/metrics").text
     assert 'tally_console_requests_total{method="GET",route="/login",status="200"}' in metrics
+
+
+def test_sessions_in_the_traces_view(env: Env) -> None:
+    env.world.add_trace("st-1", name="turn one", session_id="conv-<1>", user_id="u1", timestamp="2026-01-01T00:00:00Z")
+    env.world.add_trace("st-2", name="turn two", session_id="conv-<1>", user_id="u2", timestamp="2026-01-01T00:01:00Z")
+    env.world.add_trace("st-3", name="alone")
+    c = env.client()
+    sign_in(c, "lead@t.test")
+    traces = c.get("/traces").text
+    assert 'href="/sessions/conv-%3C1%3E"' in traces and "conv-&lt;1&gt;" in traces and "conv-<1>" not in traces
+    filtered = c.get("/traces?session_id=conv-<1>").text
+    assert 'value="st-1"' in filtered and 'value="st-3"' not in filtered
+    listed = c.get("/sessions").text
+    assert 'href="/sessions/conv-%3C1%3E"' in listed and listed.count('class="session-row"') == 1
+    page = c.get("/sessions/conv-%3C1%3E").text
+    assert page.index("turn one") < page.index("turn two") and "alone" not in page
+    assert c.get("/sessions/nope").status_code == 403
+    assert 'href="/sessions/conv-%3C1%3E"' in c.get("/traces/st-1").text

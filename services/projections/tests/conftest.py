@@ -29,7 +29,8 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-TOPIC_OF = {"TraceIngested": TRACES, "ScoreRecorded": SCORES, "ScoreUpdated": SCORES, "ScoreDeleted": SCORES,
+TOPIC_OF = {"TraceIngested": TRACES, "TraceDeleted": TRACES, "ScoreRecorded": SCORES, "ScoreUpdated": SCORES,
+            "ScoreDeleted": SCORES,
             "ScoreConfigCreated": SCORE_CONFIGS, "ScoreConfigUpdated": SCORE_CONFIGS,
             "ScoreConfigArchived": SCORE_CONFIGS, "DatasetCreated": DATASETS, "DatasetRunItemCreated": DATASETS}
 

@@ -25,6 +25,7 @@ from tally_shared.events import (
     ScoreRecorded,
     ScoreUpdated,
     TraceData,
+    TraceDeleted,
     TraceIngested,
 )
 from tally_shared.testing.wait import eventually
@@ -68,6 +69,13 @@ async def test_rebuild_equals_live(harness: Harness) -> None:
         h.env(QueueItemAdded(item=item, reason="r"), pid, "rt", at(6)),
         h.env(QueueItemCompleted(item=item, reviewer="ann", item_completed=True), pid, "rt", at(7)),
         h.env(QueueCreated(queue=QueueData(id="rq", name="Rebuild")), pid, "rq", at(0)),
+        # a deleted trace, and a score for it that arrives after the deletion: neither comes back on a rebuild
+        h.env(TraceIngested(trace_id="rdel", trace=TraceData(id="rdel", name="gone")), pid, "rdel", at(1)),
+        h.env(ScoreRecorded(score=ScoreData(id="rds", name="q", data_type="NUMERIC", value=1, trace_id="rdel",
+                                            source="EVAL", timestamp=at(2))), pid, "rdel", at(2)),
+        h.env(TraceDeleted(trace_id="rdel"), pid, "rdel", at(3)),
+        h.env(ScoreRecorded(score=ScoreData(id="rds2", name="q", data_type="NUMERIC", value=1, trace_id="rdel",
+                                            source="EVAL", timestamp=at(4))), pid, "rdel", at(4)),
     ]
     await h.send_in_order(envs)
     await h.send(envs[0], envs[3])  # redeliveries
@@ -86,6 +94,9 @@ async def test_rebuild_equals_live(harness: Harness) -> None:
         await eventually(caught_up, timeout=60, what="live consumer caught up")
         live = await snapshot(engine)
         assert any(r[0] == pid for r in live["traces"]) and live["score_rollup"]
+        assert not [r for r in live["traces"] if r[:2] == (pid, "rdel")]
+        assert [r[:2] for r in live["deleted_traces"] if r[0] == pid] == [(pid, "rdel")]
+        assert not [r for r in live["scores"] if r[0] == pid and r[1] in ("rds", "rds2")]
         indexes = await index_names(engine)
         report = await rebuild(engine, h.bootstrap, live_schema=SCHEMA, batch_size=1000)
         assert report.events_read >= len(envs) + 2 and report.events_applied < report.events_read  # duplicates

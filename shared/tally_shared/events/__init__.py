@@ -42,7 +42,14 @@ from tally_shared.events.scores import (
     ScoreSource,
     ScoreUpdated,
 )
-from tally_shared.events.traces import Level, ObservationData, ObservationType, TraceData, TraceIngested
+from tally_shared.events.traces import (
+    Level,
+    ObservationData,
+    ObservationType,
+    TraceData,
+    TraceDeleted,
+    TraceIngested,
+)
 
 __all__ = [
     "Category",
@@ -85,5 +92,6 @@ __all__ = [
     "ScoreSource",
     "ScoreUpdated",
     "TraceData",
+    "TraceDeleted",
     "TraceIngested",
 ]

@@ -101,3 +101,15 @@ class TraceIngested(Payload):
     trace: TraceData | None = None
     observations: list[ObservationData] = Field(default_factory=list)
     source: str = Field(default="native", description="otel | langfuse | native")
+
+
+@event
+class TraceDeleted(Payload):
+    """A trace was deleted on request. Keyed by the trace id on ``tally.traces``, so it is ordered after every
+    ``TraceIngested`` of that trace. Consumers remove the trace with its observations, scores and pending queue
+    items, and keep a tombstone: the deletion is final, whatever arrives for that id afterwards or on a rebuild."""
+
+    event_type = "TraceDeleted"
+    version = 1
+
+    trace_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)

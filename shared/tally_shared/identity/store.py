@@ -155,6 +155,10 @@ class IdentityStore:
             )
             return [(r.id, r.name, r.role) for r in rows]
 
+    async def project_name(self, project_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(projects.c.name).where(projects.c.id == project_id))).scalar()
+
     async def create_project(self, project_id: str, name: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(pg_insert(projects).values(id=project_id, name=name).on_conflict_do_nothing())

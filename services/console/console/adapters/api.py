@@ -140,6 +140,11 @@ class HttpTallyApi:
         total = meta.get("total", meta.get("total_items"))
         return Page([_trace_row(t) for t in _data(body)], total, query.page, query.limit)
 
+    async def list_sessions(self, page: int, limit: int) -> Page:
+        body = await self._call("GET", "/api/v1/sessions", params={"page": page, "limit": limit})
+        meta = body.get("meta", {}) if isinstance(body, dict) else {}
+        return Page(_data(body), meta.get("total"), page, limit)
+
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         body = await self._call("GET", f"/api/v1/traces/{_seg(trace_id)}", missing_ok=True)
         if not isinstance(body, dict):

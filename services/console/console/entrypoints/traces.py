@@ -33,7 +33,7 @@ def _float(v: str | None) -> float | None:
 def trace_query(request: Request, limit: int) -> tuple[TraceQuery, dict[str, str]]:
     q = request.query_params
     raw = {k: q.get(k, "").strip()[:200] for k in ("name", "tags", "from", "to", "level", "score_name", "score_op",
-                                                    "score_value", "user_id", "environment")}
+                                                    "score_value", "user_id", "environment", "session_id")}
     try:
         page_no = max(1, int(q.get("page", "1")))
     except ValueError:
@@ -44,7 +44,7 @@ def trace_query(request: Request, limit: int) -> tuple[TraceQuery, dict[str, str
         level=raw["level"] if raw["level"] in LEVELS[1:] else None, score_name=raw["score_name"] or None,
         score_op=raw["score_op"] if raw["score_op"] in dict(SCORE_OPS) else None,
         score_value=_float(raw["score_value"]), user_id=raw["user_id"] or None,
-        environment=raw["environment"] or None, page=page_no, limit=limit,
+        environment=raw["environment"] or None, session_id=raw["session_id"] or None, page=page_no, limit=limit,
     )
     return query, raw
 
@@ -66,6 +66,39 @@ async def traces(ctx: CtxDep) -> Response:
     return page(ctx, ctx.request, "traces.html", result=result, raw=raw, levels=LEVELS, score_ops=SCORE_OPS,
                 queues=[q for q in queues if not q.get("is_archived")], pages=pages, error=error,
                 back=str(ctx.request.url.path) + ("?" + ctx.request.url.query if ctx.request.url.query else ""))
+
+
+def _page_no(request: Request) -> int:
+    try:
+        return max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+@router.get("/sessions", response_class=HTMLResponse)
+async def sessions(ctx: CtxDep) -> Response:
+    page_no = _page_no(ctx.request)
+    error = None
+    try:
+        result = await ctx.api.list_sessions(page_no, ctx.settings.page_size)
+    except ApiCallError as e:
+        result, error = None, e.describe()
+    pages = {"prev": f"/sessions?page={page_no - 1}" if page_no > 1 else None,
+             "next": f"/sessions?page={page_no + 1}" if result and len(result.items) >= result.limit else None}
+    return page(ctx, ctx.request, "sessions.html", result=result, pages=pages, error=error)
+
+
+MAX_SESSION_TRACES = 200
+
+
+@router.get("/sessions/{session_id:path}", response_class=HTMLResponse)
+async def session_page(ctx: CtxDep, session_id: str) -> Response:
+    """A session: its traces in order, each linking to its trace page."""
+    result = await ctx.api.list_traces(TraceQuery(session_id=session_id[:200], limit=MAX_SESSION_TRACES))
+    if not result.items:
+        raise Forbidden("No such session in this project (its traces may still be on their way).")
+    return page(ctx, ctx.request, "session.html", session_id=session_id, result=result,
+                more=result.total is not None and result.total > len(result.items))
 
 
 @router.post("/traces/add-to-queue")

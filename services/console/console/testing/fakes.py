@@ -154,10 +154,25 @@ class FakeApi:
                 and (not query.session_id or t.get("session_id") == query.session_id)
                 and all(tag in (t.get("tags") or []) for tag in query.tags)
                 and (not query.level or any(o.get("level") == query.level for o in t.get("observations") or []))]
-        rows.sort(key=lambda t: t.get("timestamp") or "", reverse=True)
+        # a session's traces read oldest first, as the real adapter asks projections for
+        rows.sort(key=lambda t: t.get("timestamp") or "", reverse=not query.session_id)
         start = (query.page - 1) * query.limit
         return Page([self._with_scores(t) for t in rows[start:start + query.limit]], len(rows), query.page,
                     query.limit)
+
+    async def list_sessions(self, page: int, limit: int) -> Page:
+        self.w.calls.append(("list_sessions", (page, limit)))
+        by_session: dict[str, list[dict[str, Any]]] = {}
+        for t in self.w.traces.values():
+            if t.get("session_id"):
+                by_session.setdefault(t["session_id"], []).append(t)
+        rows = [{"id": sid, "trace_count": len(ts), "first_at": min(t.get("timestamp") or "" for t in ts),
+                 "last_at": max(t.get("timestamp") or "" for t in ts),
+                 "user_count": len({t.get("user_id") for t in ts if t.get("user_id")})}
+                for sid, ts in by_session.items()]
+        rows.sort(key=lambda r: (r["last_at"], r["id"]), reverse=True)
+        start = (page - 1) * limit
+        return Page(rows[start:start + limit], len(rows), page, limit)
 
     def _with_scores(self, t: dict[str, Any]) -> dict[str, Any]:
         return t | {"scores": [s for s in self.w.scores.values() if s.get("trace_id") == t["id"]]

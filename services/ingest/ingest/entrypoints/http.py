@@ -18,14 +18,18 @@ from ingest.adapters.publisher import Publisher
 from ingest.application.ingest import Outcome, check_scores, submit
 from ingest.config import Settings
 from ingest.domain import langfuse, native, otel
-from ingest.domain.batch import Batch
+from ingest.domain.batch import Batch, Outgoing
 from ingest.domain.report import Report
 from ingest.entrypoints.body import read_body
 from ingest.entrypoints.openapi import LANGFUSE_REQUEST, NATIVE_REQUEST, OTLP_REQUEST, RESPONSES_207
 from ingest.metrics import BYTES_IN, REQUEST_SECONDS, REQUESTS_REJECTED
 from tally_shared import content
+from tally_shared.envelope import make_envelope
+from tally_shared.events import TraceDeleted
+from tally_shared.events.ids import MAX_ID_LENGTH
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
+from tally_shared.topics import TRACES
 
 log = logging.getLogger("tally.ingest")
 
@@ -233,3 +237,72 @@ for _path in ("/v1/traces", "/api/public/otel/v1/traces"):
         "rejected spans) once the broker acknowledged every event; 503 with Retry-After otherwise.",
         response_class=Response,
     )
+
+
+# -- deletion --------------------------------------------------------------------------------------------------------
+
+MAX_DELETE_IDS = 1000
+
+
+def _deletion_message(project: str, trace_id: str) -> Outgoing:
+    env = make_envelope(TraceDeleted(trace_id=trace_id), project=project, key=trace_id)
+    return Outgoing(TRACES.name, trace_id.encode(), env.to_bytes(), "TraceDeleted", [0])
+
+
+def _trace_ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "bad_request", "traceIds must be a non-empty list of trace ids",
+                       [{"field": "traceIds", "rule": "required", "message": "a non-empty list"}])
+    if len(value) > MAX_DELETE_IDS:
+        raise ApiError(400, "bad_request", f"at most {MAX_DELETE_IDS} trace ids per request",
+                       [{"field": "traceIds", "rule": "max_items", "message": str(MAX_DELETE_IDS)}])
+    bad = [i for i, v in enumerate(value) if not isinstance(v, str) or not 0 < len(v) <= MAX_ID_LENGTH]
+    if bad:
+        raise ApiError(400, "bad_request", "every trace id must be a string of 1 to 200 characters",
+                       [{"field": f"traceIds[{i}]", "rule": "trace_id", "message": "1 to 200 characters"}
+                        for i in bad[:20]])
+    return list(dict.fromkeys(value))
+
+
+async def _delete(request: Request, principal: CurrentPrincipal, trace_ids: list[str]) -> Response:
+    if not principal.can_configure:
+        raise ApiError(403, "forbidden", "deleting traces needs the admin or member role")
+    deps = _deps(request)
+    errors = await deps.publisher.send_all([_deletion_message(principal.project_id, t) for t in trace_ids])
+    failed = [e for e in errors if e is not None]
+    if failed:
+        # Deletions already acknowledged stay; a retry of the whole request deletes the rest (deleting twice is
+        # the same as deleting once).
+        raise ApiError(
+            503, "unavailable", f"deletion not stored: {failed[0].message}",
+            {"retry_after_seconds": deps.settings.retry_after_seconds},
+            headers={"Retry-After": str(deps.settings.retry_after_seconds)},
+        )
+    # Langfuse answers deletions before they are applied; so does Tally (the event is stored, the read models
+    # follow within moments).
+    noun = "Trace" if len(trace_ids) == 1 else "Traces"
+    return Response(orjson.dumps({"message": f"{noun} deletion accepted", "traceIds": trace_ids}),
+                    media_type="application/json")
+
+
+@router.delete(
+    "/api/public/traces/{trace_id}", summary="Delete a trace",
+    description="Publishes TraceDeleted: the trace, its observations, scores and pending queue items are removed "
+    "from every read model, and stay removed (a tombstone is kept). 200 once the event is stored; applied "
+    "asynchronously, as in Langfuse.",
+)
+async def delete_trace(trace_id: str, request: Request, principal: CurrentPrincipal) -> Response:
+    return await _delete(request, principal, _trace_ids([trace_id]))
+
+
+@router.delete(
+    "/api/public/traces", summary="Delete traces",
+    description='Body {"traceIds": [...]} (at most 1000). One TraceDeleted per trace; see DELETE '
+    "/api/public/traces/{traceId}.",
+)
+async def delete_traces(request: Request, principal: CurrentPrincipal) -> Response:
+    data = _loads(await _body(request, _deps(request), "delete"))
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", 'body must be {"traceIds": [...]}',
+                       [{"field": "traceIds", "rule": "required", "message": "a non-empty list"}])
+    return await _delete(request, principal, _trace_ids(data.get("traceIds")))

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import text
+from sqlalchemy import delete, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.sql import ident, jdump, qualified, rows_param, select_by_keys, set_all, upsert_sql
@@ -47,6 +47,7 @@ from tally_shared.events import (
     ScoreRecorded,
     ScoreUpdated,
     TraceData,
+    TraceDeleted,
     TraceIngested,
 )
 
@@ -111,6 +112,8 @@ def _oversized(env: Envelope, p: Payload) -> bool:
         keys += [p.run_item.trace_id, p.run_item.dataset_id]
     elif isinstance(p, DatasetItemUpserted | DatasetItemDeleted | DatasetRunDeleted | DatasetUpdated):
         pass  # not applied here
+    elif isinstance(p, TraceDeleted):
+        keys.append(p.trace_id)
     elif not isinstance(p, TraceIngested):
         ref = getattr(p, "item", None)
         if ref is not None:
@@ -129,6 +132,19 @@ def run_item_link(p: DatasetRunItemCreated) -> TraceIngested:
     return TraceIngested(trace_id=ri.trace_id, source="datasets", trace=TraceData(
         id=ri.trace_id, dataset_run_name=ri.run_name, dataset_item_id=ri.dataset_item_id, dataset_id=ri.dataset_id,
         dataset_name=ri.dataset_name))
+
+
+def _trace_of(p: Payload) -> str | None:
+    if isinstance(p, ScoreDeleted):
+        return p.trace_id
+    score = getattr(p, "score", None)
+    return score.trace_id if score is not None else None
+
+
+def _queue_event_of(env: Envelope, p: Payload, gone: set[tuple[str, str]]) -> bool:
+    """Whether a queue event is about an item of a deleted trace (its item is gone with the trace)."""
+    ref = getattr(p, "item", None)
+    return ref is not None and any((env.project, tid) in gone for tid in (ref.trace_id, ref.object_id) if tid)
 
 
 class Projector:
@@ -151,6 +167,7 @@ class Projector:
         self.sql_obs_get = select_by_keys(t.observations, pk2)
         self.sql_scores_up = upsert_sql(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
         self.sql_scores_get = select_by_keys(t.scores, pk2)
+        self.sql_tombstones_get = select_by_keys(t.deleted_traces, pk2, pk2)
         self.sql_trace_dims = select_by_keys(
             t.traces, pk2, ["project_id", "id", "name", "environment", "release", "user_id", "tags"]
         )
@@ -259,6 +276,7 @@ class Projector:
         configs_in: list[tuple[Envelope, Payload]] = []
         queues_in: list[tuple[Envelope, Payload]] = []
         datasets_in: list[tuple[Envelope, DatasetCreated]] = []
+        deletes_in: list[tuple[Envelope, TraceDeleted]] = []
         for env, p in todo:
             if isinstance(p, TraceIngested):
                 traces_in.append((env, p))
@@ -266,6 +284,8 @@ class Projector:
                 traces_in.append((env, run_item_link(p)))
             elif isinstance(p, DatasetCreated):
                 datasets_in.append((env, p))
+            elif isinstance(p, TraceDeleted):
+                deletes_in.append((env, p))
             elif isinstance(p, ScoreRecorded | ScoreUpdated | ScoreDeleted):
                 scores_in.append((env, p))
             elif isinstance(p, ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived):
@@ -273,6 +293,10 @@ class Projector:
             elif isinstance(p, QueueCreated | QueueUpdated | QueueItemAdded | QueueItemLeased | QueueItemCompleted
                             | QueueItemSkipped | QueueItemFlagged | QueueItemRemoved):
                 queues_in.append((env, p))
+        gone = await self._tombstoned(session, deletes_in, traces_in, scores_in, queues_in)
+        if gone:
+            traces_in = [(env, p) for env, p in traces_in if (env.project, p.trace_id) not in gone]
+            scores_in = [(env, p) for env, p in scores_in if (env.project, _trace_of(p)) not in gone]
         trace_rows: dict[tuple[str, str], dict[str, Any]] = {}
         changed_dims: dict[tuple[str, str], dict[str, Any]] = {}
         if traces_in:
@@ -282,12 +306,69 @@ class Projector:
         if configs_in:
             await self._configs(session, configs_in)
         if queues_in:
-            await self._queues(session, queues_in)
+            await self._queues(session, queues_in, gone)
         if datasets_in:
             named = {(env.project, p.dataset.id): p.dataset.name for env, p in datasets_in}
             await session.execute(self.sql_datasets_up, rows_param(
                 [{"project_id": k[0], "id": k[1], "name": n} for k, n in named.items()]))
+        if deletes_in:
+            await self._delete_traces(session, deletes_in)
         return [env for env, _ in todo]
+
+    # -- deletion -----------------------------------------------------------------------------------------------
+
+    async def _tombstoned(
+        self, session: AsyncSession, deletes: list[tuple[Envelope, TraceDeleted]],
+        traces_in: list[tuple[Envelope, TraceIngested]], scores_in: list[tuple[Envelope, Payload]],
+        queues_in: list[tuple[Envelope, Payload]],
+    ) -> set[tuple[str, str]]:
+        """The traces of this batch that are deleted: by an event of this batch or by an earlier one."""
+        gone = {(env.project, p.trace_id) for env, p in deletes}
+        wanted = {(env.project, p.trace_id) for env, p in traces_in}
+        wanted |= {(env.project, tid) for env, p in scores_in if (tid := _trace_of(p))}
+        for env, p in queues_in:
+            ref = getattr(p, "item", None)
+            if ref is not None:
+                wanted |= {(env.project, tid) for tid in (ref.trace_id, ref.object_id) if tid}
+        wanted -= gone
+        if wanted:
+            # every batch asks: by arrays (two parameters, the primary-key index), not one pair per parameter
+            gone |= set(await _by_keys(session, self.sql_tombstones_get, wanted))
+        return gone
+
+    async def _delete_traces(self, session: AsyncSession, events: list[tuple[Envelope, TraceDeleted]]) -> None:
+        """Remove each trace with its observations, scores (and their rollup counts) and queue items, and keep
+        its tombstone (the earliest deletion time, so a rebuild writes the same row)."""
+        t = self.t
+        first: dict[tuple[str, str], datetime] = {}
+        for env, p in events:
+            key = (env.project, p.trace_id)
+            first[key] = min(first.get(key, env.occurred_at), env.occurred_at)
+        tomb = upsert_sql(t.deleted_traces, ["project_id", "id", "deleted_at"], ["project_id", "id"],
+                          "deleted_at = LEAST(t.deleted_at, EXCLUDED.deleted_at)")
+        await session.execute(tomb, rows_param([
+            {"project_id": k[0], "id": k[1], "deleted_at": v} for k, v in sorted(first.items())]))
+        pairs = sorted(first)
+        res = await session.execute(self.sql_scores_of_traces, {"project_id": sorted({k[0] for k in pairs}),
+                                                                "trace_id": sorted({k[1] for k in pairs}),
+                                                                "skip": []})
+        deltas: dict[RollupKey, Measures] = {}
+        for r in res.mappings():
+            s = dict(r)
+            if (s["project_id"], s["trace_id"]) in first:
+                add_to(deltas, contributions(s["project_id"], s, s.get("rolled_dims") or {}), -1)
+        await self._write_rollup(session, deltas)
+        sc, o, tr, qi, qr = t.scores, t.observations, t.traces, t.queue_items, t.queue_reviews
+        await session.execute(delete(sc).where(tuple_(sc.c.project_id, sc.c.trace_id).in_(pairs)))
+        await session.execute(delete(o).where(tuple_(o.c.project_id, o.c.trace_id).in_(pairs)))
+        await session.execute(delete(tr).where(tuple_(tr.c.project_id, tr.c.id).in_(pairs)))
+        items = or_(tuple_(qi.c.project_id, qi.c.trace_id).in_(pairs),
+                    tuple_(qi.c.project_id, qi.c.object_id).in_(pairs))
+        keys = [tuple(r) for r in (await session.execute(
+            select(qi.c.project_id, qi.c.queue_id, qi.c.item_id).where(items)))]
+        if keys:
+            await session.execute(delete(qr).where(tuple_(qr.c.project_id, qr.c.queue_id, qr.c.item_id).in_(keys)))
+            await session.execute(delete(qi).where(tuple_(qi.c.project_id, qi.c.queue_id, qi.c.item_id).in_(keys)))
 
     # -- traces and observations ------------------------------------------------------------------------------
 
@@ -462,7 +543,8 @@ class Projector:
                 best[(env.project, c.id)] = row
         await session.execute(self.sql_cfg_up, rows_param(list(best.values())))
 
-    async def _queues(self, session: AsyncSession, events: list[tuple[Envelope, Payload]]) -> None:
+    async def _queues(self, session: AsyncSession, events: list[tuple[Envelope, Payload]],
+                      gone: set[tuple[str, str]]) -> None:
         queues: dict[tuple[str, str], dict[str, Any]] = {}
         items: dict[tuple[str, str, str], dict[str, Any]] = {}
         reviews: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -494,6 +576,9 @@ class Projector:
                 # an item event before its QueueCreated: the queue exists, its name is not known yet
                 queues[qkey] = {"project_id": env.project, "id": ref.queue_id, "name": None, "data": None,
                                 "created": False, "event_ts": -1}
+            if _queue_event_of(env, p, gone):
+                # the item went with its deleted trace (its queue stays, whatever the order events came in)
+                continue
             ikey = (env.project, ref.queue_id, ref.item_id)
             item = items.get(ikey)
             if item is None:

@@ -44,11 +44,12 @@ class Tables:
     queue_items: Table
     queue_reviews: Table
     datasets: Table
+    deleted_traces: Table
 
     def all(self) -> list[Table]:
         return [
             self.processed, self.traces, self.observations, self.scores, self.score_configs, self.score_rollup,
-            self.queues, self.queue_items, self.queue_reviews, self.datasets,
+            self.queues, self.queue_items, self.queue_reviews, self.datasets, self.deleted_traces,
         ]
 
 
@@ -85,6 +86,7 @@ def make_tables(schema: str) -> Tables:
         Index("ix_traces_sort", "project_id", "sort_ts", "id"),
         Index("ix_traces_project_run", "project_id", "dataset_run_name"),
         Index("ix_traces_tags", "tags", postgresql_using="gin"),
+        Index("ix_traces_session", "project_id", "session_id"),
     )
 
     observations = Table(
@@ -242,5 +244,14 @@ def make_tables(schema: str) -> Tables:
         Column("name", Text, nullable=False),
     )
 
+    # Tombstones of deleted traces: events about a deleted trace that arrive later (from another topic, or on a
+    # rebuild in another interleaving) are dropped, so a deletion is final whatever the order.
+    deleted_traces = Table(
+        "deleted_traces", md,
+        Column("project_id", String(200), primary_key=True),
+        Column("id", String(200), primary_key=True),
+        Column("deleted_at", TS, nullable=False),
+    )
+
     return Tables(schema, md, processed, traces, observations, scores, score_configs, score_rollup, queues,
-                  queue_items, queue_reviews, datasets)
+                  queue_items, queue_reviews, datasets, deleted_traces)

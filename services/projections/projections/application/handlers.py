@@ -18,7 +18,7 @@ from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES,
 CONSUMED_TOPICS: tuple[Topic, ...] = (TRACES, SCORES, SCORE_CONFIGS, QUEUES, DATASETS)
 
 _MODEL_OF = {
-    "TraceIngested": "traces",
+    "TraceIngested": "traces", "TraceDeleted": "traces",
     "ScoreRecorded": "scores", "ScoreUpdated": "scores", "ScoreDeleted": "scores",
     "ScoreConfigCreated": "score_configs", "ScoreConfigUpdated": "score_configs",
     "ScoreConfigArchived": "score_configs",

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.tables import Tables
-from projections.application import dashboards, evaluation, traces
+from projections.application import dashboards, evaluation, metrics, sessions, traces
 from tally_shared.content import dumps_read
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
@@ -128,9 +128,96 @@ async def list_public_observations_v2(
     )
 
 
+@public.get("/api/public/observations")
+async def list_public_observations(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    name: str | None = None,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    type: str | None = None,
+    trace_id: Annotated[str | None, Query(alias="traceId")] = None,
+    level: str | None = None,
+    parent_observation_id: Annotated[str | None, Query(alias="parentObservationId")] = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+    from_start_time: Annotated[datetime | None, Query(alias="fromStartTime")] = None,
+    to_start_time: Annotated[datetime | None, Query(alias="toStartTime")] = None,
+    version: str | None = None,
+) -> Any:
+    """ObservationsViews (Langfuse's v1 list): page/limit paging with ``meta``."""
+    return await sessions.public_observations_v1(
+        db, t, principal.project_id, page=page, limit=limit, name=name, user_id=user_id, type_=type,
+        trace_id=trace_id, level=level, parent_observation_id=parent_observation_id,
+        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
+        version=version,
+    )
+
+
 @public.get("/api/public/observations/{observation_id}")
 async def get_public_observation(observation_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
     return await traces.public_observation(db, t, principal.project_id, observation_id)
+
+
+@public.get("/api/public/projects")
+async def get_public_projects(request: Request, principal: CurrentPrincipal) -> Any:
+    """Projects: the project of the caller's key (what ``langfuse.auth_check()`` asks for)."""
+    name = await request.app.state.identity.project_name(principal.project_id)
+    return {"data": [{"id": principal.project_id, "name": name or principal.project_id,
+                      "organization": {"id": "tally", "name": "Tally"}, "metadata": {}}]}
+
+
+@public.get("/api/public/sessions")
+async def list_public_sessions(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    from_timestamp: Annotated[datetime | None, Query(alias="fromTimestamp")] = None,
+    to_timestamp: Annotated[datetime | None, Query(alias="toTimestamp")] = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+) -> Any:
+    """PaginatedSessions: sessions (traces sharing a session id), newest first by their first trace."""
+    return await sessions.public_sessions(db, t, principal.project_id, page=page, limit=limit,
+                                          from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
+                                          environment=environment or [])
+
+
+@public.get("/api/public/sessions/{session_id}")
+async def get_public_session(session_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+    """SessionWithTraces."""
+    return await sessions.public_session(db, t, principal.project_id, session_id)
+
+
+@public.get("/api/public/metrics/daily")
+async def daily_metrics(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    trace_name: Annotated[str | None, Query(alias="traceName")] = None,
+    user_id: Annotated[str | None, Query(alias="userId")] = None,
+    tags: Annotated[list[str] | None, Query()] = None,
+    environment: Annotated[list[str] | None, Query()] = None,
+    from_timestamp: Annotated[datetime | None, Query(alias="fromTimestamp")] = None,
+    to_timestamp: Annotated[datetime | None, Query(alias="toTimestamp")] = None,
+) -> Any:
+    """DailyMetrics: traces, observations, cost and usage per model per UTC day."""
+    return await metrics.daily_metrics(db, t, principal.project_id, page=page, limit=limit, trace_name=trace_name,
+                                       user_id=user_id, tags=tags or [], environment=environment or [],
+                                       from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp))
+
+
+MetricsQuery = Annotated[str, Query(max_length=20_000, description="the query object as JSON")]
+
+
+@public.get("/api/public/metrics")
+async def query_metrics_v1(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+    """Langfuse's metrics query (views traces, observations, scores-numeric, scores-categorical)."""
+    return await metrics.query_metrics(db, t, principal.project_id, query, v2=False)
+
+
+@public.get("/api/public/v2/metrics")
+async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+    """Langfuse's v2 metrics query (views observations, scores-numeric, scores-boolean, scores-categorical)."""
+    return await metrics.query_metrics(db, t, principal.project_id, query, v2=True)
 
 
 # -- native trace view -------------------------------------------------------------------------------------------
@@ -165,6 +252,16 @@ async def list_traces(
         from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
         release=release, environment=environment or [],
     )
+
+
+@native.get("/sessions")
+async def list_sessions(
+    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
+    """Sessions for the console: trace count, first and last trace, users."""
+    return await sessions.native_sessions(db, t, principal.project_id, page=page, limit=limit)
 
 
 @native.get("/traces/{trace_id}")

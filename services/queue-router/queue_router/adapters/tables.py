@@ -226,3 +226,12 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True)),
     Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
 )
+
+# Tombstones of deleted traces (TraceDeleted): later events about the trace are not routed, so it never comes back
+# into a queue.
+deleted_traces = Table(
+    "deleted_traces", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("trace_id", String(200), primary_key=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+)

@@ -22,12 +22,13 @@ from queue_router.adapters.bulk import insert_rows, upsert_suffix
 from queue_router.adapters.items_store import NewItem, existing_items, insert_items, record_decisions
 from queue_router.adapters.rule_cache import RuleCache, RuleInfo
 from queue_router.adapters.tables import rule_daily_counts, trace_scores, trace_summaries
+from queue_router.application.deletion import delete_traces, tombstoned, trace_of
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.sampling import sampled_in
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
 from tally_shared.envelope import Envelope, Payload
 from tally_shared.events.scores import ScoreData, ScoreDeleted, ScoreRecorded, ScoreSource, ScoreUpdated
-from tally_shared.events.traces import TraceIngested
+from tally_shared.events.traces import TraceDeleted, TraceIngested
 
 CONSUMER = "queue-router"
 
@@ -59,6 +60,7 @@ class BatchResult:
     evaluated: int = 0
     matched: int = 0
     added: list[str] = field(default_factory=list)
+    removed: int = 0  # queue items removed because their trace was deleted
 
 
 def _automated(score: ScoreData) -> bool:
@@ -141,6 +143,15 @@ async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDe
         todo = [(e, p) for e, p in events if e.id in fresh]
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
+        deletions = [(e, p) for e, p in todo if isinstance(p, TraceDeleted)]
+        if deletions:
+            result.removed = await delete_traces(session, deletions)
+        if todo:
+            # Whatever arrives about a deleted trace (in this batch or later) is not routed.
+            touched = {(e.project, tid) for e, p in todo if (tid := trace_of(p))}
+            gone = await tombstoned(session, touched)
+            todo = [(e, p) for e, p in todo
+                    if not isinstance(p, TraceDeleted) and (e.project, trace_of(p)) not in gone]
         if todo:
             await _apply(session, todo, deps, result)
     return result

@@ -11,7 +11,7 @@ from tally_shared.envelope import Envelope, Payload
 from tally_shared.messaging import subscribe_batch
 from tally_shared.topics import SCORES, TRACES
 
-ROUTED_TYPES = frozenset(("TraceIngested", "ScoreRecorded", "ScoreUpdated", "ScoreDeleted"))
+ROUTED_TYPES = frozenset(("TraceIngested", "TraceDeleted", "ScoreRecorded", "ScoreUpdated", "ScoreDeleted"))
 
 
 def register(broker: KafkaBroker, *, group_id: str, deps: RouterDeps, max_records: int) -> Any:

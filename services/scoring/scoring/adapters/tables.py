@@ -167,3 +167,11 @@ Index("ix_scores_project_trace", scores.c.project_id, scores.c.trace_id)
 Index("ix_scores_project_config", scores.c.project_id, scores.c.config_id)
 Index("uq_scores_idempotency", scores.c.project_id, scores.c.idempotency_key, unique=True,
       postgresql_where=scores.c.idempotency_key.isnot(None))
+
+# Tombstones of deleted traces (TraceDeleted): their scores were deleted, and new scores for them are refused.
+deleted_traces = Table(
+    "deleted_traces", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("trace_id", String(200), primary_key=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+)

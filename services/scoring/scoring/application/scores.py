@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring.adapters import metrics, outbox, repository
 from scoring.adapters.repository import ScoreFilter, StoredScore
+from scoring.application.deletion import deleted_among
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
 from scoring.domain.scores import ScoreInput, build_score, event_key, may_change, same_content
@@ -112,6 +113,16 @@ async def record_scores(
                 outcomes[idx] = None
                 candidates.append((idx, sc, inp.idempotency_key))
         candidates.sort(key=lambda c: c[0])
+
+    if any(sc.trace_id for _, sc, _ in candidates):
+        # A deleted trace stays deleted: its scores are refused (one indexed lookup per request).
+        async with deps.sessions() as s:
+            gone = await deleted_among(s, project, (sc.trace_id for _, sc, _ in candidates))
+        for idx, sc, _ in candidates:
+            if sc.trace_id in gone:
+                outcomes[idx] = Outcome(idx, "rejected", error="conflict", problems=[
+                    Problem("traceId", "trace_deleted", f"trace {sc.trace_id!r} was deleted")])
+        candidates = [c for c in candidates if c[1].trace_id not in gone]
 
     events: list[outbox.Outgoing] = []
     pending = candidates

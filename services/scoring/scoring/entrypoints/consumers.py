@@ -6,18 +6,23 @@ from faststream.kafka import KafkaBroker
 
 from scoring.application.commands import handle_record_score
 from scoring.application.datasets import record_run_from_trace
+from scoring.application.deletion import handle_trace_deleted
 from scoring.application.deps import Deps
 from tally_shared.envelope import Envelope, Payload, PoisonMessage
-from tally_shared.events import RecordScore, TraceIngested
+from tally_shared.events import RecordScore, TraceDeleted, TraceIngested
 from tally_shared.messaging import subscribe
 from tally_shared.topics import SCORE_COMMANDS, TRACES
 
 TOPICS = (SCORE_COMMANDS, TRACES)
 
+_DELETED = b'"type":"TraceDeleted"'
 
-def has_experiment_link(body: bytes) -> bool:
-    # Ingest writes only the fields it set, so most trace events never name a run and are skipped unparsed.
-    return b'"dataset_run_name"' in body
+
+def wanted_trace_event(body: bytes) -> bool:
+    # Scoring needs few of the trace stream's events: deletions (every envelope is serialised with its type among
+    # the first fields) and trace events naming an experiment run (ingest writes only the fields it set). The rest
+    # are skipped unparsed.
+    return _DELETED in body[:160] or b'"dataset_run_name"' in body
 
 
 def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
@@ -29,8 +34,11 @@ def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
     subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})
 
     async def on_trace(env: Envelope, payload: Payload) -> None:
-        if isinstance(payload, TraceIngested):
+        if isinstance(payload, TraceDeleted):
+            await handle_trace_deleted(env, payload, deps, consumer=group_id)
+        elif isinstance(payload, TraceIngested):
             await record_run_from_trace(deps, env, payload)
 
-    subscribe(broker, TRACES, group_id=group_id, handler=on_trace, types={"TraceIngested"},
-              prefilter=has_experiment_link)
+    # One subscriber per topic and group: two in one process would split the topic's partitions between them.
+    subscribe(broker, TRACES, group_id=group_id, handler=on_trace, types={"TraceIngested", "TraceDeleted"},
+              prefilter=wanted_trace_event)
