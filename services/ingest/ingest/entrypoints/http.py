@@ -261,7 +261,8 @@ def _trace_ids(value: Any) -> list[str]:
         raise ApiError(400, "bad_request", "every trace id must be a string of 1 to 200 characters",
                        [{"field": f"traceIds[{i}]", "rule": "trace_id", "message": "1 to 200 characters"}
                         for i in bad[:20]])
-    return list(dict.fromkeys(value))
+    # the same transformation intake applied to the ids it stored (a NUL became "␀")
+    return list(dict.fromkeys(content.clean_text(v) for v in value))
 
 
 async def _delete(request: Request, principal: CurrentPrincipal, trace_ids: list[str]) -> Response:
@@ -301,7 +302,7 @@ async def delete_trace(trace_id: str, request: Request, principal: CurrentPrinci
     "/api/public/traces/{traceId}.",
 )
 async def delete_traces(request: Request, principal: CurrentPrincipal) -> Response:
-    data = _loads(await _body(request, _deps(request), "delete"))
+    data, _ = _loads(await _body(request, _deps(request), "delete"))
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", 'body must be {"traceIds": [...]}',
                        [{"field": "traceIds", "rule": "required", "message": "a non-empty list"}])
