@@ -9,8 +9,11 @@ from tally_shared.events.queues import (
     QueueItemCompleted,
     QueueItemFlagged,
     QueueItemLeased,
+    QueueItemLeaseExpired,
+    QueueItemReleased,
     QueueItemRemoved,
     QueueItemSkipped,
+    QueueItemSkipUndone,
     QueueUpdated,
 )
 from tally_shared.events.scores import (
@@ -41,8 +44,11 @@ __all__ = [
     "QueueItemAdded",
     "QueueItemCompleted",
     "QueueItemFlagged",
+    "QueueItemLeaseExpired",
     "QueueItemLeased",
+    "QueueItemReleased",
     "QueueItemRemoved",
+    "QueueItemSkipUndone",
     "QueueItemSkipped",
     "QueueUpdated",
     "RecordScore",
