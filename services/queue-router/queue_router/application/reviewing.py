@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select, text, update
+from sqlalchemy import any_, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from queue_router.adapters.items_store import event_key, item_ref
@@ -446,7 +446,7 @@ async def blind_traces(deps: ReviewDeps, p: Any) -> dict[str, Any]:
                           reviews.c.status.in_(["in_progress", "completed", "skipped", "flagged"]))
     blind_q = select(queues.c.id).where(queues.c.project_id == p.project_id, queues.c.blind.is_(True))
     cond = [items.c.project_id == p.project_id, items.c.status == "PENDING", items.c.trace_id.isnot(None),
-            items.c.queue_id.in_(blind_q), or_(held, items.c.assignees.any(who))]
+            items.c.queue_id.in_(blind_q), or_(held, literal(who) == any_(items.c.assignees))]
     async with deps.sessions() as session:
         rows = (await session.execute(
             select(items.c.trace_id).where(*cond)
