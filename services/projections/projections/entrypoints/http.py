@@ -12,10 +12,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from projections.adapters.blind import Blind, blind_for
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, traces
 from tally_shared.http import ApiError
-from tally_shared.identity import CurrentPrincipal
+from tally_shared.identity import CurrentPrincipal, Principal
 
 
 def _default(o: Any) -> Any:
@@ -62,15 +63,31 @@ native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_clas
 
 # -- Langfuse-compatible -------------------------------------------------------------------------------------------
 
+async def _blind(request: Request, principal: Principal) -> Blind:
+    return await blind_for(request.app.state.blind, principal, request.headers)
+
+
+def _hide_scores(blind: Blind, trace_id: str | None, scores: list[Any], author_key: str) -> list[Any]:
+    """On a trace the caller reviews blind, only their own annotations remain."""
+    if not blind.hides(trace_id):
+        return scores
+    return [s for s in scores if isinstance(s, dict) and blind.own(s, author_key)]
+
+
 @public.get("/api/public/traces/{trace_id}")
-async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost."""
-    return await traces.public_trace(db, t, principal.project_id, trace_id)
+async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+                           request: Request) -> Any:
+    """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
+    reviewing the trace in a blind queue sees only their own scores."""
+    blind = await _blind(request, principal)
+    out = await traces.public_trace(db, t, principal.project_id, trace_id)
+    out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "authorUserId")
+    return out
 
 
 @public.get("/api/public/traces")
 async def list_public_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     user_id: Annotated[str | None, Query(alias="userId")] = None,
@@ -85,11 +102,16 @@ async def list_public_traces(
     environment: Annotated[list[str] | None, Query()] = None,
     fields: str | None = None,
 ) -> Any:
-    return await traces.public_traces(
+    blind = await _blind(request, principal)
+    out = await traces.public_traces(
         db, t, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields, name=name,
         user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
         tags=tags or [], version=version, release=release, environment=environment or [],
     )
+    for row in out.get("data", []):
+        if blind.hides(row.get("id")) and "scores" in row:
+            row["scores"] = []  # ids only here; the caller's own scores are on the trace itself
+    return out
 
 
 @public.get("/api/public/v2/observations")
@@ -135,7 +157,7 @@ async def get_public_observation(observation_id: str, principal: CurrentPrincipa
 
 @native.get("/traces")
 async def list_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     name: str | None = None,
@@ -156,20 +178,38 @@ async def list_traces(
     score_source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
 ) -> Any:
     """Traces for the console's table: filters on trace fields, on an observation level and on scores."""
-    return await traces.native_traces(
+    blind = await _blind(request, principal)
+    out = await traces.native_traces(
         db, t, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
         score_name=score_name, score_min=score_min, score_max=score_max, score_label=score_label,
         score_source=score_source, name=name, user_id=user_id, session_id=session_id,
         from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
         release=release, environment=environment or [],
     )
+    if blind.trace_ids:
+        by_score = any(v is not None for v in (score_name, score_min, score_max, score_label, score_source))
+        kept = []
+        for row in out["data"]:
+            if blind.hides(row["id"]):
+                if by_score:
+                    continue  # a score filter would tell what the hidden scores are
+                row["scores"], row["scores_hidden"] = [], True
+            kept.append(row)
+        out["data"] = kept
+    return out
 
 
 @native.get("/traces/{trace_id}")
-async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request) -> Any:
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
-    items with their reviews."""
-    return await traces.native_trace(db, t, principal.project_id, trace_id)
+    items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
+    (``scores_hidden``: true)."""
+    blind = await _blind(request, principal)
+    out = await traces.native_trace(db, t, principal.project_id, trace_id)
+    if blind.hides(trace_id):
+        out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "author_user_id")
+        out["scores_hidden"] = True
+    return out
 
 
 # -- queue progress ------------------------------------------------------------------------------------------------
@@ -277,10 +317,11 @@ async def export_dataset(
     if config_id is None and score_name is None:
         raise ApiError(422, "validation_error", "name a score config or a score name",
                        [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+    blind = await _blind(request, principal)
     stream = evaluation.export_dataset(
         _sessions(request), t, principal.project_id, config_id=config_id, score_name=score_name,
         object_type=object_type, min_reviewers=min_reviewers, min_agreement=min_agreement, include_io=include_io,
-        chunk=request.app.state.settings.export_chunk,
+        chunk=request.app.state.settings.export_chunk, hidden_traces=blind.trace_ids,
     )
     return StreamingResponse(stream, media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="dataset.jsonl"'})
