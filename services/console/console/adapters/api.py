@@ -291,12 +291,23 @@ class HttpTallyApi:
                          json={"lease_id": lease_id})
 
     async def my_items(self, queue_id: str, status: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for st in ([status] if status else ["completed", "skipped", "flagged"]):
-            body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items",
-                                    params={"reviewer": "me", "status": st, "limit": 500})
-            out += [_item(queue_id, i, self.user_id) for i in _data(body)]
-        return sorted(out, key=lambda i: str(i.get("updated_at") or i.get("created_at") or ""))
+        """The items this person completed, skipped or flagged, oldest first (one call: the statuses together)."""
+        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items",
+                                params={"reviewer": "me", "status": status or "completed,skipped,flagged",
+                                        "limit": 500})
+        out = [_item(queue_id, i, self.user_id) for i in _data(body)]
+        return sorted(out, key=lambda i: str(i.get("my_at") or ""))
+
+    async def undo_skip(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
+        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/undo-skip",
+                                json={})
+        return _lease(queue_id, body) if body and body.get("lease") else None
+
+    async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
+                             outcome: str | None = None) -> dict[str, Any]:
+        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
+                                params=_clean({"page": page, "limit": 50, "outcome": outcome}))
+        return body if isinstance(body, dict) else {"data": [], "meta": {}}
 
 
 def _seg(value: str) -> str:
@@ -400,6 +411,8 @@ def _item(queue_id: str, body: dict[str, Any], user_id: str) -> dict[str, Any]:
     i.setdefault("queue_id", queue_id)
     if i.get("reviewer_status"):
         i["my_status"] = i["reviewer_status"]
+        i["my_reason"] = i.get("reviewer_reason")
+        i["my_at"] = i.get("reviewer_completed_at") or i.get("reviewer_updated_at")
     for review in i.get("reviews") or []:
         if isinstance(review, dict) and review.get("reviewer") == user_id:
             i["my_status"] = review.get("status")

@@ -4,6 +4,7 @@ heartbeat, history and editing completed items)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -120,8 +121,39 @@ async def next_item(ctx: CtxDep, queue_id: str) -> Response:
         flash(ctx.request, f"Could not get the next item: {e.describe()}", "error")
         return redirect("/queues")
     if lease is None:
-        history = await ctx.api.my_items(queue_id)
-        return page(ctx, ctx.request, "queue_done.html", queue=queue, history=history)
+        return await _done_page(ctx, queue)
+    lease.setdefault("queue_id", queue_id)
+    _remember_lease(ctx.request, lease)
+    return redirect(f"/queues/{queue_id}/items/{lease['item_id']}")
+
+
+async def _done_page(ctx: Ctx, queue: dict[str, Any]) -> Response:
+    """Nothing left for this person: what they did (completed and skipped counted apart), what they can take back,
+    and where new items come from in this queue."""
+    history, rules = await asyncio.gather(ctx.api.my_items(queue["id"]), ctx.api.list_rules(queue["id"]))
+    by_status: dict[str, list[dict[str, Any]]] = {"completed": [], "skipped": [], "flagged": []}
+    for h in history:
+        by_status.setdefault(str(h.get("my_status")), []).append(h)
+    active_rules = [r for r in rules if r.get("active") is None or r.get("active")]
+    return page(ctx, ctx.request, "queue_done.html", queue=queue, history=history, by_status=by_status,
+                active_rules=active_rules, undo=_pop_undo(ctx.request, queue["id"]))
+
+
+def _pop_undo(request: Request, queue_id: str) -> str | None:
+    """The item this person just skipped in this queue, offered once for taking back."""
+    undo = request.session.pop("undo", None) if "undo" in request.session else None
+    return str(undo[1]) if isinstance(undo, list) and len(undo) == 2 and undo[0] == queue_id else None
+
+
+async def _lease_next(ctx: Ctx, queue_id: str) -> Response:
+    """Straight to the next item (one redirect, not two), or to the end-of-queue page."""
+    try:
+        lease = await ctx.api.next_item(queue_id)
+    except ApiCallError as e:
+        flash(ctx.request, f"Could not get the next item: {e.describe()}", "error")
+        return redirect("/queues")
+    if lease is None:
+        return redirect(f"/queues/{queue_id}/review")
     lease.setdefault("queue_id", queue_id)
     _remember_lease(ctx.request, lease)
     return redirect(f"/queues/{queue_id}/items/{lease['item_id']}")
@@ -138,13 +170,15 @@ async def _configs_of(ctx: Ctx, queue: dict[str, Any]) -> tuple[list[dict[str, A
 async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[str, str] | None = None,
                        values: dict[str, list[str]] | None = None, comment: str | None = None,
                        status_code: int = 200) -> Response:
-    queue = await _queue_or_404(ctx, queue_id)
-    item = await ctx.api.get_item(queue_id, item_id)
+    queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
     if item is None:
         raise Forbidden("This item is not in the queue (any more).")
     trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
-    trace, (configs, required), history = await asyncio.gather(
+    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
+    # Everything else depends only on the item: one round of parallel calls.
+    trace, (configs, required), history, existing, people = await asyncio.gather(
         ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue), ctx.api.my_items(queue_id),
+        _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
     )
     session_traces: list[dict[str, Any]] = []
     if item.get("object_type") == "SESSION":
@@ -153,8 +187,6 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
         found = await asyncio.gather(*(ctx.api.get_trace(t["id"]) for t in page_.items[:10]))
         session_traces = [t for t in found if t]
     lease = _leases(ctx.request).get(item_id)
-    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
-    existing = await _existing(ctx, trace_id, queue_id, item_id, session_id)
     if values is None:
         from console.domain.scoring import form_value
 
@@ -162,6 +194,7 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
                   for cid, s in existing.items() if any(c["id"] == cid for c in configs)}
         if comment is None:
             comment = next((s.get("comment") for s in existing.values() if s.get("comment")), None)
+    # The server already hides them from a blind reviewer; the page does not show them to anyone in a blind queue.
     others = [] if queue.get("blind") else [
         s for s in (trace or {}).get("scores") or [] if s.get("author_user_id") != ctx.user.id
     ]
@@ -170,7 +203,7 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
     editing = item.get("my_status") == "completed" and not lease
     return page(
         ctx, ctx.request, "review.html", status_code=status_code, queue=queue, item=item, trace=trace,
-        people=await ctx.people(),
+        people=people, undo=_pop_undo(ctx.request, queue_id),
         configs=configs, required=required, lease=lease, values=values, comment=comment or "", errors=errors or {},
         others=others, previous=previous, editing=editing, history=history, session_traces=session_traces,
         focus_observation=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,
@@ -203,16 +236,15 @@ async def review_item(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
 async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
     ctx.require("review")
     form = await ctx.request.form()
-    queue = await _queue_or_404(ctx, queue_id)
-    item = await ctx.api.get_item(queue_id, item_id)
+    queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
     if item is None:
         raise Forbidden("This item is not in the queue (any more).")
-    configs, required = await _configs_of(ctx, queue)
-    values = {c["id"]: [str(v) for v in form.getlist(f"score:{c['id']}")] for c in configs}
-    comment = str(form.get("comment") or "")[:5000]
     trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
     session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
-    existing = await _existing(ctx, trace_id, queue_id, item_id, session_id)
+    (configs, required), existing = await asyncio.gather(
+        _configs_of(ctx, queue), _existing(ctx, trace_id, queue_id, item_id, session_id))
+    values = {c["id"]: [str(v) for v in form.getlist(f"score:{c['id']}")] for c in configs}
+    comment = str(form.get("comment") or "")[:5000]
     result = await submit(
         ctx.api, configs=configs, values=values, required=required, comment=comment, trace_id=trace_id,
         observation_id=item.get("object_id") if item.get("object_type") == "OBSERVATION" else None,
@@ -225,7 +257,9 @@ async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
     lease = _leases(ctx.request).get(item_id)
     if item.get("my_status") == "completed" and not lease:
         flash(ctx.request, "Your scores were updated.", "ok")
-        return redirect(f"/queues/{queue_id}/history")
+        # Back to the item this person was holding when they went to edit, else to their history.
+        held = _open_lease(ctx.request, queue_id)
+        return redirect(f"/queues/{queue_id}/items/{held}" if held else f"/queues/{queue_id}/history")
     try:
         await ctx.api.complete_item(queue_id, item_id, (lease or {}).get("lease_id"))
     except ApiCallError as e:
@@ -233,8 +267,8 @@ async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
         return redirect(f"/queues/{queue_id}/items/{item_id}")
     _forget_lease(ctx.request, item_id)
     _remember_done(ctx.request, queue_id, item_id)
-    flash(ctx.request, "Completed. Here is the next one.", "ok")
-    return redirect(f"/queues/{queue_id}/review")
+    flash(ctx.request, "Completed.", "ok")
+    return await _lease_next(ctx, queue_id)
 
 
 async def _skip_or_flag(ctx: Ctx, queue_id: str, item_id: str, reason: str, flagged: bool) -> Response:
@@ -251,7 +285,37 @@ async def _skip_or_flag(ctx: Ctx, queue_id: str, item_id: str, reason: str, flag
         return redirect(f"/queues/{queue_id}/items/{item_id}")
     _forget_lease(ctx.request, item_id)
     flash(ctx.request, "Flagged for attention." if flagged else "Skipped.", "ok")
-    return redirect(f"/queues/{queue_id}/review")
+    if not flagged:
+        ctx.request.session["undo"] = [queue_id, item_id]
+    return await _lease_next(ctx, queue_id)
+
+
+@router.post("/queues/{queue_id}/items/{item_id}/undo-skip")
+async def undo_skip(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
+    """Take back a skip: the item is leased to this person again when a review slot is free."""
+    ctx.require("review")
+    await _queue_or_404(ctx, queue_id)
+    try:
+        lease = await ctx.api.undo_skip(queue_id, item_id)
+    except ApiCallError as e:
+        flash(ctx.request, f"Could not undo the skip: {e.describe()}", "error")
+        return redirect(f"/queues/{queue_id}/history")
+    if lease is None:
+        flash(ctx.request, "Skip undone, but the item is taken by other reviewers right now; it comes back to you "
+                           "when a slot frees.", "info")
+        return redirect(f"/queues/{queue_id}/history")
+    # Give back the item offered in its place, so it is not held twice.
+    for held, other in _leases(ctx.request).items():
+        if other.get("queue_id") == queue_id and held != item_id and other.get("lease_id"):
+            try:
+                await ctx.api.release_item(queue_id, held, str(other["lease_id"]))
+            except ApiCallError:
+                pass  # an expired lease returns the slot by itself
+            _forget_lease(ctx.request, held)
+    lease.setdefault("queue_id", queue_id)
+    _remember_lease(ctx.request, lease)
+    flash(ctx.request, "Skip undone: the item is yours again.", "ok")
+    return redirect(f"/queues/{queue_id}/items/{item_id}")
 
 
 @router.post("/queues/{queue_id}/items/{item_id}/skip")
@@ -302,5 +366,41 @@ async def release(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
 async def history(ctx: CtxDep, queue_id: str) -> Response:
     ctx.require("review")
     queue = await _queue_or_404(ctx, queue_id)
-    items = await ctx.api.my_items(queue_id)
-    return page(ctx, ctx.request, "history.html", queue=queue, items=list(reversed(items)))
+    items = list(reversed(await ctx.api.my_items(queue_id)))[:HISTORY_ROWS]
+    trace_ids = list(dict.fromkeys(str(i["trace_id"]) for i in items if i.get("trace_id")))
+    traces, scores = await asyncio.gather(
+        asyncio.gather(*(ctx.api.get_trace(t) for t in trace_ids), return_exceptions=True),
+        ctx.api.list_scores({"queue_id": queue_id, "author_user_id": ctx.user.id}),
+    )
+    by_trace = {t: tr for t, tr in zip(trace_ids, traces, strict=True) if isinstance(tr, dict)}
+    mine_by_item: dict[str, list[dict[str, Any]]] = {}
+    for sc in scores:
+        key = sc.get("queue_item_id") or sc.get("trace_id")
+        if key:
+            mine_by_item.setdefault(str(key), []).append(sc)
+    rows = []
+    for i in items:
+        trace = by_trace.get(str(i.get("trace_id"))) or {}
+        rows.append({**i, "trace_name": trace.get("name"), "snippet": snippet(trace.get("input")),
+                     "scores": mine_by_item.get(str(i["item_id"])) or mine_by_item.get(str(i.get("trace_id"))) or []})
+    held = _open_lease(ctx.request, queue_id)
+    return page(ctx, ctx.request, "history.html", queue=queue, items=rows, held=held)
+
+
+HISTORY_ROWS = 100
+
+
+def snippet(value: Any, limit: int = 140) -> str:
+    """A one-line preview of a trace's input (text of a chat's last user message, or its JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+        value = value[-1]["content"]
+    if isinstance(value, dict):
+        for key in ("input", "query", "question", "prompt", "text", "message", "q"):
+            if isinstance(value.get(key), str):
+                value = value[key]
+                break
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

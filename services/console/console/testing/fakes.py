@@ -77,6 +77,7 @@ class World:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     analytics: dict[str, Any] = field(default_factory=dict)
@@ -349,8 +350,25 @@ class FakeApi:
             if item["queue_id"] == queue_id and st in ("completed", "skipped", "flagged") and (not status or
                                                                                               st == status):
                 out.append({"item_id": item["item_id"], "queue_id": queue_id, "object_type": item["object_type"],
-                            "object_id": item["object_id"], "trace_id": item["trace_id"], "my_status": st})
+                            "object_id": item["object_id"], "trace_id": item["trace_id"], "my_status": st,
+                            "my_reason": item.get("reasons", {}).get(self.user_id)})
         return out
+
+    async def undo_skip(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
+        item = self.w.items[item_id]
+        if item["reviews"].get(self.user_id) != "skipped":
+            raise ApiCallError(409, "not_skipped", "you have not skipped this item")
+        lease = {"lease_id": uuid.uuid4().hex, "expires_at": datetime.now(UTC) + timedelta(seconds=600)}
+        item.setdefault("leases", {})[self.user_id] = lease
+        item["reviews"][self.user_id] = "in_progress"
+        return self._lease_view(item, lease)
+
+    async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
+                             outcome: str | None = None) -> dict[str, Any]:
+        rows = [d for d in self.w.decisions.get(rule_id, []) if outcome is None or d["outcome"] == outcome]
+        return {"data": rows[(page - 1) * 50:page * 50],
+                "meta": {"page": page, "limit": 50, "total_items": len(rows),
+                         "total_pages": (len(rows) + 49) // 50}}
 
 
 @dataclass

@@ -348,10 +348,16 @@ async def list_items(deps: Deps, project_id: str, queue_id: str, *, status: str 
         cond += [items.c.object_type == object_ref[0], items.c.object_id == object_ref[1]]
     st = status.upper() if status else None
     my: Any = None
+    mine: Any = None
     if reviewer is not None:
-        my = select(reviews.c.status).where(reviews.c.item_id == items.c.id, reviews.c.reviewer == reviewer) \
-            .correlate(items).scalar_subquery()
-    if my is not None and st is not None:
+        mine = reviews.alias("mine")
+        my = mine.c.status
+    if my is not None and st is not None and "," in st:
+        wanted = [x.strip().lower() for x in st.split(",") if x.strip()]
+        if not set(wanted) <= {"in_progress", "completed", "skipped", "flagged"}:
+            raise _bad_status(st)
+        cond.append(my.in_(wanted))
+    elif my is not None and st is not None:
         if st == "PENDING":
             cond += [items.c.status == "PENDING", or_(my.is_(None), my.in_(["released", "expired"]))]
         elif st in ("IN_PROGRESS", "COMPLETED", "SKIPPED", "FLAGGED"):
@@ -372,18 +378,26 @@ async def list_items(deps: Deps, project_id: str, queue_id: str, *, status: str 
     else:
         cond.append(items.c.status != "REMOVED")
     cols: list[Any] = [items, _LIVE_LEASES.label("live")]
-    if my is not None:
-        cols.append(my.label("my_status"))
+    source: Any = items
+    order: list[Any] = [items.c.created_at, items.c.id]
+    if mine is not None:
+        # The reviewer's own review of each item (one row at most: its key is item and reviewer).
+        source = items.outerjoin(mine, and_(mine.c.item_id == items.c.id, mine.c.reviewer == reviewer))
+        cols += [mine.c.status.label("my_status"), mine.c.reason.label("my_reason"),
+                 mine.c.updated_at.label("my_updated_at"), mine.c.completed_at.label("my_completed_at")]
     async with deps.sessions() as session:
         await get_queue_row(session, project_id, queue_id)
-        total = (await session.execute(select(func.count()).select_from(items).where(*cond))).scalar_one()
-        rows = (await session.execute(select(*cols).where(*cond).order_by(items.c.created_at, items.c.id)
+        total = (await session.execute(select(func.count()).select_from(source).where(*cond))).scalar_one()
+        rows = (await session.execute(select(*cols).select_from(source).where(*cond).order_by(*order)
                                       .offset((page - 1) * limit).limit(limit))).all()
     out = []
     for r in rows:
         d = item_out(r._mapping, r.live)
-        if my is not None:
+        if mine is not None:
             d["reviewer_status"] = _reviewer_status(r.my_status)
+            d["reviewer_reason"] = r.my_reason
+            d["reviewer_updated_at"] = r.my_updated_at
+            d["reviewer_completed_at"] = r.my_completed_at
         out.append(d)
     return out, int(total)
 
