@@ -66,8 +66,10 @@
     // Keys and focus point at the same field: arrows move the focus too, so Tab continues from there.
     if (moveFocus) {
       var f = fields[active];
-      var target = f.querySelector("input:checked") || f.querySelector("input, textarea");
-      if (target && document.activeElement !== target) target.focus({preventScroll: true});
+      var target = f.querySelector("input[type=radio]:checked") || f.querySelector("input[type=radio], input[type=checkbox]");
+      if (target) { if (document.activeElement !== target) target.focus({preventScroll: true}); }
+      // A number or text field keeps arrows and digits for itself once focused: leave it unfocused.
+      else if (document.activeElement && form.contains(document.activeElement)) document.activeElement.blur();
     }
   }
   function choices(f) { return Array.prototype.slice.call(f.querySelectorAll("input[data-key]")); }
