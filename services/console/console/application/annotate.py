@@ -3,6 +3,7 @@ create new scores or update the reviewer's earlier ones (editing a completed ite
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,8 @@ async def submit(
     if result.errors:
         return result
     comment = (comment or "").strip() or None
-    for cfg, value in parsed:
+
+    async def save(cfg: dict[str, Any], value: Any) -> None:
         body: dict[str, Any] = {
             "name": cfg["name"], "config_id": cfg["id"], "data_type": cfg.get("data_type"), "value": value,
             "comment": comment, "source": "ANNOTATION", "trace_id": trace_id, "observation_id": observation_id,
@@ -75,4 +77,7 @@ async def submit(
                 result.created += 1
         except ApiCallError as e:
             result.errors[cfg["id"]] = f"{cfg['name']}: {e.describe()}"
+
+    # One score per config, saved at once (each is its own record at scoring).
+    await asyncio.gather(*(save(cfg, value) for cfg, value in parsed))
     return result

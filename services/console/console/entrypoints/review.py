@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -15,8 +16,30 @@ from console.adapters.port import ApiCallError, TraceQuery
 from console.application.annotate import my_scores, submit
 from console.entrypoints.security import verify_csrf
 from console.entrypoints.web import Ctx, Forbidden, flash, get_ctx, page, redirect
+from tally_shared.caching import TtlLru
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
+
+# A queue's settings and the project's configs, per person, for a few seconds: every item page and every
+# completion needs them, and they change rarely. A change shows within this many seconds.
+SETTINGS_CACHE_SECONDS = 3.0
+
+
+def _cache(request: Request) -> TtlLru[tuple[str, ...], Any]:
+    cache: TtlLru[tuple[str, ...], Any] | None = getattr(request.app.state, "review_cache", None)
+    if cache is None:
+        cache = request.app.state.review_cache = TtlLru(5000, SETTINGS_CACHE_SECONDS)
+    return cache
+
+
+async def _cached(ctx: Ctx, key: tuple[str, ...], load: Callable[[], Awaitable[Any]]) -> Any:
+    cache = _cache(ctx.request)
+    full = (ctx.user.id, ctx.project_id, *key)
+    found, value = cache.lookup(full)
+    if not found:
+        value = await load()
+        cache.set(full, value)
+    return value
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 STATUSES = ("completed", "in_progress", "skipped", "flagged", "pending")
@@ -50,7 +73,7 @@ async def queues(ctx: CtxDep) -> Response:
 
 
 async def _queue_or_404(ctx: Ctx, queue_id: str) -> dict[str, Any]:
-    queue = await ctx.api.get_queue(queue_id)
+    queue = await _cached(ctx, ("queue", queue_id), lambda: ctx.api.get_queue(queue_id))
     if queue is None or not visible_to(ctx, queue):
         raise Forbidden("No such queue in this project, or you are not one of its reviewers.")
     return queue
@@ -62,8 +85,11 @@ def _leases(request: Request) -> dict[str, dict[str, Any]]:
 
 def _remember_lease(request: Request, lease: dict[str, Any]) -> None:
     leases = _leases(request)
+    old = leases.get(lease["item_id"]) or {}
     leases[lease["item_id"]] = {"lease_id": lease.get("lease_id"), "expires_at": str(lease.get("expires_at") or ""),
-                                "queue_id": lease.get("queue_id")}
+                                "queue_id": lease.get("queue_id"),
+                                **{k: lease.get(k) or old.get(k) for k in ("object_type", "object_id", "trace_id")},
+                                **({"scored": old["scored"]} if "scored" in old else {})}
     request.session["leases"] = dict(list(leases.items())[-20:])
 
 
@@ -160,7 +186,8 @@ async def _lease_next(ctx: Ctx, queue_id: str) -> Response:
 
 
 async def _configs_of(ctx: Ctx, queue: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str]]:
-    by_id = {c["id"]: c for c in await ctx.api.list_configs(include_archived=True)}
+    all_configs = await _cached(ctx, ("configs",), lambda: ctx.api.list_configs(include_archived=True))
+    by_id = {c["id"]: c for c in all_configs}
     wanted = queue.get("score_configs") or []
     configs = [by_id[s["config_id"]] for s in wanted if s.get("config_id") in by_id]
     required = {s["config_id"] for s in wanted if s.get("required")}
@@ -170,16 +197,37 @@ async def _configs_of(ctx: Ctx, queue: dict[str, Any]) -> tuple[list[dict[str, A
 async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[str, str] | None = None,
                        values: dict[str, list[str]] | None = None, comment: str | None = None,
                        status_code: int = 200) -> Response:
-    queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
-    if item is None:
-        raise Forbidden("This item is not in the queue (any more).")
-    trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
-    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
-    # Everything else depends only on the item: one round of parallel calls.
-    trace, (configs, required), history, existing, people = await asyncio.gather(
-        ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue), ctx.api.my_items(queue_id),
-        _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
-    )
+    # This session's own list of reviewed items names the previous one; only without it is the history asked.
+    recent = [iid for qid, iid in ctx.request.session.get("recent", []) if qid == queue_id]
+    held = _leases(ctx.request).get(item_id) or {}
+    if held.get("object_id"):
+        # The lease says what the item is: everything is asked in one round of parallel calls.
+        ref = {k: held.get(k) for k in ("object_type", "object_id", "trace_id")}
+        trace_id, session_id = _object_ids(ref)
+        queue, item, trace, history, existing, people = await asyncio.gather(
+            _queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id),
+            ctx.api.get_trace(trace_id) if trace_id else _none(),
+            ctx.api.my_items(queue_id) if not recent else _empty(),
+            _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
+        )
+        if item is None:
+            raise Forbidden("This item is not in the queue (any more).")
+        configs, required = await _configs_of(ctx, queue)
+    else:
+        queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
+        if item is None:
+            raise Forbidden("This item is not in the queue (any more).")
+        trace_id, session_id = _object_ids(item)
+        trace, (configs, required), history, existing, people = await asyncio.gather(
+            ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue),
+            ctx.api.my_items(queue_id) if not recent else _empty(),
+            _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
+        )
+    if held:
+        # Whether this person already scored the item: a completion without earlier scores need not ask.
+        leases = _leases(ctx.request)
+        leases[item_id] = {**held, "scored": bool(existing)}
+        ctx.request.session["leases"] = leases
     session_traces: list[dict[str, Any]] = []
     if item.get("object_type") == "SESSION":
         # A session is reviewed as its traces in order; each is shown in full (the first few).
@@ -222,8 +270,23 @@ async def _existing(ctx: Ctx, trace_id: str | None, queue_id: str, item_id: str,
     return my_scores({"scores": scores}, ctx.user.id, item_id=item_id, queue_id=queue_id)
 
 
+def _object_ids(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(trace id, session id) of an item: the trace it is about, or the session it is."""
+    trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
+    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
+    return trace_id, session_id
+
+
 async def _none() -> None:
     return None
+
+
+async def _empty() -> list[dict[str, Any]]:
+    return []
+
+
+async def _empty_scores() -> dict[str, dict[str, Any]]:
+    return {}
 
 
 @router.get("/queues/{queue_id}/items/{item_id}", response_class=HTMLResponse)
@@ -236,13 +299,22 @@ async def review_item(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
 async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
     ctx.require("review")
     form = await ctx.request.form()
-    queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
+    held = _leases(ctx.request).get(item_id)
+    if held and held.get("object_id"):
+        # The lease this person holds already says what the item is: no need to ask.
+        queue = await _queue_or_404(ctx, queue_id)
+        item: dict[str, Any] | None = {"item_id": item_id, "queue_id": queue_id, "my_status": "in_progress",
+                                       **{k: held.get(k) for k in ("object_type", "object_id", "trace_id")}}
+    else:
+        queue, item = await asyncio.gather(_queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id))
     if item is None:
         raise Forbidden("This item is not in the queue (any more).")
-    trace_id = item.get("trace_id") or (item.get("object_id") if item.get("object_type") == "TRACE" else None)
-    session_id = item.get("object_id") if item.get("object_type") == "SESSION" else None
+    trace_id, session_id = _object_ids(item)
+    # The item page noted whether this person had scored the item; if not, there is nothing to update.
+    unscored = held is not None and held.get("scored") is False
     (configs, required), existing = await asyncio.gather(
-        _configs_of(ctx, queue), _existing(ctx, trace_id, queue_id, item_id, session_id))
+        _configs_of(ctx, queue), _empty_scores() if unscored else _existing(ctx, trace_id, queue_id, item_id,
+                                                                              session_id))
     values = {c["id"]: [str(v) for v in form.getlist(f"score:{c['id']}")] for c in configs}
     comment = str(form.get("comment") or "")[:5000]
     result = await submit(
@@ -254,12 +326,17 @@ async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
     if not result.ok:
         return await _review_page(ctx, queue_id, item_id, errors=result.errors, values=values, comment=comment,
                                   status_code=422)
-    lease = _leases(ctx.request).get(item_id)
+    leases = _leases(ctx.request)
+    lease = leases.get(item_id)
+    if lease and result.created:
+        # Saved now: a retry of this completion must update these scores, not add more.
+        leases[item_id] = {**lease, "scored": True}
+        ctx.request.session["leases"] = leases
     if item.get("my_status") == "completed" and not lease:
         flash(ctx.request, "Your scores were updated.", "ok")
         # Back to the item this person was holding when they went to edit, else to their history.
-        held = _open_lease(ctx.request, queue_id)
-        return redirect(f"/queues/{queue_id}/items/{held}" if held else f"/queues/{queue_id}/history")
+        holding = _open_lease(ctx.request, queue_id)
+        return redirect(f"/queues/{queue_id}/items/{holding}" if holding else f"/queues/{queue_id}/history")
     try:
         await ctx.api.complete_item(queue_id, item_id, (lease or {}).get("lease_id"))
     except ApiCallError as e:
