@@ -184,3 +184,24 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
     assert [d["outcome"] for d in trace["data"]] == ["cap_reached"]
     _, other = await rsvc.project()
     assert (await rsvc.client.get(base, headers=other)).status_code == 404
+
+
+async def test_complete_and_skip_lease_the_next_item_in_the_same_call(rsvc: Service) -> None:
+    project, auth = await rsvc.project()
+    ann = await rsvc.member(project, f"ann-{uuid.uuid4().hex[:8]}@example.com")
+    qid = (await post(rsvc, auth, "/api/v1/queues", name="q")).json()["id"]
+    await post(rsvc, auth, f"/api/v1/queues/{qid}/items", items=[{"object_id": f"n{i}"} for i in range(3)])
+    user = as_user(rsvc, ann, project)
+    got = (await post(rsvc, user, f"/api/v1/queues/{qid}/next")).json()
+    r = (await post(rsvc, user, f"/api/v1/queues/{qid}/items/{got['item']['id']}/complete",
+                    lease_id=got["lease"]["id"], next=True)).json()
+    assert r["status"] == "COMPLETED" and r["next"]["item"]["id"] != got["item"]["id"]
+    second = r["next"]
+    r = (await post(rsvc, user, f"/api/v1/queues/{qid}/items/{second['item']['id']}/skip",
+                    lease_id=second["lease"]["id"], next=True)).json()
+    third = r["next"]
+    assert r["reviewer_status"] == "skipped" and third["item"]["id"] not in (got["item"]["id"],
+                                                                            second["item"]["id"])
+    r = (await post(rsvc, user, f"/api/v1/queues/{qid}/items/{third['item']['id']}/complete",
+                    lease_id=third["lease"]["id"], next=True)).json()
+    assert r["next"] is None

@@ -273,14 +273,19 @@ class HttpTallyApi:
         lease = body.get("lease") or {}
         return {"item_id": item_id, "lease_id": lease.get("id", lease_id), "expires_at": lease.get("expires_at")}
 
-    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None) -> dict[str, Any]:
-        return await self._call(
+    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None,
+                            take_next: bool = False) -> dict[str, Any]:
+        """With ``take_next`` the answer's ``next_lease`` is the next item, leased in the same call (or None)."""
+        body = await self._call(
             "POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/complete",
-            json=_clean({"lease_id": lease_id}))
+            json=_clean({"lease_id": lease_id, "next": take_next or None}))
+        return _with_next_lease(queue_id, body, take_next)
 
-    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
-        await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
-                         json=_clean({"lease_id": lease_id, "reason": reason}))
+    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None,
+                        take_next: bool = False) -> dict[str, Any]:
+        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
+                                json=_clean({"lease_id": lease_id, "reason": reason, "next": take_next or None}))
+        return _with_next_lease(queue_id, body, take_next)
 
     async def flag_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
         await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/flag",
@@ -308,6 +313,14 @@ class HttpTallyApi:
         body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
                                 params=_clean({"page": page, "limit": 50, "outcome": outcome}))
         return body if isinstance(body, dict) else {"data": [], "meta": {}}
+
+
+def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any]:
+    out = dict(body) if isinstance(body, dict) else {}
+    if take_next:
+        nxt = out.get("next")
+        out["next_lease"] = _lease(queue_id, nxt) if isinstance(nxt, dict) and nxt.get("item") else None
+    return out
 
 
 def _seg(value: str) -> str:

@@ -171,6 +171,15 @@ def _pop_undo(request: Request, queue_id: str) -> str | None:
     return str(undo[1]) if isinstance(undo, list) and len(undo) == 2 and undo[0] == queue_id else None
 
 
+def _go_next(ctx: Ctx, queue_id: str, lease: dict[str, Any] | None) -> Response:
+    """To the item leased along with the last action, or to the end-of-queue page."""
+    if lease is None:
+        return redirect(f"/queues/{queue_id}/review")
+    lease.setdefault("queue_id", queue_id)
+    _remember_lease(ctx.request, lease)
+    return redirect(f"/queues/{queue_id}/items/{lease['item_id']}")
+
+
 async def _lease_next(ctx: Ctx, queue_id: str) -> Response:
     """Straight to the next item (one redirect, not two), or to the end-of-queue page."""
     try:
@@ -338,33 +347,36 @@ async def complete(ctx: CtxDep, queue_id: str, item_id: str) -> Response:
         holding = _open_lease(ctx.request, queue_id)
         return redirect(f"/queues/{queue_id}/items/{holding}" if holding else f"/queues/{queue_id}/history")
     try:
-        await ctx.api.complete_item(queue_id, item_id, (lease or {}).get("lease_id"))
+        # Completing leases the next item in the same call: one round trip between items.
+        done = await ctx.api.complete_item(queue_id, item_id, (lease or {}).get("lease_id"), take_next=True)
     except ApiCallError as e:
         flash(ctx.request, f"Scores saved, but completing the item failed: {e.describe()}", "error")
         return redirect(f"/queues/{queue_id}/items/{item_id}")
     _forget_lease(ctx.request, item_id)
     _remember_done(ctx.request, queue_id, item_id)
     flash(ctx.request, "Completed.", "ok")
-    return await _lease_next(ctx, queue_id)
+    return _go_next(ctx, queue_id, done.get("next_lease"))
 
 
 async def _skip_or_flag(ctx: Ctx, queue_id: str, item_id: str, reason: str, flagged: bool) -> Response:
     ctx.require("review")
     await _queue_or_404(ctx, queue_id)
     lease_id = (_leases(ctx.request).get(item_id) or {}).get("lease_id")
+    skipped: dict[str, Any] = {}
     try:
         if flagged:
             await ctx.api.flag_item(queue_id, item_id, lease_id, reason.strip() or None)
         else:
-            await ctx.api.skip_item(queue_id, item_id, lease_id, reason.strip() or None)
+            skipped = await ctx.api.skip_item(queue_id, item_id, lease_id, reason.strip() or None, take_next=True)
     except ApiCallError as e:
         flash(ctx.request, f"Could not {'flag' if flagged else 'skip'}: {e.describe()}", "error")
         return redirect(f"/queues/{queue_id}/items/{item_id}")
     _forget_lease(ctx.request, item_id)
     flash(ctx.request, "Flagged for attention." if flagged else "Skipped.", "ok")
-    if not flagged:
-        ctx.request.session["undo"] = [queue_id, item_id]
-    return await _lease_next(ctx, queue_id)
+    if flagged:
+        return await _lease_next(ctx, queue_id)
+    ctx.request.session["undo"] = [queue_id, item_id]
+    return _go_next(ctx, queue_id, skipped.get("next_lease"))
 
 
 @router.post("/queues/{queue_id}/items/{item_id}/undo-skip")

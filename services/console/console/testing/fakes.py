@@ -315,14 +315,15 @@ class FakeApi:
         lease["expires_at"] = datetime.now(UTC) + timedelta(seconds=600)
         return {"item_id": item_id, "lease_id": lease_id, "expires_at": lease["expires_at"].isoformat()}
 
-    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None) -> dict[str, Any]:
+    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None,
+                            take_next: bool = False) -> dict[str, Any]:
         self.w.calls.append(("complete_item", (queue_id, item_id, lease_id)))
         item = self._held(item_id, lease_id)
         item["reviews"][self.user_id] = "completed"
         item["leases"].pop(self.user_id)
         if not self._slots_left(item):
             item["status"] = "completed"
-        return {}
+        return {"next_lease": await self.next_item(queue_id)} if take_next else {}
 
     async def _give_back(self, item_id: str, lease_id: str | None, status: str, reason: str | None) -> None:
         item = self._held(item_id, lease_id)
@@ -330,9 +331,11 @@ class FakeApi:
         item.setdefault("reasons", {})[self.user_id] = reason
         item["leases"].pop(self.user_id)
 
-    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
+    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None,
+                        take_next: bool = False) -> dict[str, Any]:
         self.w.calls.append(("skip_item", (queue_id, item_id, reason)))
         await self._give_back(item_id, lease_id, "skipped", reason)
+        return {"next_lease": await self.next_item(queue_id)} if take_next else {}
 
     async def flag_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
         self.w.calls.append(("flag_item", (queue_id, item_id, reason)))

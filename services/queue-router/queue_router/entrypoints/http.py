@@ -262,7 +262,8 @@ async def review_action(queue_id: str, item_id: str,
         queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
         await reviewing.check_required_scores(rd, p.project_id, queue_id, item_id, reviewer, queue,
                                               credentials(request.headers), via_api_key=p.via == "api_key")
-        return await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
+        done = await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
+        return await _with_next(request, p, body, queue_id, reviewer, done)
     if action == "undo-skip":
         queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
         return JSONResponse(jsonable_encoder(
@@ -272,8 +273,21 @@ async def review_action(queue_id: str, item_id: str,
         return await reviewing.heartbeat(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id,
                                          queue["lease_seconds"])
     status = {"skip": "skipped", "flag": "flagged", "release": "released"}[action]
-    return await reviewing.give_back(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id, status=status,
-                                     reason=body.reason)
+    given = await reviewing.give_back(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id, status=status,
+                                      reason=body.reason)
+    return await _with_next(request, p, body, queue_id, reviewer, given)
+
+
+async def _with_next(request: Request, p: Principal, body: ReviewAction, queue_id: str, reviewer: str,
+                     answer: dict[str, Any]) -> Any:
+    """With ``next``: the reviewer's next item leased in the same call (one round trip between items)."""
+    if not body.next:
+        return answer
+    rd = review_deps(request)
+    queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
+    await _check_reviewer_allowed(request, p, queue, reviewer)
+    answer["next"] = await reviewing.next_item(rd, p.project_id, queue_id, reviewer, queue)
+    return JSONResponse(jsonable_encoder(answer))
 
 
 @router.get("/{queue_id}/progress", summary="Counts by status and completions per hour, per queue and reviewer")
