@@ -138,8 +138,8 @@ async def test_blind_traces_for_reviewers_only(rsvc: Service) -> None:
     lead = await rsvc.member(project, f"lead-{tag}@example.com", role="member")
     blind = (await post(rsvc, auth, "/api/v1/queues", name="blind", blind=True)).json()["id"]
     open_q = (await post(rsvc, auth, "/api/v1/queues", name="open")).json()["id"]
-    await post(rsvc, auth, f"/api/v1/queues/{blind}/items", items=[{"object_id": f"held-{tag}"},
-                                                                     {"object_id": f"later-{tag}"}])
+    await post(rsvc, auth, f"/api/v1/queues/{blind}/items", items=[{"object_id": f"held-{tag}"}])
+    await post(rsvc, auth, f"/api/v1/queues/{blind}/items", items=[{"object_id": f"later-{tag}"}])
     await post(rsvc, auth, f"/api/v1/queues/{blind}/items", items=[{"object_id": f"mine-{tag}"}], assignees=[ann])
     await post(rsvc, auth, f"/api/v1/queues/{open_q}/items", items=[{"object_id": f"open-{tag}"}])
     user = as_user(rsvc, ann, project)
