@@ -415,7 +415,7 @@ def _lease(queue_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"queue_id": queue_id, "item_id": item.get("id") or item.get("item_id"),
             "lease_id": lease.get("id") or lease.get("lease_id"), "expires_at": lease.get("expires_at"),
             "object_type": item.get("object_type"), "object_id": item.get("object_id"),
-            "trace_id": item.get("trace_id")}
+            "trace_id": item.get("trace_id"), "reason": item.get("reason"), "added_by": item.get("added_by")}
 
 
 def _item(queue_id: str, body: dict[str, Any], user_id: str) -> dict[str, Any]:

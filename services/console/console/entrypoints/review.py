@@ -88,9 +88,13 @@ def _remember_lease(request: Request, lease: dict[str, Any]) -> None:
     old = leases.get(lease["item_id"]) or {}
     leases[lease["item_id"]] = {"lease_id": lease.get("lease_id"), "expires_at": str(lease.get("expires_at") or ""),
                                 "queue_id": lease.get("queue_id"),
-                                **{k: lease.get(k) or old.get(k) for k in ("object_type", "object_id", "trace_id")},
+                                **{k: lease.get(k) or old.get(k) for k in LEASE_ITEM_FIELDS},
                                 **({"scored": old["scored"]} if "scored" in old else {})}
     request.session["leases"] = dict(list(leases.items())[-20:])
+
+
+# What a lease says about its item, kept with it in the session: the item page needs nothing more to show it.
+LEASE_ITEM_FIELDS = ("object_type", "object_id", "trace_id", "reason", "added_by")
 
 
 def _open_lease(request: Request, queue_id: str) -> str | None:
@@ -213,8 +217,11 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
         # The lease says what the item is: everything is asked in one round of parallel calls.
         ref = {k: held.get(k) for k in ("object_type", "object_id", "trace_id")}
         trace_id, session_id = _object_ids(ref)
+        # A held item is the reviewer's to review: what the lease says of it is enough to show it.
+        leased_item = {"item_id": item_id, "queue_id": queue_id, "my_status": "in_progress", **ref,
+                       "reason": held.get("reason"), "added_by": held.get("added_by")}
         queue, item, trace, history, existing, people = await asyncio.gather(
-            _queue_or_404(ctx, queue_id), ctx.api.get_item(queue_id, item_id),
+            _queue_or_404(ctx, queue_id), _value(leased_item),
             ctx.api.get_trace(trace_id) if trace_id else _none(),
             ctx.api.my_items(queue_id) if not recent else _empty(),
             _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
@@ -288,6 +295,10 @@ def _object_ids(item: dict[str, Any]) -> tuple[str | None, str | None]:
 
 async def _none() -> None:
     return None
+
+
+async def _value(v: dict[str, Any]) -> dict[str, Any]:
+    return v
 
 
 async def _empty() -> list[dict[str, Any]]:

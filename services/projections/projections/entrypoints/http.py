@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -79,8 +80,9 @@ async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t
                            request: Request) -> Any:
     """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
     reviewing the trace in a blind queue sees only their own scores."""
-    blind = await _blind(request, principal)
-    out = await traces.public_trace(db, t, principal.project_id, trace_id)
+    # Asked while the trace is read: the answer is needed only to filter.
+    blind, out = await asyncio.gather(_blind(request, principal),
+                                      traces.public_trace(db, t, principal.project_id, trace_id))
     out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "authorUserId")
     return out
 
@@ -204,8 +206,8 @@ async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: Table
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
     items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
     (``scores_hidden``: true)."""
-    blind = await _blind(request, principal)
-    out = await traces.native_trace(db, t, principal.project_id, trace_id)
+    blind, out = await asyncio.gather(_blind(request, principal),
+                                      traces.native_trace(db, t, principal.project_id, trace_id))
     if blind.hides(trace_id):
         out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "author_user_id")
         out["scores_hidden"] = True
