@@ -224,7 +224,7 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
             _queue_or_404(ctx, queue_id), _value(leased_item),
             ctx.api.get_trace(trace_id) if trace_id else _none(),
             ctx.api.my_items(queue_id) if not recent else _empty(),
-            _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
+            _existing(ctx, trace_id, queue_id, item_id, session_id), _cached(ctx, ("people",), ctx.people),
         )
         if item is None:
             raise Forbidden("This item is not in the queue (any more).")
@@ -237,7 +237,7 @@ async def _review_page(ctx: Ctx, queue_id: str, item_id: str, *, errors: dict[st
         trace, (configs, required), history, existing, people = await asyncio.gather(
             ctx.api.get_trace(trace_id) if trace_id else _none(), _configs_of(ctx, queue),
             ctx.api.my_items(queue_id) if not recent else _empty(),
-            _existing(ctx, trace_id, queue_id, item_id, session_id), ctx.people(),
+            _existing(ctx, trace_id, queue_id, item_id, session_id), _cached(ctx, ("people",), ctx.people),
         )
     if held:
         # Whether this person already scored the item: a completion without earlier scores need not ask.
