@@ -206,6 +206,15 @@ class HttpTallyApi:
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", "/api/v1/scores", json=data)
 
+    async def create_scores(self, items: list[dict[str, Any]]) -> list[ApiCallError | None]:
+        """Several scores in one call (one transaction at scoring); per score None, or why it was refused."""
+        body = await self._call("POST", "/api/v1/scores/batch", json={"scores": items})
+        out: list[ApiCallError | None] = [None] * len(items)
+        for r in body.get("results") or []:
+            if isinstance(r, dict) and r.get("status") == "rejected" and isinstance(r.get("index"), int):
+                out[r["index"]] = ApiCallError(422, "rejected", "score refused", r.get("errors"))
+        return out
+
     async def update_score(self, score_id: str, data: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", f"/api/v1/scores/{_seg(score_id)}", json=data)
 

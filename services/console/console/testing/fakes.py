@@ -197,6 +197,16 @@ class FakeApi:
         self.w.configs[config_id]["is_archived"] = archived
         return self.w.configs[config_id]
 
+    async def create_scores(self, items: list[dict[str, Any]]) -> list[ApiCallError | None]:
+        out: list[ApiCallError | None] = []
+        for data in items:
+            try:
+                await self.create_score(data)
+                out.append(None)
+            except ApiCallError as e:
+                out.append(e)
+        return out
+
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("create_score", data))
         sid = new_id("s")
