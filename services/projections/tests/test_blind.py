@@ -63,6 +63,11 @@ async def test_blind_reviewer_reads_only_own_scores_everywhere(harness: Harness)
     assert [t["id"] for t in by_score] == ["free"]
     export = await h.http.get("/api/v1/exports/dataset.jsonl", headers=as_ann, params={"config_id": "cfg-q"})
     assert export.status_code == 200 and '"held"' not in export.text and '"free"' in export.text
+    # per-object rows of agreement leave the trace out too (the lead's show it)
+    disputed = (await h.http.get("/api/v1/agreement", headers=as_ann, params={"config_id": "cfg-q"})).json()
+    assert "held" not in {d["trace_id"] for d in disputed["most_disputed"]}
+    disputed = (await h.http.get("/api/v1/agreement", headers=as_lead, params={"config_id": "cfg-q"})).json()
+    assert "held" in {d["trace_id"] for d in disputed["most_disputed"]}
     # the lead sees everything
     lead = (await h.http.get("/api/v1/traces/held", headers=as_lead)).json()
     assert ids(lead["scores"]) == {"held-ann", "held-judge", "held-peer"} and "scores_hidden" not in lead

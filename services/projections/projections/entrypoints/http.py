@@ -75,6 +75,13 @@ def _hide_scores(blind: Blind, trace_id: str | None, scores: list[Any], author_k
     return [s for s in scores if isinstance(s, dict) and blind.own(s, author_key)]
 
 
+def _drop_hidden(blind: Blind, out: Any, key: str) -> Any:
+    """Per-object rows that show others' or automated scores of a trace the caller reviews blind are left out."""
+    if blind.trace_ids and isinstance(out, dict) and isinstance(out.get(key), list):
+        out[key] = [row for row in out[key] if not blind.hides(row.get("trace_id"))]
+    return out
+
+
 @public.get("/api/public/traces/{trace_id}")
 async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
                            request: Request) -> Any:
@@ -278,7 +285,7 @@ async def compare_runs(
 
 @native.get("/agreement")
 async def agreement(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     queue_id: str | None = None,
     config_id: str | None = None,
     score_name: str | None = None,
@@ -287,21 +294,25 @@ async def agreement(
 ) -> Any:
     """Krippendorff's alpha (level from the config's data type unless given), Cohen's kappa per reviewer pair,
     percent agreement and the most disputed objects."""
-    return await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
+    blind = await _blind(request, principal)
+    out = await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
                                       score_name=score_name, level=level, top=top)
+    return _drop_hidden(blind, out, "most_disputed")
 
 
 @native.get("/calibration")
 async def calibration(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],
     config_id: str | None = None,
     score_name: str | None = None,
     bucket: Annotated[str, Query(pattern="^(day|week)$")] = "day",
     top: Annotated[int, Query(ge=0, le=500)] = 20,
 ) -> Any:
-    return await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
+    blind = await _blind(request, principal)
+    out = await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
                                         score_name=score_name, evaluator=evaluator, bucket=bucket, top=top)
+    return _drop_hidden(blind, out, "biggest_disagreements")
 
 
 @native.get("/exports/dataset.jsonl")
