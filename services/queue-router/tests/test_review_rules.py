@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -182,6 +182,16 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
     assert (await rsvc.client.get(base, headers=auth, params={"outcome": "bogus"})).status_code == 422
     trace = (await rsvc.client.get("/api/v1/routing/traces/t2", headers=auth)).json()
     assert [d["outcome"] for d in trace["data"]] == ["cap_reached"]
+    # asked to evaluate, the log adds each active rule the trace does not match as it is now
+    from queue_router.adapters.tables import trace_summaries
+    from queue_router.application.routing import _summary_row
+    from queue_router.domain.summary import Summary
+
+    async with rsvc.app.state.queue_deps.sessions() as s, s.begin():
+        await s.execute(insert(trace_summaries).values(**_summary_row(
+            Summary(project_id=project, trace_id="t2", has_trace=True, name="chat"), datetime.now(UTC))))
+    trace = (await rsvc.client.get("/api/v1/routing/traces/t2", headers=auth, params={"evaluate": "true"})).json()
+    assert [(d["rule_id"], d["outcome"]) for d in trace["no_match"]] == [(rule["id"], "no_match")]
     _, other = await rsvc.project()
     assert (await rsvc.client.get(base, headers=other)).status_code == 404
 
