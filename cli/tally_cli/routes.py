@@ -27,6 +27,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/public/annotation-queues", "queue-router"),
     ("/api/v1/queues", "queue-router"),
     ("/api/v1/review", "queue-router"),
+    ("/api/v1/routing", "queue-router"),
     # projections
     ("/api/public/traces", "projections"),
     ("/api/public/observations", "projections"),

@@ -39,15 +39,16 @@ def test_complete_and_next_records_scores_and_completes_the_item(env: Env) -> No
     item_id = item_url.rsplit("/", 1)[1]
     r = c.post(f"{item_url}/complete", data={"csrf": token, f"score:{correctness['id']}": "right",
                                              f"score:{helpful['id']}": "4", "comment": "good"})
-    assert r.status_code == 303 and r.headers["location"] == f"/queues/{q['id']}/review"
+    # straight to the next item: no second redirect through /review
+    nxt = r.headers["location"]
+    assert r.status_code == 303 and nxt.startswith(f"/queues/{q['id']}/items/") and nxt != item_url
     created = [d for n, d in env.world.calls if n == "create_score"]
     assert {(d["name"], d["value"]) for d in created} == {("correctness", "right"), ("helpfulness", 4.0)}
     assert all(d["source"] == "ANNOTATION" and d["queue_item_id"] == item_id and d["comment"] == "good"
                for d in created)
     assert env.world.items[item_id]["status"] == "completed"
-    # the next one is a different item
-    nxt = c.get(f"/queues/{q['id']}/review").headers["location"]
-    assert nxt != item_url
+    # the next one is held: reopening the queue resumes it
+    assert c.get(f"/queues/{q['id']}/review").headers["location"] == nxt
 
 
 def test_missing_required_field_saves_nothing(env: Env) -> None:
@@ -105,7 +106,8 @@ def test_go_back_and_edit_updates_instead_of_duplicating(env: Env) -> None:
     assert edit.status_code == 200 and "editing a completed item" in edit.text
     assert 'value="wrong" data-key="1" checked' in edit.text
     r = c.post(f"{first}/complete", data={"csrf": token, f"score:{correctness['id']}": "right"})
-    assert r.status_code == 303 and r.headers["location"].endswith("/history")
+    # saving the edit goes back to the item this reviewer holds, not to the history
+    assert r.status_code == 303 and r.headers["location"] == second
     scores = [s for s in env.world.scores.values() if s["config_id"] == correctness["id"]]
     assert len(scores) == 1 and scores[0]["value"] == "right"
     assert [n for n, _ in env.world.calls].count("complete_item") == 1
@@ -158,3 +160,28 @@ def test_reopening_the_queue_resumes_the_held_item(env: Env) -> None:
     assert again == first
     held = [i for i in env.world.items.values() if i.get("leases")]
     assert len(held) == 1
+
+
+def test_skip_can_be_undone_and_the_end_page_counts_apart(env: Env) -> None:
+    q, (correctness, _), _ = _setup(env, items=2)
+    c = env.client()
+    token = sign_in(c, "rev@t.test")
+    first = c.get(f"/queues/{q['id']}/review").headers["location"]
+    second = c.post(f"{first}/skip", data={"csrf": token, "reason": "unsure"}).headers["location"]
+    assert second != first and second.startswith(f"/queues/{q['id']}/items/")
+    html = c.get(second).text
+    assert 'id="undo-skip"' in html and f'{first}/undo-skip' in html
+    r = c.post(f"{first}/undo-skip", data={"csrf": token})
+    assert r.status_code == 303 and r.headers["location"] == first
+    # the item offered in its place was given back; the skipped one is held again
+    assert not env.world.items[second.rsplit("/", 1)[1]].get("leases")
+    c.get(first)
+    c.post(f"{first}/complete", data={"csrf": token, f"score:{correctness['id']}": "right"})
+    again = c.get(f"/queues/{q['id']}/review").headers["location"]
+    c.post(f"{again}/skip", data={"csrf": token, "reason": "not english"})
+    done = c.get(f"/queues/{q['id']}/review").text
+    assert "Completed. Here is the next one" not in done and "Nothing left for you" in done
+    assert "You reviewed <strong>1</strong> item, skipped <strong>1</strong>" in done
+    assert "no active routing rules" in done and "Undo skip" in done
+    history = c.get(f"/queues/{q['id']}/history").text
+    assert "not english" in history and "Undo skip" in history and "UTC" in history

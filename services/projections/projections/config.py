@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from tally_shared.settings import ServiceSettings
@@ -18,3 +18,6 @@ class Settings(ServiceSettings):
     rebuild_batch_size: int = 5000
     max_page_limit: int = 1000
     export_chunk: int = 500
+    # Queue-router's API: asked, with a reviewer's own credentials, which traces they review blind right now.
+    queue_router_url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "TALLY_PROJECTIONS_QUEUE_ROUTER_URL", "TALLY_QUEUE_ROUTER_URL"))

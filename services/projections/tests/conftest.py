@@ -14,6 +14,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from projections import MIGRATIONS, SCHEMA
+from projections.adapters.blind import FakeBlind
 from projections.config import Settings
 from projections.entrypoints.app import create_app
 from tally_shared.envelope import Envelope, Payload, make_envelope
@@ -43,6 +44,7 @@ class Harness:
     database_url: str
     bootstrap: str
     group_id: str
+    blind: FakeBlind
 
     async def project(self) -> tuple[str, dict[str, str]]:
         pid = f"p-{uuid.uuid4().hex[:10]}"
@@ -72,12 +74,13 @@ async def harness(identity_db: str, kafka_bootstrap: str) -> AsyncIterator[Harne
     group = f"projections-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=identity_db, kafka_bootstrap_servers=kafka_bootstrap, group_id=group,
                         batch_max_records=500)
-    app = create_app(settings)
+    blind = FakeBlind()
+    app = create_app(settings, blind=blind)
     broker = make_broker(kafka_bootstrap, service="projections-tests", registry=CollectorRegistry())
     await broker.start()
     try:
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-                yield Harness(app, client, broker, identity_db, kafka_bootstrap, group)
+                yield Harness(app, client, broker, identity_db, kafka_bootstrap, group, blind)
     finally:
         await broker.stop()

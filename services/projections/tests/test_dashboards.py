@@ -13,7 +13,10 @@ from tally_shared.events import (
     QueueItemCompleted,
     QueueItemFlagged,
     QueueItemLeased,
+    QueueItemLeaseExpired,
+    QueueItemReleased,
     QueueItemSkipped,
+    QueueItemSkipUndone,
     ScoreData,
     ScoreDeleted,
     ScoreRecorded,
@@ -45,6 +48,19 @@ async def test_queue_progress_per_status_reviewer_and_hour(harness: Harness) -> 
         h.env(QueueItemLeased(item=ref(2), reviewer="bob", lease_id="l3", expires_at=at(90)), pid, "t2", at(65)),
         h.env(QueueItemSkipped(item=ref(2), reviewer="bob", reason="unclear"), pid, "t2", at(66)),
         h.env(QueueItemFlagged(item=ref(3), reviewer="alice", reason="pii"), pid, "t3", at(67)),
+        # released, expired, taken back after a skip: none of these is work in progress any more
+        h.env(QueueItemAdded(item=ref(4), reason="rule"), pid, "t4", at(0)),
+        h.env(QueueItemLeased(item=ref(4), reviewer="carol", lease_id="l4", expires_at=at(90)), pid, "t4", at(68)),
+        h.env(QueueItemReleased(item=ref(4), reviewer="carol", lease_id="l4"), pid, "t4", at(69)),
+        h.env(QueueItemAdded(item=ref(5), reason="rule"), pid, "t5", at(0)),
+        h.env(QueueItemLeased(item=ref(5), reviewer="carol", lease_id="l5", expires_at=at(90)), pid, "t5", at(70)),
+        h.env(QueueItemLeaseExpired(item=ref(5), reviewer="carol", lease_id="l5"), pid, "t5", at(91)),
+        h.env(QueueItemAdded(item=ref(6), reason="rule"), pid, "t6", at(0)),
+        h.env(QueueItemLeased(item=ref(6), reviewer="carol", lease_id="l6", expires_at=at(99)), pid, "t6", at(92)),
+        h.env(QueueItemAdded(item=ref(7), reason="rule"), pid, "t7", at(0)),
+        h.env(QueueItemLeased(item=ref(7), reviewer="carol", lease_id="l7", expires_at=at(99)), pid, "t7", at(93)),
+        h.env(QueueItemSkipped(item=ref(7), reviewer="carol"), pid, "t7", at(94)),
+        h.env(QueueItemSkipUndone(item=ref(7), reviewer="carol"), pid, "t7", at(95)),
         h.env(QueueCreated(queue=QueueData(id="q1", name="Support", reviewers_per_item=2)), pid, "q1", at(-10)),
     ]
     await h.send_in_order(ev)
@@ -55,19 +71,23 @@ async def test_queue_progress_per_status_reviewer_and_hour(harness: Harness) -> 
         if r.status_code != 200:
             return None
         b = r.json()
-        return b if b["name"] == "Support" and len(b["reviewers"]) == 2 and b["reviewers"][0]["flagged"] else None
+        return b if b["name"] == "Support" and len(b["reviewers"]) == 3 and b["reviewers"][0]["flagged"] \
+            and b["total_items"] == 7 else None
 
     b = await eventually(done, what="queue progress")
-    assert b["items"] == {"total": 3, "completed": 1, "in_progress": 1, "pending": 1, "flagged": 1, "removed": 0}
-    assert (b["total_items"], b["completed_items"], b["reviewers_per_item"]) == (3, 1, 2)
+    # each item counted once: the skipped one (2) is not also pending; only item 6 is held
+    assert b["items"] == {"total": 7, "completed": 1, "in_progress": 1, "skipped": 1, "pending": 4, "flagged": 1,
+                          "removed": 0}
+    assert (b["total_items"], b["completed_items"], b["reviewers_per_item"]) == (7, 1, 2)
     revs = {r["reviewer"]: r for r in b["reviewers"]}
     assert (revs["alice"]["completed"], revs["alice"]["flagged"], revs["alice"]["in_progress"]) == (1, 1, 0)
     assert (revs["bob"]["completed"], revs["bob"]["skipped"]) == (1, 1)
+    assert (revs["carol"]["in_progress"], revs["carol"]["skipped"]) == (1, 0)
     points = b["throughput"]["points"]
     assert [(p["bucket"][:16], p["reviews_completed"], p["items_completed"]) for p in points] == [
         ("2026-03-02T09:00", 1, 0), ("2026-03-02T10:00", 1, 1)]
     r = await h.http.get("/api/v1/progress/queues", headers=auth)
-    assert [(q["queue_id"], q["total_items"], q["completed_items"]) for q in r.json()["data"]] == [("q1", 3, 1)]
+    assert [(q["queue_id"], q["total_items"], q["completed_items"]) for q in r.json()["data"]] == [("q1", 7, 1)]
     assert (await h.http.get("/api/v1/progress/queues/nope", headers=auth)).status_code == 404
 
 

@@ -1,3 +1,4 @@
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from tally_shared.settings import ServiceSettings
@@ -20,3 +21,9 @@ class Settings(ServiceSettings):
     max_backfill_scan: int = 200_000
     run_consumers: bool = True
     run_outbox_relay: bool = True
+    # Scoring's API: queue-router asks it, with the caller's credentials, whether score configs exist and whether
+    # a reviewer scored the required ones before completing.
+    scoring_url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "TALLY_QUEUE_ROUTER_SCORING_URL", "TALLY_SCORING_URL"))
+    # Leases that ran out are returned to the pool (with a QueueItemLeaseExpired event) this often.
+    lease_sweep_seconds: float = 5.0

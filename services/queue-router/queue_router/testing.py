@@ -12,6 +12,7 @@ import httpx
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from queue_router.adapters.scoring_api import FakeScoring
 from queue_router.config import Settings
 from queue_router.entrypoints.app import create_app
 from tally_shared.envelope import Payload, make_envelope
@@ -29,6 +30,14 @@ class Service:
     producer: KafkaBroker
     database_url: str
     settings: Settings
+    scoring: FakeScoring
+
+    async def member(self, project: str, email: str, role: str = "reviewer") -> str:
+        """A user who is a member of ``project``; returns the user id."""
+        identity = self.app.state.identity
+        user = await identity.create_user(email, "pw-" + uuid.uuid4().hex)
+        await identity.add_member(user.id, project, role)
+        return str(user.id)
 
     async def project(self) -> tuple[str, dict[str, str]]:
         project = f"p-{uuid.uuid4().hex[:10]}"
@@ -79,13 +88,14 @@ class Service:
 async def start_service(database_url: str, kafka: str, **overrides: Any) -> AsyncIterator[Service]:
     settings = Settings(database_url=database_url, kafka_bootstrap_servers=kafka,
                         group_id=f"queue-router-{uuid.uuid4().hex[:8]}", outbox_poll_seconds=0.05, **overrides)
-    app = create_app(settings)
+    scoring = FakeScoring()
+    app = create_app(settings, scoring=scoring)
     producer = make_broker(kafka, service="qr-test", registry=CollectorRegistry())
     await producer.connect()
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
                                      timeout=30) as client:
-            yield Service(app, client, producer, database_url, settings)
+            yield Service(app, client, producer, database_url, settings, scoring)
     await producer.stop()
 
 

@@ -128,15 +128,18 @@ async def test_skip_flag_release_and_statuses(rsvc: Service) -> None:
 
 
 async def test_assigned_items_go_only_to_named_reviewers(rsvc: Service) -> None:
-    _, auth = await rsvc.project()
+    project, auth = await rsvc.project()
+    tag = uuid.uuid4().hex[:8]
+    x, y = (await rsvc.member(project, f"x-{tag}@example.com"), await rsvc.member(project, f"y-{tag}@example.com"))
+    z = await rsvc.member(project, f"z-{tag}@example.com")
     qid = (await rsvc.client.post("/api/v1/queues", headers=auth,
-                                  json={"name": "asg", "reviewers": ["x", "y", "z@example.com"]})).json()["id"]
+                                  json={"name": "asg", "reviewers": [x, f"Y-{tag}@example.com", z]})).json()["id"]
     await rsvc.client.post(f"/api/v1/queues/{qid}/items", headers=auth,
-                           json={"items": [{"object_id": "only-y"}], "assignees": ["y"]})
-    assert await next_for(rsvc, auth, qid, "x") is None
+                           json={"items": [{"object_id": "only-y"}], "assignees": [y]})
+    assert await next_for(rsvc, auth, qid, x) is None
     r = await rsvc.client.post(f"/api/v1/queues/{qid}/next", headers=auth, json={"reviewer": "intruder"})
     assert r.status_code == 403
-    got = await next_for(rsvc, auth, qid, "y")
+    got = await next_for(rsvc, auth, qid, y)
     assert got is not None and got["item"]["object_id"] == "only-y"
     r = await rsvc.client.post(f"/api/v1/queues/{qid}/next", headers=auth)
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "reviewer"
@@ -167,6 +170,7 @@ async def test_race_many_reviewers_no_slot_twice_none_lost(rsvc: Service) -> Non
 
 async def test_queue_update_archive_and_validation(rsvc: Service) -> None:
     _, auth = await rsvc.project()
+    rsvc.scoring.configs |= {"sc-1", "sc-2"}
     qid = (await rsvc.client.post("/api/v1/queues", headers=auth, json={
         "name": "v", "description": "look for hallucinations",
         "score_configs": [{"id": "sc-1", "required": True}, {"id": "sc-2", "required": False}]})).json()["id"]

@@ -24,8 +24,11 @@ from tally_shared.events.queues import (
     QueueItemCompleted,
     QueueItemFlagged,
     QueueItemLeased,
+    QueueItemLeaseExpired,
+    QueueItemReleased,
     QueueItemRemoved,
     QueueItemSkipped,
+    QueueItemSkipUndone,
     QueueUpdated,
 )
 from tally_shared.events.scores import (
@@ -76,8 +79,11 @@ __all__ = [
     "QueueItemAdded",
     "QueueItemCompleted",
     "QueueItemFlagged",
+    "QueueItemLeaseExpired",
     "QueueItemLeased",
+    "QueueItemReleased",
     "QueueItemRemoved",
+    "QueueItemSkipUndone",
     "QueueItemSkipped",
     "QueueUpdated",
     "RecordScore",

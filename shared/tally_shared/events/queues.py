@@ -99,3 +99,32 @@ class QueueItemRemoved(Payload):
     event_type = "QueueItemRemoved"
     item: ItemRef
     removed_by: str | None = None
+
+
+@event
+class QueueItemReleased(Payload):
+    """The reviewer gave the item back without a decision; their slot is open again."""
+
+    event_type = "QueueItemReleased"
+    item: ItemRef
+    reviewer: Id
+    lease_id: str
+
+
+@event
+class QueueItemLeaseExpired(Payload):
+    """The reviewer's lease ran out before they completed, skipped or flagged; their slot is open again."""
+
+    event_type = "QueueItemLeaseExpired"
+    item: ItemRef
+    reviewer: Id
+    lease_id: str
+
+
+@event
+class QueueItemSkipUndone(Payload):
+    """The reviewer took back their skip: the item is theirs to review again."""
+
+    event_type = "QueueItemSkipUndone"
+    item: ItemRef
+    reviewer: Id

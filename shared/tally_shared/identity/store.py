@@ -220,3 +220,11 @@ class IdentityStore:
             row = (await conn.execute(select(users.c.id, users.c.email, users.c.name)
                                       .where(users.c.id == user_id))).first()
         return User(row.id, row.email, row.name) if row else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        if len(email) > _MAX_ID * 4:
+            return None  # longer than any stored email: no such user, nothing to look up
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users.c.id, users.c.email, users.c.name)
+                                      .where(users.c.email == email.lower()))).first()
+        return User(row.id, row.email, row.name) if row else None

@@ -231,6 +231,15 @@ class HttpTallyApi:
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", "/api/v1/scores", json=data)
 
+    async def create_scores(self, items: list[dict[str, Any]]) -> list[ApiCallError | None]:
+        """Several scores in one call (one transaction at scoring); per score None, or why it was refused."""
+        body = await self._call("POST", "/api/v1/scores/batch", json={"scores": items})
+        out: list[ApiCallError | None] = [None] * len(items)
+        for r in body.get("results") or []:
+            if isinstance(r, dict) and r.get("status") == "rejected" and isinstance(r.get("index"), int):
+                out[r["index"]] = ApiCallError(422, "rejected", "score refused", r.get("errors"))
+        return out
+
     async def update_score(self, score_id: str, data: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", f"/api/v1/scores/{_seg(score_id)}", json=data)
 
@@ -298,14 +307,19 @@ class HttpTallyApi:
         lease = body.get("lease") or {}
         return {"item_id": item_id, "lease_id": lease.get("id", lease_id), "expires_at": lease.get("expires_at")}
 
-    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None) -> dict[str, Any]:
-        return await self._call(
+    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None,
+                            take_next: bool = False) -> dict[str, Any]:
+        """With ``take_next`` the answer's ``next_lease`` is the next item, leased in the same call (or None)."""
+        body = await self._call(
             "POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/complete",
-            json=_clean({"lease_id": lease_id}))
+            json=_clean({"lease_id": lease_id, "next": take_next or None}))
+        return _with_next_lease(queue_id, body, take_next)
 
-    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
-        await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
-                         json=_clean({"lease_id": lease_id, "reason": reason}))
+    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None,
+                        take_next: bool = False) -> dict[str, Any]:
+        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
+                                json=_clean({"lease_id": lease_id, "reason": reason, "next": take_next or None}))
+        return _with_next_lease(queue_id, body, take_next)
 
     async def flag_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
         await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/flag",
@@ -316,12 +330,31 @@ class HttpTallyApi:
                          json={"lease_id": lease_id})
 
     async def my_items(self, queue_id: str, status: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for st in ([status] if status else ["completed", "skipped", "flagged"]):
-            body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items",
-                                    params={"reviewer": "me", "status": st, "limit": 500})
-            out += [_item(queue_id, i, self.user_id) for i in _data(body)]
-        return sorted(out, key=lambda i: str(i.get("updated_at") or i.get("created_at") or ""))
+        """The items this person completed, skipped or flagged, oldest first (one call: the statuses together)."""
+        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items",
+                                params={"reviewer": "me", "status": status or "completed,skipped,flagged",
+                                        "limit": 500})
+        out = [_item(queue_id, i, self.user_id) for i in _data(body)]
+        return sorted(out, key=lambda i: str(i.get("my_at") or ""))
+
+    async def undo_skip(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
+        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/undo-skip",
+                                json={})
+        return _lease(queue_id, body) if body and body.get("lease") else None
+
+    async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
+                             outcome: str | None = None) -> dict[str, Any]:
+        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
+                                params=_clean({"page": page, "limit": 50, "outcome": outcome}))
+        return body if isinstance(body, dict) else {"data": [], "meta": {}}
+
+
+def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any]:
+    out = dict(body) if isinstance(body, dict) else {}
+    if take_next:
+        nxt = out.get("next")
+        out["next_lease"] = _lease(queue_id, nxt) if isinstance(nxt, dict) and nxt.get("item") else None
+    return out
 
     # ------------------------------------------------------------------ scoring: datasets and comments
     async def create_dataset(self, name: str) -> dict[str, Any]:
@@ -435,7 +468,7 @@ def _lease(queue_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"queue_id": queue_id, "item_id": item.get("id") or item.get("item_id"),
             "lease_id": lease.get("id") or lease.get("lease_id"), "expires_at": lease.get("expires_at"),
             "object_type": item.get("object_type"), "object_id": item.get("object_id"),
-            "trace_id": item.get("trace_id")}
+            "trace_id": item.get("trace_id"), "reason": item.get("reason"), "added_by": item.get("added_by")}
 
 
 def _item(queue_id: str, body: dict[str, Any], user_id: str) -> dict[str, Any]:
@@ -444,6 +477,8 @@ def _item(queue_id: str, body: dict[str, Any], user_id: str) -> dict[str, Any]:
     i.setdefault("queue_id", queue_id)
     if i.get("reviewer_status"):
         i["my_status"] = i["reviewer_status"]
+        i["my_reason"] = i.get("reviewer_reason")
+        i["my_at"] = i.get("reviewer_completed_at") or i.get("reviewer_updated_at")
     for review in i.get("reviews") or []:
         if isinstance(review, dict) and review.get("reviewer") == user_id:
             i["my_status"] = review.get("status")

@@ -3,6 +3,7 @@ create new scores or update the reviewer's earlier ones (editing a completed ite
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,21 +59,37 @@ async def submit(
     if result.errors:
         return result
     comment = (comment or "").strip() or None
-    for cfg, value in parsed:
+
+    def body_of(cfg: dict[str, Any], value: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
             "name": cfg["name"], "config_id": cfg["id"], "data_type": cfg.get("data_type"), "value": value,
             "comment": comment, "source": "ANNOTATION", "trace_id": trace_id, "observation_id": observation_id,
             "session_id": session_id, "queue_id": queue_id, "queue_item_id": item_id,
         }
-        body = {k: v for k, v in body.items() if v is not None}
-        previous = (existing or {}).get(cfg["id"])
+        return {k: v for k, v in body.items() if v is not None}
+
+    async def update(cfg: dict[str, Any], value: Any, previous: dict[str, Any]) -> None:
         try:
-            if previous:
-                await api.update_score(previous["id"], {"value": value, "comment": comment})
-                result.updated += 1
-            else:
-                await api.create_score(body)
-                result.created += 1
+            await api.update_score(previous["id"], {"value": value, "comment": comment})
+            result.updated += 1
         except ApiCallError as e:
             result.errors[cfg["id"]] = f"{cfg['name']}: {e.describe()}"
+
+    async def create(new: list[tuple[dict[str, Any], Any]]) -> None:
+        # New scores go in one call (one transaction at scoring), each accepted or refused on its own.
+        if not new:
+            return
+        try:
+            refused = await api.create_scores([body_of(cfg, value) for cfg, value in new])
+        except ApiCallError as e:
+            refused = [e] * len(new)
+        for (cfg, _), err in zip(new, refused, strict=True):
+            if err is None:
+                result.created += 1
+            else:
+                result.errors[cfg["id"]] = f"{cfg['name']}: {err.describe()}"
+
+    new = [(cfg, value) for cfg, value in parsed if not (existing or {}).get(cfg["id"])]
+    await asyncio.gather(create(new), *(update(cfg, value, (existing or {})[cfg["id"]])
+                                        for cfg, value in parsed if (existing or {}).get(cfg["id"])))
     return result

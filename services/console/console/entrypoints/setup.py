@@ -326,3 +326,25 @@ async def toggle_rule(ctx: CtxDep, queue_id: str, rule_id: str) -> Response:
     except ApiCallError as e:
         flash(ctx.request, e.describe(), "error")
     return redirect(f"/setup/queues/{queue_id}")
+
+
+DECISION_OUTCOMES = ("added", "duplicate", "previously_removed", "sampled_out", "cap_reached")
+
+
+@router.get("/setup/queues/{queue_id}/rules/{rule_id}", response_class=HTMLResponse)
+async def rule_log(ctx: CtxDep, queue_id: str, rule_id: str, page_no: int = 1, outcome: str = "") -> Response:
+    """A rule's decision log: every object it matched and what it decided (added, duplicate, previously removed,
+    sampled out, cap reached), newest first, a page at a time."""
+    ctx.require("configure")
+    queue, rules = await asyncio.gather(ctx.api.get_queue(queue_id), ctx.api.list_rules(queue_id))
+    rule = next((r for r in rules if r.get("id") == rule_id), None)
+    if queue is None or rule is None:
+        raise Forbidden("No such rule in this project.")
+    rule["summary"] = rule_form.describe(rule.get("groups") or [])
+    chosen = outcome if outcome in DECISION_OUTCOMES else None
+    page_no = max(1, page_no)
+    log = await ctx.api.rule_decisions(queue_id, rule_id, page=page_no, outcome=chosen)
+    meta = log.get("meta") or {}
+    return page(ctx, ctx.request, "rule_log.html", queue=queue, rule=rule, decisions=log.get("data") or [],
+                page_no=page_no, total=int(meta.get("total_items") or 0),
+                pages=max(1, int(meta.get("total_pages") or 1)), outcome=chosen or "", outcomes=DECISION_OUTCOMES)

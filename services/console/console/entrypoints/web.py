@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -57,10 +58,18 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _when(v: Any) -> str:
+    """A time in UTC, saying so: reviewers in several time zones read the same pages."""
     if not v:
         return "-"
-    s = str(v).replace("T", " ")
-    return s[:19]
+    if isinstance(v, datetime):
+        t = v
+    else:
+        try:
+            t = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        except ValueError:
+            return str(v)[:19].replace("T", " ")
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class LoginRequired(Exception):

@@ -58,11 +58,19 @@
   var active = 0;
   var leaving = false;
 
-  function setActive(i) {
+  function setActive(i, moveFocus) {
     if (!fields.length) return;
     active = Math.max(0, Math.min(fields.length - 1, i));
     fields.forEach(function (f, j) { f.classList.toggle("active", j === active); });
     fields[active].scrollIntoView({block: "nearest"});
+    // Keys and focus point at the same field: arrows move the focus too, so Tab continues from there.
+    if (moveFocus) {
+      var f = fields[active];
+      var target = f.querySelector("input[type=radio]:checked") || f.querySelector("input[type=radio], input[type=checkbox]");
+      if (target) { if (document.activeElement !== target) target.focus({preventScroll: true}); }
+      // A number or text field keeps arrows and digits for itself once focused: leave it unfocused.
+      else if (document.activeElement && form.contains(document.activeElement)) document.activeElement.blur();
+    }
   }
   function choices(f) { return Array.prototype.slice.call(f.querySelectorAll("input[data-key]")); }
   function pick(key) {
@@ -71,7 +79,7 @@
     var hit = choices(f).filter(function (c) { return c.getAttribute("data-key") === key; })[0];
     if (!hit) return false;
     if (hit.type === "checkbox") { hit.checked = !hit.checked; }
-    else { hit.checked = true; if (active < fields.length - 1) setActive(active + 1); }
+    else { hit.checked = true; if (active < fields.length - 1) setActive(active + 1, true); }
     hit.dispatchEvent(new Event("change", {bubbles: true}));
     return true;
   }
@@ -134,17 +142,25 @@
     var k = e.key;
     if (/^[0-9]$/.test(k)) { if (pick(k)) e.preventDefault(); return; }
     switch (k) {
-      case "ArrowDown": setActive(active + 1); e.preventDefault(); break;
-      case "ArrowUp": setActive(active - 1); e.preventDefault(); break;
+      case "ArrowDown": setActive(active + 1, true); e.preventDefault(); break;
+      case "ArrowUp": setActive(active - 1, true); e.preventDefault(); break;
       case "ArrowRight": step(1); e.preventDefault(); break;
       case "ArrowLeft": step(-1); e.preventDefault(); break;
       case "Enter":
         if (target && (target.tagName === "BUTTON" || target.tagName === "A" || target.tagName === "SUMMARY")) return;
         e.preventDefault(); submitForm(form); break;
       case "s": case "S": e.preventDefault(); submitForm(document.getElementById("skip-form")); break;
+      case "r": case "R": {
+        var sr = document.getElementById("skip-reason"); if (sr) { e.preventDefault(); sr.focus(); }
+        break;
+      }
       case "f": case "F": {
         var ff = document.getElementById("flag-form");
         if (ff) { e.preventDefault(); var r = ff.querySelector("input[name=reason]"); if (r && !r.value) r.focus(); else submitForm(ff); }
+        break;
+      }
+      case "u": case "U": {
+        var uf = document.getElementById("undo-form"); if (uf) { e.preventDefault(); submitForm(uf); }
         break;
       }
       case "c": case "C": {

@@ -78,6 +78,7 @@ class World:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    decisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     analytics: dict[str, Any] = field(default_factory=dict)
@@ -284,6 +285,16 @@ class FakeApi:
         self.w.configs[config_id]["is_archived"] = archived
         return self.w.configs[config_id]
 
+    async def create_scores(self, items: list[dict[str, Any]]) -> list[ApiCallError | None]:
+        out: list[ApiCallError | None] = []
+        for data in items:
+            try:
+                await self.create_score(data)
+                out.append(None)
+            except ApiCallError as e:
+                out.append(e)
+        return out
+
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("create_score", data))
         sid = new_id("s")
@@ -402,14 +413,15 @@ class FakeApi:
         lease["expires_at"] = datetime.now(UTC) + timedelta(seconds=600)
         return {"item_id": item_id, "lease_id": lease_id, "expires_at": lease["expires_at"].isoformat()}
 
-    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None) -> dict[str, Any]:
+    async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None,
+                            take_next: bool = False) -> dict[str, Any]:
         self.w.calls.append(("complete_item", (queue_id, item_id, lease_id)))
         item = self._held(item_id, lease_id)
         item["reviews"][self.user_id] = "completed"
         item["leases"].pop(self.user_id)
         if not self._slots_left(item):
             item["status"] = "completed"
-        return {}
+        return {"next_lease": await self.next_item(queue_id)} if take_next else {}
 
     async def _give_back(self, item_id: str, lease_id: str | None, status: str, reason: str | None) -> None:
         item = self._held(item_id, lease_id)
@@ -417,9 +429,11 @@ class FakeApi:
         item.setdefault("reasons", {})[self.user_id] = reason
         item["leases"].pop(self.user_id)
 
-    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
+    async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None,
+                        take_next: bool = False) -> dict[str, Any]:
         self.w.calls.append(("skip_item", (queue_id, item_id, reason)))
         await self._give_back(item_id, lease_id, "skipped", reason)
+        return {"next_lease": await self.next_item(queue_id)} if take_next else {}
 
     async def flag_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
         self.w.calls.append(("flag_item", (queue_id, item_id, reason)))
@@ -437,7 +451,8 @@ class FakeApi:
             if item["queue_id"] == queue_id and st in ("completed", "skipped", "flagged") and (not status or
                                                                                               st == status):
                 out.append({"item_id": item["item_id"], "queue_id": queue_id, "object_type": item["object_type"],
-                            "object_id": item["object_id"], "trace_id": item["trace_id"], "my_status": st})
+                            "object_id": item["object_id"], "trace_id": item["trace_id"], "my_status": st,
+                            "my_reason": item.get("reasons", {}).get(self.user_id)})
         return out
 
     # scoring: datasets and comments ------------------------------------------------------------------------
@@ -464,6 +479,22 @@ class FakeApi:
                    "authorUserId": self.user_id, "createdAt": datetime.now(UTC).isoformat()}
         self.w.comments.append(comment)
         return {"id": comment["id"]}
+
+    async def undo_skip(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
+        item = self.w.items[item_id]
+        if item["reviews"].get(self.user_id) != "skipped":
+            raise ApiCallError(409, "not_skipped", "you have not skipped this item")
+        lease = {"lease_id": uuid.uuid4().hex, "expires_at": datetime.now(UTC) + timedelta(seconds=600)}
+        item.setdefault("leases", {})[self.user_id] = lease
+        item["reviews"][self.user_id] = "in_progress"
+        return self._lease_view(item, lease)
+
+    async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
+                             outcome: str | None = None) -> dict[str, Any]:
+        rows = [d for d in self.w.decisions.get(rule_id, []) if outcome is None or d["outcome"] == outcome]
+        return {"data": rows[(page - 1) * 50:page * 50],
+                "meta": {"page": page, "limit": 50, "total_items": len(rows),
+                         "total_pages": (len(rows) + 49) // 50}}
 
 
 @dataclass

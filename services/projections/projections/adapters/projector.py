@@ -37,8 +37,11 @@ from tally_shared.events import (
     QueueItemCompleted,
     QueueItemFlagged,
     QueueItemLeased,
+    QueueItemLeaseExpired,
+    QueueItemReleased,
     QueueItemRemoved,
     QueueItemSkipped,
+    QueueItemSkipUndone,
     QueueUpdated,
     ScoreConfigArchived,
     ScoreConfigCreated,
@@ -235,7 +238,8 @@ class Projector:
             "last_event_at = GREATEST(t.last_event_at, EXCLUDED.last_event_at)",
         )
         r_cols = ["project_id", "queue_id", "item_id", "reviewer", "leased_at", "completed_at", "skipped_at",
-                  "skip_reason", "flagged_at", "flag_reason"]
+                  "skip_reason", "flagged_at", "flag_reason", "last_leased_at", "last_ended_at", "last_skipped_at",
+                  "skip_undone_at"]
         self.r_cols = r_cols
         self.sql_reviews_up = upsert_sql(
             t.queue_reviews, r_cols, ["project_id", "queue_id", "item_id", "reviewer"],
@@ -246,7 +250,11 @@ class Projector:
             "skipped_at = LEAST(t.skipped_at, EXCLUDED.skipped_at), "
             "flag_reason = CASE WHEN EXCLUDED.flagged_at IS NOT NULL AND (t.flagged_at IS NULL OR "
             "EXCLUDED.flagged_at < t.flagged_at) THEN EXCLUDED.flag_reason ELSE t.flag_reason END, "
-            "flagged_at = LEAST(t.flagged_at, EXCLUDED.flagged_at)",
+            "flagged_at = LEAST(t.flagged_at, EXCLUDED.flagged_at), "
+            "last_leased_at = GREATEST(t.last_leased_at, EXCLUDED.last_leased_at), "
+            "last_ended_at = GREATEST(t.last_ended_at, EXCLUDED.last_ended_at), "
+            "last_skipped_at = GREATEST(t.last_skipped_at, EXCLUDED.last_skipped_at), "
+            "skip_undone_at = GREATEST(t.skip_undone_at, EXCLUDED.skip_undone_at)",
         )
 
     async def apply(self, session: AsyncSession, batch: Sequence[tuple[Envelope, Payload]]) -> list[Envelope]:
@@ -291,7 +299,8 @@ class Projector:
             elif isinstance(p, ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived):
                 configs_in.append((env, p))
             elif isinstance(p, QueueCreated | QueueUpdated | QueueItemAdded | QueueItemLeased | QueueItemCompleted
-                            | QueueItemSkipped | QueueItemFlagged | QueueItemRemoved):
+                            | QueueItemSkipped | QueueItemFlagged | QueueItemRemoved | QueueItemReleased
+                            | QueueItemLeaseExpired | QueueItemSkipUndone):
                 queues_in.append((env, p))
         gone = await self._tombstoned(session, deletes_in, traces_in, scores_in, queues_in)
         if gone:
@@ -555,6 +564,10 @@ class Projector:
                 return True
             return False
 
+        def greatest(row: dict[str, Any], col: str, when: datetime) -> None:
+            if row.get(col) is None or when > row[col]:
+                row[col] = when
+
         for env, p in events:
             ts = to_micros(env.occurred_at)
             when = env.occurred_at
@@ -602,11 +615,18 @@ class Projector:
             if isinstance(p, QueueItemLeased):
                 least(item, "first_leased_at", when)
                 least(rev, "leased_at", when)
-            elif isinstance(p, QueueItemCompleted):
+                greatest(rev, "last_leased_at", when)
+            elif isinstance(p, QueueItemSkipUndone):
+                greatest(rev, "skip_undone_at", when)
+                continue
+            else:
+                greatest(rev, "last_ended_at", when)
+            if isinstance(p, QueueItemCompleted):
                 least(rev, "completed_at", when)
                 if p.item_completed:
                     least(item, "completed_at", when)
             elif isinstance(p, QueueItemSkipped):
+                greatest(rev, "last_skipped_at", when)
                 if least(rev, "skipped_at", when):
                     rev["skip_reason"] = p.reason
             elif isinstance(p, QueueItemFlagged):

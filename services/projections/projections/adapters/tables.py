@@ -233,6 +233,12 @@ def make_tables(schema: str) -> Tables:
         Column("skip_reason", Text),
         Column("flagged_at", TS),
         Column("flag_reason", Text),
+        # Latest lease start and end (release, expiry, skip, flag, completion): the lease is live while the start
+        # is later than the end. Merged with GREATEST, so events may arrive in any order.
+        Column("last_leased_at", TS),
+        Column("last_ended_at", TS),
+        Column("last_skipped_at", TS),
+        Column("skip_undone_at", TS),
         Index("ix_queue_reviews_done", "project_id", "queue_id", "completed_at"),
     )
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select, text, tuple_
+from sqlalchemy import and_, exists, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
@@ -19,22 +19,38 @@ from tally_shared.http import ApiError
 # -- queue progress --------------------------------------------------------------------------------------------
 
 
-def _item_counts(qi: Any) -> list[Any]:
+def _live_lease(qr: Any) -> Any:
+    return and_(qr.c.completed_at.is_(None), qr.c.last_leased_at.isnot(None),
+                or_(qr.c.last_ended_at.is_(None), qr.c.last_leased_at > qr.c.last_ended_at))
+
+
+def _skipped_now(qr: Any) -> Any:
+    return and_(qr.c.last_skipped_at.isnot(None),
+                or_(qr.c.skip_undone_at.is_(None), qr.c.skip_undone_at < qr.c.last_skipped_at))
+
+
+def _item_counts(qi: Any, qr: Any) -> list[Any]:
+    """Each item in one bucket: completed; in progress (someone holds a live lease, or some but not all reviewers
+    completed); skipped (only skipped so far); pending (the rest)."""
     live = qi.c.removed_at.is_(None)
+    open_ = and_(live, qi.c.completed_at.is_(None))
+    mine = and_(qr.c.project_id == qi.c.project_id, qr.c.queue_id == qi.c.queue_id, qr.c.item_id == qi.c.item_id)
+    working = exists().where(mine, or_(_live_lease(qr), qr.c.completed_at.isnot(None)))
+    skipped = exists().where(mine, _skipped_now(qr))
     return [
         func.count().filter(live).label("total"),
         func.count().filter(and_(live, qi.c.completed_at.isnot(None))).label("completed"),
-        func.count().filter(and_(live, qi.c.completed_at.is_(None), qi.c.first_leased_at.isnot(None)))
-        .label("in_progress"),
-        func.count().filter(and_(live, qi.c.completed_at.is_(None), qi.c.first_leased_at.is_(None)))
-        .label("pending"),
+        func.count().filter(and_(open_, working)).label("in_progress"),
+        func.count().filter(and_(open_, ~working, skipped)).label("skipped"),
+        func.count().filter(and_(open_, ~working, ~skipped)).label("pending"),
         func.count().filter(and_(live, qi.c.flagged_at.isnot(None))).label("flagged"),
         func.count().filter(qi.c.removed_at.isnot(None)).label("removed"),
     ]
 
 
 def _progress_row(q: dict[str, Any], counts: dict[str, int] | None) -> dict[str, Any]:
-    c = counts or {"total": 0, "completed": 0, "in_progress": 0, "pending": 0, "flagged": 0, "removed": 0}
+    c = counts or {"total": 0, "completed": 0, "in_progress": 0, "skipped": 0, "pending": 0, "flagged": 0,
+                   "removed": 0}
     data = q.get("data") or {}
     return {
         "queue_id": q["id"],
@@ -51,11 +67,11 @@ def _progress_row(q: dict[str, Any], counts: dict[str, int] | None) -> dict[str,
 
 
 async def queues_progress(session: AsyncSession, t: Tables, project_id: str) -> list[dict[str, Any]]:
-    qq, qi = t.queues, t.queue_items
+    qq, qi, qr = t.queues, t.queue_items, t.queue_reviews
     queues = [dict(r) for r in (await session.execute(
         select(qq).where(qq.c.project_id == project_id).order_by(qq.c.name, qq.c.id))).mappings()]
     counts = {r["queue_id"]: dict(r) for r in (await session.execute(
-        select(qi.c.queue_id, *_item_counts(qi)).where(qi.c.project_id == project_id).group_by(qi.c.queue_id)
+        select(qi.c.queue_id, *_item_counts(qi, qr)).where(qi.c.project_id == project_id).group_by(qi.c.queue_id)
     )).mappings()}
     out = []
     for q in queues:
@@ -71,17 +87,16 @@ async def queue_progress(session: AsyncSession, t: Tables, project_id: str, queu
          ).mappings().first()
     if q is None:
         raise ApiError(404, "not_found", f"queue {queue_id!r} not found")
-    c = (await session.execute(select(*_item_counts(qi)).where(qi.c.project_id == project_id,
+    c = (await session.execute(select(*_item_counts(qi, qr)).where(qi.c.project_id == project_id,
                                                                qi.c.queue_id == queue_id))).mappings().one()
     out = _progress_row(dict(q), dict(c))
     reviewers = [dict(r) for r in (await session.execute(
         select(
             qr.c.reviewer,
             func.count().filter(qr.c.completed_at.isnot(None)).label("completed"),
-            func.count().filter(and_(qr.c.completed_at.is_(None), qr.c.skipped_at.isnot(None))).label("skipped"),
+            func.count().filter(and_(qr.c.completed_at.is_(None), _skipped_now(qr))).label("skipped"),
             func.count().filter(qr.c.flagged_at.isnot(None)).label("flagged"),
-            func.count().filter(and_(qr.c.completed_at.is_(None), qr.c.skipped_at.is_(None),
-                                     qr.c.leased_at.isnot(None))).label("in_progress"),
+            func.count().filter(_live_lease(qr)).label("in_progress"),
             func.min(qr.c.completed_at).label("first_completed_at"),
             func.max(qr.c.completed_at).label("last_completed_at"),
         ).where(qr.c.project_id == project_id, qr.c.queue_id == queue_id).group_by(qr.c.reviewer)

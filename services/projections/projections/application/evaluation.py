@@ -334,7 +334,7 @@ async def calibration(session: AsyncSession, t: Tables, project_id: str, *, conf
 async def export_dataset(
     sessions: async_sessionmaker[AsyncSession], t: Tables, project_id: str, *, config_id: str | None,
     score_name: str | None, object_type: str | None, min_reviewers: int, min_agreement: float,
-    include_io: bool, chunk: int,
+    include_io: bool, chunk: int, hidden_traces: frozenset[str] = frozenset(),
 ) -> AsyncIterator[bytes]:
     """JSONL: one labelled object per line with every human score on it, its consensus label and the share of
     reviewers agreeing with it. Objects are read in chunks of ``chunk`` (keyset by object id), so memory stays
@@ -383,6 +383,8 @@ async def export_dataset(
             if len(by_reviewer) < min_reviewers:
                 continue
             first = next(iter(by_reviewer.values()))
+            if first["trace_id"] in hidden_traces:
+                continue  # blind review: the caller may not read others' scores of this trace yet
             numeric = first["data_type"] == "NUMERIC"
             vals = [r["value"] if numeric else (r["string_value"] if r["string_value"] is not None else r["value"])
                     for r in by_reviewer.values()]

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
 from projections import SCHEMA
+from projections.adapters.blind import BlindPort, HttpBlind
 from projections.adapters.projector import Projector
 from projections.adapters.tables import make_tables
 from projections.application import dead_letters
@@ -16,7 +20,7 @@ from tally_shared.service import create_app as create_service_app
 from tally_shared.topics import DEAD_LETTER
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, blind: BlindPort | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = build_runtime("projections", settings)
     tables = make_tables(SCHEMA)
@@ -36,4 +40,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.tables = tables
     app.state.settings = settings
+    http_blind = HttpBlind(settings.queue_router_url)
+    app.state.blind = blind or http_blind
+    app.router.lifespan_context = _closing(app.router.lifespan_context, http_blind)
     return app
+
+
+def _closing(lifespan: Any, client: HttpBlind) -> Any:
+    @contextlib.asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            await client.aclose()
+
+    return wrapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,11 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from projections.adapters.blind import Blind, blind_for
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
 from tally_shared.content import dumps_read
 from tally_shared.http import ApiError
-from tally_shared.identity import CurrentPrincipal
+from tally_shared.identity import CurrentPrincipal, Principal
 
 
 def _default(o: Any) -> Any:
@@ -64,15 +66,39 @@ native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_clas
 
 # -- Langfuse-compatible -------------------------------------------------------------------------------------------
 
+async def _blind(request: Request, principal: Principal) -> Blind:
+    return await blind_for(request.app.state.blind, principal, request.headers)
+
+
+def _hide_scores(blind: Blind, trace_id: str | None, scores: list[Any], author_key: str) -> list[Any]:
+    """On a trace the caller reviews blind, only their own annotations remain."""
+    if not blind.hides(trace_id):
+        return scores
+    return [s for s in scores if isinstance(s, dict) and blind.own(s, author_key)]
+
+
+def _drop_hidden(blind: Blind, out: Any, key: str) -> Any:
+    """Per-object rows that show others' or automated scores of a trace the caller reviews blind are left out."""
+    if blind.trace_ids and isinstance(out, dict) and isinstance(out.get(key), list):
+        out[key] = [row for row in out[key] if not blind.hides(row.get("trace_id"))]
+    return out
+
+
 @public.get("/api/public/traces/{trace_id}")
-async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost."""
-    return await traces.public_trace(db, t, principal.project_id, trace_id)
+async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+                           request: Request) -> Any:
+    """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
+    reviewing the trace in a blind queue sees only their own scores."""
+    # Asked while the trace is read: the answer is needed only to filter.
+    blind, out = await asyncio.gather(_blind(request, principal),
+                                      traces.public_trace(db, t, principal.project_id, trace_id))
+    out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "authorUserId")
+    return out
 
 
 @public.get("/api/public/traces")
 async def list_public_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     user_id: Annotated[str | None, Query(alias="userId")] = None,
@@ -87,11 +113,16 @@ async def list_public_traces(
     environment: Annotated[list[str] | None, Query()] = None,
     fields: str | None = None,
 ) -> Any:
-    return await traces.public_traces(
+    blind = await _blind(request, principal)
+    out = await traces.public_traces(
         db, t, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields, name=name,
         user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
         tags=tags or [], version=version, release=release, environment=environment or [],
     )
+    for row in out.get("data", []):
+        if blind.hides(row.get("id")) and "scores" in row:
+            row["scores"] = []  # ids only here; the caller's own scores are on the trace itself
+    return out
 
 
 @public.get("/api/public/v2/observations")
@@ -224,7 +255,7 @@ async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, qu
 
 @native.get("/traces")
 async def list_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     name: str | None = None,
@@ -245,13 +276,25 @@ async def list_traces(
     score_source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
 ) -> Any:
     """Traces for the console's table: filters on trace fields, on an observation level and on scores."""
-    return await traces.native_traces(
+    blind = await _blind(request, principal)
+    out = await traces.native_traces(
         db, t, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
         score_name=score_name, score_min=score_min, score_max=score_max, score_label=score_label,
         score_source=score_source, name=name, user_id=user_id, session_id=session_id,
         from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
         release=release, environment=environment or [],
     )
+    if blind.trace_ids:
+        by_score = any(v is not None for v in (score_name, score_min, score_max, score_label, score_source))
+        kept = []
+        for row in out["data"]:
+            if blind.hides(row["id"]):
+                if by_score:
+                    continue  # a score filter would tell what the hidden scores are
+                row["scores"], row["scores_hidden"] = [], True
+            kept.append(row)
+        out["data"] = kept
+    return out
 
 
 @native.get("/sessions")
@@ -265,10 +308,16 @@ async def list_sessions(
 
 
 @native.get("/traces/{trace_id}")
-async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request) -> Any:
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
-    items with their reviews."""
-    return await traces.native_trace(db, t, principal.project_id, trace_id)
+    items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
+    (``scores_hidden``: true)."""
+    blind, out = await asyncio.gather(_blind(request, principal),
+                                      traces.native_trace(db, t, principal.project_id, trace_id))
+    if blind.hides(trace_id):
+        out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "author_user_id")
+        out["scores_hidden"] = True
+    return out
 
 
 # -- queue progress ------------------------------------------------------------------------------------------------
@@ -335,7 +384,7 @@ async def compare_runs(
 
 @native.get("/agreement")
 async def agreement(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     queue_id: str | None = None,
     config_id: str | None = None,
     score_name: str | None = None,
@@ -344,21 +393,25 @@ async def agreement(
 ) -> Any:
     """Krippendorff's alpha (level from the config's data type unless given), Cohen's kappa per reviewer pair,
     percent agreement and the most disputed objects."""
-    return await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
+    blind = await _blind(request, principal)
+    out = await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
                                       score_name=score_name, level=level, top=top)
+    return _drop_hidden(blind, out, "most_disputed")
 
 
 @native.get("/calibration")
 async def calibration(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],
     config_id: str | None = None,
     score_name: str | None = None,
     bucket: Annotated[str, Query(pattern="^(day|week)$")] = "day",
     top: Annotated[int, Query(ge=0, le=500)] = 20,
 ) -> Any:
-    return await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
+    blind = await _blind(request, principal)
+    out = await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
                                         score_name=score_name, evaluator=evaluator, bucket=bucket, top=top)
+    return _drop_hidden(blind, out, "biggest_disagreements")
 
 
 @native.get("/exports/dataset.jsonl")
@@ -376,10 +429,11 @@ async def export_dataset(
     if config_id is None and score_name is None:
         raise ApiError(422, "validation_error", "name a score config or a score name",
                        [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+    blind = await _blind(request, principal)
     stream = evaluation.export_dataset(
         _sessions(request), t, principal.project_id, config_id=config_id, score_name=score_name,
         object_type=object_type, min_reviewers=min_reviewers, min_agreement=min_agreement, include_io=include_io,
-        chunk=request.app.state.settings.export_chunk,
+        chunk=request.app.state.settings.export_chunk, hidden_traces=blind.trace_ids,
     )
     return StreamingResponse(stream, media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="dataset.jsonl"'})

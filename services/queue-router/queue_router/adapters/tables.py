@@ -153,7 +153,7 @@ routing_decisions = Table(
     Column("object_type", String(16), nullable=False),
     Column("object_id", String(200), nullable=False),
     Column("item_id", String(64)),
-    # added | sampled_out | cap_reached | previously_removed
+    # added | duplicate | sampled_out | cap_reached | previously_removed
     Column("outcome", String(32), nullable=False),
     Column("reason", Text, nullable=False),
     Column("event_id", Uuid),

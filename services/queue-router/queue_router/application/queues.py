@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from queue_router.adapters.items_store import NewItem, event_key, existing_items, insert_items, item_ref
 from queue_router.adapters.outbox import enqueue
 from queue_router.adapters.rule_cache import RuleCache, bump_version
+from queue_router.adapters.scoring_api import ScoringPort
 from queue_router.adapters.tables import (
     item_slots,
     items,
     queues,
     reviews,
     routing_decisions,
-    rule_daily_counts,
     rules,
     trace_summaries,
 )
@@ -40,6 +40,7 @@ from queue_router.domain.summary import Summary
 from tally_shared.envelope import make_envelope
 from tally_shared.events.queues import QueueCreated, QueueData, QueueItemRemoved, QueueUpdated
 from tally_shared.http import ApiError
+from tally_shared.identity.store import IdentityStore
 
 
 @dataclass
@@ -47,6 +48,56 @@ class Deps:
     sessions: async_sessionmaker[AsyncSession]
     rules: RuleCache
     max_backfill_scan: int = 200_000
+    scoring: ScoringPort | None = None
+    identity: IdentityStore | None = None
+
+
+@dataclass
+class Caller:
+    """Who asks, as other services need to see them: scoring is asked with these credentials."""
+
+    creds: dict[str, str]
+
+
+async def check_score_configs(deps: Deps, caller: Caller, configs: list[dict[str, Any]],
+                              known: set[str] | frozenset[str] = frozenset()) -> None:
+    """Every config a queue names exists in the project (configs already on the queue are not asked again)."""
+    ids = [c["id"] for c in configs if c["id"] not in known]
+    if not ids:
+        return
+    if deps.scoring is None:
+        raise ApiError(503, "scoring_unavailable", "score configs cannot be checked")
+    missing = await deps.scoring.missing_configs(caller.creds, ids)
+    if missing:
+        raise ApiError(422, "validation_error", "unknown or archived score configs", [
+            {"field": "score_configs", "rule": "exists", "config_id": c,
+             "message": f"no active score config {c!r} in this project"} for c in missing])
+
+
+async def canonical_reviewers(deps: Deps, project_id: str, reviewers: list[str]) -> list[str]:
+    """Reviewers as user ids: an email names the member it belongs to; everyone must be a project member whose
+    role may review. One person is one entry, however they were named."""
+    if not reviewers:
+        return []
+    if deps.identity is None:
+        raise ApiError(503, "identity_unavailable", "reviewers cannot be checked")
+    out: list[str] = []
+    problems: list[dict[str, Any]] = []
+    for name in reviewers:
+        user = (await deps.identity.get_user_by_email(name) if "@" in name
+                else await deps.identity.get_user(name))
+        role = await deps.identity.role_of(user.id, project_id) if user else None
+        if user is None or role is None:
+            problems.append({"field": "reviewers", "rule": "member", "value": name,
+                             "message": f"{name!r} is not a member of this project"})
+        elif role == "viewer":
+            problems.append({"field": "reviewers", "rule": "can_review", "value": name,
+                             "message": f"{name!r} is a viewer, who cannot review"})
+        else:
+            out.append(user.id)
+    if problems:
+        raise ApiError(422, "validation_error", "every reviewer must be a project member who may review", problems)
+    return list(dict.fromkeys(out))
 
 
 def _now() -> datetime:
@@ -79,10 +130,14 @@ async def get_queue_row(session: AsyncSession, project_id: str, queue_id: str, *
     return dict(row._mapping)
 
 
-async def create_queue(deps: Deps, project_id: str, cmd: QueueCreate, actor: str) -> dict[str, Any]:
+async def create_queue(deps: Deps, project_id: str, cmd: QueueCreate, actor: str, caller: Caller
+                       ) -> dict[str, Any]:
     now = _now()
+    configs = list({c.id: c.model_dump() for c in cmd.score_configs}.values())
+    await check_score_configs(deps, caller, configs)
+    reviewers = await canonical_reviewers(deps, project_id, cmd.reviewers)
     row = {"id": str(uuid.uuid4()), "project_id": project_id, "name": cmd.name, "description": cmd.description,
-           "score_configs": [c.model_dump() for c in cmd.score_configs], "reviewers": cmd.reviewers,
+           "score_configs": configs, "reviewers": reviewers,
            "reviewers_per_item": cmd.reviewers_per_item, "lease_seconds": cmd.lease_seconds, "blind": cmd.blind,
            "is_archived": False, "created_by": actor, "created_at": now, "updated_at": now}
     async with deps.sessions() as session, session.begin():
@@ -115,7 +170,15 @@ async def get_queue(deps: Deps, project_id: str, queue_id: str) -> dict[str, Any
 
 
 async def update_queue(deps: Deps, project_id: str, queue_id: str, changes: dict[str, Any],
-                       *, archive: bool = False) -> dict[str, Any]:
+                       *, archive: bool = False, caller: Caller | None = None) -> dict[str, Any]:
+    if "score_configs" in changes:
+        async with deps.sessions() as session:
+            current = await get_queue_row(session, project_id, queue_id)
+        changes["score_configs"] = list({c["id"]: c for c in changes["score_configs"]}.values())
+        await check_score_configs(deps, caller or Caller({}), changes["score_configs"],
+                                  {c["id"] for c in current["score_configs"]})
+    if "reviewers" in changes:
+        changes["reviewers"] = await canonical_reviewers(deps, project_id, changes["reviewers"])
     async with deps.sessions() as session, session.begin():
         q = await get_queue_row(session, project_id, queue_id, lock=True)
         if "name" in changes and changes["name"] != q["name"]:
@@ -178,16 +241,20 @@ async def create_rule(deps: Deps, project_id: str, queue_id: str, cmd: RuleCreat
 
 
 async def list_rules(deps: Deps, project_id: str, queue_id: str) -> list[dict[str, Any]]:
+    day_start = datetime.combine(_now().date(), datetime.min.time(), UTC)
     async with deps.sessions() as session:
         await get_queue_row(session, project_id, queue_id)
         rows = (await session.execute(
-            select(rules, rule_daily_counts.c.count.label("today"))
-            .outerjoin(rule_daily_counts, and_(rule_daily_counts.c.rule_id == rules.c.id,
-                                               rule_daily_counts.c.day == func.current_date()))
-            .where(rules.c.queue_id == queue_id, rules.c.project_id == project_id, rules.c.is_deleted.is_(False))
-            .order_by(rules.c.created_at, rules.c.id)
-        )).all()
-    return [rule_view(r, r.today) for r in rows]
+            select(rules).where(rules.c.queue_id == queue_id, rules.c.project_id == project_id,
+                                rules.c.is_deleted.is_(False))
+            .order_by(rules.c.created_at, rules.c.id))).all()
+        # Items each rule added since midnight UTC, capped or not (capped rules also keep a daily counter, which
+        # serialises their routers; uncapped rules are counted from the items themselves).
+        added: dict[str, int] = dict((await session.execute(
+            select(items.c.rule_id, func.count()).where(
+                items.c.queue_id == queue_id, items.c.rule_id.in_([r.id for r in rows]),
+                items.c.created_at >= day_start).group_by(items.c.rule_id))).all()) if rows else {}
+    return [rule_view(r, added.get(r.id, 0)) for r in rows]
 
 
 async def update_rule(deps: Deps, project_id: str, queue_id: str, rule_id: str, cmd: RuleUpdate | None
@@ -225,6 +292,13 @@ def item_status(m: Any, live_leases: int = 0) -> str:
     if m["status"] != "PENDING":
         return str(m["status"])
     return "IN_PROGRESS" if live_leases or m["completions"] else "PENDING"
+
+
+async def live_leases(session: AsyncSession, item_id: str) -> int:
+    """Unexpired leases on the item's slots (another reviewer still holding one keeps it IN_PROGRESS)."""
+    return int((await session.execute(select(func.count()).select_from(item_slots).where(
+        item_slots.c.item_id == item_id, item_slots.c.state == "leased",
+        item_slots.c.lease_expires_at > func.now()))).scalar_one())
 
 
 async def add_items(deps: Deps, project_id: str, queue_id: str, cmd: ItemsAdd, actor: str) -> dict[str, Any]:
@@ -274,10 +348,16 @@ async def list_items(deps: Deps, project_id: str, queue_id: str, *, status: str 
         cond += [items.c.object_type == object_ref[0], items.c.object_id == object_ref[1]]
     st = status.upper() if status else None
     my: Any = None
+    mine: Any = None
     if reviewer is not None:
-        my = select(reviews.c.status).where(reviews.c.item_id == items.c.id, reviews.c.reviewer == reviewer) \
-            .correlate(items).scalar_subquery()
-    if my is not None and st is not None:
+        mine = reviews.alias("mine")
+        my = mine.c.status
+    if my is not None and st is not None and "," in st:
+        wanted = [x.strip().lower() for x in st.split(",") if x.strip()]
+        if not set(wanted) <= {"in_progress", "completed", "skipped", "flagged"}:
+            raise _bad_status(st)
+        cond.append(my.in_(wanted))
+    elif my is not None and st is not None:
         if st == "PENDING":
             cond += [items.c.status == "PENDING", or_(my.is_(None), my.in_(["released", "expired"]))]
         elif st in ("IN_PROGRESS", "COMPLETED", "SKIPPED", "FLAGGED"):
@@ -298,18 +378,26 @@ async def list_items(deps: Deps, project_id: str, queue_id: str, *, status: str 
     else:
         cond.append(items.c.status != "REMOVED")
     cols: list[Any] = [items, _LIVE_LEASES.label("live")]
-    if my is not None:
-        cols.append(my.label("my_status"))
+    source: Any = items
+    order: list[Any] = [items.c.created_at, items.c.id]
+    if mine is not None:
+        # The reviewer's own review of each item (one row at most: its key is item and reviewer).
+        source = items.outerjoin(mine, and_(mine.c.item_id == items.c.id, mine.c.reviewer == reviewer))
+        cols += [mine.c.status.label("my_status"), mine.c.reason.label("my_reason"),
+                 mine.c.updated_at.label("my_updated_at"), mine.c.completed_at.label("my_completed_at")]
     async with deps.sessions() as session:
         await get_queue_row(session, project_id, queue_id)
-        total = (await session.execute(select(func.count()).select_from(items).where(*cond))).scalar_one()
-        rows = (await session.execute(select(*cols).where(*cond).order_by(items.c.created_at, items.c.id)
+        total = (await session.execute(select(func.count()).select_from(source).where(*cond))).scalar_one()
+        rows = (await session.execute(select(*cols).select_from(source).where(*cond).order_by(*order)
                                       .offset((page - 1) * limit).limit(limit))).all()
     out = []
     for r in rows:
         d = item_out(r._mapping, r.live)
-        if my is not None:
+        if mine is not None:
             d["reviewer_status"] = _reviewer_status(r.my_status)
+            d["reviewer_reason"] = r.my_reason
+            d["reviewer_updated_at"] = r.my_updated_at
+            d["reviewer_completed_at"] = r.my_completed_at
         out.append(d)
     return out, int(total)
 
@@ -516,3 +604,78 @@ async def backfill(deps: Deps, project_id: str, queue_id: str, cmd: Backfill, ac
             if len(rows) < page:
                 break
     return stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decision log
+
+
+DECISION_OUTCOMES = ("added", "duplicate", "previously_removed", "sampled_out", "cap_reached")
+
+
+def decision_view(d: Any) -> dict[str, Any]:
+    return {"id": d.id, "queue_id": d.queue_id, "rule_id": d.rule_id, "rule_name": d.rule_name,
+            "object_type": d.object_type, "object_id": d.object_id, "item_id": d.item_id, "outcome": d.outcome,
+            "reason": d.reason, "event_id": str(d.event_id) if d.event_id else None, "decided_at": d.decided_at}
+
+
+def _outcome_filter(outcome: str | None) -> list[Any]:
+    if outcome is None:
+        return []
+    if outcome not in DECISION_OUTCOMES:
+        raise ApiError(422, "validation_error", f"unknown outcome {outcome!r}", [
+            {"field": "outcome", "rule": "enum", "message": "one of " + ", ".join(DECISION_OUTCOMES)}])
+    return [routing_decisions.c.outcome == outcome]
+
+
+async def rule_decisions(deps: Deps, project_id: str, queue_id: str, rule_id: str, *, outcome: str | None,
+                         page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """What a rule decided about each object it matched, newest first (deleted rules keep their log)."""
+    cond = [routing_decisions.c.project_id == project_id, routing_decisions.c.queue_id == queue_id,
+            routing_decisions.c.rule_id == rule_id, *_outcome_filter(outcome)]
+    async with deps.sessions() as session:
+        rule = (await session.execute(select(rules.c.id).where(
+            rules.c.id == rule_id, rules.c.queue_id == queue_id, rules.c.project_id == project_id))).first()
+        if rule is None:
+            raise ApiError(404, "not_found", f"rule {rule_id!r} not found")
+        total = (await session.execute(select(func.count()).select_from(routing_decisions).where(*cond))
+                 ).scalar_one()
+        rows = (await session.execute(
+            select(routing_decisions, rules.c.name.label("rule_name"))
+            .outerjoin(rules, rules.c.id == routing_decisions.c.rule_id).where(*cond)
+            .order_by(routing_decisions.c.id.desc()).offset((page - 1) * limit).limit(limit))).all()
+    return [decision_view(r) for r in rows], int(total)
+
+
+async def trace_decisions(deps: Deps, project_id: str, trace_id: str, *, evaluate: bool, page: int, limit: int
+                          ) -> dict[str, Any]:
+    """Every queue decision about a trace (and its session, for session rules); with ``evaluate`` also each
+    active rule that does not match the trace as it is now (``no_match``)."""
+    async with deps.sessions() as session:
+        summary_row = (await session.execute(select(trace_summaries).where(
+            trace_summaries.c.project_id == project_id, trace_summaries.c.trace_id == trace_id))).first()
+        objects = [("TRACE", trace_id)]
+        if summary_row is not None and summary_row.session_id:
+            objects.append(("SESSION", summary_row.session_id))
+        cond = [routing_decisions.c.project_id == project_id,
+                or_(*[and_(routing_decisions.c.object_type == ot, routing_decisions.c.object_id == oid)
+                      for ot, oid in objects])]
+        total = (await session.execute(select(func.count()).select_from(routing_decisions).where(*cond))
+                 ).scalar_one()
+        rows = (await session.execute(
+            select(routing_decisions, rules.c.name.label("rule_name"))
+            .outerjoin(rules, rules.c.id == routing_decisions.c.rule_id).where(*cond)
+            .order_by(routing_decisions.c.id.desc()).offset((page - 1) * limit).limit(limit))).all()
+        no_match: list[dict[str, Any]] = []
+        if evaluate and summary_row is not None and summary_row.has_trace:
+            s = summary_from_row(summary_row)
+            project = (await deps.rules.get_many(session, {project_id}))[project_id]
+            scores = await load_scores(session, [(project_id, trace_id)]) if project.uses_scores else {}
+            matched = set(project.ruleset.match(s.view(scores.get((project_id, trace_id)))))
+            no_match = [{"queue_id": r.queue_id, "rule_id": r.id, "rule_name": r.name, "outcome": "no_match",
+                         "reason": f"rule {r.name!r} does not match the trace as it is now"}
+                        for i, r in enumerate(project.rules) if i not in matched]
+    return {"trace_id": trace_id, "data": [decision_view(r) for r in rows], "no_match": no_match,
+            "evaluated": evaluate and summary_row is not None,
+            "meta": {"page": page, "limit": limit, "total_items": int(total),
+                     "total_pages": (int(total) + limit - 1) // limit}}

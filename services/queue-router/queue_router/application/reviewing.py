@@ -18,19 +18,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select, text, update
+from sqlalchemy import any_, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from queue_router.adapters.items_store import event_key, item_ref
 from queue_router.adapters.outbox import enqueue
-from queue_router.adapters.tables import item_slots, items, reviews
-from queue_router.application.queues import get_queue_row, item_out
-from tally_shared.envelope import make_envelope
+from queue_router.adapters.scoring_api import ScoringPort
+from queue_router.adapters.tables import item_slots, items, queues, reviews
+from queue_router.application.queues import get_queue_row, item_out, live_leases
+from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import (
     QueueItemCompleted,
     QueueItemFlagged,
     QueueItemLeased,
+    QueueItemLeaseExpired,
+    QueueItemReleased,
     QueueItemSkipped,
+    QueueItemSkipUndone,
 )
 from tally_shared.http import ApiError
 
@@ -41,6 +45,7 @@ class ReviewDeps:
     # Sessions whose connections plan the claim query by its index (see ``CLAIM_SERVER_SETTINGS``).
     claim_sessions: async_sessionmaker[AsyncSession] | None = None
     queue_cache_seconds: float = 2.0
+    scoring: ScoringPort | None = None
     _queues: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def forget_queue(self, project_id: str, queue_id: str) -> None:
@@ -86,7 +91,7 @@ CLAIM_SERVER_SETTINGS = {"enable_sort": "off", "enable_seqscan": "off", "enable_
 # reviewer's claim on the item (the reviews primary key refuses a second claim by the same reviewer), mark an
 # expired holder's review as expired, lease the slot, and return the item. ``leased`` is 0 when the reviewer's
 # claim was refused (they took another slot of this item concurrently): the caller rolls back and looks again.
-_CLAIM = text("""
+_CLAIM_SQL = """
 WITH s AS (
   SELECT s.item_id, s.slot_no, s.reviewer AS old_reviewer, s.lease_id AS old_lease
   FROM queue_router.item_slots s
@@ -115,36 +120,53 @@ WITH s AS (
   FROM s, rv
   WHERE s.old_reviewer IS NOT NULL AND r.item_id = s.item_id AND r.reviewer = s.old_reviewer
     AND r.lease_id = s.old_lease AND r.status = 'in_progress'
+  RETURNING r.reviewer
 ), leased AS (
   UPDATE queue_router.item_slots t
   SET state = 'leased', reviewer = :reviewer, lease_id = :lease_id, lease_expires_at = :expires
   FROM rv WHERE t.item_id = rv.item_id AND t.slot_no = rv.slot_no
   RETURNING t.item_id
 )
-SELECT s.slot_no AS claimed_slot, (SELECT count(*) FROM leased) AS leased, i.*
+SELECT s.slot_no AS claimed_slot, (SELECT count(*) FROM leased) AS leased,
+       (SELECT count(*) FROM expired) AS expired_n, s.old_reviewer AS expired_reviewer,
+       s.old_lease AS expired_lease, i.*
 FROM s JOIN queue_router.items i ON i.id = s.item_id
-""")
+"""
+# The same claim restricted to one item: a reviewer taking back their skip gets that item again, if a slot is free.
+_CLAIM_ITEM = text(_CLAIM_SQL.replace("WHERE s.queue_id = :queue_id",
+                                      "WHERE s.queue_id = :queue_id AND s.item_id = :item_id"))
+_CLAIM = text(_CLAIM_SQL)
+_CLAIM_EXTRA = ("claimed_slot", "leased", "expired_n", "expired_reviewer", "expired_lease")
 
 
-async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any]
-                     ) -> dict[str, Any] | None:
+async def _try_lease(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: str, queue: dict[str, Any],
+                     item_id: str | None = None) -> dict[str, Any] | None:
     now = _now()
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=queue["lease_seconds"])
+    params = {"queue_id": queue_id, "reviewer": reviewer, "project_id": project_id, "lease_id": lease_id,
+              "now": now, "expires": expires}
     async with (deps.claim_sessions or deps.sessions)() as session, session.begin():
-        row = (await session.execute(_CLAIM, {
-            "queue_id": queue_id, "reviewer": reviewer, "project_id": project_id, "lease_id": lease_id,
-            "now": now, "expires": expires})).first()
+        if item_id is None:
+            row = (await session.execute(_CLAIM, params)).first()
+        else:
+            row = (await session.execute(_CLAIM_ITEM, {**params, "item_id": item_id})).first()
         if row is None:
             return None
         if row.leased == 0:
             # This reviewer took another slot of the same item concurrently; undo and look again.
             raise _Retry
-        item = {k: v for k, v in row._mapping.items() if k not in ("claimed_slot", "leased")}
+        item = {k: v for k, v in row._mapping.items() if k not in _CLAIM_EXTRA}
         ref = item_ref(item)
-        await enqueue(session, [make_envelope(
+        events: list[Envelope] = []
+        if row.expired_n:
+            events.append(make_envelope(
+                QueueItemLeaseExpired(item=ref, reviewer=row.expired_reviewer, lease_id=row.expired_lease),
+                project=project_id, key=event_key(ref), occurred_at=now))
+        events.append(make_envelope(
             QueueItemLeased(item=ref, reviewer=reviewer, lease_id=lease_id, expires_at=expires),
-            project=project_id, key=event_key(ref), occurred_at=now)])
+            project=project_id, key=event_key(ref), occurred_at=now))
+        await enqueue(session, events)
     out = item_out(item, 1)
     out["reviewer_status"] = "in_progress"
     out["blind"] = queue["blind"]
@@ -169,6 +191,28 @@ async def _item_row(session: AsyncSession, project_id: str, queue_id: str, item_
     if row is None:
         raise ApiError(404, "not_found", f"item {item_id!r} not found")
     return row
+
+
+async def check_required_scores(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
+                                queue: dict[str, Any], creds: dict[str, str], *, via_api_key: bool) -> None:
+    """A completion needs a score of every required config on the item's object by the reviewer (or, when an API
+    key acts for the reviewer, one the key posted without an author). Scoring is asked directly, so a score posted
+    a moment ago counts."""
+    required = [c["id"] for c in queue["score_configs"] if c.get("required", True)]
+    if not required:
+        return
+    async with deps.sessions() as session:
+        item = (await _item_row(session, project_id, queue_id, item_id, lock=False))._mapping
+        object_type, object_id = item["object_type"], item["object_id"]
+    if deps.scoring is None:
+        raise ApiError(503, "scoring_unavailable", "required score configs cannot be checked")
+    have = await deps.scoring.scored_configs(creds, object_type=object_type, object_id=object_id,
+                                             config_ids=required, reviewer=reviewer, authorless_ok=via_api_key)
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise ApiError(422, "scores_required", "score every required config before completing", [
+            {"field": "score_configs", "rule": "required", "config_id": c,
+             "message": f"no score of required config {c!r} by {reviewer!r} on this item"} for c in missing])
 
 
 async def complete(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
@@ -219,6 +263,10 @@ async def give_back(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
         await session.execute(update(reviews).where(reviews.c.item_id == item_id, reviews.c.reviewer == reviewer)
                               .values(status=status, reason=reason, updated_at=now))
         ref = item_ref(item)
+        if status == "released":
+            await enqueue(session, [make_envelope(
+                QueueItemReleased(item=ref, reviewer=reviewer, lease_id=slot.lease_id),
+                project=project_id, key=event_key(ref), occurred_at=now)])
         if status == "flagged":
             await session.execute(update(items).where(items.c.id == item_id)
                                   .values(flags=items.c.flags + 1, updated_at=now))
@@ -228,7 +276,74 @@ async def give_back(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
         elif status == "skipped":
             await enqueue(session, [make_envelope(QueueItemSkipped(item=ref, reviewer=reviewer, reason=reason),
                                                   project=project_id, key=event_key(ref), occurred_at=now)])
-    return item_out(item) | {"reviewer_status": "pending" if status == "released" else status}
+        live = await live_leases(session, item_id)
+    return item_out(item, live) | {"reviewer_status": "pending" if status == "released" else status}
+
+
+async def undo_skip(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
+                    queue: dict[str, Any]) -> dict[str, Any]:
+    """Take back a skip: the item is offered to the reviewer again, leased to them now when a slot is free."""
+    async with deps.sessions() as session, session.begin():
+        item = dict((await _item_row(session, project_id, queue_id, item_id, lock=False))._mapping)
+        done = (await session.execute(update(reviews).where(
+            reviews.c.item_id == item_id, reviews.c.reviewer == reviewer, reviews.c.status == "skipped",
+        ).values(status="released", reason=None, updated_at=_now()).returning(reviews.c.item_id))).first()
+        if done is None:
+            raise ApiError(409, "not_skipped", "you have not skipped this item")
+        ref = item_ref(item)
+        await enqueue(session, [make_envelope(QueueItemSkipUndone(item=ref, reviewer=reviewer),
+                                              project=project_id, key=event_key(ref))])
+    if item["status"] != "PENDING":
+        return {"item": item_out(item) | {"reviewer_status": "pending"}, "lease": None}
+    for _ in range(8):
+        try:
+            got = await _try_lease(deps, project_id, queue_id, reviewer, queue, item_id=item_id)
+            break
+        except _Retry:
+            continue
+    else:
+        got = None
+    if got is None:
+        async with deps.sessions() as session:
+            live = await live_leases(session, item_id)
+        return {"item": item_out(item, live) | {"reviewer_status": "pending"}, "lease": None}
+    return got
+
+
+_EXPIRE = text("""
+WITH s AS (
+  SELECT item_id, slot_no, reviewer, lease_id FROM queue_router.item_slots
+  WHERE state = 'leased' AND lease_expires_at < now()
+  ORDER BY lease_expires_at LIMIT :limit
+  FOR UPDATE SKIP LOCKED
+), opened AS (
+  UPDATE queue_router.item_slots t SET state = 'open', reviewer = NULL, lease_id = NULL, lease_expires_at = NULL
+  FROM s WHERE t.item_id = s.item_id AND t.slot_no = s.slot_no
+  RETURNING t.item_id
+), rv AS (
+  UPDATE queue_router.reviews r SET status = 'expired', updated_at = now()
+  FROM s WHERE r.item_id = s.item_id AND r.reviewer = s.reviewer AND r.lease_id = s.lease_id
+    AND r.status = 'in_progress'
+  RETURNING r.item_id
+)
+SELECT s.reviewer, s.lease_id, i.* FROM s JOIN queue_router.items i ON i.id = s.item_id
+""")
+
+
+async def expire_leases(sessions: async_sessionmaker[AsyncSession], limit: int = 500) -> int:
+    """Return leases that ran out to the pool, each with a QueueItemLeaseExpired event, so read models stop
+    counting them as work in progress. Returns how many were expired."""
+    async with sessions() as session, session.begin():
+        rows = (await session.execute(_EXPIRE, {"limit": limit})).all()
+        envelopes = []
+        for r in rows:
+            m = dict(r._mapping)
+            ref = item_ref(m)
+            envelopes.append(make_envelope(QueueItemLeaseExpired(item=ref, reviewer=m["reviewer"],
+                                                                 lease_id=m["lease_id"]),
+                                           project=m["project_id"], key=event_key(ref)))
+        await enqueue(session, envelopes)
+    return len(rows)
 
 
 async def heartbeat(deps: ReviewDeps, project_id: str, queue_id: str, item_id: str, reviewer: str,
@@ -251,9 +366,12 @@ async def progress(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str
     day_ago = now - timedelta(hours=24)
     live = exists().where(item_slots.c.item_id == items.c.id, item_slots.c.state == "leased",
                           item_slots.c.lease_expires_at > func.now())
+    skipped = exists().where(reviews.c.item_id == items.c.id, reviews.c.status == "skipped")
+    # Each item in exactly one bucket: an item only skipped so far counts as skipped, not also as pending.
     item_state = case(
         (items.c.status != "PENDING", items.c.status),
         (or_(items.c.completions > 0, live), "IN_PROGRESS"),
+        (skipped, "SKIPPED"),
         else_="PENDING",
     )
     async with deps.sessions() as session:
@@ -289,7 +407,7 @@ async def progress(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str
         # Rate over the span this reviewer actually worked in the last day (at least one hour).
         span_h = max(1.0, (last - first).total_seconds() / 3600) if first and last else 1.0
         d["completed_per_hour_24h"] = round(n24 / span_h, 2)
-    counts = {k: int(by_status.get(k, 0)) for k in ("PENDING", "IN_PROGRESS", "COMPLETED", "REMOVED")}
+    counts = {k: int(by_status.get(k, 0)) for k in ("PENDING", "SKIPPED", "IN_PROGRESS", "COMPLETED", "REMOVED")}
     total = sum(v for k, v in counts.items() if k != "REMOVED")
     return {
         "queue_id": queue_id, "reviewers_per_item": queue["reviewers_per_item"],
@@ -315,3 +433,22 @@ async def queue_for_review(deps: ReviewDeps, project_id: str, queue_id: str) -> 
         raise ApiError(409, "queue_archived", "the queue is archived")
     return q
 
+
+
+async def blind_traces(deps: ReviewDeps, p: Any) -> dict[str, Any]:
+    """Traces whose automated and peer scores the caller may not read now: those of open items in blind queues
+    that are assigned to them, leased by them, or that they reviewed while others still review. Leads (members),
+    admins and API keys read everything."""
+    if p.role != "reviewer" or p.user_id is None:
+        return {"blind": False, "trace_ids": []}
+    who = p.user_id
+    held = exists().where(reviews.c.item_id == items.c.id, reviews.c.reviewer == who,
+                          reviews.c.status.in_(["in_progress", "completed", "skipped", "flagged"]))
+    blind_q = select(queues.c.id).where(queues.c.project_id == p.project_id, queues.c.blind.is_(True))
+    cond = [items.c.project_id == p.project_id, items.c.status == "PENDING", items.c.trace_id.isnot(None),
+            items.c.queue_id.in_(blind_q), or_(held, literal(who) == any_(items.c.assignees))]
+    async with deps.sessions() as session:
+        rows = (await session.execute(
+            select(items.c.trace_id).where(*cond)
+            .distinct().limit(10_000))).scalars().all()
+    return {"blind": True, "user_id": who, "trace_ids": sorted(rows)}

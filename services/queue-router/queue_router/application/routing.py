@@ -265,6 +265,9 @@ async def route_candidates(session: AsyncSession, candidates: list[tuple[RuleInf
                                         "before, so no rule adds it again"})
             continue
         if status is not None or key in wanted:
+            # Recorded once per rule and object (the log's unique index): "why is this trace not added twice?"
+            decisions.append({**base, "outcome": "duplicate",
+                              "reason": f"rule {rule.name!r} matched; the object is already in the queue"})
             continue
         if not sampled_in(rule.id, oid, rule.sample_rate):
             decisions.append({**base, "outcome": "sampled_out",

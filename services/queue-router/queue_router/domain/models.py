@@ -118,6 +118,8 @@ class ReviewAction(BaseModel):
                                  description="Defaults to the signed-in user; API keys must name one")
     lease_id: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=2000)
+    next: bool = Field(default=False, description="complete and skip: also lease the reviewer's next item, "
+                                                  "answered as `next` (null when none is left)")
 
 
 class NextRequest(BaseModel):

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
+from queue_router.adapters.scoring_api import credentials
 from queue_router.application import queues as app_queues
 from queue_router.application import reviewing
-from queue_router.application.queues import Deps
+from queue_router.application.queues import Caller, Deps
 from queue_router.application.reviewing import ReviewDeps
 from queue_router.domain.models import (
     Backfill,
@@ -27,6 +28,12 @@ from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal, Principal
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"])
+routing_router = APIRouter(prefix="/api/v1/routing", tags=["queues"])
+review_router = APIRouter(prefix="/api/v1/review", tags=["queues"])
+
+
+def caller(request: Request) -> Caller:
+    return Caller(credentials(request.headers))
 
 
 def deps(request: Request) -> Deps:
@@ -44,7 +51,9 @@ def require_configure(p: Principal) -> None:
         raise ApiError(403, "forbidden", "your role cannot configure queues")
 
 
-def resolve_reviewer(p: Principal, reviewer: str | None) -> str:
+async def resolve_reviewer(request: Request, p: Principal, reviewer: str | None) -> str:
+    """The reviewer's canonical id: the user id. An email names the member it belongs to, so one person is one
+    reviewer whichever way a caller names them."""
     if not p.can_review:
         raise ApiError(403, "forbidden", "your role cannot review")
     if reviewer is None or reviewer == "me":
@@ -52,6 +61,11 @@ def resolve_reviewer(p: Principal, reviewer: str | None) -> str:
             raise ApiError(422, "validation_error", "an API key must name the reviewer",
                            [{"field": "reviewer", "rule": "required", "message": "required for API keys"}])
         return p.user_id
+    if "@" in reviewer:
+        user = await request.app.state.identity.get_user_by_email(reviewer)
+        if user is None:
+            raise ApiError(403, "not_a_reviewer", f"{reviewer!r} is not a user of this project")
+        reviewer = user.id
     if p.via == "user" and reviewer != p.user_id and not p.is_admin:
         raise ApiError(403, "forbidden", "only admins act for another reviewer")
     return reviewer
@@ -59,7 +73,8 @@ def resolve_reviewer(p: Principal, reviewer: str | None) -> str:
 
 async def _check_reviewer_allowed(request: Request, p: Principal, queue: dict[str, Any], reviewer: str) -> None:
     email = None
-    if p.user_id == reviewer and any("@" in r for r in queue["reviewers"]):
+    if any("@" in r for r in queue["reviewers"]):
+        # Queues saved before reviewers were stored as user ids may still name people by email.
         user = await request.app.state.identity.get_user(reviewer)
         email = user.email if user else None
     if not reviewing.reviewer_allowed(queue, reviewer, email):
@@ -76,7 +91,7 @@ def _page_meta(page: int, limit: int, total: int) -> dict[str, int]:
 @router.post("", status_code=201, summary="Create a queue")
 async def create_queue(body: QueueCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
-    return await app_queues.create_queue(deps(request), p.project_id, body, p.actor)
+    return await app_queues.create_queue(deps(request), p.project_id, body, p.actor, caller(request))
 
 
 @router.get("", summary="List queues")
@@ -96,7 +111,8 @@ async def get_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dic
 async def update_queue(queue_id: str, body: QueueUpdate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
     review_deps(request).forget_queue(p.project_id, queue_id)
-    return await app_queues.update_queue(deps(request), p.project_id, queue_id, app_queues.queue_changes(body))
+    return await app_queues.update_queue(deps(request), p.project_id, queue_id, app_queues.queue_changes(body),
+                                         caller=caller(request))
 
 
 @router.post("/{queue_id}/archive", summary="Archive a queue (its rules stop routing)")
@@ -124,6 +140,29 @@ async def preview_rule(queue_id: str, body: RulePreview, p: CurrentPrincipal, re
 @router.get("/{queue_id}/rules", summary="List a queue's routing rules")
 async def list_rules(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     return {"data": await app_queues.list_rules(deps(request), p.project_id, queue_id)}
+
+
+@router.get("/{queue_id}/rules/{rule_id}/decisions",
+            summary="The rule's decision log: added, duplicate, previously_removed, sampled_out, cap_reached")
+async def rule_decisions(queue_id: str, rule_id: str, p: CurrentPrincipal, request: Request,
+                         outcome: str | None = None, page: int = Query(1, ge=1),
+                         limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    data, total = await app_queues.rule_decisions(deps(request), p.project_id, queue_id, rule_id, outcome=outcome,
+                                                  page=page, limit=limit)
+    return {"data": data, "meta": _page_meta(page, limit, total)}
+
+
+@routing_router.get("/traces/{trace_id}",
+                    summary="Every queue decision about a trace; evaluate=true adds the rules it does not match")
+async def trace_routing(trace_id: str, p: CurrentPrincipal, request: Request, evaluate: bool = False,
+                        page: int = Query(1, ge=1), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    return await app_queues.trace_decisions(deps(request), p.project_id, trace_id, evaluate=evaluate, page=page,
+                                            limit=limit)
+
+
+@review_router.get("/blind-traces", summary="Traces whose scores the caller may not read now (blind review)")
+async def blind_traces(p: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    return await reviewing.blind_traces(review_deps(request), p)
 
 
 @router.patch("/{queue_id}/rules/{rule_id}", summary="Update a routing rule (pause with active=false)")
@@ -201,7 +240,7 @@ async def remove_item(queue_id: str, item_id: str, p: CurrentPrincipal, request:
              responses={204: {"description": "nothing left for this reviewer"}})
 async def next_item(queue_id: str, p: CurrentPrincipal, request: Request, body: NextRequest | None = None
                     ) -> Any:
-    reviewer = resolve_reviewer(p, body.reviewer if body else None)
+    reviewer = await resolve_reviewer(request, p, body.reviewer if body else None)
     rd = review_deps(request)
     queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
     await _check_reviewer_allowed(request, p, queue, reviewer)
@@ -212,22 +251,43 @@ async def next_item(queue_id: str, p: CurrentPrincipal, request: Request, body: 
 
 
 @router.post("/{queue_id}/items/{item_id}/{action}",
-             summary="complete | skip | flag | release | heartbeat (body: reviewer, lease_id, reason)")
+             summary="complete | skip | flag | release | heartbeat | undo-skip (body: reviewer, lease_id, reason)")
 async def review_action(queue_id: str, item_id: str,
-                        action: Literal["complete", "skip", "flag", "release", "heartbeat"],
-                        p: CurrentPrincipal, request: Request, body: ReviewAction | None = None) -> dict[str, Any]:
+                        action: Literal["complete", "skip", "flag", "release", "heartbeat", "undo-skip"],
+                        p: CurrentPrincipal, request: Request, body: ReviewAction | None = None) -> Any:
     body = body or ReviewAction()
-    reviewer = resolve_reviewer(p, body.reviewer)
+    reviewer = await resolve_reviewer(request, p, body.reviewer)
     rd = review_deps(request)
     if action == "complete":
-        return await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
+        queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
+        await reviewing.check_required_scores(rd, p.project_id, queue_id, item_id, reviewer, queue,
+                                              credentials(request.headers), via_api_key=p.via == "api_key")
+        done = await reviewing.complete(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id)
+        return await _with_next(request, p, body, queue_id, reviewer, done)
+    if action == "undo-skip":
+        queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
+        return JSONResponse(jsonable_encoder(
+            await reviewing.undo_skip(rd, p.project_id, queue_id, item_id, reviewer, queue)))
     if action == "heartbeat":
         queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
         return await reviewing.heartbeat(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id,
                                          queue["lease_seconds"])
     status = {"skip": "skipped", "flag": "flagged", "release": "released"}[action]
-    return await reviewing.give_back(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id, status=status,
-                                     reason=body.reason)
+    given = await reviewing.give_back(rd, p.project_id, queue_id, item_id, reviewer, body.lease_id, status=status,
+                                      reason=body.reason)
+    return await _with_next(request, p, body, queue_id, reviewer, given)
+
+
+async def _with_next(request: Request, p: Principal, body: ReviewAction, queue_id: str, reviewer: str,
+                     answer: dict[str, Any]) -> Any:
+    """With ``next``: the reviewer's next item leased in the same call (one round trip between items)."""
+    if not body.next:
+        return answer
+    rd = review_deps(request)
+    queue = await reviewing.queue_for_review(rd, p.project_id, queue_id)
+    await _check_reviewer_allowed(request, p, queue, reviewer)
+    answer["next"] = await reviewing.next_item(rd, p.project_id, queue_id, reviewer, queue)
+    return JSONResponse(jsonable_encoder(answer))
 
 
 @router.get("/{queue_id}/progress", summary="Counts by status and completions per hour, per queue and reviewer")

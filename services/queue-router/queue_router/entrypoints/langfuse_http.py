@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from queue_router.adapters.scoring_api import credentials
 from queue_router.application import queues as app_queues
 from queue_router.domain.models import ItemsAdd, ItemSpec, QueueCreate, ScoreConfigRef
 from queue_router.entrypoints.http import deps, require_configure, review_deps
@@ -76,7 +77,8 @@ async def create_queue(body: LfQueueCreate, p: CurrentPrincipal, request: Reques
     require_configure(p)
     cmd = QueueCreate(name=body.name, description=body.description,
                       score_configs=[ScoreConfigRef(id=i, required=True) for i in body.score_config_ids])
-    return _queue(await app_queues.create_queue(deps(request), p.project_id, cmd, p.actor))
+    return _queue(await app_queues.create_queue(deps(request), p.project_id, cmd, p.actor,
+                                                 app_queues.Caller(credentials(request.headers))))
 
 
 @router.get("/{queue_id}")
