@@ -348,14 +348,6 @@ class HttpTallyApi:
                                 params=_clean({"page": page, "limit": 50, "outcome": outcome}))
         return body if isinstance(body, dict) else {"data": [], "meta": {}}
 
-
-def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any]:
-    out = dict(body) if isinstance(body, dict) else {}
-    if take_next:
-        nxt = out.get("next")
-        out["next_lease"] = _lease(queue_id, nxt) if isinstance(nxt, dict) and nxt.get("item") else None
-    return out
-
     # ------------------------------------------------------------------ scoring: datasets and comments
     async def create_dataset(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("POST", "/api/public/v2/datasets", json={"name": name})
@@ -374,6 +366,14 @@ def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any
         result: dict[str, Any] = await self._call("POST", "/api/public/comments", json={
             "projectId": self.project_id, "objectType": object_type, "objectId": object_id, "content": content})
         return result
+
+
+def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any]:
+    out = dict(body) if isinstance(body, dict) else {}
+    if take_next:
+        nxt = out.get("next")
+        out["next_lease"] = _lease(queue_id, nxt) if isinstance(nxt, dict) and nxt.get("item") else None
+    return out
 
 
 def _seg(value: str) -> str:
