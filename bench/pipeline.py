@@ -229,7 +229,7 @@ def sender_main(host: str, port: int, auth: str, prefix: bytes, run: str, phase:
                 t_req = time.perf_counter()
                 writer.write(bodies[i])
                 status = int((await reader.readline()).split()[1])
-                length = 0
+                length, chunked = 0, False
                 while True:
                     line = await reader.readline()
                     if line in (b"\r\n", b""):
@@ -237,7 +237,17 @@ def sender_main(host: str, port: int, auth: str, prefix: bytes, run: str, phase:
                     name, _, value = line.partition(b":")
                     if name.lower() == b"content-length":
                         length = int(value)
-                body = await reader.readexactly(length)
+                    elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                if chunked:  # the gateway streams the service's answer through
+                    chunks = []
+                    while size := int((await reader.readline()).split(b";")[0], 16):
+                        chunks.append(await reader.readexactly(size))
+                        await reader.readline()
+                    await reader.readline()
+                    body = b"".join(chunks)
+                else:
+                    body = await reader.readexactly(length)
                 res["latencies"].append(time.perf_counter() - t_req)
                 res["statuses"][status] += 1
                 rejected = SPANS_PER_REQUEST
@@ -576,7 +586,17 @@ async def wait_visible(api: httpx.AsyncClient, kafka: str | None, sample: list[s
 
 
 def wait_result(proc: Any, q: Any, timeout: float) -> dict[str, Any]:
-    res: dict[str, Any] = q.get(timeout=timeout)
+    import queue
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            res: dict[str, Any] = q.get(timeout=1)
+            break
+        except queue.Empty:
+            if not proc.is_alive() or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the load generator failed (exit code {proc.exitcode})") from None
     proc.join(30)
     return res
 
@@ -644,7 +664,6 @@ async def run_step(api: httpx.AsyncClient, info: StackInfo, sender: Sender, mete
     go.set()
     res = await asyncio.to_thread(wait_result, proc, q, seconds * 3 + 300)
     lag = await total_lag(info.kafka) or {}
-    cpu = meter.since(base)
     load = os.getloadavg()[0]
     achieved = res["accepted"] / res["elapsed"]
     # one TraceIngested per trace: the lag in traces, over the traces per second sent, is the lag in seconds
@@ -653,6 +672,7 @@ async def run_step(api: httpx.AsyncClient, info: StackInfo, sender: Sender, mete
     t0 = time.monotonic()
     drained = await wait_visible(api, info.kafka, [], timeout=120)
     drained_s = None if drained is None else time.monotonic() - t0
+    cpu = meter.since(base)  # the step's spans are all through once drained: their CPU is all in
     routing = await watch.stop(res["sent_at"], timeout=10)
     bounded = achieved >= 0.95 * rate and lag_seconds <= BOUNDED_LAG_SECONDS and not res["rejected"]
     return Step(rate, achieved, lag_traces, lag_seconds, drained_s,
