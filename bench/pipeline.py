@@ -724,6 +724,9 @@ def _short(frame: str) -> str:
     return f"{m.group('fn')} ({path})"
 
 
+_SHELL = ("<module> (", "main (", "run_cli (", "serve (tally_shared/service.py)")
+
+
 def top_frames(path: Path, n: int) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
     """(samples, top self frames, top inclusive frames of project code) from py-spy's collapsed stacks."""
     selfs: Counter[str] = Counter()
@@ -739,6 +742,8 @@ def top_frames(path: Path, n: int) -> tuple[int, list[tuple[str, float]], list[t
             frames = [_short(f) for f in stack.split(";")]
             selfs[frames[-1]] += c
             for f in set(frames):
+                if f.startswith(_SHELL):  # every stack of the process passes through these
+                    continue
                 if any(s in f for s in ("(ingest/", "(queue_router/", "(scoring/", "(projections/",
                                         "(tally_shared/", "(tally_cli/", "(console/")):
                     incl[f] += c
