@@ -10,7 +10,7 @@ from scoring.application.deletion import handle_trace_deleted
 from scoring.application.deps import Deps
 from tally_shared.envelope import Envelope, Payload, PoisonMessage
 from tally_shared.events import RecordScore, TraceDeleted, TraceIngested
-from tally_shared.messaging import subscribe
+from tally_shared.messaging import subscribe, subscribe_batch
 from tally_shared.topics import SCORE_COMMANDS, TRACES
 
 TOPICS = (SCORE_COMMANDS, TRACES)
@@ -33,12 +33,15 @@ def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
 
     subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})
 
-    async def on_trace(env: Envelope, payload: Payload) -> None:
-        if isinstance(payload, TraceDeleted):
-            await handle_trace_deleted(env, payload, deps, consumer=group_id)
-        elif isinstance(payload, TraceIngested):
-            await record_run_from_trace(deps, env, payload)
+    async def on_traces(batch: list[tuple[Envelope, Payload]]) -> None:
+        # Each event is its own transaction, claimed by event id, so re-applying part of a batch changes nothing.
+        for env, payload in batch:
+            if isinstance(payload, TraceDeleted):
+                await handle_trace_deleted(env, payload, deps, consumer=group_id)
+            elif isinstance(payload, TraceIngested):
+                await record_run_from_trace(deps, env, payload)
 
-    # One subscriber per topic and group: two in one process would split the topic's partitions between them.
-    subscribe(broker, TRACES, group_id=group_id, handler=on_trace, types={"TraceIngested", "TraceDeleted"},
-              prefilter=wanted_trace_event)
+    # A batch subscriber: scoring reads the whole trace stream for a few events, and a per-message subscriber would
+    # commit an offset for every trace it skips. One subscriber per topic and group (two in one process would split
+    # the topic's partitions between them).
+    subscribe_batch(broker, [TRACES], group_id=group_id, handler=on_traces, prefilter=wanted_trace_event)
