@@ -18,10 +18,11 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -424,9 +425,27 @@ async def test_awkward_content_acknowledged_is_readable_everywhere(tally_stack: 
                              ("/api/v1/experiments/runs", {})):
             await _ok(api, path, **params)
 
+        # The read paths of sessions, v1 observations and metrics sum and list the same awkward items.
+        now = datetime.now(UTC)
+        window = {"fromTimestamp": (now - timedelta(days=1)).isoformat(),
+                  "toTimestamp": (now + timedelta(days=1)).isoformat()}
+        cost = [{"measure": "count", "aggregation": "count"}, {"measure": "totalCost", "aggregation": "sum"},
+                {"measure": "totalTokens", "aggregation": "sum"}, {"measure": "totalCost", "aggregation": "avg"},
+                {"measure": "totalCost", "aggregation": "p50"}, {"measure": "totalTokens", "aggregation": "max"}]
+        for path, params in (("/api/public/sessions", {"limit": 100}), ("/api/v1/sessions", {"limit": 100}),
+                             ("/api/public/observations", {"limit": 100}),
+                             ("/api/public/metrics/daily", {"limit": 100}),
+                             ("/api/public/metrics", {"query": orjson.dumps(
+                                 {"view": "observations", "metrics": cost, "dimensions": [{"field": "name"}],
+                                  **window}).decode()}),
+                             ("/api/public/v2/metrics", {"query": orjson.dumps(
+                                 {"view": "observations", "metrics": cost, "dimensions": [{"field": "name"}],
+                                  **window}).decode()})):
+            await _ok(api, path, **params)
+
     pages = await _console_pages(tally_stack, [
         f"/traces/{c.tid('lf-nul')}", f"/traces/{c.tid('lf-numbers')}", f"/traces/{c.tid('lf-shapes')}",
         *(f"/traces/{c.tid(f'lf-time-{i}')}" for i in range(len(TIMES))), "/traces", "/dashboards",
-        "/experiments", "/agreement", f"/calibration?evaluator=awk-direct-{c.run}"])
+        "/experiments", "/agreement", f"/calibration?evaluator=awk-direct-{c.run}", "/sessions"])
     assert f"awk a{NUL}b" in pages[0]
     assert await _dead_letters(tally_stack.kafka_bootstrap, c.run) == []

@@ -8,13 +8,15 @@ the lists is a 400 naming the field and what it may be.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Float, and_, cast, func, literal, literal_column, or_, select
+from sqlalchemy import Float, Numeric, and_, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -36,8 +38,24 @@ def _bad(field_: str, rule: str, message: str, summary: str | None = None) -> Ap
 
 
 def _num(col: Any) -> ColumnElement[Any]:
-    """A JSON number field as a float (NULL when absent)."""
-    return cast(col.astext, Float)
+    """A JSON number field as an exact numeric (NULL when absent). Not a double: every stored number is one, but
+    sums and input + output of values near 1e308 overflow a double, and PostgreSQL raises rather than answer."""
+    return cast(col.astext, Numeric)
+
+
+# The largest double, as a numeric (a double literal would turn the comparison into a double one, which overflows).
+_MAX_DOUBLE = literal(Decimal("1.7976931348623157e308"), Numeric)
+
+
+def _as_double(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A numeric result as a double for the response; NULL where no double holds it (as the trace reads write a
+    total cost past the largest double)."""
+    return case((func.abs(value) <= _MAX_DOUBLE, cast(value, Float)), else_=None)
+
+
+def _whole(value: float | None) -> int | float | None:
+    """Token sums as integers, as Langfuse writes them, where an integer is what they are."""
+    return int(value) if value is not None and math.isfinite(value) and abs(value) < 2**63 else value
 
 
 def _ms(later: Any, earlier: Any) -> ColumnElement[Any]:
@@ -231,12 +249,14 @@ def _aggregate(agg: str, expr: ColumnElement[Any]) -> ColumnElement[Any]:
     if agg == "count":
         return func.count(expr)
     if agg in PERCENTILES:
-        return func.percentile_cont(PERCENTILES[agg]).within_group(expr)
+        return func.percentile_cont(PERCENTILES[agg]).within_group(_as_double(expr))
+    # in exact numerics, converted once at the end: no sum, mean or sum of input and output can overflow
+    exact = cast(expr, Numeric)
     if agg == "sum":
-        return func.sum(expr)
+        return _as_double(func.sum(exact))
     if agg == "avg":
-        return func.avg(expr)
-    return func.max(expr) if agg == "max" else func.min(expr)
+        return _as_double(func.avg(exact))
+    return _as_double(func.max(exact) if agg == "max" else func.min(exact))
 
 
 def _granularity(tdim: Any, from_ts: datetime, to_ts: datetime) -> str:
@@ -411,23 +431,24 @@ async def daily_metrics(session: AsyncSession, t: Tables, project_id: str, *, pa
         rows = (await session.execute(
             select(day.label("day"), model.label("model"), func.count().label("obs"),
                    func.count(o.c.trace_id.distinct()).label("traces"),
-                   func.coalesce(func.sum(cost), 0).label("cost"), func.coalesce(func.sum(inp), 0).label("inp"),
-                   func.coalesce(func.sum(out), 0).label("out"), func.coalesce(func.sum(tot), 0).label("tot"))
+                   *(_as_double(func.coalesce(func.sum(x), 0)).label(name)
+                     for name, x in (("cost", cost), ("inp", inp), ("out", out), ("tot", tot))))
             .select_from(o.join(tr, and_(tr.c.project_id == o.c.project_id, tr.c.id == o.c.trace_id)))
             .where(*conds, day.in_(wanted))
             .group_by(literal_column("day"), literal_column("model"))
             .order_by(literal_column("day"), literal_column("model")))).mappings().all()
         for r in rows:
             per_model.setdefault(r["day"], []).append({
-                "model": r["model"], "inputUsage": int(r["inp"]), "outputUsage": int(r["out"]),
-                "totalUsage": int(r["tot"]), "countTraces": r["traces"], "countObservations": r["obs"],
-                "totalCost": float(r["cost"])})
+                "model": r["model"], "inputUsage": _whole(r["inp"]), "outputUsage": _whole(r["out"]),
+                "totalUsage": _whole(r["tot"]), "countTraces": r["traces"], "countObservations": r["obs"],
+                "totalCost": r["cost"]})
     data = []
     for d in days:
         usage = per_model.get(d["day"], [])
         data.append({"date": d["day"], "countTraces": d["n"],
                      "countObservations": sum(u["countObservations"] for u in usage),
-                     "totalCost": sum(u["totalCost"] for u in usage), "usage": usage})
+                     "totalCost": math.fsum(u["totalCost"] for u in usage if u["totalCost"] is not None),
+                     "usage": usage})
     return {"data": data, "meta": {"page": page, "limit": limit, "totalItems": total,
                                    "totalPages": (total + limit - 1) // limit}}
 
