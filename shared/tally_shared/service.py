@@ -243,6 +243,7 @@ def create_app(
     kwargs: dict[str, Any] = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title=title, description=description, version=__version__, lifespan=lifespan, **kwargs)
     app.state.container = container
+    app.state.settings = container.settings
     app.state.secret_key = container.settings.secret_key
     if isinstance(container, Runtime):
         # Read by tally_shared.identity.auth and by services not yet moved to ``provide``.
