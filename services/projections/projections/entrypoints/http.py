@@ -11,11 +11,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.blind import Blind, blind_for
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
+from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
 from tally_shared.content import dumps_read
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal, Principal
@@ -35,6 +37,34 @@ class JSON(Response):
     def render(self, content: Any) -> bytes:
         # One stored value orjson cannot write must not fail a whole list (see tally_shared.content).
         return dumps_read(content, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def http_error(exc: ReadError) -> ApiError:
+    """A read model's refusal as the answer clients know: 404, 422 for a broken rule, and 400 for a query the
+    Langfuse-compatible reads do not serve (Langfuse's SDK maps that to its typed error)."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, "not_found", exc.message)
+    if isinstance(exc, Unsupported):
+        return ApiError(400, "bad_request", exc.message, exc.problems())
+    if isinstance(exc, Invalid):
+        return ApiError(422, "validation_error", exc.message, exc.problems())
+    return ApiError(400, "bad_request", exc.message)
+
+
+class ReadRoute(APIRoute):
+    """Routes whose handlers may raise the read models' domain errors (mapped here, at the edge)."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def mapped(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except ReadError as exc:
+                raise http_error(exc) from None
+            return response
+
+        return mapped
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -60,8 +90,8 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts
 
 
-public = APIRouter(tags=["langfuse-compatible"], default_response_class=JSON)
-native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_class=JSON)
+public = APIRouter(tags=["langfuse-compatible"], default_response_class=JSON, route_class=ReadRoute)
+native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_class=JSON, route_class=ReadRoute)
 
 
 # -- Langfuse-compatible -------------------------------------------------------------------------------------------
