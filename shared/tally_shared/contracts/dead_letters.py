@@ -86,10 +86,18 @@ class DeadLetterDetail(DeadLetterSummary):
     related: list[RelatedDeadLetter]
 
 
+class SkippedDeadLetter(Contract):
+    id: str
+    reason: str
+
+
 class ReplayResult(Contract):
+    """How many dead letters were marked replayed, how many messages were republished (one per original message),
+    which were not replayable and why, and whether more match the filters."""
+
     replayed: int
     messages: int
-    skipped: int
+    skipped: list[SkippedDeadLetter]
     more: bool
 
 
@@ -100,4 +108,4 @@ class DiscardResult(Contract):
 
 __all__ = ["BULK_LIMIT", "DeadLetterCounts", "DeadLetterDetail", "DeadLetterListed", "DeadLetterPage",
            "DeadLetterSelection", "DeadLetterSummary", "DiscardResult", "Original", "RelatedDeadLetter",
-           "ReplayResult"]
+           "ReplayResult", "SkippedDeadLetter"]
