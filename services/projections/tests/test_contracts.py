@@ -13,8 +13,8 @@ import pytest
 from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
 
-from projections.entrypoints.http import JSON, http_error
 from projections.domain.errors import Invalid, NotFound, Unsupported
+from projections.entrypoints.http import JSON, http_error
 from tally_shared.content import dumps_read
 from tally_shared.contracts.read_models import LfTracePage, TracePage
 
