@@ -30,7 +30,7 @@ from typing import Any
 
 from queue_router import MIGRATIONS, SCHEMA
 from queue_router.adapters.rule_cache import RuleCache
-from queue_router.application.queues import Deps, create_queue, create_rule
+from queue_router.application.queues import Caller, Deps, create_queue, create_rule
 from queue_router.application.routing import RouterDeps, route_batch
 from queue_router.domain.models import QueueCreate, RuleCreate
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
@@ -119,7 +119,8 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
     for n_rules in rule_counts:
         project = f"bench-{n_rules}-{uuid.uuid4().hex[:6]}"
         deps = Deps(sessions, RuleCache())
-        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench")
+        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench",
+                                 Caller({}))
         for i in range(n_rules):
             await create_rule(deps, project, q["id"], RuleCreate.model_validate(make_rule(i, rnd)), "bench")
         events = make_events(project, n_events, rnd)
@@ -192,7 +193,8 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
         rnd = random.Random(9)
         project = f"bench-kafka-{uuid.uuid4().hex[:6]}"
         deps = Deps(sessions, RuleCache())
-        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench")
+        q = await create_queue(deps, project, QueueCreate(name="bench", reviewers_per_item=2), "bench",
+                                 Caller({}))
         for i in range(n_rules):
             await create_rule(deps, project, q["id"], RuleCreate.model_validate(make_rule(i, rnd)), "bench")
         events = make_events(project, n_events, rnd)

@@ -83,8 +83,10 @@ def test_create_config_queue_and_rule_through_the_setup_pages(env: Env) -> None:
     env.world.add_trace(name="y")
     r = c.post(f"/setup/queues/{q['id']}/rules", data=rule_form | {"action": "preview"})
     assert r.status_code == 200
-    assert "recent trace" in r.text and "Estimated from the traces API" in r.text
-    assert env.world.calls[-1][0] == "list_traces"
+    # queue-router answers the preview (the fake matches every trace; 50% sampling keeps one of two)
+    assert "recent trace" in r.text and "2 matched the filter before sampling" in r.text
+    name, asked = env.world.calls[-1]
+    assert name == "preview_rule" and asked["sample_rate"] == 0.5 and len(asked["groups"]) == 2
     r = c.post(f"/setup/queues/{q['id']}/rules", data=rule_form | {"action": "create"})
     assert r.status_code == 303
     [rule] = env.world.rules[q["id"]]

@@ -2,41 +2,41 @@
 the console signs (``tally_shared.identity.auth.sign_user_token``) plus ``X-Tally-Project``. The services check
 the person's role in that project themselves.
 
-Reads come from projections; commands go to scoring and queue-router. This is the only module that knows paths
-and answer shapes; it hands the pages the plain snake_case dicts described in ``adapters/port.py``."""
+Reads come from projections; commands go to scoring and queue-router. This is the only module that knows paths.
+Every answer is parsed into the services' own contract models (``tally_shared.contracts``): an answer that does
+not fit is an error here, not a page that renders half a row. The pages get the plain snake_case dicts described
+in ``adapters/port.py`` (the models dumped), and the Langfuse-shaped datasets and comments keep their camelCase."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from console.adapters.port import ApiCallError, Page, TallyApi, TraceQuery
+from tally_shared.contracts import Created
+from tally_shared.contracts import dead_letters as dl
+from tally_shared.contracts import queues as qr
+from tally_shared.contracts import read_models as rm
+from tally_shared.contracts import scoring as sc
 from tally_shared.identity.auth import sign_user_token
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+M = TypeVar("M", bound=BaseModel)
 
 
-def snake(key: str) -> str:
-    return _CAMEL.sub("_", key).lower()
+def parse(model: type[M], body: Any, path: str) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        where = "; ".join(".".join(str(p) for p in err["loc"]) or "body" for err in e.errors()[:3])
+        raise ApiCallError(502, "bad_answer", f"{path} answered a {model.__name__} that does not fit its "
+                           f"contract ({where})") from None
 
 
-# Keys whose values are user content: their insides keep the sender's spelling.
-_OPAQUE = {"input", "output", "metadata", "model_parameters", "usage_details", "cost_details", "usage",
-           "value", "string_values"}
-
-
-def snake_keys(obj: dict[str, Any]) -> dict[str, Any]:
-    """Top-level camelCase keys to snake_case (nested lists of observations and scores too)."""
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        sk = snake(k)
-        if sk in ("observations", "scores") and isinstance(v, list):
-            v = [snake_keys(x) if isinstance(x, dict) else x for x in v]
-        elif sk not in _OPAQUE and isinstance(v, dict) and sk in ("categories",):
-            v = snake_keys(v)
-        out[sk] = v
+def plain(model: BaseModel) -> dict[str, Any]:
+    """A parsed answer as the pages read it: JSON values, the wire's key spelling."""
+    out: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
     return out
 
 
@@ -85,16 +85,6 @@ class HttpApiFactory:
                                   f"service's 401{hint}")
 
 
-def _data(body: Any) -> list[dict[str, Any]]:
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for key in ("data", "items", "queues", "rules"):
-            if isinstance(body.get(key), list):
-                return list(body[key])
-    return []
-
-
 class HttpTallyApi:
     def __init__(self, client: httpx.AsyncClient, token: str, project_id: str, user_id: str) -> None:
         self._client = client
@@ -117,6 +107,15 @@ class HttpTallyApi:
             return {}
         return resp.json()
 
+    async def _get(self, model: type[M], path: str, *, params: Any = None, json: Any = None,
+                   method: str = "GET") -> M:
+        return parse(model, await self._call(method, path, params=params, json=json), path)
+
+    async def _maybe(self, model: type[M], path: str, *, method: str = "GET", json: Any = None) -> M | None:
+        """The answer, or None when the object does not exist (404) or nothing is there (204)."""
+        body = await self._call(method, path, json=json, missing_ok=True)
+        return parse(model, body, path) if body else None
+
     # ------------------------------------------------------------------ projections
     async def list_traces(self, query: TraceQuery) -> Page:
         params: list[tuple[str, str]] = [("page", str(query.page)), ("limit", str(query.limit))]
@@ -135,190 +134,188 @@ class HttpTallyApi:
                 params.append(("score_min", v))
             if query.score_op in ("lte", "lt", "eq"):
                 params.append(("score_max", v))
-        body = await self._call("GET", "/api/v1/traces", params=params)
-        meta = body.get("meta", {}) if isinstance(body, dict) else {}
-        total = meta.get("total", meta.get("total_items"))
-        return Page([_trace_row(t) for t in _data(body)], total, query.page, query.limit)
+        page = await self._get(rm.TracePage, "/api/v1/traces", params=params)
+        return Page([_trace_row(t) for t in page.data], page.meta.total, query.page, query.limit)
 
     async def list_sessions(self, page: int, limit: int) -> Page:
-        body = await self._call("GET", "/api/v1/sessions", params={"page": page, "limit": limit})
-        meta = body.get("meta", {}) if isinstance(body, dict) else {}
-        return Page(_data(body), meta.get("total"), page, limit)
+        body = await self._get(rm.SessionPage, "/api/v1/sessions", params={"page": page, "limit": limit})
+        return Page([plain(s) for s in body.data], body.meta.total, page, limit)
 
     async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        body = await self._call("GET", f"/api/v1/traces/{_seg(trace_id)}", missing_ok=True)
-        if not isinstance(body, dict):
+        detail = await self._maybe(rm.TraceDetail, f"/api/v1/traces/{_seg(trace_id)}")
+        if detail is None:
             return None
-        if "trace" not in body:  # a flat (Langfuse-style) trace
-            return snake_keys(body)
-        trace = dict(body["trace"])
-        trace["latency"] = body.get("latency")
-        trace["total_cost"] = body.get("total_cost")
-        trace["observations"] = _flatten(body.get("observations") or [])
-        trace["scores"] = list(body.get("scores") or [])
-        trace["queue_items"] = list(body.get("queue_items") or [])
+        trace = plain(detail.trace)
+        trace["latency"] = detail.latency
+        trace["total_cost"] = detail.total_cost
+        trace["observations"] = _flatten([plain(o) for o in detail.observations])
+        trace["scores"] = [plain(s) for s in detail.scores]
+        trace["queue_items"] = [plain(i) for i in detail.queue_items]
         return trace
 
     async def queue_progress(self, queue_id: str) -> dict[str, Any]:
         # queue-router's own counts are live (leases that are held right now), so the queue list uses them.
-        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/progress", missing_ok=True)
-        return _progress(body or {})
+        progress = await self._maybe(qr.QueueProgress, f"/api/v1/queues/{_seg(queue_id)}/progress")
+        return _progress(progress)
 
     async def score_analytics(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/analytics/scores", params=_clean(params)) or {}
+        return plain(await self._get(rm.ScoreAnalytics, "/api/v1/analytics/scores", params=_clean(params)))
 
     async def list_experiments(self) -> list[dict[str, Any]]:
-        return _data(await self._call("GET", "/api/v1/experiments/runs"))
+        return [plain(r) for r in (await self._get(rm.ExperimentRuns, "/api/v1/experiments/runs")).data]
 
     async def compare_experiment(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/experiments/compare", params=_clean(params)) or {}
+        return plain(await self._get(rm.RunComparison, "/api/v1/experiments/compare", params=_clean(params)))
 
     async def agreement(self, queue_id: str, config_id: str | None) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/agreement",
-                                params=_clean({"queue_id": queue_id, "config_id": config_id})) or {}
+        return plain(await self._get(rm.Agreement, "/api/v1/agreement",
+                                     params=_clean({"queue_id": queue_id, "config_id": config_id})))
 
     async def calibration(self, config_id: str, score_name: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/calibration",
-                                params=_clean({"config_id": config_id, "evaluator": score_name, **params})) or {}
+        return plain(await self._get(rm.Calibration, "/api/v1/calibration",
+                                     params=_clean({"config_id": config_id, "evaluator": score_name, **params})))
 
     async def list_dead_letters(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("GET", "/api/v1/dead-letters", params=_clean(params)) or {}
+        return plain(await self._get(dl.DeadLetterPage, "/api/v1/dead-letters", params=_clean(params)))
 
     async def get_dead_letter(self, dead_letter_id: str) -> dict[str, Any] | None:
-        return await self._call("GET", f"/api/v1/dead-letters/{_seg(dead_letter_id)}", missing_ok=True)
+        found = await self._maybe(dl.DeadLetterDetail, f"/api/v1/dead-letters/{_seg(dead_letter_id)}")
+        return plain(found) if found else None
 
     async def replay_dead_letters(self, ids: list[str] | None = None,
                                   reason_code: str | None = None) -> dict[str, Any]:
         if ids is not None and len(ids) == 1:
-            return await self._call("POST", f"/api/v1/dead-letters/{_seg(ids[0])}/replay")
-        return await self._call("POST", "/api/v1/dead-letters/replay",
-                                json=_clean({"ids": ids, "reason_code": reason_code}))
+            return plain(await self._get(dl.ReplayResult, f"/api/v1/dead-letters/{_seg(ids[0])}/replay",
+                                         method="POST"))
+        return plain(await self._get(dl.ReplayResult, "/api/v1/dead-letters/replay", method="POST",
+                                     json=_selection(ids, reason_code)))
 
     async def discard_dead_letters(self, ids: list[str] | None = None,
                                    reason_code: str | None = None) -> dict[str, Any]:
         if ids is not None and len(ids) == 1:
-            return await self._call("POST", f"/api/v1/dead-letters/{_seg(ids[0])}/discard")
-        return await self._call("POST", "/api/v1/dead-letters/discard",
-                                json=_clean({"ids": ids, "reason_code": reason_code}))
+            return plain(await self._get(dl.DiscardResult, f"/api/v1/dead-letters/{_seg(ids[0])}/discard",
+                                         method="POST"))
+        return plain(await self._get(dl.DiscardResult, "/api/v1/dead-letters/discard", method="POST",
+                                     json=_selection(ids, reason_code)))
 
     # ------------------------------------------------------------------ scoring
     async def list_configs(self, include_archived: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            body = await self._call("GET", "/api/v1/score-configs", params={
+            body = await self._get(sc.ScoreConfigPage, "/api/v1/score-configs", params={
                 "page": page, "limit": 100, "include_archived": str(include_archived).lower()})
-            rows = _data(body)
-            out += rows
-            total_pages = (body.get("meta") or {}).get("total_pages", 1) if isinstance(body, dict) else 1
-            if page >= (total_pages or 1) or not rows or page >= 20:
+            out += [plain(c) for c in body.data]
+            if page >= (body.meta.total_pages or 1) or not body.data or page >= 20:
                 return out
             page += 1
 
     async def get_config(self, config_id: str) -> dict[str, Any] | None:
-        return await self._call("GET", f"/api/v1/score-configs/{_seg(config_id)}", missing_ok=True)
+        found = await self._maybe(sc.ScoreConfigPublic, f"/api/v1/score-configs/{_seg(config_id)}")
+        return plain(found) if found else None
 
     async def create_config(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", "/api/v1/score-configs", json=_clean(data))
+        return plain(await self._get(sc.ScoreConfigPublic, "/api/v1/score-configs", method="POST",
+                                     json=_clean(data)))
 
     async def update_config(self, config_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", f"/api/v1/score-configs/{_seg(config_id)}", json=data)
+        return plain(await self._get(sc.ScoreConfigPublic, f"/api/v1/score-configs/{_seg(config_id)}",
+                                     method="PATCH", json=data))
 
     async def set_config_archived(self, config_id: str, archived: bool) -> dict[str, Any]:
         action = "archive" if archived else "unarchive"
-        return await self._call("POST", f"/api/v1/score-configs/{_seg(config_id)}/{action}")
+        return plain(await self._get(sc.ScoreConfigPublic, f"/api/v1/score-configs/{_seg(config_id)}/{action}",
+                                     method="POST"))
 
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", "/api/v1/scores", json=data)
+        return plain(await self._get(sc.ScoreSaved, "/api/v1/scores", method="POST", json=data))
 
     async def create_scores(self, items: list[dict[str, Any]]) -> list[ApiCallError | None]:
         """Several scores in one call (one transaction at scoring); per score None, or why it was refused."""
-        body = await self._call("POST", "/api/v1/scores/batch", json={"scores": items})
+        body = await self._get(sc.ScoreBatchResult, "/api/v1/scores/batch", method="POST", json={"scores": items})
         out: list[ApiCallError | None] = [None] * len(items)
-        for r in body.get("results") or []:
-            if isinstance(r, dict) and r.get("status") == "rejected" and isinstance(r.get("index"), int):
-                out[r["index"]] = ApiCallError(422, "rejected", "score refused", r.get("errors"))
+        for r in body.results:
+            if r.status == "rejected" and 0 <= r.index < len(items):
+                out[r.index] = ApiCallError(422, "rejected", "score refused", r.errors)
         return out
 
     async def update_score(self, score_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", f"/api/v1/scores/{_seg(score_id)}", json=data)
+        return plain(await self._get(sc.ScorePublic, f"/api/v1/scores/{_seg(score_id)}", method="PATCH",
+                                     json=data))
 
     async def delete_score(self, score_id: str) -> None:
         await self._call("DELETE", f"/api/v1/scores/{_seg(score_id)}")
 
     async def list_scores(self, params: dict[str, str]) -> list[dict[str, Any]]:
         # scoring is the source of truth for a person's own scores: right after a save, the read model may lag.
-        return _data(await self._call("GET", "/api/v1/scores", params={**_clean(params), "limit": 500}))
+        page = await self._get(sc.ScorePage, "/api/v1/scores", params={**_clean(params), "limit": 500})
+        return [plain(s) for s in page.data]
 
     # ------------------------------------------------------------------ queue-router
     async def list_queues(self) -> list[dict[str, Any]]:
-        return [_queue(q) for q in _data(await self._call("GET", "/api/v1/queues", params={"limit": 500}))]
+        return [_queue(q) for q in (await self._get(qr.QueueList, "/api/v1/queues", params={"limit": 500})).data]
 
     async def get_queue(self, queue_id: str) -> dict[str, Any] | None:
-        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}", missing_ok=True)
-        return _queue(body) if body else None
+        found = await self._maybe(qr.QueuePublic, f"/api/v1/queues/{_seg(queue_id)}")
+        return _queue(found) if found else None
 
     async def create_queue(self, data: dict[str, Any]) -> dict[str, Any]:
-        return _queue(await self._call("POST", "/api/v1/queues", json=_queue_out(data)))
+        return _queue(await self._get(qr.QueuePublic, "/api/v1/queues", method="POST", json=_queue_out(data)))
 
     async def update_queue(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
         body = _queue_out(data)
         archive = body.pop("is_archived", None)
-        out = _queue(await self._call("PATCH", f"/api/v1/queues/{_seg(queue_id)}", json=body))
-        if archive and not out.get("is_archived"):
-            out = _queue(await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/archive"))
-        return out
+        out = await self._get(qr.QueuePublic, f"/api/v1/queues/{_seg(queue_id)}", method="PATCH", json=body)
+        if archive and not out.is_archived:
+            out = await self._get(qr.QueuePublic, f"/api/v1/queues/{_seg(queue_id)}/archive", method="POST")
+        return _queue(out)
 
     async def list_rules(self, queue_id: str) -> list[dict[str, Any]]:
-        return [_rule(r) for r in _data(await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/rules"))]
+        return [_rule(r) for r in (await self._get(qr.RuleList, f"/api/v1/queues/{_seg(queue_id)}/rules")).data]
 
     async def create_rule(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return _rule(await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/rules", json=_rule_out(data)))
+        return _rule(await self._get(qr.RulePublic, f"/api/v1/queues/{_seg(queue_id)}/rules", method="POST",
+                                     json=_rule_out(data)))
 
     async def update_rule(self, queue_id: str, rule_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        body = await self._call("PATCH", f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}",
-                                json=_rule_out(data))
-        return _rule(body) if isinstance(body, dict) else {}
+        return _rule(await self._get(qr.RulePublic, f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}",
+                                     method="PATCH", json=_rule_out(data)))
 
     async def preview_rule(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(
-            "POST", f"/api/v1/queues/{_seg(queue_id)}/rules/preview", json=_rule_out(data))
+        return plain(await self._get(qr.RulePreviewResult, f"/api/v1/queues/{_seg(queue_id)}/rules/preview",
+                                     method="POST", json=_rule_out(data)))
 
     async def add_items(self, queue_id: str, trace_ids: list[str]) -> dict[str, Any]:
-        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items", json={
+        added = await self._get(qr.ItemsAdded, f"/api/v1/queues/{_seg(queue_id)}/items", method="POST", json={
             "items": [{"object_type": "TRACE", "object_id": t, "trace_id": t} for t in trace_ids]})
-        added = body.get("added") if isinstance(body, dict) else None
-        return {"added": len(added) if isinstance(added, list) else len(trace_ids)}
+        return {"added": len(added.added)}
 
     async def next_item(self, queue_id: str) -> dict[str, Any] | None:
-        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/next", json={"reviewer": "me"},
-                                missing_ok=True)
-        if not body or not body.get("item"):
-            return None
-        return _lease(queue_id, body)
+        leased = await self._maybe(qr.LeasedItem, f"/api/v1/queues/{_seg(queue_id)}/next", method="POST",
+                                   json={"reviewer": "me"})
+        return _lease(queue_id, leased) if leased else None
 
     async def get_item(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
-        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}", missing_ok=True)
-        return _item(queue_id, body, self.user_id) if body else None
+        found = await self._maybe(qr.ItemDetail, f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}")
+        return _item(queue_id, found, self.user_id) if found else None
 
     async def heartbeat(self, queue_id: str, item_id: str, lease_id: str) -> dict[str, Any]:
-        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/heartbeat",
-                                json={"lease_id": lease_id})
-        lease = body.get("lease") or {}
-        return {"item_id": item_id, "lease_id": lease.get("id", lease_id), "expires_at": lease.get("expires_at")}
+        beat = await self._get(qr.Heartbeat, f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/heartbeat",
+                               method="POST", json={"lease_id": lease_id})
+        return {"item_id": item_id, "lease_id": beat.lease.id, "expires_at": plain(beat.lease)["expires_at"]}
 
     async def complete_item(self, queue_id: str, item_id: str, lease_id: str | None,
                             take_next: bool = False) -> dict[str, Any]:
         """With ``take_next`` the answer's ``next_lease`` is the next item, leased in the same call (or None)."""
-        body = await self._call(
-            "POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/complete",
-            json=_clean({"lease_id": lease_id, "next": take_next or None}))
+        body = await self._get(qr.ReviewedItem, f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/complete",
+                               method="POST", json=_clean({"lease_id": lease_id, "next": take_next or None}))
         return _with_next_lease(queue_id, body, take_next)
 
     async def skip_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None,
                         take_next: bool = False) -> dict[str, Any]:
-        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
-                                json=_clean({"lease_id": lease_id, "reason": reason, "next": take_next or None}))
+        body = await self._get(qr.ReviewedItem, f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/skip",
+                               method="POST",
+                               json=_clean({"lease_id": lease_id, "reason": reason, "next": take_next or None}))
         return _with_next_lease(queue_id, body, take_next)
 
     async def flag_item(self, queue_id: str, item_id: str, lease_id: str | None, reason: str | None) -> None:
@@ -331,48 +328,44 @@ class HttpTallyApi:
 
     async def my_items(self, queue_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """The items this person completed, skipped or flagged, oldest first (one call: the statuses together)."""
-        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/items",
-                                params={"reviewer": "me", "status": status or "completed,skipped,flagged",
-                                        "limit": 500})
-        out = [_item(queue_id, i, self.user_id) for i in _data(body)]
+        body = await self._get(qr.ItemList, f"/api/v1/queues/{_seg(queue_id)}/items",
+                               params={"reviewer": "me", "status": status or "completed,skipped,flagged",
+                                       "limit": 500})
+        out = [_item(queue_id, i, self.user_id) for i in body.data]
         return sorted(out, key=lambda i: str(i.get("my_at") or ""))
 
     async def undo_skip(self, queue_id: str, item_id: str) -> dict[str, Any] | None:
-        body = await self._call("POST", f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/undo-skip",
-                                json={})
-        return _lease(queue_id, body) if body and body.get("lease") else None
+        body = await self._get(qr.UndoneSkip, f"/api/v1/queues/{_seg(queue_id)}/items/{_seg(item_id)}/undo-skip",
+                               method="POST", json={})
+        return _lease_of(queue_id, body.item, body.lease) if body.lease is not None else None
 
     async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
                              outcome: str | None = None) -> dict[str, Any]:
-        body = await self._call("GET", f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
-                                params=_clean({"page": page, "limit": 50, "outcome": outcome}))
-        return body if isinstance(body, dict) else {"data": [], "meta": {}}
+        return plain(await self._get(qr.DecisionList,
+                                     f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
+                                     params=_clean({"page": page, "limit": 50, "outcome": outcome})))
 
     # ------------------------------------------------------------------ scoring: datasets and comments
     async def create_dataset(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/api/public/v2/datasets", json={"name": name})
-        return result
+        return plain(await self._get(sc.LfDataset, "/api/public/v2/datasets", method="POST", json={"name": name}))
 
     async def upsert_dataset_item(self, data: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/api/public/dataset-items", json=data)
-        return result
+        return plain(await self._get(sc.LfDatasetItem, "/api/public/dataset-items", method="POST", json=data))
 
     async def list_comments(self, object_type: str, object_id: str) -> list[dict[str, Any]]:
-        body = await self._call("GET", "/api/public/comments",
-                                params={"objectType": object_type, "objectId": object_id, "limit": 100})
-        return _data(body)
+        page = await self._get(sc.LfCommentPage, "/api/public/comments",
+                               params={"objectType": object_type, "objectId": object_id, "limit": 100})
+        return [plain(c) for c in page.data]
 
     async def create_comment(self, object_type: str, object_id: str, content: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/api/public/comments", json={
-            "projectId": self.project_id, "objectType": object_type, "objectId": object_id, "content": content})
-        return result
+        return plain(await self._get(Created, "/api/public/comments", method="POST", json={
+            "projectId": self.project_id, "objectType": object_type, "objectId": object_id, "content": content}))
 
 
-def _with_next_lease(queue_id: str, body: Any, take_next: bool) -> dict[str, Any]:
-    out = dict(body) if isinstance(body, dict) else {}
+def _with_next_lease(queue_id: str, body: qr.ReviewedItem, take_next: bool) -> dict[str, Any]:
+    out = plain(body)
     if take_next:
-        nxt = out.get("next")
-        out["next_lease"] = _lease(queue_id, nxt) if isinstance(nxt, dict) and nxt.get("item") else None
+        out["next_lease"] = _lease(queue_id, body.next) if body.next is not None else None
     return out
 
 
@@ -384,6 +377,11 @@ def _seg(value: str) -> str:
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != ""}
+
+
+def _selection(ids: list[str] | None, reason_code: str | None) -> dict[str, Any]:
+    return dl.DeadLetterSelection.model_validate(_clean({"ids": ids, "reason_code": reason_code})).model_dump(
+        mode="json", exclude_unset=True)
 
 
 def _flatten(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -398,44 +396,32 @@ def _flatten(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _trace_row(t: dict[str, Any]) -> dict[str, Any]:
-    row = snake_keys(t)
-    summary = []
-    for s in row.get("scores") or []:
-        if not isinstance(s, dict):
-            continue
-        labels = s.get("labels") or []
-        summary.append({"name": s.get("name"), "source": s.get("source"), "count": s.get("count"),
-                        "value": s.get("mean") if not labels else None,
-                        "string_value": ", ".join(map(str, labels)) if labels else None})
-    row["scores"] = summary
+def _trace_row(t: rm.TraceSummary) -> dict[str, Any]:
+    row = plain(t)
+    row["scores"] = [{"name": s.name, "source": s.source, "count": s.count,
+                      "value": s.mean if not s.labels else None,
+                      "string_value": ", ".join(s.labels) if s.labels else None} for s in t.scores]
     return row
 
 
-def _queue(body: Any) -> dict[str, Any]:
-    q = snake_keys(body) if isinstance(body, dict) else {}
-    refs = q.get("score_configs")
-    if refs is None and q.get("score_config_ids"):
-        refs = [{"id": c, "required": True} for c in q["score_config_ids"]]
-    q["score_configs"] = [{"config_id": r.get("config_id") or r.get("id"), "required": bool(r.get("required", True))}
-                          for r in refs or [] if isinstance(r, dict)]
-    q.setdefault("reviewers", [])
-    return q
+def _queue(q: qr.QueuePublic) -> dict[str, Any]:
+    out = plain(q)
+    out["score_configs"] = [{"config_id": r.id, "required": r.required} for r in q.score_configs]
+    return out
 
 
 def _queue_out(data: dict[str, Any]) -> dict[str, Any]:
     body = dict(data)
     if "score_configs" in body:
-        body["score_configs"] = [{"id": r["config_id"], "required": bool(r.get("required"))}
+        body["score_configs"] = [qr.ScoreConfigRef(id=r["config_id"], required=bool(r.get("required"))).model_dump()
                                  for r in body["score_configs"]]
     return body
 
 
-def _rule(body: Any) -> dict[str, Any]:
-    r = snake_keys(body) if isinstance(body, dict) else {}
-    flt = r.get("filter") or {}
-    r["groups"] = [list(g.get("conditions") or []) for g in flt.get("groups") or [] if isinstance(g, dict)]
-    return r
+def _rule(r: qr.RulePublic) -> dict[str, Any]:
+    out = plain(r)
+    out["groups"] = [list(g.get("conditions") or []) for g in r.filter.get("groups") or [] if isinstance(g, dict)]
+    return out
 
 
 def _rule_out(data: dict[str, Any]) -> dict[str, Any]:
@@ -445,43 +431,45 @@ def _rule_out(data: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _progress(body: dict[str, Any]) -> dict[str, Any]:
-    items: dict[str, Any] = body["items"] if isinstance(body.get("items"), dict) else body
-    out: dict[str, Any] = {k: int(items.get(k) or 0) for k in ("total", "pending", "in_progress", "completed")}
-    out["completed_last_hour"] = body.get("items_completed_last_hour")
-    out["per_hour"] = body.get("items_completed_per_hour") or []
-    reviewers = []
-    for r in body.get("reviewers") or []:
-        counts = r.get("counts") or r
-        reviewers.append({"reviewer": r.get("reviewer"), **{k: int(counts.get(k) or 0) for k in
-                          ("in_progress", "completed", "skipped", "flagged")},
-                          "completed_last_hour": r.get("completed_last_hour")})
+def _progress(p: qr.QueueProgress | None) -> dict[str, Any]:
+    if p is None:
+        return {"total": 0, "pending": 0, "in_progress": 0, "completed": 0, "completed_last_hour": None,
+                "per_hour": [], "reviewers": [], "skipped": 0, "flagged": 0}
+    out: dict[str, Any] = {"total": p.items.total, "pending": p.items.pending, "in_progress": p.items.in_progress,
+                           "completed": p.items.completed, "completed_last_hour": p.items_completed_last_hour,
+                           "per_hour": [plain(h) for h in p.items_completed_per_hour]}
+    reviewers = [{"reviewer": r.reviewer, **{k: int(r.counts.get(k) or 0) for k in
+                                             ("in_progress", "completed", "skipped", "flagged")},
+                  "completed_last_hour": r.completed_last_hour} for r in p.reviewers]
     out["reviewers"] = reviewers
     out["skipped"] = sum(r["skipped"] for r in reviewers)
     out["flagged"] = sum(r["flagged"] for r in reviewers)
     return out
 
 
-def _lease(queue_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    item = snake_keys(body.get("item") or {})
-    lease = snake_keys(body.get("lease") or {})
-    return {"queue_id": queue_id, "item_id": item.get("id") or item.get("item_id"),
-            "lease_id": lease.get("id") or lease.get("lease_id"), "expires_at": lease.get("expires_at"),
-            "object_type": item.get("object_type"), "object_id": item.get("object_id"),
-            "trace_id": item.get("trace_id"), "reason": item.get("reason"), "added_by": item.get("added_by")}
+def _lease(queue_id: str, leased: qr.LeasedItem) -> dict[str, Any]:
+    return _lease_of(queue_id, leased.item, leased.lease)
 
 
-def _item(queue_id: str, body: dict[str, Any], user_id: str) -> dict[str, Any]:
-    i = snake_keys(body)
-    i["item_id"] = i.get("item_id") or i.get("id")
+def _lease_of(queue_id: str, item: qr.ItemPublic, lease: qr.Lease) -> dict[str, Any]:
+    return {"queue_id": queue_id, "item_id": item.id, "lease_id": lease.id,
+            "expires_at": plain(lease)["expires_at"], "object_type": item.object_type,
+            "object_id": item.object_id, "trace_id": item.trace_id, "reason": item.reason,
+            "added_by": item.added_by}
+
+
+def _item(queue_id: str, item: qr.ItemPublic, user_id: str) -> dict[str, Any]:
+    i = plain(item)
+    i["item_id"] = item.id
     i.setdefault("queue_id", queue_id)
-    if i.get("reviewer_status"):
-        i["my_status"] = i["reviewer_status"]
-        i["my_reason"] = i.get("reviewer_reason")
+    if item.reviewer_status:
+        i["my_status"] = item.reviewer_status
+        i["my_reason"] = item.reviewer_reason
         i["my_at"] = i.get("reviewer_completed_at") or i.get("reviewer_updated_at")
-    for review in i.get("reviews") or []:
-        if isinstance(review, dict) and review.get("reviewer") == user_id:
-            i["my_status"] = review.get("status")
-            i["my_reason"] = review.get("reason")
+    if isinstance(item, qr.ItemDetail):
+        for review in item.reviews:
+            if review.reviewer == user_id:
+                i["my_status"] = review.status
+                i["my_reason"] = review.reason
     i.setdefault("my_status", "pending")
     return i

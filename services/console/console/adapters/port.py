@@ -1,7 +1,9 @@
 """What the console asks of the other services, in one interface. Pages depend on this, not on HTTP: unit tests
 use an in-memory fake, production the HTTP client in ``adapters/api.py``.
 
-Shapes are plain dicts with snake_case keys (the adapter normalises camelCase answers):
+Shapes are plain dicts with snake_case keys: the services' contract models (``tally_shared.contracts``) dumped by
+the adapter, with a few keys renamed for the pages (``config_id`` refs of a queue, ``groups`` of a rule, ``my_*``
+of an item):
 - trace: id, name, timestamp, input, output, metadata, tags, user_id, session_id, release, version, environment,
   observations [observation], scores [score]
 - observation: id, trace_id, type, name, parent_observation_id, start_time, end_time, level, status_message,

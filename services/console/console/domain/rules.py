@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-FIELDS = (
-    ("name", "trace name"), ("tags", "tags"), ("environment", "environment"), ("release", "release"),
-    ("user_id", "user id"), ("session_id", "session id"), ("has_error", "has an ERROR observation (true/false)"),
-    ("metadata", "metadata (key=value)"), ("latency", "latency (s)"), ("total_cost", "total cost"),
-    ("input_tokens", "input tokens"), ("output_tokens", "output tokens"), ("total_tokens", "total tokens"),
-    ("observation_types", "observation types"), ("observation_names", "observation names"),
-    ("dataset_run_name", "experiment run"), ("score", "automated score"),
-)
-OPS = (("eq", "="), ("neq", "≠"), ("contains", "contains"), ("starts_with", "starts with"),
-       ("in", "one of (a, b)"), ("not_in", "none of (a, b)"), ("any_of", "any of (a, b)"),
-       ("all_of", "all of (a, b)"), ("none_of", "none of (list)"), ("gt", ">"), ("gte", "≥"), ("lt", "<"),
-       ("lte", "≤"), ("exists", "exists"), ("not_exists", "does not exist"))
-NUMERIC_FIELDS = {"latency", "total_cost", "input_tokens", "output_tokens", "total_tokens", "score"}
-LIST_OPS = {"in", "not_in", "any_of", "all_of", "none_of"}
-NO_VALUE_OPS = {"exists", "not_exists"}
+from tally_shared.contracts.queues import FIELD_LABELS, LIST_VALUE_OPS, NO_VALUE_OPS, NUMERIC_FIELDS, OP_LABELS, ops_for
+
+# queue-router's filter vocabulary (tally_shared.contracts.queues): fields and operators with words for people.
+FIELDS = FIELD_LABELS
+OPS = OP_LABELS
+LIST_OPS = LIST_VALUE_OPS
+__all__ = ["FIELDS", "LIST_OPS", "NO_VALUE_OPS", "NUMERIC_FIELDS", "OPS", "RuleFormError", "describe",
+           "groups_from_form"]
+
 ROWS = 6
 
 
@@ -63,6 +57,8 @@ def groups_from_form(form: dict[str, list[str]]) -> list[list[dict[str, Any]]]:
             continue
         if field not in dict(FIELDS) or op not in dict(OPS):
             raise RuleFormError(f"{where}: unknown field or operator")
+        if op not in ops_for(field):
+            raise RuleFormError(f"{where}: {dict(OPS)[op]!r} does not apply to {dict(FIELDS)[field]}")
         cond: dict[str, Any] = {"field": field, "op": op}
         if field == "metadata":
             key, sep, val = raw.partition("=")

@@ -1,5 +1,9 @@
 """In-memory stand-ins for the console's two ports (the services' APIs and the identity store), with just enough
-behaviour (leases, overlap, per-reviewer status, score versions) for the pages to be exercised for real."""
+behaviour (leases, overlap, per-reviewer status, score versions) for the pages to be exercised for real.
+
+What the fake stores and answers is built from the services' contract models (``tally_shared.contracts``), and
+what the pages send is checked against the request models the services validate with: a shape that drifts from
+a service fails here, in the console's tests."""
 
 from __future__ import annotations
 
@@ -10,8 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from console.adapters.api import plain
 from console.adapters.identity import Member
 from console.adapters.port import ApiCallError, Page, TraceQuery
+from tally_shared.contracts import dead_letters as dl_contract
+from tally_shared.contracts import queues as qr
+from tally_shared.contracts import scoring as sc
 from tally_shared.identity.store import User
 
 _ids = itertools.count(1)
@@ -86,7 +94,7 @@ class World:
     comparison: dict[str, Any] = field(default_factory=dict)
     agreement_data: dict[str, Any] = field(default_factory=dict)
     calibration_data: dict[str, Any] = field(default_factory=dict)
-    preview_status: int = 404
+    project_id: str = "p"
     dead_letters: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_items: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -102,16 +110,27 @@ class World:
 
     def add_config(self, name: str, data_type: str, **fields: Any) -> dict[str, Any]:
         cid = new_id("cfg")
-        cfg = {"id": cid, "name": name, "data_type": data_type, "version": 1, "is_archived": False} | fields
+        now = datetime.now(UTC)
+        cfg = plain(sc.ScoreConfigPublic.model_validate(
+            {"id": cid, "name": name, "data_type": data_type, "project_id": self.project_id, "created_at": now,
+             "updated_at": now} | fields))
         self.configs[cid] = cfg
         return cfg
 
     def add_queue(self, name: str, configs: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-        qid = new_id("q")
-        q = {"id": qid, "name": name, "description": None, "reviewers": [], "reviewers_per_item": 1,
-             "lease_seconds": 600, "blind": False, "is_archived": False,
-             "score_configs": [{"config_id": c["id"], "required": True} for c in configs]} | fields
-        self.queues[qid] = q
+        return self.store_queue(qr.QueueCreate(name=name, score_configs=[
+            qr.ScoreConfigRef(id=c["id"]) for c in configs]).model_dump() | fields)
+
+    def store_queue(self, fields: dict[str, Any], queue_id: str | None = None) -> dict[str, Any]:
+        """A queue as queue-router answers it (``QueuePublic``), in the pages' shape (``config_id`` refs)."""
+        now = datetime.now(UTC)
+        public = qr.QueuePublic.model_validate(
+            {"id": queue_id or new_id("q"), "project_id": self.project_id, "description": None, "reviewers": [],
+             "reviewers_per_item": 1, "lease_seconds": 600, "blind": False, "is_archived": False,
+             "created_by": None, "created_at": now, "updated_at": now} | fields)
+        q = plain(public) | {"score_configs": [{"config_id": r.id, "required": r.required}
+                                               for r in public.score_configs]}
+        self.queues[public.id] = q
         return q
 
     def add_dead_letter(self, original: Any = None, **fields: Any) -> dict[str, Any]:
@@ -125,12 +144,14 @@ class World:
         else:
             view = {"encoding": "json", "json": original}
         text = view.get("text") or view.get("base64") or str(original)
-        dl: dict[str, Any] = {"id": did, "consumer": "scoring", "topic": "tally.score-commands", "partition": 0,
-              "offset": next(_ids), "event_id": str(uuid.uuid4()), "event_type": "RecordScore", "key": "t-1",
-              "reason_code": "rule:maximum", "reason": "invalid RecordScore: value: above the maximum (maximum)",
-              "failed_at": datetime.now(UTC).isoformat(), "status": "open", "status_at": None, "status_by": None,
-              "replay_count": 0, "original_size": len(text), "original_truncated": False, "preview": text[:500],
-              "original": view, "related": []} | fields
+        dl = plain(dl_contract.DeadLetterDetail.model_validate(
+            {"id": did, "project_id": self.project_id, "consumer": "scoring", "topic": "tally.score-commands",
+             "partition": 0, "offset": next(_ids), "event_id": str(uuid.uuid4()), "event_type": "RecordScore",
+             "key": "t-1", "reason_code": "rule:maximum",
+             "reason": "invalid RecordScore: value: above the maximum (maximum)", "failed_at": datetime.now(UTC),
+             "status": "open", "status_at": None, "status_by": None, "replay_count": 0,
+             "original_size": len(text), "original_truncated": False, "original": view, "related": []} | fields))
+        dl["preview"] = text[:500]
         self.dead_letters[did] = dl
         return dl
 
@@ -253,7 +274,7 @@ class FakeApi:
         for d in chosen:
             d.update(status="replayed", replay_count=d["replay_count"] + 1, status_by=self.user_id,
                      status_at=datetime.now(UTC).isoformat())
-        return {"replayed": len(chosen), "messages": len(chosen), "skipped": [], "more": False}
+        return plain(dl_contract.ReplayResult(replayed=len(chosen), messages=len(chosen), skipped=[], more=False))
 
     async def discard_dead_letters(self, ids: list[str] | None = None,
                                    reason_code: str | None = None) -> dict[str, Any]:
@@ -261,7 +282,7 @@ class FakeApi:
         chosen = [d for d in self._chosen(ids, reason_code) if d["status"] != "discarded"]
         for d in chosen:
             d.update(status="discarded", status_by=self.user_id, status_at=datetime.now(UTC).isoformat())
-        return {"discarded": len(chosen), "more": False}
+        return plain(dl_contract.DiscardResult(discarded=len(chosen), more=False))
 
     # scoring -------------------------------------------------------------------------------------------------
     async def list_configs(self, include_archived: bool = False) -> list[dict[str, Any]]:
@@ -271,11 +292,13 @@ class FakeApi:
         return self.w.configs.get(config_id)
 
     async def create_config(self, data: dict[str, Any]) -> dict[str, Any]:
+        sc.ScoreConfigCreate.model_validate(data)  # what scoring takes
         if any(c["name"] == data["name"] for c in self.w.configs.values()):
             raise ApiCallError(409, "conflict", f"a score config named {data['name']!r} exists")
         return self.w.add_config(**data)
 
     async def update_config(self, config_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        sc.ScoreConfigUpdate.model_validate(data)
         cfg = self.w.configs[config_id]
         cfg.update(data)
         cfg["version"] += 1
@@ -297,6 +320,7 @@ class FakeApi:
 
     async def create_score(self, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("create_score", data))
+        sc.ScoreCreate.model_validate(data)
         sid = new_id("s")
         cfg = self.w.configs.get(data.get("config_id", ""))
         score = dict(data) | {"id": sid, "author_user_id": self.user_id,
@@ -308,6 +332,7 @@ class FakeApi:
 
     async def update_score(self, score_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("update_score", (score_id, data)))
+        sc.ScoreUpdate.model_validate(data)
         score = self.w.scores[score_id]
         if score["author_user_id"] != self.user_id:
             raise ApiCallError(403, "forbidden", "not your score")
@@ -332,19 +357,23 @@ class FakeApi:
 
     async def create_queue(self, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("create_queue", data))
-        qid = new_id("q")
-        self.w.queues[qid] = {"id": qid, "is_archived": False, **data}
-        return self.w.queues[qid]
+        return self.w.store_queue(qr.QueueCreate.model_validate(_queue_out(data)).model_dump())
 
     async def update_queue(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        self.w.queues[queue_id].update(data)
-        return self.w.queues[queue_id]
+        body = _queue_out(data)
+        archive = body.pop("is_archived", None)
+        change = qr.QueueUpdate.model_validate(body).model_dump(exclude_unset=True)
+        q = self.w.queues[queue_id]
+        current = {k: v for k, v in q.items() if k != "score_configs"} | {
+            "score_configs": [{"id": r["config_id"], "required": r["required"]} for r in q["score_configs"]]}
+        return self.w.store_queue(current | change | ({"is_archived": True} if archive else {}), queue_id)
 
     async def list_rules(self, queue_id: str) -> list[dict[str, Any]]:
         return list(self.w.rules.get(queue_id, []))
 
     async def create_rule(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
         self.w.calls.append(("create_rule", data))
+        qr.RuleCreate.model_validate(_rule_out(data))  # what queue-router takes, its filter checks included
         rule = {"id": new_id("r"), "queue_id": queue_id, **data}
         self.w.rules.setdefault(queue_id, []).append(rule)
         return rule
@@ -355,9 +384,12 @@ class FakeApi:
         return rule
 
     async def preview_rule(self, queue_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        if self.w.preview_status != 200:
-            raise ApiCallError(self.w.preview_status, "not_found", "no preview endpoint")
-        return {"count": 7, "days": 7}
+        self.w.calls.append(("preview_rule", data))
+        asked = qr.RulePreview.model_validate(_rule_out(data))
+        # Every trace of the world matches (the fake does not run filters); sampling applies as queue-router's.
+        matched = len(self.w.traces)
+        return plain(qr.RulePreviewResult(matched=matched, objects=matched, count=round(matched * asked.sample_rate),
+                                          scanned=matched, days=asked.days, truncated=False))
 
     async def add_items(self, queue_id: str, trace_ids: list[str]) -> dict[str, Any]:
         present = {i["object_id"] for i in self.w.items.values() if i["queue_id"] == queue_id}
@@ -497,12 +529,25 @@ class FakeApi:
                          "total_pages": (len(rows) + 49) // 50}}
 
 
+def _queue_out(data: dict[str, Any]) -> dict[str, Any]:
+    # The adapter's request shapes (config refs by ``id``, a rule's groups as a filter).
+    from console.adapters.api import _queue_out as queue_out
+
+    return queue_out(data)
+
+
+def _rule_out(data: dict[str, Any]) -> dict[str, Any]:
+    from console.adapters.api import _rule_out as rule_out
+
+    return rule_out(data)
+
+
 @dataclass
 class FakeApiFactory:
     worlds: dict[str, World] = field(default_factory=dict)
 
     def world(self, project_id: str) -> World:
-        return self.worlds.setdefault(project_id, World())
+        return self.worlds.setdefault(project_id, World(project_id=project_id))
 
     def for_user(self, user_id: str, project_id: str) -> FakeApi:
         return FakeApi(self.world(project_id), user_id)

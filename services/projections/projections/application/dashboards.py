@@ -12,9 +12,9 @@ from sqlalchemy import and_, exists, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
+from projections.domain.errors import Invalid, NotFound
 from projections.domain.rollup import add_to, truncate, value_keys
 from projections.domain.stats import mean_ci
-from tally_shared.http import ApiError
 
 # -- queue progress --------------------------------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ async def queue_progress(session: AsyncSession, t: Tables, project_id: str, queu
     q = (await session.execute(select(qq).where(qq.c.project_id == project_id, qq.c.id == queue_id))
          ).mappings().first()
     if q is None:
-        raise ApiError(404, "not_found", f"queue {queue_id!r} not found")
+        raise NotFound(f"queue {queue_id!r} not found")
     c = (await session.execute(select(*_item_counts(qi, qr)).where(qi.c.project_id == project_id,
                                                                qi.c.queue_id == queue_id))).mappings().one()
     out = _progress_row(dict(q), dict(c))
@@ -235,8 +235,7 @@ async def score_analytics(
     release: str | None, user_id: str | None, bins: int, max_scan: int = 200_000,
 ) -> dict[str, Any]:
     if bucket not in ("hour", "day"):
-        raise ApiError(422, "validation_error", "bucket must be hour or day",
-                       [{"field": "bucket", "rule": "enum", "message": "hour | day"}])
+        raise Invalid("bucket", "enum", "hour | day", "bucket must be hour or day")
     given = [("trace_name", trace_name), ("environment", environment), ("release", release), ("user", user_id)]
     dims: list[tuple[str, str]] = [(k, v) for k, v in given if v is not None] + [("tag", tg) for tg in tags]
     r = t.score_rollup

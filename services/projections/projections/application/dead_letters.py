@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from projections.adapters.dead_letters import dead_letters as dl
+from tally_shared.contracts.dead_letters import BULK_LIMIT
 from tally_shared.deadletters import DeadLetter
 from tally_shared.topics import ALL_TOPICS, DEAD_LETTER
 
@@ -35,7 +36,6 @@ Republish = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]
 
 REPLAYABLE_TOPICS = frozenset(t.name for t in ALL_TOPICS if t != DEAD_LETTER)
 PREVIEW_CHARS = 500
-BULK_LIMIT = 1000
 INSERT_CHUNK_BYTES = 8 * 1024 * 1024
 REPLAY_BYTES = 64 * 1024 * 1024
 

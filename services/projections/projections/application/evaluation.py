@@ -14,13 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.tables import Tables
 from projections.domain import stats
-from tally_shared.http import ApiError
+from projections.domain.errors import Invalid
 
 HUMAN = "ANNOTATION"
 
 
 def kind_of(source: str) -> str:
     return "human" if source == HUMAN else "automated"
+
+
+def _no_subject() -> Invalid:
+    return Invalid("config_id", "required", "config_id or score_name", "name a score config or a score name")
 
 
 def object_key(s: dict[str, Any]) -> tuple[str, str]:
@@ -70,8 +74,7 @@ def _agg(values: Sequence[float]) -> dict[str, Any]:
 async def compare_runs(session: AsyncSession, t: Tables, project_id: str, runs: Sequence[str], *,
                        win_score: str | None, higher_is_better: bool) -> dict[str, Any]:
     if not runs:
-        raise ApiError(422, "validation_error", "name at least one run",
-                       [{"field": "runs", "rule": "min_items", "message": "runs=a,b"}])
+        raise Invalid("runs", "min_items", "runs=a,b", "name at least one run")
     tr, s = t.traces, t.scores
     traces = [dict(r) for r in (await session.execute(
         select(tr.c.id, tr.c.dataset_run_name, tr.c.dataset_item_id)
@@ -163,8 +166,7 @@ async def _config(session: AsyncSession, t: Tables, project_id: str, config_id: 
 async def _human_scores(session: AsyncSession, t: Tables, project_id: str, *, config_id: str | None,
                         score_name: str | None, queue_id: str | None) -> list[dict[str, Any]]:
     if config_id is None and score_name is None:
-        raise ApiError(422, "validation_error", "name a score config or a score name",
-                       [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+        raise _no_subject()
     s, qi = t.scores, t.queue_items
     q = select(s).where(s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN,
                         s.c.author_user_id.isnot(None))
@@ -196,8 +198,7 @@ async def agreement(session: AsyncSession, t: Tables, project_id: str, *, queue_
     data_type = (cfg or {}).get("data_type") or (scores[0]["data_type"] if scores else "NUMERIC")
     lvl = level or stats.default_level(data_type)
     if lvl not in stats.LEVELS:
-        raise ApiError(422, "validation_error", "unknown level",
-                       [{"field": "level", "rule": "enum", "message": " | ".join(stats.LEVELS)}])
+        raise Invalid("level", "enum", " | ".join(stats.LEVELS), "unknown level")
     ratings: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     traces: dict[tuple[str, str], str | None] = {}
     for sc in scores:  # ordered by time: a reviewer's latest score on an object counts
@@ -340,8 +341,7 @@ async def export_dataset(
     reviewers agreeing with it. Objects are read in chunks of ``chunk`` (keyset by object id), so memory stays
     flat whatever the export's size."""
     if config_id is None and score_name is None:
-        raise ApiError(422, "validation_error", "name a score config or a score name",
-                       [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
+        raise _no_subject()
     s, tr, o = t.scores, t.traces, t.observations
     obj = func.coalesce(s.c.observation_id, s.c.trace_id)
     base = [s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN, s.c.author_user_id.isnot(None),

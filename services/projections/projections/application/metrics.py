@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from projections.adapters.tables import Tables
-from tally_shared.http import ApiError
+from projections.domain.errors import Unsupported
 
 MAX_ROWS = 1000
 DEFAULT_ROWS = 100
@@ -32,9 +32,8 @@ GRANULARITIES = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "da
                  "week": timedelta(weeks=1), "month": timedelta(days=30)}
 
 
-def _bad(field_: str, rule: str, message: str, summary: str | None = None) -> ApiError:
-    return ApiError(400, "bad_request", summary or f"{field_}: {message}",
-                    [{"field": field_, "rule": rule, "message": message}])
+def _bad(field_: str, rule: str, message: str, summary: str | None = None) -> Unsupported:
+    return Unsupported(field_, rule, message, summary)
 
 
 def _num(col: Any) -> ColumnElement[Any]:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters import views
 from projections.adapters.tables import Tables
-from tally_shared.http import ApiError
+from projections.domain.errors import NotFound
 
 
 def _meta(page: int, limit: int, total: int) -> dict[str, int]:
@@ -64,7 +64,7 @@ async def public_session(session: AsyncSession, t: Tables, project_id: str, sess
         tr.c.session_id == session_id)
     head = (await session.execute(groups)).mappings().first()
     if head is None:
-        raise ApiError(404, "not_found", f"session {session_id!r} not found")
+        raise NotFound(f"session {session_id!r} not found")
     rows = (await session.execute(
         select(tr).where(tr.c.project_id == project_id, tr.c.session_id == session_id)
         .order_by(tr.c.sort_ts.asc(), tr.c.id.asc()).limit(MAX_SESSION_TRACES))).mappings().all()

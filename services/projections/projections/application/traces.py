@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters import views
 from projections.adapters.tables import Tables
-from tally_shared.http import ApiError
+from projections.domain.errors import NotFound, Unsupported
 
 ORDERABLE = {"id": "id", "timestamp": "timestamp", "name": "name", "userId": "user_id", "release": "release",
              "version": "version", "public": "public", "sessionId": "session_id"}
@@ -59,7 +59,7 @@ async def get_trace_row(session: AsyncSession, t: Tables, project_id: str, trace
         select(t.traces).where(t.traces.c.project_id == project_id, t.traces.c.id == trace_id)
     )).mappings().first()
     if row is None:
-        raise ApiError(404, "not_found", f"trace {trace_id!r} not found")
+        raise NotFound(f"trace {trace_id!r} not found")
     return dict(row)
 
 
@@ -114,8 +114,7 @@ def _order(t: Tables, order_by: str | None) -> list[Any]:
     field, _, direction = order_by.partition(".")
     col_name = ORDERABLE.get(field)
     if col_name is None or direction not in ("asc", "desc"):
-        raise ApiError(400, "bad_request", "orderBy must be <field>.<asc|desc>",
-                       [{"field": "orderBy", "rule": "format", "message": f"fields: {sorted(ORDERABLE)}"}])
+        raise Unsupported("orderBy", "format", f"fields: {sorted(ORDERABLE)}", "orderBy must be <field>.<asc|desc>")
     col = tr.c.sort_ts if col_name == "timestamp" else tr.c[col_name]
     return [col.asc() if direction == "asc" else col.desc(), tr.c.id.asc() if direction == "asc" else tr.c.id.desc()]
 
@@ -163,9 +162,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         data = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         return datetime.fromisoformat(data["s"]), str(data["i"])
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise ApiError(400, "bad_request", "invalid cursor",
-                       [{"field": "cursor", "rule": "format", "message": "use the cursor of a previous page"}]
-                       ) from None
+        raise Unsupported("cursor", "format", "use the cursor of a previous page", "invalid cursor") from None
 
 
 _V2_FILTER_COLUMNS = {
@@ -182,13 +179,12 @@ def _apply_filter_json(q: Select[Any], t: Tables, raw: str) -> Select[Any]:
         conds = orjson.loads(raw)
         assert isinstance(conds, list)
     except (orjson.JSONDecodeError, AssertionError):
-        raise ApiError(400, "bad_request", "filter must be a JSON array of conditions",
-                       [{"field": "filter", "rule": "json_array", "message": "not a JSON array"}]) from None
+        raise Unsupported("filter", "json_array", "not a JSON array",
+                          "filter must be a JSON array of conditions") from None
     o, tr = t.observations, t.traces
     for i, c in enumerate(conds):
         if not isinstance(c, dict):
-            raise ApiError(400, "bad_request", "each filter condition must be an object",
-                           [{"field": f"filter[{i}]", "rule": "object", "message": "not an object"}])
+            raise Unsupported(f"filter[{i}]", "object", "not an object", "each filter condition must be an object")
         column, op, value = c.get("column"), c.get("operator"), c.get("value")
         if column in _V2_FILTER_COLUMNS:
             col: Any = o.c[_V2_FILTER_COLUMNS[column]]
@@ -203,8 +199,8 @@ def _apply_filter_json(q: Select[Any], t: Tables, raw: str) -> Select[Any]:
         elif column == "metadata" and c.get("key"):
             col = o.c.metadata[str(c["key"])].astext
         else:
-            raise ApiError(400, "bad_request", f"unsupported filter column {column!r}",
-                           [{"field": f"filter[{i}].column", "rule": "supported_column", "message": str(column)}])
+            raise Unsupported(f"filter[{i}].column", "supported_column", str(column),
+                              f"unsupported filter column {column!r}")
         if column in ("startTime", "endTime") and isinstance(value, str):
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if column in ("tags", "traceTags"):
@@ -216,7 +212,7 @@ def _apply_filter_json(q: Select[Any], t: Tables, raw: str) -> Select[Any]:
             elif op == "none of":
                 q = q.where(~or_(*[func.coalesce(col, cast(literal("[]"), JSONB)).op("?")(v) for v in vals]))
             else:
-                raise ApiError(400, "bad_request", f"unsupported operator {op!r} for {column}")
+                raise Unsupported(None, None, f"unsupported operator {op!r} for {column}")
             continue
         ops = {"=": lambda c, v: c == v, ">": lambda c, v: c > v, "<": lambda c, v: c < v,
                ">=": lambda c, v: c >= v, "<=": lambda c, v: c <= v, "<>": lambda c, v: c != v,
@@ -228,8 +224,7 @@ def _apply_filter_json(q: Select[Any], t: Tables, raw: str) -> Select[Any]:
                "is null": lambda c, v: c.is_(None), "is not null": lambda c, v: c.isnot(None)}
         fn = ops.get(op)  # type: ignore[arg-type]
         if fn is None:
-            raise ApiError(400, "bad_request", f"unsupported operator {op!r}",
-                           [{"field": f"filter[{i}].operator", "rule": "supported_operator", "message": str(op)}])
+            raise Unsupported(f"filter[{i}].operator", "supported_operator", str(op), f"unsupported operator {op!r}")
         q = q.where(fn(col, value))
     return q
 
@@ -246,8 +241,8 @@ async def public_observations_v2(
     groups = ["basic"] if not fields else [g.strip() for g in fields.split(",") if g.strip()]
     unknown = [g for g in groups if g not in views.V2_GROUPS]
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown field groups {unknown}",
-                       [{"field": "fields", "rule": "field_group", "message": f"one of {sorted(views.V2_GROUPS)}"}])
+        raise Unsupported("fields", "field_group", f"one of {sorted(views.V2_GROUPS)}",
+                          f"unknown field groups {unknown}")
     start = func.coalesce(o.c.start_time, o.c.created_at).label("sort_start")
     q = (
         select(o, start, tr.c.name.label("trace_name"), tr.c.user_id.label("trace_user_id"),
@@ -294,7 +289,7 @@ async def public_observation(session: AsyncSession, t: Tables, project_id: str, 
     o = t.observations
     row = (await session.execute(select(o).where(o.c.project_id == project_id, o.c.id == oid))).mappings().first()
     if row is None:
-        raise ApiError(404, "not_found", f"observation {oid!r} not found")
+        raise NotFound(f"observation {oid!r} not found")
     return views.lf_observation(row)
 
 

@@ -7,17 +7,24 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.application import dead_letters as app_dl
 from projections.application.dead_letters import Filter, Republish, Scope
-from projections.entrypoints.http import JSON
+from projections.entrypoints.http import JSON, ReadRoute
+from tally_shared.contracts.dead_letters import (
+    DeadLetterDetail,
+    DeadLetterPage,
+    DeadLetterSelection,
+    DiscardResult,
+    ReplayResult,
+)
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 from tally_shared.identity.auth import Principal
 
-router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"], default_response_class=JSON)
+router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"], default_response_class=JSON,
+                   route_class=ReadRoute)
 
 Status = Literal["open", "replayed", "discarded", "all"]
 
@@ -52,7 +59,7 @@ def _not_found(dead_letter_id: uuid.UUID) -> ApiError:
     return ApiError(404, "not_found", f"dead letter {dead_letter_id} not found in this project")
 
 
-@router.get("")
+@router.get("", response_model=DeadLetterPage)
 async def list_dead_letters(
     principal: CurrentPrincipal, db: DB,
     status: Status = "open",
@@ -69,7 +76,7 @@ async def list_dead_letters(
     return await app_dl.list_dead_letters(db, Scope(principal.project_id), flt, page=page, limit=limit)
 
 
-@router.get("/{dead_letter_id}")
+@router.get("/{dead_letter_id}", response_model=DeadLetterDetail)
 async def get_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, db: DB) -> Any:
     """One dead letter with its original (``original.encoding``: json, text or base64) and the other dead letters
     of the same event (``related``)."""
@@ -79,7 +86,7 @@ async def get_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal
         raise _not_found(dead_letter_id) from None
 
 
-@router.post("/{dead_letter_id}/replay")
+@router.post("/{dead_letter_id}/replay", response_model=ReplayResult)
 async def replay_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, request: Request) -> Any:
     """Republish the original to its topic (with its key). Consumers that had applied it skip it; the one that
     refused it tries again, and a new refusal is a new dead letter with the same event id."""
@@ -93,7 +100,7 @@ async def replay_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrinci
         raise ApiError(409, "not_replayable", str(exc)) from None
 
 
-@router.post("/{dead_letter_id}/discard")
+@router.post("/{dead_letter_id}/discard", response_model=DiscardResult)
 async def discard_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, request: Request) -> Any:
     """Hide it from the open list (it is kept, with who discarded it and when)."""
     _admin(principal)
@@ -104,31 +111,20 @@ async def discard_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrinc
         raise _not_found(dead_letter_id) from None
 
 
-class BulkSelection(BaseModel):
-    """Which dead letters: the ones listed in ``ids``, or every one matching the filters (at most ``limit`` per
-    call; ``more`` in the answer says whether to call again)."""
-
-    ids: list[uuid.UUID] | None = Field(default=None, max_length=app_dl.BULK_LIMIT)
-    status: Literal["open", "replayed", "discarded"] = "open"
-    consumer: str | None = Field(default=None, max_length=200)
-    topic: str | None = Field(default=None, max_length=200)
-    reason_code: str | None = Field(default=None, max_length=100)
-    event_id: uuid.UUID | None = None
-    limit: int = Field(default=app_dl.BULK_LIMIT, ge=1, le=app_dl.BULK_LIMIT)
-
-    def filter(self) -> Filter:
-        return Filter(self.status, self.consumer, self.topic, self.reason_code, self.event_id, self.ids)
+def _filter(selection: DeadLetterSelection) -> Filter:
+    return Filter(selection.status, selection.consumer, selection.topic, selection.reason_code, selection.event_id,
+                  selection.ids)
 
 
-@router.post("/replay")
-async def replay_many(selection: BulkSelection, principal: CurrentPrincipal, request: Request) -> Any:
+@router.post("/replay", response_model=ReplayResult)
+async def replay_many(selection: DeadLetterSelection, principal: CurrentPrincipal, request: Request) -> Any:
     _admin(principal)
     return await app_dl.replay(_sessions(request), republisher(request), Scope(principal.project_id),
-                               selection.filter(), actor=principal.actor, limit=selection.limit)
+                               _filter(selection), actor=principal.actor, limit=selection.limit)
 
 
-@router.post("/discard")
-async def discard_many(selection: BulkSelection, principal: CurrentPrincipal, request: Request) -> Any:
+@router.post("/discard", response_model=DiscardResult)
+async def discard_many(selection: DeadLetterSelection, principal: CurrentPrincipal, request: Request) -> Any:
     _admin(principal)
-    return await app_dl.discard(_sessions(request), Scope(principal.project_id), selection.filter(),
+    return await app_dl.discard(_sessions(request), Scope(principal.project_id), _filter(selection),
                                 actor=principal.actor, limit=selection.limit)

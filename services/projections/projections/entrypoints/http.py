@@ -3,38 +3,130 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import ResponseValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.blind import Blind, blind_for
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
+from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
 from tally_shared.content import dumps_read
+from tally_shared.contracts.read_models import (
+    Agreement,
+    Calibration,
+    ExperimentRuns,
+    LfDailyMetrics,
+    LfMetrics,
+    LfObservation,
+    LfObservationPage,
+    LfObservationV2Page,
+    LfProjects,
+    LfSessionPage,
+    LfSessionWithTraces,
+    LfTracePage,
+    LfTraceWithDetails,
+    QueueProgressDetail,
+    QueueProgressList,
+    RunComparison,
+    ScoreAnalytics,
+    SessionPage,
+    TraceDetail,
+    TracePage,
+)
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal, Principal
 
 
 def _default(o: Any) -> Any:
+    # As FastAPI's encoder wrote them before answers were checked against their contracts: a whole Decimal as
+    # an integer, any other as a float.
     if isinstance(o, Decimal):
-        return float(o)
+        return int(o) if o.as_tuple().exponent >= 0 else float(o)  # type: ignore[operator]
     if isinstance(o, set | frozenset | tuple):
         return list(o)
     raise TypeError
 
 
-class JSON(Response):
-    media_type = "application/json"
+class JSON(JSONResponse):
+    """An answer written by orjson straight from the rows read (times as Python writes them, ``+00:00``). A
+    JSONResponse, so that the OpenAPI document shows each route's contract."""
 
     def render(self, content: Any) -> bytes:
-        # One stored value orjson cannot write must not fail a whole list (see tally_shared.content).
-        return dumps_read(content, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+        try:
+            return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            # One stored value orjson cannot write must not fail a whole list (see tally_shared.content).
+            return dumps_read(jsonable_encoder(content), default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _answering(endpoint: Callable[..., Awaitable[Any]], contract: type[BaseModel]) -> Callable[..., Awaitable[Any]]:
+    """The endpoint, its answer checked against its contract and written by orjson. Checking is validation
+    only (pydantic-core, no copy is serialised): the bytes are those of the dict the read built, and an answer
+    that drifted from its contract fails here, as FastAPI's own response validation would, not in a client."""
+    validator = contract.__pydantic_validator__
+
+    @functools.wraps(endpoint)
+    async def answer(*args: Any, **kwargs: Any) -> Any:
+        out = await endpoint(*args, **kwargs)
+        if isinstance(out, Response):
+            return out
+        try:
+            validator.validate_python(out)
+        except ValidationError as exc:
+            raise ResponseValidationError(exc.errors(include_url=False), body=out) from None
+        return JSON(out)
+
+    answer.answers_contract = True  # type: ignore[attr-defined]
+    return answer
+
+
+def http_error(exc: ReadError) -> ApiError:
+    """A read model's refusal as the answer clients know: 404, 422 for a broken rule, and 400 for a query the
+    Langfuse-compatible reads do not serve (Langfuse's SDK maps that to its typed error)."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, "not_found", exc.message)
+    if isinstance(exc, Unsupported):
+        return ApiError(400, "bad_request", exc.message, exc.problems())
+    if isinstance(exc, Invalid):
+        return ApiError(422, "validation_error", exc.message, exc.problems())
+    return ApiError(400, "bad_request", exc.message)
+
+
+class ReadRoute(APIRoute):
+    """A read: its handler may raise the read models' domain errors (mapped here, at the edge), and its answer
+    is checked against its ``response_model`` (a contract of ``tally_shared.contracts``) without FastAPI's
+    re-encoding of every value (see ``_answering``)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, response_model: Any = None,
+                 **kwargs: Any) -> None:
+        if (isinstance(response_model, type) and issubclass(response_model, BaseModel)
+                and not getattr(endpoint, "answers_contract", False)):  # a route copied by include_router
+            endpoint = _answering(endpoint, response_model)
+        super().__init__(path, endpoint, response_model=response_model, **kwargs)
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def mapped(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+            except ReadError as exc:
+                raise http_error(exc) from None
+            return response
+
+        return mapped
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -60,8 +152,8 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts
 
 
-public = APIRouter(tags=["langfuse-compatible"], default_response_class=JSON)
-native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_class=JSON)
+public = APIRouter(tags=["langfuse-compatible"], default_response_class=JSON, route_class=ReadRoute)
+native = APIRouter(prefix="/api/v1", tags=["read models"], default_response_class=JSON, route_class=ReadRoute)
 
 
 # -- Langfuse-compatible -------------------------------------------------------------------------------------------
@@ -84,7 +176,7 @@ def _drop_hidden(blind: Blind, out: Any, key: str) -> Any:
     return out
 
 
-@public.get("/api/public/traces/{trace_id}")
+@public.get("/api/public/traces/{trace_id}", response_model=LfTraceWithDetails)
 async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
                            request: Request) -> Any:
     """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
@@ -96,7 +188,7 @@ async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t
     return out
 
 
-@public.get("/api/public/traces")
+@public.get("/api/public/traces", response_model=LfTracePage)
 async def list_public_traces(
     principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -125,7 +217,7 @@ async def list_public_traces(
     return out
 
 
-@public.get("/api/public/v2/observations")
+@public.get("/api/public/v2/observations", response_model=LfObservationV2Page)
 async def list_public_observations_v2(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     fields: str | None = None,
@@ -159,7 +251,7 @@ async def list_public_observations_v2(
     )
 
 
-@public.get("/api/public/observations")
+@public.get("/api/public/observations", response_model=LfObservationPage)
 async def list_public_observations(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -184,12 +276,12 @@ async def list_public_observations(
     )
 
 
-@public.get("/api/public/observations/{observation_id}")
+@public.get("/api/public/observations/{observation_id}", response_model=LfObservation)
 async def get_public_observation(observation_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
     return await traces.public_observation(db, t, principal.project_id, observation_id)
 
 
-@public.get("/api/public/projects")
+@public.get("/api/public/projects", response_model=LfProjects)
 async def get_public_projects(request: Request, principal: CurrentPrincipal) -> Any:
     """Projects: the project of the caller's key (what ``langfuse.auth_check()`` asks for)."""
     name = await request.app.state.identity.project_name(principal.project_id)
@@ -197,7 +289,7 @@ async def get_public_projects(request: Request, principal: CurrentPrincipal) -> 
                       "organization": {"id": "tally", "name": "Tally"}, "metadata": {}}]}
 
 
-@public.get("/api/public/sessions")
+@public.get("/api/public/sessions", response_model=LfSessionPage)
 async def list_public_sessions(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -212,13 +304,13 @@ async def list_public_sessions(
                                           environment=environment or [])
 
 
-@public.get("/api/public/sessions/{session_id}")
+@public.get("/api/public/sessions/{session_id}", response_model=LfSessionWithTraces)
 async def get_public_session(session_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
     """SessionWithTraces."""
     return await sessions.public_session(db, t, principal.project_id, session_id)
 
 
-@public.get("/api/public/metrics/daily")
+@public.get("/api/public/metrics/daily", response_model=LfDailyMetrics)
 async def daily_metrics(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -239,13 +331,13 @@ async def daily_metrics(
 MetricsQuery = Annotated[str, Query(max_length=20_000, description="the query object as JSON")]
 
 
-@public.get("/api/public/metrics")
+@public.get("/api/public/metrics", response_model=LfMetrics)
 async def query_metrics_v1(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
     """Langfuse's metrics query (views traces, observations, scores-numeric, scores-categorical)."""
     return await metrics.query_metrics(db, t, principal.project_id, query, v2=False)
 
 
-@public.get("/api/public/v2/metrics")
+@public.get("/api/public/v2/metrics", response_model=LfMetrics)
 async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
     """Langfuse's v2 metrics query (views observations, scores-numeric, scores-boolean, scores-categorical)."""
     return await metrics.query_metrics(db, t, principal.project_id, query, v2=True)
@@ -253,7 +345,7 @@ async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, qu
 
 # -- native trace view -------------------------------------------------------------------------------------------
 
-@native.get("/traces")
+@native.get("/traces", response_model=TracePage)
 async def list_traces(
     principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -297,7 +389,7 @@ async def list_traces(
     return out
 
 
-@native.get("/sessions")
+@native.get("/sessions", response_model=SessionPage)
 async def list_sessions(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     page: Annotated[int, Query(ge=1)] = 1,
@@ -307,7 +399,7 @@ async def list_sessions(
     return await sessions.native_sessions(db, t, principal.project_id, page=page, limit=limit)
 
 
-@native.get("/traces/{trace_id}")
+@native.get("/traces/{trace_id}", response_model=TraceDetail)
 async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request) -> Any:
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
     items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
@@ -322,12 +414,12 @@ async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: Table
 
 # -- queue progress ------------------------------------------------------------------------------------------------
 
-@native.get("/progress/queues")
+@native.get("/progress/queues", response_model=QueueProgressList)
 async def list_queue_progress(principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
     return {"data": await dashboards.queues_progress(db, t, principal.project_id)}
 
 
-@native.get("/progress/queues/{queue_id}")
+@native.get("/progress/queues/{queue_id}", response_model=QueueProgressDetail)
 async def get_queue_progress(
     queue_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
     bucket: Annotated[str, Query(pattern="^(hour|day)$")] = "hour",
@@ -337,7 +429,7 @@ async def get_queue_progress(
 
 # -- score analytics -------------------------------------------------------------------------------------------------
 
-@native.get("/analytics/scores")
+@native.get("/analytics/scores", response_model=ScoreAnalytics)
 async def score_analytics(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     name: Annotated[list[str] | None, Query()] = None,
@@ -364,13 +456,13 @@ async def score_analytics(
 
 # -- experiments, agreement, calibration, export --------------------------------------------------------------------
 
-@native.get("/experiments/runs")
+@native.get("/experiments/runs", response_model=ExperimentRuns)
 async def experiment_runs(principal: CurrentPrincipal, db: DB, t: TablesDep,
                           dataset_name: str | None = None) -> Any:
     return {"data": await evaluation.experiment_runs(db, t, principal.project_id, dataset_name)}
 
 
-@native.get("/experiments/compare")
+@native.get("/experiments/compare", response_model=RunComparison)
 async def compare_runs(
     principal: CurrentPrincipal, db: DB, t: TablesDep,
     runs: Annotated[str, Query(min_length=1, max_length=2000, description="comma-separated run names")],
@@ -382,7 +474,7 @@ async def compare_runs(
                                          higher_is_better=higher_is_better)
 
 
-@native.get("/agreement")
+@native.get("/agreement", response_model=Agreement)
 async def agreement(
     principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     queue_id: str | None = None,
@@ -399,7 +491,7 @@ async def agreement(
     return _drop_hidden(blind, out, "most_disputed")
 
 
-@native.get("/calibration")
+@native.get("/calibration", response_model=Calibration)
 async def calibration(
     principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
     evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],

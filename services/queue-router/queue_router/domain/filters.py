@@ -21,33 +21,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tally_shared.contracts.queues import (
+    ALL_FIELDS,
+    BOOL_OPS,
+    LIST_FIELDS,
+    LIST_OPS,
+    MAX_CONDITIONS,
+    MAX_GROUPS,
+    MAX_LIST,
+    MAX_STRING,
+    METADATA_OPS,
+    NUMBER_FIELDS,
+    NUMBER_OPS,
+    SCORE_OPS,
+    STRING_FIELDS,
+    STRING_OPS,
+    Condition,
+    Group,
+    Op,
+    RuleFilter,
+    Scalar,
+    check_condition,
+    is_number,
+)
 
-MAX_GROUPS = 20
-MAX_CONDITIONS = 50
-MAX_LIST = 200
-MAX_STRING = 1000
-
-StringField = Literal["name", "environment", "release", "user_id", "session_id", "dataset_run_name"]
-ListField = Literal["tags", "observation_types", "observation_names"]
-NumberField = Literal["latency", "total_cost", "input_tokens", "output_tokens", "total_tokens"]
-
-STRING_FIELDS = frozenset(("name", "environment", "release", "user_id", "session_id", "dataset_run_name"))
-LIST_FIELDS = frozenset(("tags", "observation_types", "observation_names"))
-NUMBER_FIELDS = frozenset(("latency", "total_cost", "input_tokens", "output_tokens", "total_tokens"))
-ALL_FIELDS = STRING_FIELDS | LIST_FIELDS | NUMBER_FIELDS | {"has_error", "metadata", "score"}
-
-STRING_OPS = frozenset(("eq", "neq", "in", "not_in", "contains", "starts_with", "exists", "not_exists"))
-LIST_OPS = frozenset(("any_of", "all_of", "none_of", "contains", "exists", "not_exists"))
-NUMBER_OPS = frozenset(("eq", "neq", "gt", "gte", "lt", "lte", "exists", "not_exists"))
-BOOL_OPS = frozenset(("eq",))
-METADATA_OPS = STRING_OPS | NUMBER_OPS
-SCORE_OPS = frozenset(("eq", "neq", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists"))
-
-Op = Literal["eq", "neq", "in", "not_in", "contains", "starts_with", "exists", "not_exists",
-             "any_of", "all_of", "none_of", "gt", "gte", "lt", "lte"]
+__all__ = ["ALL_FIELDS", "BOOL_OPS", "LIST_FIELDS", "LIST_OPS", "MAX_CONDITIONS", "MAX_GROUPS", "MAX_LIST",
+           "MAX_STRING", "METADATA_OPS", "NUMBER_FIELDS", "NUMBER_OPS", "SCORE_OPS", "STRING_FIELDS", "STRING_OPS",
+           "Condition", "FilterError", "Group", "Op", "RuleFilter", "RuleSet", "Scalar", "ScoreView", "TraceView",
+           "check_condition", "compile_condition", "compile_rules", "parse_filter"]
 
 
 class FilterError(ValueError):
@@ -58,111 +61,6 @@ class FilterError(ValueError):
         self.field = field
         self.rule = rule
         self.message = message
-
-
-Scalar = str | float | int | bool
-
-
-class Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    field: Literal["name", "environment", "release", "user_id", "session_id", "dataset_run_name", "tags",
-                   "observation_types", "observation_names", "latency", "total_cost", "input_tokens",
-                   "output_tokens", "total_tokens", "has_error", "metadata", "score"] = Field(
-        description="Trace field, `metadata` (with `key`) or `score` (with `name`). latency is in seconds.")
-    op: Op
-    value: Scalar | list[Scalar] | None = Field(
-        default=None, description="A string, number or boolean; a list for in/not_in/any_of/all_of/none_of")
-    key: str | None = Field(default=None, max_length=200,
-                            description="metadata only: the key; dots reach into nested objects (a.b.c)")
-    name: str | None = Field(default=None, max_length=200, description="score only: the score name")
-    source: Literal["EVAL", "API"] | None = Field(default=None, description="score only: its source")
-    evaluator: str | None = Field(default=None, max_length=200,
-                                  description="score only: the evaluator that produced it")
-
-    @model_validator(mode="after")
-    def _check(self) -> Condition:
-        check_condition(self)
-        return self
-
-
-class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    conditions: list[Condition] = Field(min_length=1, max_length=MAX_CONDITIONS)
-
-
-class RuleFilter(BaseModel):
-    """Groups are ORed, the conditions of a group ANDed. See docs/api.md, "Queues and routing"."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"groups": [
-        {"conditions": [
-            {"field": "name", "op": "eq", "value": "checkout-agent"},
-            {"field": "metadata", "key": "customer.tier", "op": "in", "value": ["gold", "platinum"]},
-            {"field": "score", "name": "faithfulness", "source": "EVAL", "op": "lt", "value": 0.5}]},
-        {"conditions": [{"field": "has_error", "op": "eq", "value": True}]},
-    ]}]})
-    groups: list[Group] = Field(default_factory=list, max_length=MAX_GROUPS,
-                                description="ORed; an empty list matches every trace")
-
-
-def _fail(rule: str, message: str) -> None:
-    # pydantic turns ValueError into a 422 detail at the condition's path; the message names the rule.
-    raise ValueError(f"{rule}: {message}")
-
-
-def check_condition(c: Condition) -> None:
-    f, op, v = c.field, c.op, c.value
-    allowed = (STRING_OPS if f in STRING_FIELDS else LIST_OPS if f in LIST_FIELDS else
-               NUMBER_OPS if f in NUMBER_FIELDS else BOOL_OPS if f == "has_error" else
-               METADATA_OPS if f == "metadata" else SCORE_OPS)
-    if op not in allowed:
-        _fail("op_not_allowed", f"op {op!r} is not allowed on field {f!r}; use one of {sorted(allowed)}")
-    if f == "metadata" and not c.key:
-        _fail("key_required", "a metadata condition needs `key`")
-    if f != "metadata" and c.key is not None:
-        _fail("key_not_allowed", "`key` is only for metadata conditions")
-    if f == "score" and not c.name:
-        _fail("name_required", "a score condition needs `name`")
-    if f != "score" and (c.name is not None or c.source is not None or c.evaluator is not None):
-        _fail("score_only", "`name`, `source` and `evaluator` are only for score conditions")
-    if op in ("exists", "not_exists"):
-        if v is not None:
-            _fail("no_value", f"op {op!r} takes no value")
-        return
-    if v is None:
-        _fail("value_required", f"op {op!r} needs a value")
-    is_list = isinstance(v, list)
-    if op in ("in", "not_in", "any_of", "all_of", "none_of"):
-        if not is_list or not v:
-            _fail("list_required", f"op {op!r} needs a non-empty list")
-        assert isinstance(v, list)
-        if len(v) > MAX_LIST:
-            _fail("list_too_long", f"at most {MAX_LIST} values")
-        values: list[Any] = v
-    else:
-        if is_list:
-            _fail("scalar_required", f"op {op!r} needs a single value, not a list")
-        values = [v]
-    for x in values:
-        if isinstance(x, str) and len(x) > MAX_STRING:
-            _fail("value_too_long", f"strings are at most {MAX_STRING} characters")
-    if f in STRING_FIELDS or f in LIST_FIELDS:
-        if not all(isinstance(x, str) for x in values):
-            _fail("string_required", f"field {f!r} compares with strings")
-    elif f in NUMBER_FIELDS:
-        if not all(_is_number(x) for x in values):
-            _fail("number_required", f"field {f!r} compares with numbers")
-    elif f == "has_error":
-        if not isinstance(v, bool):
-            _fail("bool_required", "has_error compares with true or false")
-    elif op in ("gt", "gte", "lt", "lte") and not all(_is_number(x) for x in values):
-        _fail("number_required", f"op {op!r} compares with a number")
-    elif op in ("contains", "starts_with") and not all(isinstance(x, str) for x in values):
-        _fail("string_required", f"op {op!r} compares with a string")
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,7 +142,7 @@ def _compare(op: str, x: Any, v: Any) -> bool:
         return False
     if op == "starts_with":
         return isinstance(x, str) and x.startswith(v)
-    if not _is_number(x):
+    if not is_number(x):
         return False
     if op == "gt":
         return bool(x > v)
@@ -266,10 +164,10 @@ def compile_condition(c: Condition) -> Predicate:
         if op == "neq":
             return lambda t: getattr(t, attr) != v
         if op == "in":
-            sv = frozenset(v)  # type: ignore[arg-type]
+            sv = frozenset(v)
             return lambda t: getattr(t, attr) in sv
         if op == "not_in":
-            sv = frozenset(v)  # type: ignore[arg-type]
+            sv = frozenset(v)
             return lambda t: getattr(t, attr) not in sv
         if op == "contains":
             return lambda t: (x := getattr(t, attr)) is not None and v in x
@@ -286,7 +184,7 @@ def compile_condition(c: Condition) -> Predicate:
             return lambda t: len(getattr(t, attr)) > 0
         if op == "not_exists":
             return lambda t: len(getattr(t, attr)) == 0
-        sv = frozenset(v)  # type: ignore[arg-type]
+        sv = frozenset(v)
         if op == "any_of":
             return lambda t: not sv.isdisjoint(getattr(t, attr))
         if op == "all_of":
@@ -298,7 +196,7 @@ def compile_condition(c: Condition) -> Predicate:
             return lambda t: getattr(t, attr) is not None
         if op == "not_exists":
             return lambda t: getattr(t, attr) is None
-        num = float(v)  # type: ignore[arg-type]
+        num = float(v)
         cmp = {"eq": float.__eq__, "neq": float.__ne__, "gt": float.__gt__, "gte": float.__ge__,
                "lt": float.__lt__, "lte": float.__le__}[op]
         return lambda t: (x := getattr(t, attr)) is not None and cmp(float(x), num)
@@ -347,7 +245,7 @@ def compile_condition(c: Condition) -> Predicate:
         return lambda t: not any(True for _ in _scores(t))
 
     def _score_value_matches(s: ScoreView) -> bool:
-        if s.value is not None and (_is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v))):
+        if s.value is not None and (is_number(v) or (isinstance(v, list) and all(is_number(x) for x in v))):
             return _compare(op, s.value, v)
         if s.string_values:
             return any(_compare(op, x, v) for x in s.string_values)
@@ -386,13 +284,13 @@ def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
         if op == "eq":
             return [(f, v)]
         if op == "in":
-            return [(f, x) for x in v]  # type: ignore[union-attr]
+            return [(f, x) for x in v]
         return None
     if f in LIST_FIELDS:
         if op == "contains":
             return [(f, v)]
         if op in ("any_of", "all_of"):
-            return [(f, x) for x in (v if op == "any_of" else v[:1])]  # type: ignore[index,union-attr]
+            return [(f, x) for x in (v if op == "any_of" else v[:1])]
         return None
     if f == "has_error" and v is True:
         return [("has_error", True)]

@@ -21,6 +21,10 @@ from tally_shared.producer import PublishFailed
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
+# Every typed route writes the keys its answer has and no others: an optional group left out of a v3 score, or
+# ``value`` on a TEXT score, stays absent rather than null (the route models in ``tally_shared.contracts``).
+TYPED: dict[str, Any] = {"response_model_exclude_unset": True}
+
 
 def deps_of(request: Request) -> Deps:
     """The handlers' dependencies, from the app's container (scoring/bootstrap.py)."""

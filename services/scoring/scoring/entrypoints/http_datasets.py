@@ -9,12 +9,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from scoring.application import datasets as app
 from scoring.application.datasets import Run
-from scoring.entrypoints.common import actor_of, deps_of, domain_errors, int_param, iso
-from tally_shared.events import CommentData, DatasetData, DatasetItemData, DatasetItemStatus, DatasetRunItemData
+from scoring.entrypoints.common import TYPED, actor_of, deps_of, domain_errors, int_param, iso
+from tally_shared.contracts import Created, Message
+from tally_shared.contracts.scoring import (
+    LfComment,
+    LfCommentCreate,
+    LfCommentPage,
+    LfDataset,
+    LfDatasetCreate,
+    LfDatasetItem,
+    LfDatasetItemCreate,
+    LfDatasetItemPage,
+    LfDatasetPage,
+    LfDatasetRunItem,
+    LfDatasetRunItemCreate,
+    LfDatasetRunItemPage,
+    LfDatasetRunPage,
+    LfDatasetRunWithItems,
+)
+from tally_shared.events import CommentData, DatasetData, DatasetItemData, DatasetRunItemData
 from tally_shared.identity import CurrentPrincipal
 
 router = APIRouter(tags=["langfuse-compatible"])
@@ -66,25 +82,17 @@ def comment_out(c: CommentData, project_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ datasets
 
 
-class CreateDatasetIn(BaseModel):
-    # Schemas for validating items are accepted and not enforced (see docs/api.md).
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=10_000)
-    metadata: Any = None
-
-
-@router.post("/api/public/v2/datasets")
-@router.post("/api/public/datasets")
-async def create_dataset(body: CreateDatasetIn, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+@router.post("/api/public/v2/datasets", response_model=LfDataset)
+@router.post("/api/public/datasets", response_model=LfDataset)
+async def create_dataset(body: LfDatasetCreate, request: Request, principal: CurrentPrincipal) -> JSONResponse:
     async with domain_errors():
         ds, _ = await app.create_dataset(deps_of(request), actor_of(principal), name=body.name,
                                          description=body.description, metadata=body.metadata)
     return JSONResponse(dataset_out(ds, principal.project_id))
 
 
-@router.get("/api/public/v2/datasets")
-@router.get("/api/public/datasets")
+@router.get("/api/public/v2/datasets", response_model=LfDatasetPage, **TYPED)
+@router.get("/api/public/datasets", response_model=LfDatasetPage, **TYPED)
 async def list_datasets(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page, limit = _paging(request)
     async with domain_errors():
@@ -92,8 +100,8 @@ async def list_datasets(request: Request, principal: CurrentPrincipal) -> dict[s
     return {"data": [dataset_out(d, principal.project_id) for d in rows], "meta": _meta(page, limit, total)}
 
 
-@router.get("/api/public/v2/datasets/{dataset_name}")
-@router.get("/api/public/datasets/{dataset_name}")
+@router.get("/api/public/v2/datasets/{dataset_name}", response_model=LfDataset, **TYPED)
+@router.get("/api/public/datasets/{dataset_name}", response_model=LfDataset, **TYPED)
 async def get_dataset(dataset_name: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         ds = await app.get_dataset(deps_of(request), actor_of(principal), dataset_name)
@@ -103,20 +111,9 @@ async def get_dataset(dataset_name: str, request: Request, principal: CurrentPri
 # ------------------------------------------------------------------ dataset items
 
 
-class CreateItemIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    dataset_name: str = Field(alias="datasetName", min_length=1, max_length=200)
-    id: str | None = Field(None, min_length=1, max_length=200)
-    input: Any = None
-    expected_output: Any = Field(None, alias="expectedOutput")
-    metadata: Any = None
-    source_trace_id: str | None = Field(None, alias="sourceTraceId", max_length=200)
-    source_observation_id: str | None = Field(None, alias="sourceObservationId", max_length=200)
-    status: DatasetItemStatus | None = None
-
-
-@router.post("/api/public/dataset-items")
-async def create_dataset_item(body: CreateItemIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.post("/api/public/dataset-items", response_model=LfDatasetItem, **TYPED)
+async def create_dataset_item(body: LfDatasetItemCreate, request: Request,
+                              principal: CurrentPrincipal) -> dict[str, Any]:
     # As Langfuse: null means "leave as is" on an upsert (the SDK sends every field, null when not given).
     fields = {k: getattr(body, k) for k in body.model_fields_set
               if k not in ("dataset_name", "id") and getattr(body, k) is not None}
@@ -126,7 +123,7 @@ async def create_dataset_item(body: CreateItemIn, request: Request, principal: C
     return item_out(item)
 
 
-@router.get("/api/public/dataset-items")
+@router.get("/api/public/dataset-items", response_model=LfDatasetItemPage, **TYPED)
 async def list_dataset_items(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page, limit = _paging(request)
     q = request.query_params
@@ -138,14 +135,14 @@ async def list_dataset_items(request: Request, principal: CurrentPrincipal) -> d
     return {"data": [item_out(i) for i in rows], "meta": _meta(page, limit, total)}
 
 
-@router.get("/api/public/dataset-items/{item_id}")
+@router.get("/api/public/dataset-items/{item_id}", response_model=LfDatasetItem, **TYPED)
 async def get_dataset_item(item_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         item = await app.get_item(deps_of(request), actor_of(principal), item_id)
     return item_out(item)
 
 
-@router.delete("/api/public/dataset-items/{item_id}")
+@router.delete("/api/public/dataset-items/{item_id}", response_model=Message, **TYPED)
 async def delete_dataset_item(item_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         await app.delete_item(deps_of(request), actor_of(principal), item_id)
@@ -155,18 +152,9 @@ async def delete_dataset_item(item_id: str, request: Request, principal: Current
 # ------------------------------------------------------------------ runs and run items
 
 
-class CreateRunItemIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    run_name: str = Field(alias="runName", min_length=1, max_length=200)
-    run_description: str | None = Field(None, alias="runDescription", max_length=10_000)
-    metadata: Any = None
-    dataset_item_id: str = Field(alias="datasetItemId", min_length=1, max_length=200)
-    trace_id: str | None = Field(None, alias="traceId", max_length=200)
-    observation_id: str | None = Field(None, alias="observationId", max_length=200)
-
-
-@router.post("/api/public/dataset-run-items")
-async def create_run_item(body: CreateRunItemIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.post("/api/public/dataset-run-items", response_model=LfDatasetRunItem, **TYPED)
+async def create_run_item(body: LfDatasetRunItemCreate, request: Request,
+                          principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         ri = await app.create_run_item(deps_of(request), actor_of(principal), run_name=body.run_name,
                                        dataset_item_id=body.dataset_item_id, trace_id=body.trace_id,
@@ -175,7 +163,7 @@ async def create_run_item(body: CreateRunItemIn, request: Request, principal: Cu
     return run_item_out(ri)
 
 
-@router.get("/api/public/dataset-run-items")
+@router.get("/api/public/dataset-run-items", response_model=LfDatasetRunItemPage, **TYPED)
 async def list_run_items(request: Request, principal: CurrentPrincipal, datasetId: str,
                          runName: str) -> dict[str, Any]:
     page, limit = _paging(request)
@@ -185,7 +173,7 @@ async def list_run_items(request: Request, principal: CurrentPrincipal, datasetI
     return {"data": [run_item_out(r) for r in rows], "meta": _meta(page, limit, total)}
 
 
-@router.get("/api/public/datasets/{dataset_name}/runs")
+@router.get("/api/public/datasets/{dataset_name}/runs", response_model=LfDatasetRunPage, **TYPED)
 async def list_runs(dataset_name: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page, limit = _paging(request)
     async with domain_errors():
@@ -194,7 +182,8 @@ async def list_runs(dataset_name: str, request: Request, principal: CurrentPrinc
     return {"data": [run_out(r) for r in rows], "meta": _meta(page, limit, total)}
 
 
-@router.get("/api/public/datasets/{dataset_name}/runs/{run_name}")
+@router.get("/api/public/datasets/{dataset_name}/runs/{run_name}", response_model=LfDatasetRunWithItems,
+            **TYPED)
 async def get_run(dataset_name: str, run_name: str, request: Request, principal: CurrentPrincipal
                   ) -> dict[str, Any]:
     async with domain_errors():
@@ -202,7 +191,7 @@ async def get_run(dataset_name: str, run_name: str, request: Request, principal:
     return {**run_out(run), "datasetRunItems": [run_item_out(i) for i in items]}
 
 
-@router.delete("/api/public/datasets/{dataset_name}/runs/{run_name}")
+@router.delete("/api/public/datasets/{dataset_name}/runs/{run_name}", response_model=Message, **TYPED)
 async def delete_run(dataset_name: str, run_name: str, request: Request, principal: CurrentPrincipal
                      ) -> dict[str, Any]:
     async with domain_errors():
@@ -213,18 +202,8 @@ async def delete_run(dataset_name: str, run_name: str, request: Request, princip
 # ------------------------------------------------------------------ comments
 
 
-class CreateCommentIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    # Langfuse requires the project id in the body; the key already names the project, so it is not trusted.
-    project_id: str | None = Field(None, alias="projectId")
-    object_type: str = Field(alias="objectType")
-    object_id: str = Field(alias="objectId", min_length=1, max_length=200)
-    content: str
-    author_user_id: str | None = Field(None, alias="authorUserId", max_length=200)
-
-
-@router.post("/api/public/comments")
-async def create_comment(body: CreateCommentIn, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+@router.post("/api/public/comments", response_model=Created)
+async def create_comment(body: LfCommentCreate, request: Request, principal: CurrentPrincipal) -> JSONResponse:
     async with domain_errors():
         c = await app.create_comment(deps_of(request), actor_of(principal), object_type=body.object_type,
                                      object_id=body.object_id, content=body.content,
@@ -232,7 +211,7 @@ async def create_comment(body: CreateCommentIn, request: Request, principal: Cur
     return JSONResponse({"id": c.id}, status_code=200)
 
 
-@router.get("/api/public/comments")
+@router.get("/api/public/comments", response_model=LfCommentPage, **TYPED)
 async def list_comments(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page, limit = _paging(request)
     q = request.query_params
@@ -243,7 +222,7 @@ async def list_comments(request: Request, principal: CurrentPrincipal) -> dict[s
     return {"data": [comment_out(c, principal.project_id) for c in rows], "meta": _meta(page, limit, total)}
 
 
-@router.get("/api/public/comments/{comment_id}")
+@router.get("/api/public/comments/{comment_id}", response_model=LfComment, **TYPED)
 async def get_comment(comment_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         c = await app.get_comment(deps_of(request), actor_of(principal), comment_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from scoring.adapters.repository import ScoreFilter
 from scoring.application import configs as config_app
@@ -15,6 +15,7 @@ from scoring.application import scores as score_app
 from scoring.domain.configs import Definition
 from scoring.domain.errors import Invalid
 from scoring.entrypoints.common import (
+    TYPED,
     actor_of,
     clean_input,
     csv,
@@ -29,47 +30,23 @@ from scoring.entrypoints.common import (
 )
 from scoring.entrypoints.http_public import _rejection
 from scoring.entrypoints.mapping import config_native, score_input, score_native
-from tally_shared.events import Category, ScoreDataType
+from tally_shared.contracts.scoring import (
+    ScoreBatchResult,
+    ScoreConfigCreate,
+    ScoreConfigPage,
+    ScoreConfigPublic,
+    ScoreConfigUpdate,
+    ScoreConfigVersions,
+    ScoreHistory,
+    ScorePage,
+    ScorePublic,
+    ScoreSaved,
+    ScoreUpdate,
+)
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
-
-
-class ConfigIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=100)
-    data_type: ScoreDataType
-    description: str | None = None
-    guidelines: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-    step: float | None = None
-    categories: list[Category] | None = None
-    multi_select: bool = False
-    max_length: int | None = None
-
-
-class ConfigPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, max_length=100)
-    data_type: ScoreDataType | None = None
-    description: str | None = None
-    guidelines: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-    step: float | None = None
-    categories: list[Category] | None = None
-    multi_select: bool | None = None
-    max_length: int | None = None
-    is_archived: bool | None = None
-
-
-class ScorePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    value: Any = None
-    comment: str | None = Field(None, max_length=10_000)
-    metadata: dict[str, Any] | None = None
 
 
 def _changes(body: BaseModel) -> dict[str, Any]:
@@ -83,8 +60,8 @@ def _changes(body: BaseModel) -> dict[str, Any]:
 # ------------------------------------------------------------------ configs
 
 
-@router.post("/score-configs", status_code=201)
-async def create_config(body: ConfigIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.post("/score-configs", status_code=201, response_model=ScoreConfigPublic, **TYPED)
+async def create_config(body: ScoreConfigCreate, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         config = await config_app.create_config(
             deps_of(request), actor_of(principal), name=body.name,
@@ -98,7 +75,7 @@ async def create_config(body: ConfigIn, request: Request, principal: CurrentPrin
     return config_native(principal.project_id, config)
 
 
-@router.get("/score-configs")
+@router.get("/score-configs", response_model=ScoreConfigPage, **TYPED)
 async def list_configs(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page = int_param(request, "page", 1, 1, 1_000_000)
     limit = int_param(request, "limit", 50, 1, 100)
@@ -109,29 +86,29 @@ async def list_configs(request: Request, principal: CurrentPrincipal) -> dict[st
             "meta": {"page": page, "limit": limit, "total_items": total, "total_pages": math.ceil(total / limit)}}
 
 
-@router.get("/score-configs/{config_id}")
+@router.get("/score-configs/{config_id}", response_model=ScoreConfigPublic, **TYPED)
 async def get_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         config = await config_app.get_config(deps_of(request), actor_of(principal), config_id)
     return config_native(principal.project_id, config)
 
 
-@router.get("/score-configs/{config_id}/versions")
+@router.get("/score-configs/{config_id}/versions", response_model=ScoreConfigVersions, **TYPED)
 async def get_config_versions(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         versions = await config_app.config_versions(deps_of(request), actor_of(principal), config_id)
     return {"data": [config_native(principal.project_id, c) for c in versions]}
 
 
-@router.patch("/score-configs/{config_id}")
-async def update_config(config_id: str, body: ConfigPatch, request: Request,
+@router.patch("/score-configs/{config_id}", response_model=ScoreConfigPublic, **TYPED)
+async def update_config(config_id: str, body: ScoreConfigUpdate, request: Request,
                         principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         config = await config_app.update_config(deps_of(request), actor_of(principal), config_id, _changes(body))
     return config_native(principal.project_id, config)
 
 
-@router.post("/score-configs/{config_id}/archive")
+@router.post("/score-configs/{config_id}/archive", response_model=ScoreConfigPublic, **TYPED)
 async def archive_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         config = await config_app.update_config(deps_of(request), actor_of(principal), config_id,
@@ -139,7 +116,7 @@ async def archive_config(config_id: str, request: Request, principal: CurrentPri
     return config_native(principal.project_id, config)
 
 
-@router.post("/score-configs/{config_id}/unarchive")
+@router.post("/score-configs/{config_id}/unarchive", response_model=ScoreConfigPublic, **TYPED)
 async def unarchive_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         config = await config_app.update_config(deps_of(request), actor_of(principal), config_id,
@@ -150,11 +127,12 @@ async def unarchive_config(config_id: str, request: Request, principal: CurrentP
 # ------------------------------------------------------------------ scores
 
 
-@router.post("/scores", status_code=201, response_model=None)
+@router.post("/scores", status_code=201, response_model=ScoreSaved)
 async def create_score(request: Request, principal: CurrentPrincipal,
                        idempotency_key: str | None = Header(None, max_length=200)) -> JSONResponse:
-    """Record one score. A retry with the same ``Idempotency-Key`` header (or ``idempotency_key`` field, or score
-    ``id``) records nothing new and answers 200 with the score recorded the first time."""
+    """Record one score (shaped as ``tally_shared.contracts.scoring.ScoreCreate``). A retry with the same
+    ``Idempotency-Key`` header (or ``idempotency_key`` field, or score ``id``) records nothing new
+    and answers 200 with the score recorded the first time."""
     body = await read_json(request)
     if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
         body["idempotency_key"] = idempotency_key
@@ -164,12 +142,12 @@ async def create_score(request: Request, principal: CurrentPrincipal,
     if not outcome.ok:
         raise _rejection(outcome)
     assert outcome.score is not None
-    return JSONResponse({**outcome.score.model_dump(mode="json"), "project_id": principal.project_id,
-                         "status": outcome.status},
+    saved = ScoreSaved(**dict(outcome.score), project_id=principal.project_id, status=outcome.status)
+    return JSONResponse(saved.model_dump(mode="json"),
                         status_code=201 if outcome.status in ("created", "updated") else 200)
 
 
-@router.post("/scores/batch", response_model=None)
+@router.post("/scores/batch", response_model=ScoreBatchResult)
 @router.post("/scores:batch", response_model=None, include_in_schema=False)
 async def create_scores_batch(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     """Record many automated scores in one transaction and one publish. Each score is accepted or rejected on its
@@ -199,11 +177,12 @@ async def create_scores_batch(request: Request, principal: CurrentPrincipal) -> 
         else:
             results[pos] = {"index": pos, "status": "rejected", "errors": [p.as_dict() for p in outcome.problems]}
     rejected = sum(1 for r in results if r and r["status"] == "rejected")
-    return JSONResponse({"accepted": len(items) - rejected, "rejected": rejected, "results": results},
-                        status_code=200)
+    answer = ScoreBatchResult.model_validate({"accepted": len(items) - rejected, "rejected": rejected,
+                                             "results": results})
+    return JSONResponse(answer.model_dump(mode="json", exclude_unset=True), status_code=200)
 
 
-@router.get("/scores")
+@router.get("/scores", response_model=ScorePage, **TYPED)
 async def list_scores(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     limit = int_param(request, "limit", 50, 1, 500)
     f = ScoreFilter(
@@ -225,15 +204,15 @@ async def list_scores(request: Request, principal: CurrentPrincipal) -> dict[str
     return {"data": [score_native(principal.project_id, st) for st in rows], "next_cursor": next_cursor}
 
 
-@router.get("/scores/{score_id}")
+@router.get("/scores/{score_id}", response_model=ScorePublic, **TYPED)
 async def get_score(score_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         st = await score_app.get_score(deps_of(request), actor_of(principal), score_id)
     return score_native(principal.project_id, st)
 
 
-@router.patch("/scores/{score_id}")
-async def change_score(score_id: str, body: ScorePatch, request: Request,
+@router.patch("/scores/{score_id}", response_model=ScorePublic, **TYPED)
+async def change_score(score_id: str, body: ScoreUpdate, request: Request,
                        principal: CurrentPrincipal) -> dict[str, Any]:
     changes = clean_input({name: getattr(body, name) for name in body.model_fields_set})
     async with domain_errors():
@@ -248,7 +227,7 @@ async def delete_score(score_id: str, request: Request, principal: CurrentPrinci
         await score_app.delete_score(deps_of(request), actor_of(principal), score_id)
 
 
-@router.get("/scores/{score_id}/history")
+@router.get("/scores/{score_id}/history", response_model=ScoreHistory, **TYPED)
 async def get_history(score_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors():
         entries = await score_app.score_history(deps_of(request), actor_of(principal), score_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from scoring.adapters.repository import ScoreFilter
 from scoring.application import configs as config_app
@@ -15,6 +15,7 @@ from scoring.application import scores as score_app
 from scoring.domain.configs import Definition
 from scoring.domain.errors import Invalid
 from scoring.entrypoints.common import (
+    TYPED,
     actor_of,
     bad_query,
     csv,
@@ -29,40 +30,23 @@ from scoring.entrypoints.common import (
     ts_param,
 )
 from scoring.entrypoints.mapping import CAMEL, config_public, score_input, score_v1, score_v3
-from tally_shared.events import Category, ScoreDataType
+from tally_shared.contracts import Created
+from tally_shared.contracts.scoring import (
+    LfScoreConfigCreate,
+    LfScoreConfigPage,
+    LfScoreConfigPublic,
+    LfScoreConfigUpdate,
+    LfScoresAccepted,
+    LfScoresPartial,
+    LfScoreV1,
+    LfScoreV1Page,
+    LfScoreV3Page,
+)
+from tally_shared.events import ScoreDataType
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
 router = APIRouter(tags=["langfuse-compatible"])
-
-
-class CreateConfigIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    name: str = Field(max_length=100)
-    data_type: ScoreDataType = Field(alias="dataType")
-    categories: list[Category] | None = None
-    min_value: float | None = Field(None, alias="minValue")
-    max_value: float | None = Field(None, alias="maxValue")
-    description: str | None = None
-    guidelines: str | None = None
-    step: float | None = None
-    multi_select: bool = Field(False, alias="multiSelect")
-    max_length: int | None = Field(None, alias="maxLength")
-
-
-class UpdateConfigIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    is_archived: bool | None = Field(None, alias="isArchived")
-    name: str | None = Field(None, max_length=100)
-    data_type: ScoreDataType | None = Field(None, alias="dataType")
-    categories: list[Category] | None = None
-    min_value: float | None = Field(None, alias="minValue")
-    max_value: float | None = Field(None, alias="maxValue")
-    description: str | None = None
-    guidelines: str | None = None
-    step: float | None = None
-    multi_select: bool | None = Field(None, alias="multiSelect")
-    max_length: int | None = Field(None, alias="maxLength")
 
 
 def config_changes(body: BaseModel) -> dict[str, Any]:
@@ -76,7 +60,7 @@ def config_changes(body: BaseModel) -> dict[str, Any]:
 # ------------------------------------------------------------------ score configs
 
 
-@router.get("/api/public/score-configs")
+@router.get("/api/public/score-configs", response_model=LfScoreConfigPage, **TYPED)
 async def list_score_configs(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page = int_param(request, "page", 1, 1, 1_000_000)
     limit = int_param(request, "limit", 50, 1, 100)
@@ -85,8 +69,9 @@ async def list_score_configs(request: Request, principal: CurrentPrincipal) -> d
             "meta": {"page": page, "limit": limit, "totalItems": total, "totalPages": math.ceil(total / limit)}}
 
 
-@router.post("/api/public/score-configs")
-async def create_score_config(body: CreateConfigIn, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.post("/api/public/score-configs", response_model=LfScoreConfigPublic, **TYPED)
+async def create_score_config(body: LfScoreConfigCreate, request: Request,
+                              principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors(CAMEL):
         config = await config_app.create_config(
             deps_of(request), actor_of(principal), name=body.name,
@@ -100,15 +85,15 @@ async def create_score_config(body: CreateConfigIn, request: Request, principal:
     return config_public(principal.project_id, config)
 
 
-@router.get("/api/public/score-configs/{config_id}")
+@router.get("/api/public/score-configs/{config_id}", response_model=LfScoreConfigPublic, **TYPED)
 async def get_score_config(config_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors(CAMEL):
         config = await config_app.get_config(deps_of(request), actor_of(principal), config_id)
     return config_public(principal.project_id, config)
 
 
-@router.patch("/api/public/score-configs/{config_id}")
-async def update_score_config(config_id: str, body: UpdateConfigIn, request: Request,
+@router.patch("/api/public/score-configs/{config_id}", response_model=LfScoreConfigPublic, **TYPED)
+async def update_score_config(config_id: str, body: LfScoreConfigUpdate, request: Request,
                               principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors(CAMEL):
         config = await config_app.update_config(deps_of(request), actor_of(principal), config_id,
@@ -119,7 +104,8 @@ async def update_score_config(config_id: str, body: UpdateConfigIn, request: Req
 # ------------------------------------------------------------------ scores
 
 
-@router.post("/api/public/scores", response_model=None)
+@router.post("/api/public/scores", response_model=Created,
+             responses={202: {"model": LfScoresAccepted}, 207: {"model": LfScoresPartial}})
 async def create_scores(request: Request, principal: CurrentPrincipal) -> Response:
     """One score (answers ``{"id"}``, as Langfuse v2/v3 servers did) or a list of scores (SDK 5: 202 when all
     were accepted, 207 with counts and per-score errors otherwise)."""
@@ -183,8 +169,8 @@ async def delete_score(score_id: str, request: Request, principal: CurrentPrinci
     return Response(status_code=204)
 
 
-@router.get("/api/public/scores/{score_id}")
-@router.get("/api/public/v2/scores/{score_id}")
+@router.get("/api/public/scores/{score_id}", response_model=LfScoreV1, **TYPED)
+@router.get("/api/public/v2/scores/{score_id}", response_model=LfScoreV1, **TYPED)
 async def get_score(score_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     async with domain_errors(CAMEL):
         st = await score_app.get_score(deps_of(request), actor_of(principal), score_id)
@@ -198,7 +184,7 @@ def _upper(values: list[str] | None) -> list[str] | None:
     return [v.upper() for v in values] if values is not None else None
 
 
-@router.get("/api/public/v3/scores")
+@router.get("/api/public/v3/scores", response_model=LfScoreV3Page, **TYPED)
 async def list_scores_v3(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     limit = int_param(request, "limit", 50, 1, 100)
     groups = set(csv(request, "fields") or [])
@@ -261,7 +247,7 @@ async def list_scores_v3(request: Request, principal: CurrentPrincipal) -> dict[
 _OPERATORS = {"<", ">", "<=", ">=", "!=", "="}
 
 
-@router.get("/api/public/v2/scores")
+@router.get("/api/public/v2/scores", response_model=LfScoreV1Page, **TYPED)
 async def list_scores_v2(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     page = int_param(request, "page", 1, 1, 1_000_000)
     limit = int_param(request, "limit", 50, 1, 100)
