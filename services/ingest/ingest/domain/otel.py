@@ -61,7 +61,7 @@ def _draft(sp: SpanView) -> Draft:
         a = {k: v for k, v in attrs.items() if not k.startswith("langfuse.")}
     else:
         lf, a = {}, dict(attrs)
-    return Draft(sp, a, lf, "\ngen_ai." in keys, "\nllm." in keys)
+    return Draft(sp, a, lf, keys, "\ngen_ai." in keys, "\nllm." in keys)
 
 
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -222,6 +222,8 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
     # Trace metadata from several spans of one request is merged (a child's trace metadata and the root's resource
     # attributes), not replaced by the last span's.
     trace_metadata: dict[str, dict[str, Any]] = {}
+    # The event time of a trace is its latest span's: only a span later than those before it needs a datetime.
+    latest: dict[str, int] = {}
     for sp in spans:
         index = len(report.ids) - 1
         try:
@@ -230,7 +232,10 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
             report.invalid(index, exc)
             continue
         ns = sp.end_ns or sp.start_ns
-        at = datetime.fromtimestamp(ns / 1e9, UTC) if 0 < ns <= _MAX_NANOS else None
+        at = None
+        if 0 < ns <= _MAX_NANOS and ns > latest.get(sp.trace_id, 0):
+            latest[sp.trace_id] = ns
+            at = datetime.fromtimestamp(ns / 1e9, UTC)
         if trace is not None:
             if "metadata" in trace:
                 earlier = trace_metadata.get(sp.trace_id)

@@ -18,6 +18,8 @@ from ingest.domain import fields as f
 from ingest.domain.fields import Invalid
 from ingest.domain.otlp import SpanView
 
+_INF = float("inf")
+
 
 class _Missing:
     __slots__ = ()
@@ -33,12 +35,15 @@ MISSING: Final = _Missing()
 @dataclass(slots=True, eq=False)
 class Draft:
     """One span being mapped. ``attrs``: its attributes outside ``langfuse.*`` (in the span's order), ``langfuse``:
-    those inside; ``genai``/``llm``: whether any attribute starts with ``gen_ai.``/``llm.`` (mappers skip work
-    for conventions the span does not use)."""
+    those inside; ``keys``: every attribute key, each after a newline, so that a mapper asks whether any key
+    starts with a prefix with one substring search (``"\\nllm.token_count." in d.keys``; a key holding a newline
+    can make that say yes for nothing, never no for something) instead of a loop; ``genai``/``llm``: whether any
+    starts with ``gen_ai.``/``llm.``."""
 
     span: SpanView
     attrs: dict[str, Any]
     langfuse: dict[str, Any]
+    keys: str
     genai: bool
     llm: bool
     # Attributes a mapper took but could not use (a value breaking the field's rule), kept as attributes.
@@ -171,7 +176,8 @@ def token_counts(d: Draft, keys: list[str], names: dict[str, str]) -> None:
             except ValueError:
                 d.left[key] = v
                 continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+        # Finite numbers only (NaN fails both comparisons).
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and -_INF < v < _INF:
             if key == "gen_ai.usage.cost":
                 d.cost_first = True
                 if d.cost is None:

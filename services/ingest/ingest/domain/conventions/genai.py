@@ -40,13 +40,13 @@ def map_genai(d: Draft) -> None:
     if found:
         if d.input is MISSING:
             d.input = maybe_json(value)
-    elif d.genai and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
+    elif "\ngen_ai.prompt." in d.keys and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
         d.input = unflatten(msgs)
     found, value = first(a, _OUTPUT)
     if found:
         if d.output is MISSING:
             d.output = maybe_json(value)
-    elif d.genai and (msgs := prefixed(a, "gen_ai.completion.")) and d.output is MISSING:
+    elif "\ngen_ai.completion." in d.keys and (msgs := prefixed(a, "gen_ai.completion.")) and d.output is MISSING:
         d.output = unflatten(msgs)
     if not d.genai:
         return
@@ -55,9 +55,9 @@ def map_genai(d: Draft) -> None:
         d.type_hint = "GENERATION"
         if d.model is None and isinstance(value, str):
             d.model = value
-    params = {name: a.pop(key) for key, name in _PARAMS if key in a}
-    if params:
-        d.merge_params(params)
-    counts = [k for k in a if k.startswith("gen_ai.usage.")]
-    if counts:
-        token_counts(d, counts, _USAGE)
+    if "\ngen_ai.request." in d.keys:
+        params = {name: a.pop(key) for key, name in _PARAMS if key in a}
+        if params:
+            d.merge_params(params)
+    if "\ngen_ai.usage." in d.keys:
+        token_counts(d, [k for k in a if k.startswith("gen_ai.usage.")], _USAGE)
