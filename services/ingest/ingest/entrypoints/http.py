@@ -42,7 +42,8 @@ class Deps:
 
 
 def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.ingest
+    # The container's (ingest.bootstrap); read directly, not as a FastAPI dependency: this is every request's path.
+    deps: Deps = request.app.state.container.deps
     return deps
 
 
