@@ -60,8 +60,7 @@ def _pb_attrs(kvs: Any) -> dict[str, Any]:
     for kv in kvs:
         v = kv.value
         # Most attributes are non-empty strings: read them without asking which kind the value is.
-        text = v.string_value
-        out[kv.key] = text if text else _pb_value(v)
+        out[kv.key] = v.string_value or _pb_value(v)
     return out
 
 
@@ -70,29 +69,39 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest.FromString(body)
 
 
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
 def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_bytes: int | None) -> Iterator[SpanView]:
+    # Each field read from a protobuf message builds a new Python object: every field is read once.
+    ids = report.ids
     for rs in req.resource_spans:
         resource = _pb_attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 span_id = sp.span_id.hex()
-                index = report.add(span_id or f"#{len(report.ids)}")
+                index = report.add(span_id or f"#{len(ids)}")
                 if max_item_bytes is not None:
                     size = sp.ByteSize()
                     if size > max_item_bytes:
                         report.too_large(index, size, max_item_bytes)
                         continue
-                if len(sp.trace_id) != 16 or not any(sp.trace_id):
+                trace_id = sp.trace_id
+                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
                     report.invalid(index, Invalid("traceId", "format", "must be 16 bytes, not all zero"))
                     continue
                 if len(span_id) != 16 or span_id == "0000000000000000":
                     report.invalid(index, Invalid("spanId", "format", "must be 8 bytes, not all zero"))
                     continue
-                parent = sp.parent_span_id.hex() if len(sp.parent_span_id) == 8 and any(sp.parent_span_id) else None
+                parent_id = sp.parent_span_id
+                parent = parent_id.hex() if len(parent_id) == 8 and parent_id != _ZERO_SPAN else None
+                status = sp.status
+                events = sp.events
                 yield SpanView(
-                    sp.trace_id.hex(), span_id, parent, sp.name, sp.start_time_unix_nano,
-                    sp.end_time_unix_nano, sp.status.code, sp.status.message, _pb_attrs(sp.attributes),
-                    [(e.name, _pb_attrs(e.attributes)) for e in sp.events] if sp.events else [], resource,
+                    trace_id.hex(), span_id, parent, sp.name, sp.start_time_unix_nano, sp.end_time_unix_nano,
+                    status.code, status.message, _pb_attrs(sp.attributes),
+                    [(e.name, _pb_attrs(e.attributes)) for e in events] if events else [], resource,
                 )
 
 
