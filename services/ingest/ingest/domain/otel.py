@@ -52,16 +52,9 @@ def _iso(field: str, ns: int) -> str | None:
 
 
 def _draft(sp: SpanView) -> Draft:
-    """Split Langfuse's attributes from the rest, and note which conventions the span uses at all: one search of
-    the joined keys, so that the common span (no ``langfuse.*``) costs a dict copy, not a loop."""
-    attrs = sp.attrs
-    keys = "\n" + "\n".join(attrs)
-    if "\nlangfuse." in keys:
-        lf = {k: v for k, v in attrs.items() if k.startswith("langfuse.")}
-        a = {k: v for k, v in attrs.items() if not k.startswith("langfuse.")}
-    else:
-        lf, a = {}, dict(attrs)
-    return Draft(sp, a, lf, keys, "\ngen_ai." in keys, "\nllm." in keys)
+    """Note which conventions the span uses at all: one search of the joined keys each, not a loop."""
+    keys = "\n" + "\n".join(sp.attrs)
+    return Draft(sp, dict(sp.attrs), keys, "\nlangfuse." in keys, "\ngen_ai." in keys, "\nllm." in keys)
 
 
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -120,8 +113,18 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         trace.setdefault("environment", env)
 
     left = d.left
-    left.update(d.attrs)
-    left.update(d.langfuse)
+    rest = d.attrs
+    if rest and d.lf:
+        # Unclaimed attributes of other conventions first, then Langfuse's.
+        langfuse = {}
+        for k, v in rest.items():
+            if k.startswith("langfuse."):
+                langfuse[k] = v
+            else:
+                left[k] = v
+        left.update(langfuse)
+    else:
+        left.update(rest)
     metadata = d.metadata
     if left:
         metadata["attributes"] = left
@@ -151,18 +154,21 @@ def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> di
         trace["input"] = d.trace_input
     if d.trace_output is not MISSING:
         trace["output"] = d.trace_output
-    trace.update(d.trace_identity)
+    if d.trace_identity:
+        trace.update(d.trace_identity)
     if d.public is not None:
         trace["public"] = d.public
-    trace.update(d.experiment)
+    if d.experiment:
+        trace.update(d.experiment)
     for k, v in d.identity.items():
         trace.setdefault(k, v)
     tags = d.tags
-    if isinstance(tags, str):
-        tags = json_or_str(tags)
-        tags = tags if isinstance(tags, list) else [str(tags)]
-    if isinstance(tags, list):
-        trace["tags"] = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
+    if tags is not None:
+        if isinstance(tags, str):
+            tags = json_or_str(tags)
+            tags = tags if isinstance(tags, list) else [str(tags)]
+        if isinstance(tags, list):
+            trace["tags"] = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
     if trace:
         trace["id"] = sp.trace_id
     if d.trace_metadata:

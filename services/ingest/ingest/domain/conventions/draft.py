@@ -9,7 +9,6 @@ observation's ``metadata.attributes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -32,22 +31,15 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-@dataclass(slots=True, eq=False)
 class Draft:
-    """One span being mapped. ``attrs``: its attributes outside ``langfuse.*`` (in the span's order), ``langfuse``:
-    those inside; ``keys``: every attribute key, each after a newline, so that a mapper asks whether any key
-    starts with a prefix with one substring search (``"\\nllm.token_count." in d.keys``; a key holding a newline
-    can make that say yes for nothing, never no for something) instead of a loop; ``genai``/``llm``: whether any
-    starts with ``gen_ai.``/``llm.``."""
+    """One span being mapped. ``attrs``: a copy of its attributes (in the span's order), from which each mapper
+    takes those of its convention; ``keys``: every attribute key, each after a newline, so that a mapper asks
+    whether any key starts with a prefix with one substring search (``"\\nllm.token_count." in d.keys``; a key
+    holding a newline can make that say yes for nothing, never no for something) instead of a loop;
+    ``lf``/``genai``/``llm``: whether any starts with ``langfuse.``/``gen_ai.``/``llm.``.
 
-    span: SpanView
-    attrs: dict[str, Any]
-    langfuse: dict[str, Any]
-    keys: str
-    genai: bool
-    llm: bool
-    # Attributes a mapper took but could not use (a value breaking the field's rule), kept as attributes.
-    left: dict[str, Any] = field(default_factory=dict)
+    The fields a span usually leaves unset are class-level defaults, so a draft costs a few assignments."""
+
     type: str | None = None
     # The type when no convention names one (a span with a model is a generation).
     type_hint: str | None = None
@@ -65,22 +57,32 @@ class Draft:
     environment: str | None = None
     release: str | None = None
     version: str | None = None
-    # prompt_name, prompt_version
-    prompt: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    internal: dict[str, Any] = field(default_factory=dict)
     trace_name: str | None = None
     trace_input: Any = MISSING
     trace_output: Any = MISSING
-    # user_id/session_id as ``langfuse.user.id``/``langfuse.session.id`` say, then as the attributes conventions
-    # share say (``user.id``, ``session.id`` ...): the first wins.
-    trace_identity: dict[str, str] = field(default_factory=dict)
-    identity: dict[str, str] = field(default_factory=dict)
     public: bool | None = None
-    # dataset_run_name, dataset_item_id, dataset_id
-    experiment: dict[str, str] = field(default_factory=dict)
     tags: Any = None
-    trace_metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, span: SpanView, attrs: dict[str, Any], keys: str, lf: bool, genai: bool, llm: bool) -> None:
+        self.span = span
+        self.attrs = attrs
+        self.keys = keys
+        self.lf = lf
+        self.genai = genai
+        self.llm = llm
+        # Attributes a mapper took but could not use (a value breaking the field's rule), kept as attributes.
+        self.left: dict[str, Any] = {}
+        self.metadata: dict[str, Any] = {}
+        self.internal: dict[str, Any] = {}
+        self.trace_metadata: dict[str, Any] = {}
+        # prompt_name, prompt_version
+        self.prompt: dict[str, Any] = {}
+        # user_id/session_id as ``langfuse.user.id``/``langfuse.session.id`` say, then as the attributes
+        # conventions share say (``user.id``, ``session.id`` ...): the first wins.
+        self.trace_identity: dict[str, str] = {}
+        self.identity: dict[str, str] = {}
+        # dataset_run_name, dataset_item_id, dataset_id
+        self.experiment: dict[str, str] = {}
 
     def conv(self, src: dict[str, Any], key: str, conv: f.Converter, decode: bool = False) -> Any:
         """Take ``key`` (the caller knows it is there) and convert it with a field rule; a value that breaks the

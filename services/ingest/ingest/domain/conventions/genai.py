@@ -25,39 +25,46 @@ _MODEL = ("gen_ai.response.model", "gen_ai.request.model")
 
 def map_genai(d: Draft) -> None:
     a = d.attrs
+    events = False
     for name, attrs in d.span.events:
         # The span-event forms: the same as the attributes, which win.
         if name == "gen_ai.content.prompt" and "gen_ai.prompt" in attrs:
             a.setdefault("gen_ai.prompt", attrs["gen_ai.prompt"])
+            events = True
         elif name == "gen_ai.content.completion" and "gen_ai.completion" in attrs:
             a.setdefault("gen_ai.completion", attrs["gen_ai.completion"])
-    if not d.genai and not d.span.events:
+            events = True
+    if not d.genai and not events:
         return
+    keys = d.keys
     op = a.pop("gen_ai.operation.name", None)
     if d.type is None and isinstance(op, str):
         d.type = OPERATIONS.get(op)
-    found, value = first(a, _INPUT)
-    if found:
-        if d.input is MISSING:
-            d.input = maybe_json(value)
-    elif "\ngen_ai.prompt." in d.keys and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
-        d.input = unflatten(msgs)
-    found, value = first(a, _OUTPUT)
-    if found:
-        if d.output is MISSING:
-            d.output = maybe_json(value)
-    elif "\ngen_ai.completion." in d.keys and (msgs := prefixed(a, "gen_ai.completion.")) and d.output is MISSING:
-        d.output = unflatten(msgs)
+    if events or "\ngen_ai.input." in keys or "\ngen_ai.prompt" in keys or "\ngen_ai.tool.call." in keys:
+        found, value = first(a, _INPUT)
+        if found:
+            if d.input is MISSING:
+                d.input = maybe_json(value)
+        elif "\ngen_ai.prompt." in keys and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
+            d.input = unflatten(msgs)
+    if events or "\ngen_ai.output." in keys or "\ngen_ai.completion" in keys or "\ngen_ai.tool.call." in keys:
+        found, value = first(a, _OUTPUT)
+        if found:
+            if d.output is MISSING:
+                d.output = maybe_json(value)
+        elif "\ngen_ai.completion." in keys and (msgs := prefixed(a, "gen_ai.completion.")) \
+                and d.output is MISSING:
+            d.output = unflatten(msgs)
     if not d.genai:
         return
-    found, value = first(a, _MODEL)
+    found, value = first(a, _MODEL) if "\ngen_ai.re" in keys else (False, None)
     if found:
         d.type_hint = "GENERATION"
         if d.model is None and isinstance(value, str):
             d.model = value
-    if "\ngen_ai.request." in d.keys:
+    if "\ngen_ai.request." in keys:
         params = {name: a.pop(key) for key, name in _PARAMS if key in a}
         if params:
             d.merge_params(params)
-    if "\ngen_ai.usage." in d.keys:
+    if "\ngen_ai.usage." in keys:
         token_counts(d, [k for k in a if k.startswith("gen_ai.usage.")], _USAGE)

@@ -17,10 +17,9 @@ _EXPERIMENT = (("langfuse.experiment.name", "dataset_run_name"), ("langfuse.expe
 
 
 def map_langfuse(d: Draft) -> None:
-    lf = d.langfuse
-    if lf:
-        _observation(d, lf)
-        _trace(d, lf)
+    if d.lf:
+        _observation(d, d.attrs)
+        _trace(d, d.attrs)
 
 
 def _observation(d: Draft, lf: dict[str, Any]) -> None:
@@ -50,6 +49,16 @@ def _observation(d: Draft, lf: dict[str, Any]) -> None:
         d.release = d.conv(lf, "langfuse.release", f.opt_str)
     if "langfuse.version" in lf:
         d.version = d.conv(lf, "langfuse.version", f.opt_str)
+    keys = d.keys
+    if "\nlangfuse.observation.metadata" in keys or "\nlangfuse.trace.metadata" in keys \
+            or "\nlangfuse.internal." in keys:
+        _metadata(d, lf)
+    # The prompt a generation was made from (``langfuse.prompt.*``: older SDKs; the newer form wins).
+    if "\nlangfuse.prompt." in keys or "\nlangfuse.observation.prompt." in keys:
+        _prompt(d, lf)
+
+
+def _metadata(d: Draft, lf: dict[str, Any]) -> None:
     for k in list(lf):
         if k.startswith(_OBSERVATION_METADATA):
             _metadata_attr(d.metadata, k, lf.pop(k), _OBSERVATION_METADATA)
@@ -57,7 +66,9 @@ def _observation(d: Draft, lf: dict[str, Any]) -> None:
             _metadata_attr(d.trace_metadata, k, lf.pop(k), _TRACE_METADATA)
         elif k.startswith("langfuse.internal."):
             d.internal[k] = lf.pop(k)
-    # The prompt a generation was made from (``langfuse.prompt.*``: older SDKs; the newer form wins).
+
+
+def _prompt(d: Draft, lf: dict[str, Any]) -> None:
     for scope in ("langfuse.prompt.", "langfuse.observation.prompt."):
         if scope + "name" in lf:
             name = d.conv(lf, scope + "name", f.opt_str)

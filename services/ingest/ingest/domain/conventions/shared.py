@@ -19,12 +19,14 @@ def map_shared(d: Draft) -> None:
     a = d.attrs
     if not a:
         return
-    found, value = first(a, _INPUT)
-    if found and d.input is MISSING:
-        d.input = maybe_json(value)
-    found, value = first(a, _OUTPUT)
-    if found and d.output is MISSING:
-        d.output = maybe_json(value)
+    keys = d.keys
+    if "\ntraceloop.entity." in keys or "\nmlflow.span" in keys or "input" in a or "output" in a:
+        found, value = first(a, _INPUT)
+        if found and d.input is MISSING:
+            d.input = maybe_json(value)
+        found, value = first(a, _OUTPUT)
+        if found and d.output is MISSING:
+            d.output = maybe_json(value)
     if "model" in a:
         model = a.pop("model")
         if d.model is None and isinstance(model, str):
