@@ -22,7 +22,7 @@ import orjson
 from ingest.domain import fields as f
 from ingest.domain.batch import Batch
 from ingest.domain.conventions import MAPPERS, Draft
-from ingest.domain.conventions.draft import MISSING, json_or_str
+from ingest.domain.conventions.draft import MISSING, json_or_str, prefixes_of
 from ingest.domain.fields import Invalid
 from ingest.domain.otlp import STATUS_ERROR, SpanView, decode_protobuf, json_spans, protobuf_spans
 from ingest.domain.report import Report
@@ -52,9 +52,7 @@ def _iso(field: str, ns: int) -> str | None:
 
 
 def _draft(sp: SpanView) -> Draft:
-    """Note which conventions the span uses at all: one search of the joined keys each, not a loop."""
-    keys = "\n" + "\n".join(sp.attrs)
-    return Draft(sp, dict(sp.attrs), keys, "\nlangfuse." in keys, "\ngen_ai." in keys, "\nllm." in keys)
+    return Draft(sp, dict(sp.attrs), prefixes_of(sp.attrs))
 
 
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:

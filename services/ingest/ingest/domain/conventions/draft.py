@@ -31,12 +31,36 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
+# The key prefixes mappers ask about.
+PREFIXES = (
+    "langfuse.", "langfuse.observation.metadata", "langfuse.trace.metadata", "langfuse.internal.", "langfuse.prompt.",
+    "langfuse.observation.prompt.", "llm.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.",
+    "gen_ai.", "gen_ai.input.", "gen_ai.output.", "gen_ai.prompt", "gen_ai.prompt.", "gen_ai.completion",
+    "gen_ai.completion.", "gen_ai.tool.call.", "gen_ai.re", "gen_ai.request.", "gen_ai.usage.", "traceloop.entity.",
+    "mlflow.span",
+)
+_SHAPES: dict[tuple[str, ...], frozenset[str]] = {}
+_MAX_SHAPES = 1024
+
+
+def prefixes_of(attrs: dict[str, Any]) -> frozenset[str]:
+    """Which of ``PREFIXES`` some key of ``attrs`` starts with. The spans of one instrumentation share their keys,
+    so the answer is kept per key set (a bounded number of them: keys are untrusted)."""
+    shape = tuple(attrs)
+    found = _SHAPES.get(shape)
+    if found is None:
+        found = frozenset(p for p in PREFIXES if any(k.startswith(p) for k in shape))
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        _SHAPES[shape] = found
+    return found
+
+
 class Draft:
     """One span being mapped. ``attrs``: a copy of its attributes (in the span's order), from which each mapper
-    takes those of its convention; ``keys``: every attribute key, each after a newline, so that a mapper asks
-    whether any key starts with a prefix with one substring search (``"\\nllm.token_count." in d.keys``; a key
-    holding a newline can make that say yes for nothing, never no for something) instead of a loop;
-    ``lf``/``genai``/``llm``: whether any starts with ``langfuse.``/``gen_ai.``/``llm.``.
+    takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts with, so that a
+    mapper skips forms the span does not use without looking at every key; ``lf``/``genai``/``llm``: whether
+    any starts with ``langfuse.``/``gen_ai.``/``llm.``.
 
     The fields a span usually leaves unset are class-level defaults, so a draft costs a few assignments."""
 
@@ -63,13 +87,13 @@ class Draft:
     public: bool | None = None
     tags: Any = None
 
-    def __init__(self, span: SpanView, attrs: dict[str, Any], keys: str, lf: bool, genai: bool, llm: bool) -> None:
+    def __init__(self, span: SpanView, attrs: dict[str, Any], prefixes: frozenset[str]) -> None:
         self.span = span
         self.attrs = attrs
-        self.keys = keys
-        self.lf = lf
-        self.genai = genai
-        self.llm = llm
+        self.prefixes = prefixes
+        self.lf = "langfuse." in prefixes
+        self.genai = "gen_ai." in prefixes
+        self.llm = "llm." in prefixes
         # Attributes a mapper took but could not use (a value breaking the field's rule), kept as attributes.
         self.left: dict[str, Any] = {}
         self.metadata: dict[str, Any] = {}

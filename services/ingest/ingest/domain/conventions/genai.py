@@ -36,35 +36,35 @@ def map_genai(d: Draft) -> None:
             events = True
     if not d.genai and not events:
         return
-    keys = d.keys
+    has = d.prefixes
     op = a.pop("gen_ai.operation.name", None)
     if d.type is None and isinstance(op, str):
         d.type = OPERATIONS.get(op)
-    if events or "\ngen_ai.input." in keys or "\ngen_ai.prompt" in keys or "\ngen_ai.tool.call." in keys:
+    if events or "gen_ai.input." in has or "gen_ai.prompt" in has or "gen_ai.tool.call." in has:
         found, value = first(a, _INPUT)
         if found:
             if d.input is MISSING:
                 d.input = maybe_json(value)
-        elif "\ngen_ai.prompt." in keys and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
+        elif "gen_ai.prompt." in has and (msgs := prefixed(a, "gen_ai.prompt.")) and d.input is MISSING:
             d.input = unflatten(msgs)
-    if events or "\ngen_ai.output." in keys or "\ngen_ai.completion" in keys or "\ngen_ai.tool.call." in keys:
+    if events or "gen_ai.output." in has or "gen_ai.completion" in has or "gen_ai.tool.call." in has:
         found, value = first(a, _OUTPUT)
         if found:
             if d.output is MISSING:
                 d.output = maybe_json(value)
-        elif "\ngen_ai.completion." in keys and (msgs := prefixed(a, "gen_ai.completion.")) \
+        elif "gen_ai.completion." in has and (msgs := prefixed(a, "gen_ai.completion.")) \
                 and d.output is MISSING:
             d.output = unflatten(msgs)
     if not d.genai:
         return
-    found, value = first(a, _MODEL) if "\ngen_ai.re" in keys else (False, None)
+    found, value = first(a, _MODEL) if "gen_ai.re" in has else (False, None)
     if found:
         d.type_hint = "GENERATION"
         if d.model is None and isinstance(value, str):
             d.model = value
-    if "\ngen_ai.request." in keys:
+    if "gen_ai.request." in has:
         params = {name: a.pop(key) for key, name in _PARAMS if key in a}
         if params:
             d.merge_params(params)
-    if "\ngen_ai.usage." in keys:
+    if "gen_ai.usage." in has:
         token_counts(d, [k for k in a if k.startswith("gen_ai.usage.")], _USAGE)

@@ -49,12 +49,12 @@ def _observation(d: Draft, lf: dict[str, Any]) -> None:
         d.release = d.conv(lf, "langfuse.release", f.opt_str)
     if "langfuse.version" in lf:
         d.version = d.conv(lf, "langfuse.version", f.opt_str)
-    keys = d.keys
-    if "\nlangfuse.observation.metadata" in keys or "\nlangfuse.trace.metadata" in keys \
-            or "\nlangfuse.internal." in keys:
+    has = d.prefixes
+    if "langfuse.observation.metadata" in has or "langfuse.trace.metadata" in has \
+            or "langfuse.internal." in has:
         _metadata(d, lf)
     # The prompt a generation was made from (``langfuse.prompt.*``: older SDKs; the newer form wins).
-    if "\nlangfuse.prompt." in keys or "\nlangfuse.observation.prompt." in keys:
+    if "langfuse.prompt." in has or "langfuse.observation.prompt." in has:
         _prompt(d, lf)
 
 

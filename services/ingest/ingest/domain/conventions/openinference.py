@@ -27,13 +27,13 @@ def map_openinference(d: Draft) -> None:
         value = a.pop("input.value")
         if d.input is MISSING:
             d.input = maybe_json(value)
-    elif "\nllm.input_messages." in d.keys and (msgs := prefixed(a, "llm.input_messages.")) and d.input is MISSING:
+    elif "llm.input_messages." in d.prefixes and (msgs := prefixed(a, "llm.input_messages.")) and d.input is MISSING:
         d.input = unflatten(msgs)
     if "output.value" in a:
         value = a.pop("output.value")
         if d.output is MISSING:
             d.output = maybe_json(value)
-    elif "\nllm.output_messages." in d.keys and (msgs := prefixed(a, "llm.output_messages.")) and d.output is MISSING:
+    elif "llm.output_messages." in d.prefixes and (msgs := prefixed(a, "llm.output_messages.")) and d.output is MISSING:
         d.output = unflatten(msgs)
     if d.llm:
         if "llm.model_name" in a:
@@ -45,7 +45,7 @@ def map_openinference(d: Draft) -> None:
             params = d.conv(a, "llm.invocation_parameters", f.opt_object, decode=True)
             if params:
                 d.merge_params(params)
-        if "\nllm.token_count." in d.keys:
+        if "llm.token_count." in d.prefixes:
             token_counts(d, [k for k in a if k.startswith("llm.token_count.")], _USAGE)
     if isinstance(a.get("metadata"), str):
         decoded = json_or_str(a.pop("metadata"))

@@ -19,8 +19,8 @@ def map_shared(d: Draft) -> None:
     a = d.attrs
     if not a:
         return
-    keys = d.keys
-    if "\ntraceloop.entity." in keys or "\nmlflow.span" in keys or "input" in a or "output" in a:
+    has = d.prefixes
+    if "traceloop.entity." in has or "mlflow.span" in has or "input" in a or "output" in a:
         found, value = first(a, _INPUT)
         if found and d.input is MISSING:
             d.input = maybe_json(value)
