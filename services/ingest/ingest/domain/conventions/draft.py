@@ -9,7 +9,8 @@ observation's ``metadata.attributes``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, cast
 
 import orjson
 
@@ -40,6 +41,7 @@ PREFIXES = (
     "mlflow.span",
 )
 _SHAPES: dict[tuple[str, ...], frozenset[str]] = {}
+_EMPTY = cast(dict[str, Any], MappingProxyType({}))
 _MAX_SHAPES = 1024
 
 
@@ -86,6 +88,15 @@ class Draft:
     trace_output: Any = MISSING
     public: bool | None = None
     tags: Any = None
+    # Only Langfuse's attributes fill these: read-only and empty until its mapper gives the draft its own.
+    internal: dict[str, Any] = _EMPTY
+    trace_metadata: dict[str, Any] = _EMPTY
+    # prompt_name, prompt_version
+    prompt: dict[str, Any] = _EMPTY
+    # user_id/session_id as ``langfuse.user.id``/``langfuse.session.id`` say (before ``identity``)
+    trace_identity: dict[str, str] = _EMPTY
+    # dataset_run_name, dataset_item_id, dataset_id
+    experiment: dict[str, str] = _EMPTY
 
     def __init__(self, span: SpanView, attrs: dict[str, Any], prefixes: frozenset[str]) -> None:
         self.span = span
@@ -97,16 +108,8 @@ class Draft:
         # Attributes a mapper took but could not use (a value breaking the field's rule), kept as attributes.
         self.left: dict[str, Any] = {}
         self.metadata: dict[str, Any] = {}
-        self.internal: dict[str, Any] = {}
-        self.trace_metadata: dict[str, Any] = {}
-        # prompt_name, prompt_version
-        self.prompt: dict[str, Any] = {}
-        # user_id/session_id as ``langfuse.user.id``/``langfuse.session.id`` say, then as the attributes
-        # conventions share say (``user.id``, ``session.id`` ...): the first wins.
-        self.trace_identity: dict[str, str] = {}
+        # user_id/session_id as the attributes conventions share say (``user.id``, ``session.id`` ...)
         self.identity: dict[str, str] = {}
-        # dataset_run_name, dataset_item_id, dataset_id
-        self.experiment: dict[str, str] = {}
 
     def conv(self, src: dict[str, Any], key: str, conv: f.Converter, decode: bool = False) -> Any:
         """Take ``key`` (the caller knows it is there) and convert it with a field rule; a value that breaks the

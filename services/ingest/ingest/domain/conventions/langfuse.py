@@ -59,6 +59,8 @@ def _observation(d: Draft, lf: dict[str, Any]) -> None:
 
 
 def _metadata(d: Draft, lf: dict[str, Any]) -> None:
+    d.trace_metadata = {}
+    d.internal = {}
     for k in list(lf):
         if k.startswith(_OBSERVATION_METADATA):
             _metadata_attr(d.metadata, k, lf.pop(k), _OBSERVATION_METADATA)
@@ -69,6 +71,7 @@ def _metadata(d: Draft, lf: dict[str, Any]) -> None:
 
 
 def _prompt(d: Draft, lf: dict[str, Any]) -> None:
+    d.prompt = {}
     for scope in ("langfuse.prompt.", "langfuse.observation.prompt."):
         if scope + "name" in lf:
             name = d.conv(lf, scope + "name", f.opt_str)
@@ -91,6 +94,8 @@ def _trace(d: Draft, lf: dict[str, Any]) -> None:
         if key in lf:
             v = d.conv(lf, key, f.opt_str)
             if v is not None:
+                if not d.trace_identity:
+                    d.trace_identity = {}
                 d.trace_identity.setdefault(target, v)
     if "langfuse.trace.public" in lf:
         d.public = d.conv(lf, "langfuse.trace.public", f.opt_bool, decode=True)
@@ -98,6 +103,8 @@ def _trace(d: Draft, lf: dict[str, Any]) -> None:
         if key in lf:
             v = d.conv(lf, key, f.opt_str)
             if v is not None:
+                if not d.experiment:
+                    d.experiment = {}
                 d.experiment[target] = v
     if "langfuse.trace.tags" in lf:
         d.tags = lf.pop("langfuse.trace.tags")
