@@ -8,7 +8,7 @@ from tally_shared.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli("ingest", argv, Settings, app="ingest.entrypoints.app:create_app", migrations=MIGRATIONS,
+    return run_cli("ingest", argv, Settings, app="ingest.bootstrap:create_app", migrations=MIGRATIONS,
                    schema=SCHEMA)
 
 

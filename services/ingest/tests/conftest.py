@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
+from ingest.bootstrap import create_app
 from ingest.config import Settings
-from ingest.entrypoints.app import create_app
 from tally_shared import infra
 from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
 

@@ -14,8 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ingest.adapters.configs import HttpConfigLookup, ScoringUnavailable
+from ingest.bootstrap import create_app_for
 from ingest.config import Settings
-from ingest.entrypoints.app import create_app_for
 from tally_shared.content import NUL_REPLACEMENT as NUL
 from tally_shared.content import SURROGATE_REPLACEMENT as BAD
 from tally_shared.envelope import decode

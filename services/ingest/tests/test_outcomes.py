@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
+from ingest.bootstrap import create_app_for
 from ingest.config import Settings
-from ingest.entrypoints.app import create_app_for
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
 
 from .fakes import RecordingPublisher

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from ingest.bootstrap import create_app_for
 from ingest.config import Settings
 from ingest.domain.langfuse import EVENT_TYPES
-from ingest.entrypoints.app import create_app_for
 from tally_shared.envelope import decode
 from tally_shared.testing.plugin import basic_auth, create_project_with_key
 

@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 
 from tally_shared import content
-from tally_shared.topics import SCORE_COMMANDS, TRACES
+from tally_shared.envelope import Payload
+from tally_shared.events import RecordScore, TraceIngested
+from tally_shared.topics import SCORE_COMMANDS, TRACES, Topic
 
 
 @dataclass(slots=True)
@@ -121,20 +123,22 @@ class Batch:
             if g.trace is not None:
                 payload["trace"] = g.trace
             payload["observations"] = list(g.observations.values())
-            out.append(_message(TRACES.name, "TraceIngested", project, g.trace_id, g.latest or now, payload,
-                                g.items))
+            out.append(_message(TraceIngested, project, g.trace_id, g.latest or now, payload, g.items))
         for s in self._scores:
-            out.append(_message(SCORE_COMMANDS.name, "RecordScore", project, s.key, s.at or now, s.payload,
-                                [s.item]))
+            out.append(_message(RecordScore, project, s.key, s.at or now, s.payload, [s.item]))
         return out
 
 
+# Where each kind of message ingest writes goes; the envelope's type and version are the payload class's.
+TOPICS: dict[type[Payload], Topic] = {TraceIngested: TRACES, RecordScore: SCORE_COMMANDS}
 _ENVELOPE_HEAD = b'{"id":"'
 _VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
 
 
-def _message(topic: str, event_type: str, project: str, key: str, at: datetime, payload: dict[str, Any],
+def _message(event: type[Payload], project: str, key: str, at: datetime, payload: dict[str, Any],
              items: list[int]) -> Outgoing:
+    topic = TOPICS[event].name
+    event_type = event.event_type
     # Content PostgreSQL cannot hold (NUL, lone surrogates: OTLP protobuf strings and anything not cleaned at
     # parse time) gets the documented transformation here, the one place every format's events pass through.
     key = content.clean_text(key)
@@ -146,13 +150,17 @@ def _message(topic: str, event_type: str, project: str, key: str, at: datetime, 
     occurred = at.isoformat().encode()
     p = orjson.dumps(project)
     k = orjson.dumps(key)
-    h = hashlib.blake2b(b"\0".join((event_type.encode(), p, k, occurred, body)), digest_size=16).hexdigest()
+    type_bytes = event_type.encode()
+    # The id hashes "type\0project\0key\0occurred\0payload"; the (large) payload is fed without a copy.
+    digest = hashlib.blake2b(b"\0".join((type_bytes, p, k, occurred, b"")), digest_size=16)
+    digest.update(body)
+    h = digest.hexdigest()
     # A version-4-shaped UUID from the digest (formatted by hand: uuid.UUID costs more than the hash).
     event_id = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}".encode()
     # The envelope of tally_shared.envelope.Envelope, assembled around the already-serialised payload so the
     # (large) payload is encoded once.
     value = b"".join((
-        _ENVELOPE_HEAD, event_id, b'","type":"', event_type.encode(), b'","version":1,"occurred_at":"', occurred,
-        b'","project":', p, b',"key":', k, b',"payload":', body, b"}",
+        _ENVELOPE_HEAD, event_id, b'","type":"', type_bytes, b'","version":', str(event.version).encode(),
+        b',"occurred_at":"', occurred, b'","project":', p, b',"key":', k, b',"payload":', body, b"}",
     ))
     return Outgoing(topic, key.encode(), value, event_type, items)

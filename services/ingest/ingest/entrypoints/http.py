@@ -42,7 +42,8 @@ class Deps:
 
 
 def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.ingest
+    # The container's (ingest.bootstrap); read directly, not as a FastAPI dependency: this is every request's path.
+    deps: Deps = request.app.state.container.deps
     return deps
 
 
@@ -246,7 +247,7 @@ MAX_DELETE_IDS = 1000
 
 def _deletion_message(project: str, trace_id: str) -> Outgoing:
     env = make_envelope(TraceDeleted(trace_id=trace_id), project=project, key=trace_id)
-    return Outgoing(TRACES.name, trace_id.encode(), env.to_bytes(), "TraceDeleted", [0])
+    return Outgoing(TRACES.name, trace_id.encode(), env.to_bytes(), TraceDeleted.event_type, [0])
 
 
 def _trace_ids(value: Any) -> list[str]:

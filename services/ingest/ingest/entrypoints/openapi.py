@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from tally_shared.contracts.ingest import IngestionResponse
 from tally_shared.events import ObservationData, RecordScore, TraceData
 
 
@@ -45,23 +46,6 @@ class LangfuseEvent(BaseModel):
 class LangfuseBatch(BaseModel):
     batch: list[LangfuseEvent]
     metadata: Any = None
-
-
-class IngestionSuccess(BaseModel):
-    id: str
-    status: int
-
-
-class IngestionError(BaseModel):
-    id: str
-    status: int
-    message: str | None = None
-    error: Any = None
-
-
-class IngestionResponse(BaseModel):
-    successes: list[IngestionSuccess]
-    errors: list[IngestionError]
 
 
 def _body(model: str) -> dict[str, Any]:
