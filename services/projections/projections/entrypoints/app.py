@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from projections import SCHEMA
 from projections.adapters.blind import BlindPort, HttpBlind
-from projections.adapters.projector import Projector
+from projections.adapters.statements import Statements
 from projections.adapters.tables import make_tables
 from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, *, blind: BlindPort | None = No
     settings = settings or Settings()
     runtime = build_runtime("projections", settings)
     tables = make_tables(SCHEMA)
-    deps = Deps(sessions=runtime.sessions, projector=Projector(tables))
+    deps = Deps(sessions=runtime.sessions, sql=Statements(tables))
     consumers.register(runtime.broker, deps, group_id=settings.group_id, max_records=settings.batch_max_records)
     dead_letter_group = settings.dead_letter_group_id or f"{settings.group_id}-dead-letters"
     consumers.register_dead_letters(runtime.broker, runtime.sessions, group_id=dead_letter_group)
