@@ -69,12 +69,14 @@ class Statements:
         rk = ["project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
               "data_type", "value_key", "shard"]
         self.rollup_key_cols = rk
-        self.sql_rollup_up = upsert_sql(
+        upsert = upsert_sql(
             t.score_rollup, [*rk, "n", "n_value", "sum", "sum_sq"], rk,
             "n = t.n + EXCLUDED.n, n_value = t.n_value + EXCLUDED.n_value, sum = t.sum + EXCLUDED.sum, "
             "sum_sq = t.sum_sq + EXCLUDED.sum_sq",
             returning="t.n = 0 AND t.n_value = 0 AS empty, " + ", ".join(f"t.{ident(c)}" for c in rk),
         )
+        # only the rows that came to nothing travel back (to be deleted), not one per row written
+        self.sql_rollup_up = text(f"WITH up AS ({upsert.text}) SELECT * FROM up WHERE empty")  # noqa: S608
         rq = qualified(t.score_rollup)
         self.sql_rollup_del = text(
             f"DELETE FROM {rq} r USING unnest("  # noqa: S608

@@ -145,11 +145,14 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
 
 async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     rk = uow.sql.rollup_key_cols
-    rows = [
-        {**dict(zip(rk, (*k, shard), strict=True)), "n": m[0], "n_value": m[1], "sum": m[2], "sum_sq": m[3]}
-        for shard, d in sorted(deltas.items()) for k, m in sorted(d.items(), key=lambda km: km[0])
-        if m[0] or m[1] or m[2] or m[3]
-    ]
+    rows = []
+    for shard, d in sorted(deltas.items()):
+        for k, m in sorted(d.items()):  # one order for every writer: no deadlock on a shared row
+            if m[0] or m[1] or m[2] or m[3]:
+                row = dict(zip(rk, k))  # noqa: B905 (the key has every column but the shard)
+                row["shard"] = shard
+                row["n"], row["n_value"], row["sum"], row["sum_sq"] = m
+                rows.append(row)
     if not rows:
         return
     res = await uow.execute(uow.sql.sql_rollup_up, rows_param(rows))
