@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections.adapters.sql import ident
 from projections.adapters.statements import Statements, apply_lock_key
 from projections.adapters.tables import make_tables
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
+from tally_shared.bulk import ident
 from tally_shared.db import make_session_factory
 from tally_shared.envelope import PoisonMessage
 from tally_shared.records import Event, decode_event

@@ -3,10 +3,13 @@ own for the shadow schema). Batches travel as one JSON text per statement (``sql
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from collections.abc import Sequence
 
-from projections.adapters.sql import ident, qualified, select_by_keys, set_all, upsert_sql
+from sqlalchemy import Table, text
+from sqlalchemy.sql.elements import TextClause
+
 from projections.adapters.tables import Tables
+from tally_shared.bulk import ident, insert_sql, qualified, select_by_keys, set_excluded
 
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
@@ -27,6 +30,16 @@ def apply_lock_key(schema: str) -> str:
     return f"tally-projections-apply:{schema}"
 
 
+def upsert_sql(table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
+               returning: str | None = None) -> TextClause:
+    """``tally_shared.bulk.insert_sql`` with a conflict target; ``update`` None: ``DO NOTHING``."""
+    return insert_sql(table, columns, conflict=conflict, update=update, returning=returning)
+
+
+def set_all(columns: Sequence[str], conflict: Sequence[str]) -> str:
+    return set_excluded([c for c in columns if c not in conflict])
+
+
 class Statements:
     def __init__(self, tables: Tables) -> None:
         t = self.t = tables
@@ -36,10 +49,6 @@ class Statements:
         self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
                            "rolled_dims"]
         pk2 = ["project_id", "id"]
-        self.sql_claim = text(
-            f"INSERT INTO {qualified(t.processed)} (consumer, event_id) "
-            f"SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id"
-        )
         self.sql_traces_up = upsert_sql(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
         self.sql_traces_get = select_by_keys(t.traces, pk2)
         self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.statements import Statements
+from tally_shared import claims
 
 CONSUMER = "projections"
 
@@ -72,10 +73,8 @@ class UnitOfWork:
 
     async def claim(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Record the ids as processed; returns those not processed before."""
-        if not ids:
-            return set()
-        res = await self.session.execute(self.sql.sql_claim, {"consumer": CONSUMER, "ids": sorted(set(ids))})
-        return {r[0] for r in res.all()}
+        # sorted: two writers claiming overlapping ids (a partition changing hands) lock them in one order
+        return await claims.claim(self.session, self.sql.t.processed, CONSUMER, sorted(set(ids)))
 
     async def execute(self, stmt: Any, params: Any = None) -> Any:
         return await self.session.execute(stmt, params)

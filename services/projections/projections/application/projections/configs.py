@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.adapters.sql import rows_param
 from projections.application.projections.base import Projection
 from projections.application.unit_of_work import UnitOfWork
 from projections.domain.merge import to_micros
+from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreConfigArchived, ScoreConfigCreated, ScoreConfigUpdated
 from tally_shared.events.scores import ScoreConfigData

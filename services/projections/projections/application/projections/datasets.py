@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from projections.adapters.sql import rows_param
 from projections.application.projections.base import Projection
 from projections.application.unit_of_work import UnitOfWork
+from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetCreated
 from tally_shared.records import Event

@@ -10,11 +10,11 @@ from datetime import datetime
 
 from sqlalchemy import delete, or_, select, tuple_
 
-from projections.adapters.sql import rows_param
 from projections.application.projections.base import Projection, by_keys, trace_keys
 from projections.application.projections.scores import Deltas, write_rollup
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.rollup import add_to, contributions
+from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import TraceDeleted
 from tally_shared.records import Event

@@ -11,12 +11,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from projections.adapters.sql import jdump, rows_param
+import orjson
+
 from projections.adapters.statements import SCORE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import to_micros
 from projections.domain.rollup import Measures, RollupKey, add_to, contributions, trace_dims
+from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.scores import ScoreData
@@ -138,7 +140,7 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
         add_to(d, contributions(s["project_id"], s, new_dims), +1)
         upd_p.append(s["project_id"])
         upd_i.append(s["id"])
-        upd_d.append(jdump(new_dims) or "null")
+        upd_d.append(orjson.dumps(new_dims).decode())
     if upd_p:
         await uow.execute(uow.sql.sql_set_dims, {"project_id": upd_p, "id": upd_i, "d": upd_d})
 

@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from projections.adapters.sql import rows_param
 from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import merge_fields, to_micros
+from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetRunItemCreated, TraceIngested
 from tally_shared.records import Event
