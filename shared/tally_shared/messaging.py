@@ -249,6 +249,12 @@ def _decode_pair(body: bytes, _partition: int) -> tuple[Envelope, Payload]:
     return decode(body)
 
 
+async def _undecoded(_msg: Any) -> None:
+    """FastStream's own decoding of a batch json-parses every record (the handler reads the raw records and
+    decodes them itself): skipped."""
+    return None
+
+
 def _meta(item: Any) -> tuple[str, datetime]:
     env = item[0] if isinstance(item, tuple) else item
     return env.type, env.occurred_at
@@ -288,6 +294,7 @@ def subscribe_batch(
         batch_timeout_ms=50,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
         fetch_max_bytes=max(64 * 1024 * 1024, max_partition_fetch_bytes),
+        decoder=_undecoded,
         title=f"{group_id}:batch",
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,

@@ -148,12 +148,17 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
 async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     rk = uow.sql.rollup_key_cols
     rows = []
-    for shard, d in sorted(deltas.items()):
-        for k, m in sorted(d.items()):  # one order for every writer: no deadlock on a shared row
+    # Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a deadlock is
+    # a transient error and the batch is retried).
+    for shard, d in deltas.items():
+        for k, m in d.items():
             if m[0] or m[1] or m[2] or m[3]:
                 row = dict(zip(rk, k))  # noqa: B905 (the key has every column but the shard)
                 row["shard"] = shard
-                row["n"], row["n_value"], row["sum"], row["sum_sq"] = m
+                row["n"] = m[0]
+                row["n_value"] = m[1]
+                row["sum"] = str(m[2])
+                row["sum_sq"] = str(m[3])
                 rows.append(row)
     if not rows:
         return
