@@ -25,15 +25,19 @@ def upgrade() -> None:
     op.execute(f'ALTER TABLE "{SCHEMA}".score_rollup DROP CONSTRAINT score_rollup_pkey, '
                f'ADD CONSTRAINT score_rollup_pkey PRIMARY KEY ({", ".join(ROLLUP_KEY)}, shard)')
     op.execute(f'DROP INDEX IF EXISTS "{SCHEMA}".ix_traces_project_ts')
-    for table, cols in LZ4.items():
-        for col in cols:
-            op.execute(f'ALTER TABLE "{SCHEMA}".{table} ALTER COLUMN {col} SET COMPRESSION lz4')
+    _compression("lz4")
+
+
+def _compression(method: str) -> None:
+    # only where the server was built with lz4 (the embedded PostgreSQL may not be)
+    alters = "; ".join(f'ALTER TABLE "{SCHEMA}".{table} ALTER COLUMN {col} SET COMPRESSION {method}'
+                       for table, cols in LZ4.items() for col in cols)
+    op.execute(f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+               f"AND 'lz4' = ANY(enumvals)) THEN EXECUTE $a${alters}$a$; END IF; END $$")
 
 
 def downgrade() -> None:
-    for table, cols in LZ4.items():
-        for col in cols:
-            op.execute(f'ALTER TABLE "{SCHEMA}".{table} ALTER COLUMN {col} SET COMPRESSION default')
+    _compression("pglz")
     op.execute(f'CREATE INDEX ix_traces_project_ts ON "{SCHEMA}".traces (project_id, timestamp)')
     # folds the shards back into one row per key
     keys = ", ".join(ROLLUP_KEY)
