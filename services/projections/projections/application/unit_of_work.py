@@ -23,6 +23,8 @@ from tally_shared import claims
 CONSUMER = "projections"
 
 TraceKey = tuple[str, str]
+_BEGIN = text("SELECT pg_advisory_xact_lock_shared(hashtext(:k)), "
+              "set_config('plan_cache_mode', 'force_custom_plan', true)")
 
 
 @dataclass
@@ -54,12 +56,10 @@ class UnitOfWork:
         self._session = self._sessions()
         await self._session.begin()
         self.state = BatchState()
-        # A shared lock: writers never wait for each other, only for the rebuild's swap.
-        await self._session.execute(text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"),
-                                    {"k": self.sql.lock_key})
-        # Plan each lookup for its actual key arrays: a generic plan cached while a table was small (or never
-        # analysed: autovacuum may be off) can turn the batch's key lookups into a scan per key.
-        await self._session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        # A shared lock: writers never wait for each other, only for the rebuild's swap. And each lookup planned
+        # for its actual key arrays: a generic plan cached while a table was small (or never analysed: autovacuum
+        # may be off) can turn the batch's key lookups into a scan per key. One round trip for both.
+        await self._session.execute(_BEGIN, {"k": self.sql.lock_key})
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
