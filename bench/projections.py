@@ -6,13 +6,16 @@
    the whole log: events/s from the first applied batch to the last.
 3. ``python -m projections rebuild``'s code path over the same log: events/s, time, and the time that rate gives
    for a log of --scores scores.
+   With ``--replicas 1,2`` the same log is then applied again by that many projections processes (``python -m
+   projections serve``'s app, one consumer group, a fresh database each time): events/s and the processes' CPU
+   per event, for each count, in the same run.
 4. Loads --scores scores (default 1,000,000) with their traces straight into the tables (COPY, rollup counted by
    the service's own domain code), then dashboard queries over HTTP (in-process ASGI, with auth): p50/p99.
 
 Starts its own Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is set; uses DATABASE_URL (or the local server on
 127.0.0.1:5432, else the embedded PostgreSQL) in a fresh database that it drops at the end. Loopback only.
 
-    .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200]
+    .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200] [--replicas 1,2]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import importlib.util
 import os
 import random
 import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +40,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
@@ -249,6 +255,73 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
     return len(rollup), time.perf_counter() - start
 
 
+async def replicated(args: argparse.Namespace, bootstrap: str, total: int, replicas: int) -> None:
+    """The whole log applied by ``replicas`` projections processes in one consumer group, into a fresh database:
+    events/s from the first applied event to the last, and the processes' CPU per event over that window."""
+    server, name = args.server, f"tally_bench_r{replicas}_{uuid.uuid4().hex[:6]}"
+    url = infra.create_database(server, name)
+    procs: list[subprocess.Popen[bytes]] = []
+    engine = make_engine(url, pool_size=1)
+    try:
+        await asyncio.to_thread(upgrade, ID_MIGRATIONS, url, ID_SCHEMA)
+        await asyncio.to_thread(upgrade, MIGRATIONS, url, SCHEMA)
+        group = f"projections-bench-r{replicas}-{uuid.uuid4().hex[:6]}"
+        pe = text(f"SELECT count(*) FROM {SCHEMA}.processed_events")  # noqa: S608
+        for _ in range(replicas):
+            procs.append(subprocess.Popen(  # noqa: ASYNC220 (starts and returns; waits happen elsewhere)
+                [sys.executable, __file__, "--worker", url, bootstrap, group, str(args.batch)]))
+        ps = [psutil.Process(p.pid) for p in procs]
+
+        def cpu() -> float:
+            return sum(p.cpu_times().user + p.cpu_times().system for p in ps)
+
+        first_t = first_n = first_cpu = None
+        deadline = time.monotonic() + args.timeout
+        n = 0
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                n = int((await conn.execute(pe)).scalar_one())
+            now = time.perf_counter()
+            if n and first_t is None:
+                first_t, first_n, first_cpu = now, n, cpu()
+            if n >= total:
+                break
+            await asyncio.sleep(0.1)
+        end_t, end_cpu = time.perf_counter(), cpu()
+        if first_t is None or first_n is None or first_cpu is None or n < total:
+            print(f"{replicas} replica(s): did not finish: {n:,} of {total:,} applied")
+            return
+        rate = (n - first_n) / (end_t - first_t)
+        per_event = (end_cpu - first_cpu) / max(1, n - first_n) * 1e6
+        print(f"{replicas} replica(s): {rate:,.0f} events/s from the first applied event to the last; "
+              f"{per_event:,.0f} µs CPU per event over the replicas ({rate / replicas:,.0f} events/s a process)")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await engine.dispose()
+        infra.drop_database(server, name)
+
+
+def worker(url: str, bootstrap: str, group: str, batch: int) -> None:
+    """One projections process of ``replicated``: the service's app and consumer until SIGTERM."""
+    settings = Settings(database_url=url, kafka_bootstrap_servers=bootstrap, secret_key=secrets.token_urlsafe(32),
+                        group_id=group, batch_max_records=batch)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            await stop.wait()
+
+    asyncio.run(serve())
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -286,6 +359,7 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
                         secret_key=secrets.token_urlsafe(32),
                         group_id=f"projections-bench-{uuid.uuid4().hex[:6]}", batch_max_records=args.batch)
     app = create_app(settings)
+    cpu0 = time.process_time()
     async with app.router.lifespan_context(app):
         first_t = first_n = None
         deadline = time.monotonic() + args.timeout
@@ -299,12 +373,16 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
                 break
             await asyncio.sleep(0.25)
         end_t = time.perf_counter()
+    cpu = time.process_time() - cpu0
     if first_t is None or first_n is None or n < total:
         print(f"live apply did not finish: {n:,} of {total:,} applied")
         return
     rate = (n - first_n) / (end_t - first_t) if end_t > first_t else float("nan")
     print(f"live consumer: {total:,} events applied, {rate:,.0f} events/s from the first batch to the last "
-          f"(one process, batches of up to {args.batch})")
+          f"(one process, batches of up to {args.batch}); {cpu / total * 1e6:,.0f} µs CPU per event in the "
+          f"process (group join and start-up included)")
+    for replicas in args.replicas:
+        await replicated(args, bootstrap, total, replicas)
 
     # -- 2. rebuild from the log ----------------------------------------------------------------------------------
     report = await rebuild(engine, bootstrap, live_schema=SCHEMA, batch_size=args.rebuild_batch,
@@ -315,6 +393,9 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
           f"(~{args.scores * 1.23:,.0f} events) at that rate: ~{projected:.0f}s")
 
     # -- 3. dashboards over N scores --------------------------------------------------------------------------------
+    if args.skip_dashboards:
+        await engine.dispose()
+        return
     big = f"bench-big-{uuid.uuid4().hex[:6]}"
     pk, sk = await create_project_with_key(database_url, big)
     auth = basic_auth(pk, sk)
@@ -356,6 +437,9 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--worker"]:
+        worker(argv[1], argv[2], argv[3], int(argv[4]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scores", type=int, default=1_000_000, help="scores behind the dashboard queries")
     parser.add_argument("--log-scores", type=int, default=50_000,
@@ -364,12 +448,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--rebuild-batch", type=int, default=5000)
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on the live apply after this long")
+    parser.add_argument("--replicas", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                        help="also apply the log with this many projections processes, e.g. 1,2")
+    parser.add_argument("--skip-dashboards", action="store_true", help="stop after the live apply and rebuild")
     args = parser.parse_args(argv)
     server = os.environ.get("DATABASE_URL")
     tmp = tempfile.TemporaryDirectory(prefix="tally-bench-pg-")
     if server is None:
         server = "postgresql://postgres@127.0.0.1:5432/postgres" if infra.port_open("127.0.0.1", 5432) else \
             infra.embedded_postgres_url(Path(tmp.name) / "pg")
+    args.server = server
     name = f"tally_bench_{uuid.uuid4().hex[:8]}"
     database_url = infra.create_database(server, name)
     try:

@@ -23,12 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from projections.adapters.projector import Projector, apply_lock_key
-from projections.adapters.sql import ident
+from projections.adapters.statements import Statements, apply_lock_key
 from projections.adapters.tables import make_tables
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
+from tally_shared.bulk import ident
 from tally_shared.db import make_session_factory
-from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
+from tally_shared.envelope import PoisonMessage
+from tally_shared.records import Event, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ async def rebuild(
     say = progress or log.info
     async with engine.begin() as conn:
         await _create_shadow(conn, live_schema, shadow)
-    deps = Deps(sessions=make_session_factory(engine), projector=Projector(make_tables(shadow)))
+    deps = Deps(sessions=make_session_factory(engine), sql=Statements(make_tables(shadow)))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=batch_size, fetch_max_bytes=64 * 1024 * 1024,
@@ -148,17 +149,17 @@ async def rebuild(
             bound, not the end.)"""
             while True:
                 got = await consumer.getmany(timeout_ms=idle_ms, max_records=batch_size)
-                batch: list[tuple[Envelope, Payload]] = []
+                batch: list[Event] = []
                 for tp, records in got.items():
                     for rec in records:
                         counts["read"] += 1
                         per_partition[f"{tp.topic}:{tp.partition}"] = rec.offset + 1
                         try:
-                            batch.append(decode(rec.value or b""))
+                            batch.append(decode_event(rec.value or b"", tp.partition))
                         except PoisonMessage:
                             counts["poison"] += 1
                 if batch:
-                    counts["applied"] += len(await apply_batch(batch, deps))
+                    counts["applied"] += await apply_batch(batch, deps)
                 if got and on_progress is not None:
                     on_progress(RebuildProgress(counts["read"], total[0], time.perf_counter() - start))
                 if not got:

@@ -82,7 +82,6 @@ def make_tables(schema: str) -> Tables:
         Column("updated_at", TS, nullable=False),
         # the trace's timestamp, or when it was first seen: what lists sort and filter by
         Column("sort_ts", TS),
-        Index("ix_traces_project_ts", "project_id", "timestamp"),
         Index("ix_traces_sort", "project_id", "sort_ts", "id"),
         Index("ix_traces_project_run", "project_id", "dataset_run_name"),
         Index("ix_traces_tags", "tags", postgresql_using="gin"),
@@ -169,7 +168,7 @@ def make_tables(schema: str) -> Tables:
         Column("event_ts", BigInteger, nullable=False),
     )
 
-    # Pre-aggregated score counts: one row per (bucket, series, filter dimension, value). A score adds to the
+    # Pre-aggregated score counts: one row per (bucket, series, filter dimension, value, shard). A score adds to the
     # unfiltered row (dim_kind '') and to one row per dimension value of its trace (name, environment, release,
     # user, each tag), at hour and at day granularity. Sums are NUMERIC so any application order gives the same
     # totals (a rebuild equals the live table exactly).
@@ -185,6 +184,8 @@ def make_tables(schema: str) -> Tables:
         Column("config_id", String(200), primary_key=True),
         Column("data_type", String(20), primary_key=True),
         Column("value_key", Text, primary_key=True),
+        # the partition the deltas came from: replicas own partitions, so none write another's rows; reads sum
+        Column("shard", Integer, primary_key=True, server_default="0"),
         Column("n", BigInteger, nullable=False),
         Column("n_value", BigInteger, nullable=False),
         Column("sum", Numeric, nullable=False),

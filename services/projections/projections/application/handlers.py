@@ -1,8 +1,12 @@
-"""Event handling: one batch of events from any topic -> one transaction over every read model."""
+"""Event handling: one batch of events from any topic -> one unit of work over every read model.
+
+Each event goes to the projection that handles its class (``projections.PROJECTION_OF``); events no read model
+needs (dataset items, say) are claimed and otherwise ignored."""
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,21 +14,17 @@ from datetime import UTC, datetime
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from projections.adapters.projector import Projector
-from tally_shared.envelope import Envelope, Payload
+from projections.adapters.statements import Statements
+from projections.application.projections import DELETIONS, PROJECTION_OF, PROJECTIONS
+from projections.application.projections.base import Projection
+from projections.application.projections.deletions import tombstoned
+from projections.application.unit_of_work import UnitOfWork
+from tally_shared.records import Event
 from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
 # Score commands are not validated yet (scoring turns them into ScoreRecorded); dead letters are not events.
 CONSUMED_TOPICS: tuple[Topic, ...] = (TRACES, SCORES, SCORE_CONFIGS, QUEUES, DATASETS)
-
-_MODEL_OF = {
-    "TraceIngested": "traces", "TraceDeleted": "traces",
-    "ScoreRecorded": "scores", "ScoreUpdated": "scores", "ScoreDeleted": "scores",
-    "ScoreConfigCreated": "score_configs", "ScoreConfigUpdated": "score_configs",
-    "ScoreConfigArchived": "score_configs",
-    "DatasetCreated": "datasets", "DatasetRunItemCreated": "traces", "DatasetItemUpserted": "datasets",
-    "DatasetItemDeleted": "datasets", "DatasetRunDeleted": "datasets", "DatasetUpdated": "datasets",
-}
+UNPROJECTED = "none"
 
 APPLY_SECONDS = Histogram(
     "tally_projections_batch_apply_seconds", "Time to apply one batch of events (one transaction)",
@@ -43,22 +43,53 @@ READ_MODEL_DELAY = Histogram(
 @dataclass
 class Deps:
     sessions: async_sessionmaker[AsyncSession]
-    projector: Projector
+    sql: Statements
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.sql)
 
 
-async def apply_batch(batch: Sequence[tuple[Envelope, Payload]], deps: Deps) -> list[Envelope]:
+async def project(events: Sequence[Event], uow: UnitOfWork) -> tuple[dict[Projection, list[Event]], int]:
+    """Apply the events not applied before, inside ``uow`` (no commit); returns them by projection, and how many
+    were new (those no read model needs included)."""
+    fresh = await uow.claim([e.id for e in events])
+    routed: dict[Projection, list[Event]] = defaultdict(list)
+    unprojected: list[Event] = []
+    for e in events:
+        if e.id in fresh:
+            fresh.discard(e.id)  # a duplicate within the batch counts once
+            p = PROJECTION_OF.get(e.cls)
+            if p is None:
+                unprojected.append(e)
+            else:
+                routed[p].append(e)
+    n_fresh = len(unprojected) + sum(len(v) for v in routed.values())
+    if not routed:
+        return {}, n_fresh
+    uow.state.gone = await tombstoned(uow, routed.get(DELETIONS, []),
+                                      ((p, evs) for p, evs in routed.items() if p is not DELETIONS))
+    for p in PROJECTIONS:
+        evs = routed.get(p)
+        if evs or p.always:
+            await p.apply(evs or [], uow)
+    return routed, n_fresh
+
+
+async def apply_batch(events: Sequence[Event], deps: Deps) -> int:
+    """One batch in one transaction; returns how many events were new."""
+    if not events:
+        return 0
     start = time.perf_counter()
-    async with deps.sessions() as session, session.begin():
-        applied = await deps.projector.apply(session, batch)
+    async with deps.unit_of_work() as uow:
+        routed, applied = await project(events, uow)
+        await uow.commit()
     APPLY_SECONDS.observe(time.perf_counter() - start)
-    if len(applied) < len(batch):
-        DUPLICATES.inc(len(batch) - len(applied))
+    if applied < len(events):
+        DUPLICATES.inc(len(events) - applied)
     now = datetime.now(UTC)
-    per_model: dict[str, int] = {}
-    for env in applied:
-        model = _MODEL_OF.get(env.type, "queues")
-        per_model[model] = per_model.get(model, 0) + 1
-        READ_MODEL_DELAY.labels(model).observe(max(0.0, (now - env.occurred_at).total_seconds()))
-    for model, n in per_model.items():
-        EVENTS_APPLIED.labels(model).inc(n)
+    for p, evs in routed.items():
+        delay = READ_MODEL_DELAY.labels(p.model)
+        for e in evs:
+            delay.observe(max(0.0, (now - e.occurred_at).total_seconds()))
+        EVENTS_APPLIED.labels(p.model).inc(len(evs))
     return applied

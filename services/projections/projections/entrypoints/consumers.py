@@ -14,18 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from projections.application import dead_letters
 from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
 from tally_shared import deadletters, messaging
-from tally_shared.envelope import Envelope, Payload
 from tally_shared.messaging import RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
+from tally_shared.records import Event, decode_event
 from tally_shared.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 
 
 def register(broker: KafkaBroker, deps: Deps, *, group_id: str, max_records: int) -> Any:
-    async def handle(batch: list[tuple[Envelope, Payload]]) -> None:
+    async def handle(batch: list[Event]) -> None:
         await apply_batch(batch, deps)
 
-    return subscribe_batch(broker, CONSUMED_TOPICS, group_id=group_id, handler=handle, max_records=max_records)
+    # lean decoding: envelopes straight to the dicts the projections turn into rows
+    return subscribe_batch(broker, CONSUMED_TOPICS, group_id=group_id, handler=handle, max_records=max_records,
+                           decoder=decode_event)
 
 
 def register_dead_letters(broker: KafkaBroker, sessions: async_sessionmaker[AsyncSession], *, group_id: str) -> Any:

@@ -1,0 +1,149 @@
+"""Every statement the write side runs, built once per schema from the table definitions (a rebuild builds its
+own for the shadow schema). Batches travel as one JSON text per statement (``sql.rows_param``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Table, text
+from sqlalchemy.sql.elements import TextClause
+
+from projections.adapters.tables import Tables
+from tally_shared.bulk import ident, insert_sql, qualified, select_by_keys, set_excluded
+
+TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
+                "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
+                "dataset_id")
+OBS_FIELDS = ("trace_id", "type", "name", "parent_observation_id", "start_time", "end_time",
+              "completion_start_time", "level", "status_message", "model", "model_parameters", "usage_details",
+              "cost_details", "input", "output", "metadata", "version", "environment", "prompt_name",
+              "prompt_version")
+SCORE_FIELDS = ("name", "data_type", "value", "string_value", "string_values", "trace_id", "observation_id",
+                "session_id", "dataset_run_id", "config_id", "config_version", "comment", "source",
+                "author_user_id", "evaluator_name", "evaluator_version", "queue_id", "queue_item_id",
+                "environment", "metadata", "timestamp")
+_ROLLUP_KEY_TYPES = {"bucket": "timestamptz", "shard": "integer"}
+
+
+def apply_lock_key(schema: str) -> str:
+    """Writers hold it shared for each batch; the rebuild's swap takes it exclusive to stop them all."""
+    return f"tally-projections-apply:{schema}"
+
+
+def upsert_sql(table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
+               returning: str | None = None) -> TextClause:
+    """``tally_shared.bulk.insert_sql`` with a conflict target; ``update`` None: ``DO NOTHING``."""
+    return insert_sql(table, columns, conflict=conflict, update=update, returning=returning)
+
+
+def set_all(columns: Sequence[str], conflict: Sequence[str]) -> str:
+    return set_excluded([c for c in columns if c not in conflict])
+
+
+class Statements:
+    def __init__(self, tables: Tables) -> None:
+        t = self.t = tables
+        self.lock_key = apply_lock_key(tables.schema)
+        self.trace_cols = ["project_id", "id", *TRACE_FIELDS, "field_ts", "created_at", "updated_at", "sort_ts"]
+        self.obs_cols = ["project_id", "id", *OBS_FIELDS, "field_ts", "created_at", "updated_at"]
+        self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
+                           "rolled_dims"]
+        pk2 = ["project_id", "id"]
+        self.sql_traces_up = upsert_sql(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
+        self.sql_traces_get = select_by_keys(t.traces, pk2)
+        self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))
+        self.sql_obs_up = upsert_sql(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
+        self.sql_obs_get = select_by_keys(t.observations, pk2)
+        self.sql_scores_up = upsert_sql(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
+        self.sql_scores_get = select_by_keys(t.scores, pk2)
+        self.sql_tombstones_get = select_by_keys(t.deleted_traces, pk2, pk2)
+        self.sql_trace_dims = select_by_keys(
+            t.traces, pk2, ["project_id", "id", "name", "environment", "release", "user_id", "tags"]
+        )
+        sc = qualified(t.scores)
+        # Only what re-counting needs (no JSON payloads), and not the scores this batch just wrote: they were
+        # counted under the trace's current dimensions already.
+        self.sql_scores_of_traces = text(
+            f"SELECT s.project_id, s.id, s.trace_id, s.name, s.data_type, s.value, s.string_value, "  # noqa: S608
+            f"s.string_values, s.source, s.config_id, s.environment, s.timestamp, s.deleted, s.rolled_dims "
+            f"FROM {sc} s WHERE s.project_id = ANY(CAST(:project_id AS text[])) "
+            f"AND s.trace_id = ANY(CAST(:trace_id AS text[])) AND NOT s.deleted "
+            f"AND NOT (s.id = ANY(CAST(:skip AS text[])))"
+        )
+        self.sql_set_dims = text(
+            f"UPDATE {sc} s SET rolled_dims = u.d::jsonb FROM unnest(CAST(:project_id AS text[]), "  # noqa: S608
+            f"CAST(:id AS text[]), CAST(:d AS text[])) AS u(project_id, id, d) "
+            f"WHERE s.project_id = u.project_id AND s.id = u.id"
+        )
+        rk = ["project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
+              "data_type", "value_key", "shard"]
+        self.rollup_key_cols = rk
+        upsert = upsert_sql(
+            t.score_rollup, [*rk, "n", "n_value", "sum", "sum_sq"], rk,
+            "n = t.n + EXCLUDED.n, n_value = t.n_value + EXCLUDED.n_value, sum = t.sum + EXCLUDED.sum, "
+            "sum_sq = t.sum_sq + EXCLUDED.sum_sq",
+            returning="t.n = 0 AND t.n_value = 0 AS empty, " + ", ".join(f"t.{ident(c)}" for c in rk),
+        )
+        # only the rows that came to nothing travel back (to be deleted), not one per row written
+        self.sql_rollup_up = text(f"WITH up AS ({upsert.text}) SELECT * FROM up WHERE empty")  # noqa: S608
+        rq = qualified(t.score_rollup)
+        self.sql_rollup_del = text(
+            f"DELETE FROM {rq} r USING unnest("  # noqa: S608
+            + ", ".join(f"CAST(:{c} AS {_ROLLUP_KEY_TYPES.get(c, 'text')}[])" for c in rk)
+            + f") AS k({', '.join(rk)}) WHERE "
+            + " AND ".join(f"r.{ident(c)} = k.{ident(c)}" for c in rk)
+            + " AND r.n = 0 AND r.n_value = 0"
+        )
+        cfg_cols = ["project_id", "id", "version", "name", "data_type", "data", "is_archived", "event_ts"]
+        self.cfg_cols = cfg_cols
+        self.sql_cfg_up = text(
+            upsert_sql(t.score_configs, cfg_cols, pk2, set_all(cfg_cols, pk2)).text
+            + " WHERE (EXCLUDED.version, EXCLUDED.event_ts) >= (t.version, t.event_ts)"
+        )
+        q_cols = ["project_id", "id", "name", "data", "created", "event_ts"]
+        self.q_cols = q_cols
+        self.sql_queue_up = upsert_sql(
+            t.queues, q_cols, pk2,
+            "name = CASE WHEN EXCLUDED.event_ts >= t.event_ts THEN EXCLUDED.name ELSE t.name END, "
+            "data = CASE WHEN EXCLUDED.event_ts >= t.event_ts THEN EXCLUDED.data ELSE t.data END, "
+            "event_ts = GREATEST(t.event_ts, EXCLUDED.event_ts), created = t.created OR EXCLUDED.created",
+        )
+        self.sql_queue_placeholder = upsert_sql(t.queues, q_cols, pk2, None)
+        i_cols = ["project_id", "queue_id", "item_id", "object_type", "object_id", "trace_id", "reason", "rule_id",
+                  "added_at", "first_leased_at", "completed_at", "removed_at", "flagged_at", "last_event_at"]
+        self.i_cols = i_cols
+        self.sql_items_up = upsert_sql(
+            t.queue_items, i_cols, ["project_id", "queue_id", "item_id"],
+            "trace_id = COALESCE(t.trace_id, EXCLUDED.trace_id), "
+            "reason = CASE WHEN EXCLUDED.added_at IS NOT NULL AND (t.added_at IS NULL OR EXCLUDED.added_at < "
+            "t.added_at) THEN EXCLUDED.reason ELSE t.reason END, "
+            "rule_id = CASE WHEN EXCLUDED.added_at IS NOT NULL AND (t.added_at IS NULL OR EXCLUDED.added_at < "
+            "t.added_at) THEN EXCLUDED.rule_id ELSE t.rule_id END, "
+            "added_at = LEAST(t.added_at, EXCLUDED.added_at), "
+            "first_leased_at = LEAST(t.first_leased_at, EXCLUDED.first_leased_at), "
+            "completed_at = LEAST(t.completed_at, EXCLUDED.completed_at), "
+            "removed_at = LEAST(t.removed_at, EXCLUDED.removed_at), "
+            "flagged_at = LEAST(t.flagged_at, EXCLUDED.flagged_at), "
+            "last_event_at = GREATEST(t.last_event_at, EXCLUDED.last_event_at)",
+        )
+        r_cols = ["project_id", "queue_id", "item_id", "reviewer", "leased_at", "completed_at", "skipped_at",
+                  "skip_reason", "flagged_at", "flag_reason", "last_leased_at", "last_ended_at", "last_skipped_at",
+                  "skip_undone_at"]
+        self.r_cols = r_cols
+        self.sql_reviews_up = upsert_sql(
+            t.queue_reviews, r_cols, ["project_id", "queue_id", "item_id", "reviewer"],
+            "leased_at = LEAST(t.leased_at, EXCLUDED.leased_at), "
+            "completed_at = LEAST(t.completed_at, EXCLUDED.completed_at), "
+            "skip_reason = CASE WHEN EXCLUDED.skipped_at IS NOT NULL AND (t.skipped_at IS NULL OR "
+            "EXCLUDED.skipped_at < t.skipped_at) THEN EXCLUDED.skip_reason ELSE t.skip_reason END, "
+            "skipped_at = LEAST(t.skipped_at, EXCLUDED.skipped_at), "
+            "flag_reason = CASE WHEN EXCLUDED.flagged_at IS NOT NULL AND (t.flagged_at IS NULL OR "
+            "EXCLUDED.flagged_at < t.flagged_at) THEN EXCLUDED.flag_reason ELSE t.flag_reason END, "
+            "flagged_at = LEAST(t.flagged_at, EXCLUDED.flagged_at), "
+            "last_leased_at = GREATEST(t.last_leased_at, EXCLUDED.last_leased_at), "
+            "last_ended_at = GREATEST(t.last_ended_at, EXCLUDED.last_ended_at), "
+            "last_skipped_at = GREATEST(t.last_skipped_at, EXCLUDED.last_skipped_at), "
+            "skip_undone_at = GREATEST(t.skip_undone_at, EXCLUDED.skip_undone_at)",
+        )
+        self.sql_tombstone_up = upsert_sql(t.deleted_traces, ["project_id", "id", "deleted_at"], pk2,
+                                           "deleted_at = LEAST(t.deleted_at, EXCLUDED.deleted_at)")

@@ -1,0 +1,64 @@
+"""Wiring, in one place: projections' container (database, broker, the write side's statements and unit of work,
+the queue-router client for blind reviews), its two consumers, and the app. One lifespan
+(``tally_shared.service.create_app``): the container closes what it owns after every task has stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends
+
+from projections import SCHEMA
+from projections.adapters.blind import BlindPort, HttpBlind
+from projections.adapters.statements import Statements
+from projections.adapters.tables import Tables, make_tables
+from projections.application import dead_letters
+from projections.application.handlers import CONSUMED_TOPICS, Deps
+from projections.config import Settings
+from projections.entrypoints import consumers
+from tally_shared.service import Job, Runtime, provide, runtime_parts
+from tally_shared.topics import DEAD_LETTER
+
+
+@dataclass(kw_only=True)
+class ProjectionsContainer(Runtime):
+    settings: Settings
+    tables: Tables
+    # the write side: statements for the live schema, a unit of work per batch
+    write: Deps
+    blind: BlindPort
+    # the client this container opened (None when the caller passed its own ``blind``)
+    owned_blind: HttpBlind | None = None
+    dead_letter_group: str = field(default="")
+
+    def background(self) -> list[Job]:
+        retention = timedelta(days=self.settings.dead_letter_retention_days)
+        return [*super().background(), lambda: dead_letters.prune_forever(self.sessions, older_than=retention)]
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.owned_blind is not None:
+                await self.owned_blind.aclose()
+
+
+ProjectionsDep = Annotated[ProjectionsContainer, Depends(provide(ProjectionsContainer))]
+
+
+def bootstrap(settings: Settings, *, blind: BlindPort | None = None) -> ProjectionsContainer:
+    parts = runtime_parts("projections", settings)
+    tables = make_tables(SCHEMA)
+    owned = None if blind is not None else HttpBlind(settings.queue_router_url)
+    container = ProjectionsContainer(
+        **{**parts, "settings": settings}, tables=tables, write=Deps(parts["sessions"], Statements(tables)),
+        blind=blind or owned, owned_blind=owned,
+        dead_letter_group=settings.dead_letter_group_id or f"{settings.group_id}-dead-letters",
+    )
+    consumers.register(container.broker, container.write, group_id=settings.group_id,
+                       max_records=settings.batch_max_records)
+    consumers.register_dead_letters(container.broker, container.sessions, group_id=container.dead_letter_group)
+    container.consumer_groups = {settings.group_id: CONSUMED_TOPICS, container.dead_letter_group: (DEAD_LETTER,)}
+    return container
