@@ -175,33 +175,8 @@ class StackHandle:
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-def tally_stack(kafka_bootstrap: str, make_database: Callable[[], str]) -> Iterator[StackHandle]:
-    """The whole system as real processes (every service and the gateway) on a fresh database, with one project,
-    its API key pair, and an admin user. Started once per test session."""
-    from tally_cli.routes import DEFAULT_PORTS
-    from tally_cli.stack import Stack, StackConfig
-
-    db = make_database()
-    log_dir = ARTIFACTS / "stack-logs"
-    ports = {svc: infra.free_port() for svc in DEFAULT_PORTS}
-    config = StackConfig(database_url=db, kafka_bootstrap=kafka_bootstrap, secret_key="test-" + uuid.uuid4().hex,
-                         ports=ports, log_dir=log_dir, group_suffix=f"-{uuid.uuid4().hex[:8]}")
-    stack = Stack(config)
-    try:
-        stack.prepare()
-        stack.start(timeout=120)
-        project = f"e2e-{uuid.uuid4().hex[:8]}"
-        email, password = f"admin-{project}@tally.test", "correct horse battery staple"
-        public, secret = infra.run_sync(_project_admin(db, project, email, password))
-        yield StackHandle(stack, base_url=config.base_url, console_url=config.base_url + "/", project_id=project,
-                          public_key=public, secret_key=secret, admin_email=email, admin_password=password,
-                          database_url=db, kafka_bootstrap=kafka_bootstrap, log_dir=log_dir)
-    finally:
-        stack.stop(drain=False)
-
-
-async def _project_admin(database_url: str, project: str, email: str, password: str) -> tuple[str, str]:
+async def project_admin(database_url: str, project: str, email: str, password: str) -> tuple[str, str]:
+    """A project with an admin member and one API key pair: (public key, secret key)."""
     from tally_shared.db import make_engine
     from tally_shared.identity.store import IdentityStore
 
