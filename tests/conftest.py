@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,16 @@ def tally_stack(kafka_bootstrap: str, make_database: Callable[[], str]) -> Itera
                           database_url=db, kafka_bootstrap=kafka_bootstrap, log_dir=log_dir)
     finally:
         stack.stop(drain=False)
+
+
+# Directories without a single unit test (every test there needs the whole system, a browser or its own stack):
+# the unit tier (-m unit) does not import them at all, which would cost it seconds (Playwright, the Langfuse and
+# OpenTelemetry SDKs) for nothing. The full suite collects them as always.
+NO_UNIT_TESTS = frozenset({"browser", "compat", "faults"})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if config.getoption("markexpr", "") == "unit" and collection_path.name in NO_UNIT_TESTS \
+            and collection_path.parent == Path(__file__).parent:
+        return True
+    return None

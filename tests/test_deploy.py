@@ -428,6 +428,7 @@ def _fetch(url: str, method: str = "GET") -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+@pytest.mark.processes
 def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
     base, down = real_nginx
     wrong = []
@@ -442,6 +443,7 @@ def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
     assert wrong == []
 
 
+@pytest.mark.processes
 def test_real_nginx_routes_by_method_where_the_table_says(real_nginx) -> None:
     base, _ = real_nginx
     assert _fetch(base + "/api/public/traces/t1", "DELETE") == (
@@ -449,12 +451,14 @@ def test_real_nginx_routes_by_method_where_the_table_says(real_nginx) -> None:
     assert _fetch(base + "/api/public/traces/t1") == (200, {"upstream": "projections", "path": "/api/public/traces/t1"})
 
 
+@pytest.mark.processes
 def test_real_nginx_passes_the_query_string(real_nginx) -> None:
     base, _ = real_nginx
     status, body = _fetch(base + "/api/public/traces?page=2&limit=5")
     assert (status, body) == (200, {"upstream": "projections", "path": "/api/public/traces?page=2&limit=5"})
 
 
+@pytest.mark.processes
 def test_real_nginx_answers_with_one_date_and_one_server_header(real_nginx) -> None:
     # The stub upstream writes its own Date and Server, as every service does.
     base, _ = real_nginx

@@ -24,6 +24,13 @@ from tally_shared.messaging import ensure_topics
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+# The fixtures that bring up real infrastructure (broker, database server, the whole system). A test that needs
+# none of them, directly or through other fixtures, and is not marked as starting processes of its own
+# (``processes``) or driving a browser, is a unit test: ``pytest -m unit`` runs those alone, in seconds.
+INFRASTRUCTURE_FIXTURES = frozenset({"infra_tmp", "kafka_bootstrap", "pg_server_url", "make_database",
+                                     "database_url", "identity_db", "api_key", "tally_stack"})
+NOT_UNIT_MARKERS = ("processes", "browser")
+
 
 def _broker(stack: ExitStack, tmp: Path) -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -63,6 +70,16 @@ def pytest_configure(config: pytest.Config) -> None:
     current = os.environ.get("TALLY_SECRET_KEY", "")
     if len(current) < MIN_SECRET_KEY_LENGTH or current in KNOWN_PUBLIC_SECRETS:
         os.environ["TALLY_SECRET_KEY"] = "test-" + secrets.token_urlsafe(32)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker (-m unit)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if INFRASTRUCTURE_FIXTURES.isdisjoint(fixtures) and not any(
+            item.get_closest_marker(name) for name in NOT_UNIT_MARKERS
+        ):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
