@@ -193,6 +193,7 @@ class _Events:
         self.queue: collections.deque[_Head | bytes] = collections.deque()
         self.head = _Head()
         self.size = 0
+        self.in_body = False  # between a message's head and its end
         self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
 
     def on_message_begin(self) -> None:
@@ -229,6 +230,7 @@ class _Events:
         else:
             head.status = parser.get_status_code()
         head.body = head.chunked or bool(head.length)
+        self.in_body = True
         self.queue.append(head)
 
     def on_body(self, body: bytes) -> None:
@@ -236,6 +238,7 @@ class _Events:
             self.queue.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         self.queue.append(_END)
 
 
@@ -324,8 +327,9 @@ class _Pool:
                 raise ReadError(str(exc)) from None
             if not data:
                 head = conn.events.head
-                if head.status and not head.chunked and head.length is None and queue is conn.events.queue:
+                if conn.events.in_body and not head.chunked and head.length is None:
                     # A body delimited by the end of the connection (no length, not chunked): this is its end.
+                    conn.events.in_body = False
                     return _END
                 raise RemoteProtocolError("the upstream closed the connection")
             try:
@@ -635,8 +639,13 @@ class Gateway:
             out.append(b"\r\n")
             if no_body:
                 await self._send(writer, b"".join(out))
-                # httptools waits for a HEAD response's announced body: that connection's parser is not reused.
-                reusable = response.keep_alive and request.method != b"HEAD" and response.status >= 200
+                # A 204 or 304 ends with its head; httptools waits for a HEAD response's announced body, so that
+                # connection's parser is not reused.
+                queue = conn.events.queue
+                complete = request.method != b"HEAD" and bool(queue) and queue[0] == _END
+                if complete:
+                    queue.popleft()
+                reusable = response.keep_alive and complete and not queue
                 return keep
             chunk = first
             if chunk == _END:
@@ -669,24 +678,25 @@ class Gateway:
     async def fetch(self, service: str, path: str, timeout: float) -> tuple[int, bytes]:
         """GET ``path`` of ``service``: (status, body)."""
         pool = self.pool(service)
-        conn = await pool.acquire()
+        conn: _Conn | None = None
         ok = False
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await pool.write(conn, _request_head(b"GET", path.encode(), pool.host_header, [], [], b""))
-                    head = await pool.next_event(conn)
-                    assert isinstance(head, _Head)
-                    body = bytearray()
-                    while (chunk := await pool.next_event(conn)) != _END:
-                        assert isinstance(chunk, bytes)
-                        body += chunk
-            except TimeoutError:
-                raise ReadTimeout() from None
+            async with asyncio.timeout(timeout):
+                conn = await pool.acquire()
+                await pool.write(conn, _request_head(b"GET", path.encode(), pool.host_header, [], [], b""))
+                head = await pool.next_event(conn)
+                assert isinstance(head, _Head)
+                body = bytearray()
+                while (chunk := await pool.next_event(conn)) != _END:
+                    assert isinstance(chunk, bytes)
+                    body += chunk
             ok = head.keep_alive
             return head.status, bytes(body)
+        except TimeoutError:
+            raise (ConnectTimeout() if conn is None else ReadTimeout()) from None
         finally:
-            pool.release(conn, reusable=ok)
+            if conn is not None:
+                pool.release(conn, reusable=ok)
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         # Langfuse answers {"status": "OK", "version": ...}; Tally's is OK only when every service is ready.

@@ -306,3 +306,37 @@ async def test_an_unreachable_upstream_is_503_even_for_a_large_body() -> None:
             r = await c.post("/api/public/ingestion", content=b"x" * (4 * 1024 * 1024))
             _assert_gateway_error(r, 503, "upstream_unavailable")
             _assert_gateway_error(await c.post("/api/public/ingestion", json={}), 503, "upstream_unavailable")
+
+
+def _body_until_close(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nhello, ")
+    time.sleep(0.1)
+    conn.sendall(b"world")
+    conn.close()
+
+
+def _no_content_then_drop_the_next(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.close()
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection_passes_whole() -> None:
+    with _raw_upstream(_body_until_close) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            for _ in range(2):
+                r = await c.get("/api/public/ingestion")
+                assert r.status_code == 200 and r.text == "hello, world"
+
+
+async def test_a_pooled_connection_closed_after_a_204_is_replaced() -> None:
+    with _raw_upstream(_no_content_then_drop_the_next) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            for _ in range(3):
+                r = await c.delete("/api/public/ingestion")
+                assert r.status_code == 204 and r.content == b"", r.text
