@@ -716,9 +716,14 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@functools.cache
+def _locked_packages() -> dict[str, dict]:
+    return {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+
+
 def locked_closure(package: str) -> set[str]:
     """Every distribution uv.lock installs for ``package`` without dev groups (markers ignored: a superset)."""
-    lock = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    lock = _locked_packages()
     seen: set[tuple[str, tuple[str, ...]]] = set()
     todo: list[tuple[str, tuple[str, ...]]] = [(package, ())]
     while todo:

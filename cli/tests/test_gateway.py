@@ -24,6 +24,9 @@ from tally_cli.gateway import Gateway, create_gateway
 from tally_cli.routes import SERVICES
 from tally_shared.infra import free_port, wait_for_port
 
+# Real servers on real ports (upstreams, the gateway, TCP servers that misbehave on purpose), waiting out timeouts.
+pytestmark = pytest.mark.processes
+
 
 def _upstream(name: str) -> Starlette:
     async def echo(request: Request) -> Response:
