@@ -3,6 +3,7 @@
 
     python3 dev.py up      # set up, then bring the whole system up with demo data (tally up)
     python3 dev.py test    # set up, then run the whole test suite (lint, types, tests)
+    python3 dev.py test --unit   # set up, then only the unit tier (pytest -m unit: no broker, database or processes)
 
 Setup is a virtualenv in .venv with uv, synced from uv.lock. Extra arguments go to `tally up` or pytest.
 """
@@ -61,6 +62,9 @@ def main() -> None:
     setup()
     if command == "up":
         os.execv(BIN / "tally", [str(BIN / "tally"), "up", *extra])
+    if "--unit" in extra:
+        extra.remove("--unit")
+        os.execv(BIN / "pytest", [str(BIN / "pytest"), "-m", "unit", *extra])
     ensure_debian_packages()
     print("ruff", flush=True)
     run(BIN / "ruff", "check", ".")

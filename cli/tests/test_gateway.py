@@ -9,7 +9,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,18 +17,23 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tally_cli.gateway import create_gateway
+from tally_cli.gateway import Gateway, create_gateway
 from tally_cli.routes import SERVICES
 from tally_shared.infra import free_port, wait_for_port
+
+# Real servers on real ports (upstreams, the gateway, TCP servers that misbehave on purpose), waiting out timeouts.
+pytestmark = pytest.mark.processes
 
 
 def _upstream(name: str) -> Starlette:
     async def echo(request: Request) -> Response:
         if request.url.path in ("/healthz", "/readyz"):
             return JSONResponse({"ok": True})
+        if request.url.path.endswith("/big"):
+            return StreamingResponse(_big_body(), media_type="application/octet-stream")
         body = await request.body()
         resp = JSONResponse({"service": name, "path": request.url.path, "query": request.url.query,
                              "method": request.method, "body": body.decode(),
@@ -38,6 +43,14 @@ def _upstream(name: str) -> Starlette:
         return resp
 
     return Starlette(routes=[Route("/{p:path}", echo, methods=["GET", "POST", "PATCH", "DELETE"])])
+
+
+BIG_CHUNKS = 80
+
+
+async def _big_body() -> AsyncIterator[bytes]:
+    for i in range(BIG_CHUNKS):
+        yield bytes([i]) * 65536
 
 
 @contextlib.contextmanager
@@ -53,6 +66,22 @@ def _serve(app: Starlette, port: int) -> Iterator[None]:
         thread.join(5)
 
 
+@contextlib.contextmanager
+def _serve_gateway(gateway: Gateway, port: int) -> Iterator[None]:
+    """The gateway on its own event loop in a thread, as ``python -m tally_cli.gateway`` runs it in a process."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(gateway.start("127.0.0.1", port), loop).result(10)
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(grace=1), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
 @pytest.fixture(scope="module")
 def gateway_url() -> Iterator[str]:
     ports = {svc: free_port() for svc in SERVICES}
@@ -61,7 +90,7 @@ def gateway_url() -> Iterator[str]:
         for svc in SERVICES:
             stack.enter_context(_serve(_upstream(svc), ports[svc]))
         gw = create_gateway({svc: f"http://127.0.0.1:{p}" for svc, p in ports.items()})
-        stack.enter_context(_serve(gw, gw_port))
+        stack.enter_context(_serve_gateway(gw, gw_port))
         yield f"http://127.0.0.1:{gw_port}"
 
 
@@ -99,6 +128,43 @@ async def test_cookies_of_one_client_never_reach_another(gateway_url: str) -> No
         # Bob never signed in: the gateway must not replay Alice's cookie for him.
         assert (await bob.get("/me")).json()["cookie"] is None
         await asyncio.sleep(0)
+
+
+async def test_a_big_download_streams_through_intact(gateway_url: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c, c.stream("GET", "/api/v1/exports/big") as r:
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        body = b"".join([chunk async for chunk in r.aiter_raw()])
+    assert body == b"".join(bytes([i]) * 65536 for i in range(BIG_CHUNKS))
+
+
+async def test_request_bodies_stream_through_with_a_length_or_chunked(gateway_url: str) -> None:
+    big = b"x" * (3 * 1024 * 1024 + 7)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"one,", b"two,", b"three"):
+            yield part
+
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as c:
+        assert (await c.post("/api/public/ingestion", content=big)).json()["body"] == big.decode()
+        r = await c.post("/api/public/ingestion", content=chunks())
+        assert r.json()["body"] == "one,two,three"
+        # The same keep-alive connection then serves a HEAD and a GET.
+        head = await c.head("/api/public/traces/t")
+        assert head.status_code == 200 and head.content == b""
+        assert (await c.get("/api/public/traces/t")).json()["service"] == "projections"
+
+
+def test_expect_100_continue_is_answered_by_the_gateway(gateway_url: str) -> None:
+    host, port = gateway_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /api/public/ingestion HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+                  b"expect: 100-continue\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"hello")
+        data = b""
+        while not data.endswith(b"}"):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200 OK") and b'"body":"hello"' in data
 
 
 # -- upstreams that fail: every transport failure is a 502/503/504 with Retry-After, never a 500 or a short 200 --
@@ -157,7 +223,7 @@ def _gateway_to(ingest_url: str, timeout: float = 60.0, status: Path | None = No
     upstreams = {svc: f"http://127.0.0.1:{free_port()}" for svc in SERVICES}  # nothing listens there
     upstreams["ingest"] = ingest_url
     port = free_port()
-    with _serve(create_gateway(upstreams, timeout=timeout, supervisor_status=status), port):
+    with _serve_gateway(create_gateway(upstreams, timeout=timeout, supervisor_status=status), port):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -212,3 +278,68 @@ def test_health_says_which_service_the_supervisor_is_restarting(tmp_path: Path) 
         body = httpx.get(gw + "/api/public/health", timeout=10).json()
         assert body["status"] == "degraded"
         assert body["services"]["ingest"] == {"state": "restarting", "reason": "ConnectError", "restarts": 2}
+
+
+def _answer_once_then_drop_the_next(conn: socket.socket) -> None:
+    """Keep-alive as far as the headers say, but the next request on this connection finds it closed: what a
+    service's keep-alive timeout does to a pooled connection."""
+    body = b'{"ok": true}'
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                 % (len(body), body))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.close()
+
+
+async def test_a_pooled_connection_the_service_closed_is_replaced() -> None:
+    with _raw_upstream(_answer_once_then_drop_the_next) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            for _ in range(3):
+                r = await c.post("/api/public/ingestion", json={"batch": []})
+                assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+
+
+async def test_an_unreachable_upstream_is_503_even_for_a_large_body() -> None:
+    with _gateway_to(f"http://127.0.0.1:{free_port()}") as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            r = await c.post("/api/public/ingestion", content=b"x" * (4 * 1024 * 1024))
+            _assert_gateway_error(r, 503, "upstream_unavailable")
+            _assert_gateway_error(await c.post("/api/public/ingestion", json={}), 503, "upstream_unavailable")
+
+
+def _body_until_close(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nhello, ")
+    time.sleep(0.1)
+    conn.sendall(b"world")
+    conn.close()
+
+
+def _no_content_then_drop_the_next(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.close()
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection_passes_whole() -> None:
+    with _raw_upstream(_body_until_close) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            for _ in range(2):
+                r = await c.get("/api/public/ingestion")
+                assert r.status_code == 200 and r.text == "hello, world"
+
+
+async def test_a_pooled_connection_closed_after_a_204_is_replaced() -> None:
+    with _raw_upstream(_no_content_then_drop_the_next) as upstream, _gateway_to(upstream) as gw:
+        async with httpx.AsyncClient(base_url=gw, timeout=10) as c:
+            for _ in range(3):
+                r = await c.delete("/api/public/ingestion")
+                assert r.status_code == 204 and r.content == b"", r.text

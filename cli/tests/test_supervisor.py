@@ -17,6 +17,8 @@ import pytest
 
 from tally_cli.stack import BACKOFF_FIRST, Stack, StackConfig
 
+pytestmark = pytest.mark.processes  # real child processes, killed and restarted
+
 
 class _Stack(Stack):
     def _spawn(self, service: str) -> subprocess.Popen[bytes]:

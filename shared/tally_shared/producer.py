@@ -78,6 +78,7 @@ class Producer:
             enable_idempotence=False,
             # No linger by default: a single event should not wait; batches form anyway while a send is in flight.
             linger_ms=linger_ms,
+            compression_type="lz4",
             max_request_size=max_request_size,
         )
         self._timeout = timeout

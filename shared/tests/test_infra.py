@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tally_shared import infra
 from tally_shared.db import plain_url
@@ -19,6 +20,7 @@ async def _run(url: str, *sql: str) -> int:
         await conn.close()
 
 
+@pytest.mark.processes
 def test_embedded_postgres_data_survives_restart(tmp_path: Path) -> None:
     data = tmp_path / "pgdata"
     url = infra.embedded_postgres_url(data)

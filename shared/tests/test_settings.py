@@ -35,6 +35,7 @@ def test_settings_take_a_long_random_secret_and_never_show_it(monkeypatch) -> No
     assert "k" * MIN_SECRET_KEY_LENGTH not in repr(settings)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("module", ["ingest", "console"])
 def test_a_service_without_a_secret_does_not_start_and_says_why_in_one_line(module: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TALLY_SECRET_KEY"}

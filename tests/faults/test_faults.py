@@ -285,6 +285,7 @@ def lost_and_duplicated(expected: set[str], ids: list[str]) -> tuple[int, int]:
 
 # -- the test --------------------------------------------------------------------------------------------------
 
+@pytest.mark.processes
 async def test_nothing_acknowledged_is_lost_under_faults(fault_stack: FaultStack) -> None:
     fs = fault_stack
     stack = fs.stack

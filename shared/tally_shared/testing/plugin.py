@@ -24,6 +24,13 @@ from tally_shared.messaging import ensure_topics
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+# The fixtures that bring up real infrastructure (broker, database server, the whole system). A test that needs
+# none of them, directly or through other fixtures, and is not marked as starting processes of its own
+# (``processes``) or driving a browser, is a unit test: ``pytest -m unit`` runs those alone, in seconds.
+INFRASTRUCTURE_FIXTURES = frozenset({"infra_tmp", "kafka_bootstrap", "pg_server_url", "make_database",
+                                     "database_url", "identity_db", "api_key", "tally_stack"})
+NOT_UNIT_MARKERS = ("processes", "browser")
+
 
 def _broker(stack: ExitStack, tmp: Path) -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -63,6 +70,16 @@ def pytest_configure(config: pytest.Config) -> None:
     current = os.environ.get("TALLY_SECRET_KEY", "")
     if len(current) < MIN_SECRET_KEY_LENGTH or current in KNOWN_PUBLIC_SECRETS:
         os.environ["TALLY_SECRET_KEY"] = "test-" + secrets.token_urlsafe(32)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker (-m unit)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if INFRASTRUCTURE_FIXTURES.isdisjoint(fixtures) and not any(
+            item.get_closest_marker(name) for name in NOT_UNIT_MARKERS
+        ):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -175,33 +192,8 @@ class StackHandle:
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-def tally_stack(kafka_bootstrap: str, make_database: Callable[[], str]) -> Iterator[StackHandle]:
-    """The whole system as real processes (every service and the gateway) on a fresh database, with one project,
-    its API key pair, and an admin user. Started once per test session."""
-    from tally_cli.routes import DEFAULT_PORTS
-    from tally_cli.stack import Stack, StackConfig
-
-    db = make_database()
-    log_dir = ARTIFACTS / "stack-logs"
-    ports = {svc: infra.free_port() for svc in DEFAULT_PORTS}
-    config = StackConfig(database_url=db, kafka_bootstrap=kafka_bootstrap, secret_key="test-" + uuid.uuid4().hex,
-                         ports=ports, log_dir=log_dir, group_suffix=f"-{uuid.uuid4().hex[:8]}")
-    stack = Stack(config)
-    try:
-        stack.prepare()
-        stack.start(timeout=120)
-        project = f"e2e-{uuid.uuid4().hex[:8]}"
-        email, password = f"admin-{project}@tally.test", "correct horse battery staple"
-        public, secret = infra.run_sync(_project_admin(db, project, email, password))
-        yield StackHandle(stack, base_url=config.base_url, console_url=config.base_url + "/", project_id=project,
-                          public_key=public, secret_key=secret, admin_email=email, admin_password=password,
-                          database_url=db, kafka_bootstrap=kafka_bootstrap, log_dir=log_dir)
-    finally:
-        stack.stop(drain=False)
-
-
-async def _project_admin(database_url: str, project: str, email: str, password: str) -> tuple[str, str]:
+async def project_admin(database_url: str, project: str, email: str, password: str) -> tuple[str, str]:
+    """A project with an admin member and one API key pair: (public key, secret key)."""
     from tally_shared.db import make_engine
     from tally_shared.identity.store import IdentityStore
 

@@ -66,6 +66,8 @@ class KafkaPublisher:
             linger_ms=linger_ms,
             max_batch_size=max_batch_bytes,
             max_request_size=max_message_bytes,
+            # lz4 batches: trace events compress several-fold and the broker's cost follows the bytes it moves.
+            compression_type="lz4",
             # A batch that cannot reach a leader expires after this, failing its futures: nothing queued while the
             # broker is away is sent later behind the client's back (it was told 503 and will retry).
             request_timeout_ms=int(timeout * 1000),

@@ -1,7 +1,7 @@
 """Statistics over scores (pure): confidence intervals, agreement between reviewers, judge calibration.
 
-Krippendorff's alpha comes from the ``krippendorff`` package, Cohen's kappa from scikit-learn, Spearman's rho and
-the t and Wilson intervals from SciPy.
+Krippendorff's alpha comes from the ``krippendorff`` package, Spearman's rho and the t and Wilson intervals from
+SciPy; Cohen's kappa is computed here (a confusion matrix and two sums).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-# scipy, scikit-learn and krippendorff are imported where used: together they are most of the service's start
+# scipy and krippendorff are imported where used: together they are most of the service's start
 # time, and a restarted service should answer HTTP in a second or two, not after loading statistics libraries.
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
@@ -58,16 +58,39 @@ def proportion_ci(successes: int, n: int) -> dict[str, Any]:
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any], weights: str | None = None,
                 labels: Sequence[Any] | None = None) -> float | None:
-    """Cohen's kappa of two raters over the same items; None where it is undefined (no variation at all)."""
-    from sklearn.metrics import cohen_kappa_score
+    """Cohen's kappa of two raters over the same items; None where it is undefined (no variation at all).
+
+    ``weights``: None, "linear" or "quadratic" disagreement weights over the classes in order: ``labels`` if
+    given (pairs with a value outside them are left out), else the sorted values. The computation is
+    scikit-learn's ``cohen_kappa_score``: 1 - sum(W * observed) / sum(W * expected by the marginals)."""
     if len(a) != len(b) or len(a) == 0:
         return None
     if len(set(a) | set(b)) < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        k = cohen_kappa_score(list(a), list(b), weights=weights, labels=list(labels) if labels else None)
-    return _finite(k)
+    classes = list(labels) if labels else sorted(set(a) | set(b))
+    index = {c: i for i, c in enumerate(classes)}
+    n = len(classes)
+    confusion = np.zeros((n, n), dtype=np.float64)
+    for x, y in zip(a, b, strict=True):
+        i, j = index.get(x), index.get(y)
+        if i is not None and j is not None:
+            confusion[i, j] += 1
+    sum0 = confusion.sum(axis=0)
+    sum1 = confusion.sum(axis=1)
+    total = sum0.sum()
+    if total == 0:
+        return None
+    expected = np.outer(sum0, sum1) / total
+    if weights is None:
+        w = np.ones((n, n), dtype=np.float64)
+        np.fill_diagonal(w, 0)
+    else:
+        w = np.zeros((n, n), dtype=np.float64) + np.arange(n)
+        w = np.abs(w - w.T) if weights == "linear" else (w - w.T) ** 2
+    disagreement_expected = float(np.sum(w * expected))
+    if disagreement_expected == 0:
+        return None
+    return _finite(1 - float(np.sum(w * confusion)) / disagreement_expected)
 
 
 def default_level(data_type: str) -> str:
