@@ -211,11 +211,13 @@ def subscribe_batch(
     handler: BatchHandler,
     max_records: int = 500,
     prefilter: Callable[[bytes], bool] | None = None,
+    decode: Callable[[bytes], tuple[Envelope, Payload]] = decode,
 ) -> Any:
     """Batch subscriber over several topics: poison messages are dead-lettered one by one, the rest are handed
     to ``handler`` together (one transaction, bulk writes). ``prefilter`` sees each record's raw bytes first: one
     it refuses is acknowledged with its batch without being parsed (a consumer that needs few of a busy topic's
-    events skips the rest cheaply, with one offset commit per batch)."""
+    events skips the rest cheaply, with one offset commit per batch). ``decode`` replaces the full envelope
+    decode (a consumer that reads a few fields of large payloads); it raises PoisonMessage for what it refuses."""
 
     @broker.subscriber(
         *(t.name for t in topics),

@@ -1,5 +1,5 @@
-"""Adding items: one path for rules, backfills and explicit adds (item rows, their review slots, the routing
-decision, and the QueueItemAdded event in the outbox, all in the caller's transaction)."""
+"""Adding items: one path for rules, backfills and explicit adds (item rows, their review slots and the routing
+decision in the caller's transaction; ``added_events`` are the QueueItemAdded events the caller publishes)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sqlalchemy import tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from queue_router.adapters.bulk import insert_rows
-from queue_router.adapters.outbox import enqueue
 from queue_router.adapters.tables import item_slots, items, routing_decisions
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
@@ -97,15 +96,19 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
           "event_id": n.event_id} for n, row in done],
         suffix="ON CONFLICT DO NOTHING",
     )
-    envelopes: list[Envelope] = []
+    return done
+
+
+def added_events(done: Sequence[tuple[NewItem, dict[str, Any]]]) -> list[Envelope]:
+    """A ``QueueItemAdded`` for each item ``insert_items`` added."""
+    out: list[Envelope] = []
     for n, row in done:
         ref = item_ref(row)
-        envelopes.append(make_envelope(
+        out.append(make_envelope(
             QueueItemAdded(item=ref, rule_id=n.rule_id, reason=n.reason, added_by=n.added_by),
-            project=n.project_id, key=event_key(ref), occurred_at=now,
+            project=n.project_id, key=event_key(ref), occurred_at=row["created_at"],
         ))
-    await enqueue(session, envelopes)
-    return done
+    return out
 
 
 async def record_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from queue_router.adapters.items_store import event_key, item_ref
 from queue_router.adapters.outbox import enqueue
 from queue_router.adapters.scoring_api import ScoringPort
+from queue_router.adapters.stores import ItemStore, QueueStore
 from queue_router.adapters.tables import item_slots, items, queues, reviews
-from queue_router.application.queues import get_queue_row, item_out, live_leases
+from queue_router.application.items import item_out
+from queue_router.domain.errors import Conflict, Invalid, NotFound, Unavailable
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import (
     QueueItemCompleted,
@@ -36,7 +38,6 @@ from tally_shared.events.queues import (
     QueueItemSkipped,
     QueueItemSkipUndone,
 )
-from tally_shared.http import ApiError
 
 
 @dataclass
@@ -56,6 +57,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _queue(session: AsyncSession, project_id: str, queue_id: str) -> dict[str, Any]:
+    q = await QueueStore(session).get(project_id, queue_id)
+    if q is None:
+        raise NotFound.of("queue", queue_id)
+    return q
+
+
 def reviewer_allowed(queue: dict[str, Any], reviewer: str, email: str | None) -> bool:
     allowed = queue["reviewers"]
     if not allowed:
@@ -71,7 +79,7 @@ async def next_item(deps: ReviewDeps, project_id: str, queue_id: str, reviewer: 
             return await _try_lease(deps, project_id, queue_id, reviewer, queue)
         except _Retry:
             continue
-    raise ApiError(409, "conflict", "could not lease an item; try again")
+    raise Conflict("conflict", "could not lease an item; try again")
 
 
 class _Retry(Exception):
@@ -179,7 +187,7 @@ async def _held_slot(session: AsyncSession, item_id: str, reviewer: str, lease_i
         item_slots.c.item_id == item_id, item_slots.c.reviewer == reviewer,
         item_slots.c.state.in_(["leased", "done"])).with_for_update())).first()
     if slot is None or (lease_id is not None and slot.lease_id != lease_id):
-        raise ApiError(409, "lease_lost", "you hold no lease on this item (it expired and was taken, or was "
+        raise Conflict("lease_lost", "you hold no lease on this item (it expired and was taken, or was "
                                           "released)", {"field": "lease_id", "rule": "current_lease"})
     return slot
 
@@ -189,7 +197,7 @@ async def _item_row(session: AsyncSession, project_id: str, queue_id: str, item_
                                items.c.project_id == project_id)
     row = (await session.execute(stmt.with_for_update() if lock else stmt)).first()
     if row is None:
-        raise ApiError(404, "not_found", f"item {item_id!r} not found")
+        raise NotFound("not_found", f"item {item_id!r} not found")
     return row
 
 
@@ -205,12 +213,12 @@ async def check_required_scores(deps: ReviewDeps, project_id: str, queue_id: str
         item = (await _item_row(session, project_id, queue_id, item_id, lock=False))._mapping
         object_type, object_id = item["object_type"], item["object_id"]
     if deps.scoring is None:
-        raise ApiError(503, "scoring_unavailable", "required score configs cannot be checked")
+        raise Unavailable("scoring_unavailable", "required score configs cannot be checked")
     have = await deps.scoring.scored_configs(creds, object_type=object_type, object_id=object_id,
                                              config_ids=required, reviewer=reviewer, authorless_ok=via_api_key)
     missing = [c for c in required if c not in have]
     if missing:
-        raise ApiError(422, "scores_required", "score every required config before completing", [
+        raise Invalid("scores_required", "score every required config before completing", [
             {"field": "score_configs", "rule": "required", "config_id": c,
              "message": f"no score of required config {c!r} by {reviewer!r} on this item"} for c in missing])
 
@@ -224,7 +232,7 @@ async def complete(deps: ReviewDeps, project_id: str, queue_id: str, item_id: st
         if review is not None and review.status == "completed":
             return item_out(item) | {"reviewer_status": "completed"}
         if item["status"] != "PENDING":
-            raise ApiError(409, "item_closed", f"the item is {item['status'].lower()}")
+            raise Conflict("item_closed", f"the item is {item['status'].lower()}")
         slot = await _held_slot(session, item_id, reviewer, lease_id)
         now = _now()
         await session.execute(update(item_slots).where(
@@ -252,10 +260,10 @@ async def give_back(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
     async with deps.sessions() as session, session.begin():
         item = dict((await _item_row(session, project_id, queue_id, item_id, lock=False))._mapping)
         if item["status"] != "PENDING":
-            raise ApiError(409, "item_closed", f"the item is {item['status'].lower()}")
+            raise Conflict("item_closed", f"the item is {item['status'].lower()}")
         slot = await _held_slot(session, item_id, reviewer, lease_id)
         if slot.state == "done":
-            raise ApiError(409, "already_completed", "you completed this item already")
+            raise Conflict("already_completed", "you completed this item already")
         now = _now()
         await session.execute(update(item_slots).where(
             item_slots.c.item_id == item_id, item_slots.c.slot_no == slot.slot_no,
@@ -276,7 +284,7 @@ async def give_back(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
         elif status == "skipped":
             await enqueue(session, [make_envelope(QueueItemSkipped(item=ref, reviewer=reviewer, reason=reason),
                                                   project=project_id, key=event_key(ref), occurred_at=now)])
-        live = await live_leases(session, item_id)
+        live = await ItemStore(session).live_leases(item_id)
     return item_out(item, live) | {"reviewer_status": "pending" if status == "released" else status}
 
 
@@ -289,7 +297,7 @@ async def undo_skip(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
             reviews.c.item_id == item_id, reviews.c.reviewer == reviewer, reviews.c.status == "skipped",
         ).values(status="released", reason=None, updated_at=_now()).returning(reviews.c.item_id))).first()
         if done is None:
-            raise ApiError(409, "not_skipped", "you have not skipped this item")
+            raise Conflict("not_skipped", "you have not skipped this item")
         ref = item_ref(item)
         await enqueue(session, [make_envelope(QueueItemSkipUndone(item=ref, reviewer=reviewer),
                                               project=project_id, key=event_key(ref))])
@@ -305,7 +313,7 @@ async def undo_skip(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
         got = None
     if got is None:
         async with deps.sessions() as session:
-            live = await live_leases(session, item_id)
+            live = await ItemStore(session).live_leases(item_id)
         return {"item": item_out(item, live) | {"reviewer_status": "pending"}, "lease": None}
     return got
 
@@ -352,7 +360,7 @@ async def heartbeat(deps: ReviewDeps, project_id: str, queue_id: str, item_id: s
         await _item_row(session, project_id, queue_id, item_id, lock=False)
         slot = await _held_slot(session, item_id, reviewer, lease_id)
         if slot.state != "leased":
-            raise ApiError(409, "already_completed", "you completed this item already")
+            raise Conflict("already_completed", "you completed this item already")
         expires = _now() + timedelta(seconds=lease_seconds)
         await session.execute(update(item_slots).where(
             item_slots.c.item_id == item_id, item_slots.c.slot_no == slot.slot_no,
@@ -375,7 +383,7 @@ async def progress(deps: ReviewDeps, project_id: str, queue_id: str) -> dict[str
         else_="PENDING",
     )
     async with deps.sessions() as session:
-        queue = await get_queue_row(session, project_id, queue_id)
+        queue = await _queue(session, project_id, queue_id)
         by_status: dict[str, int] = dict((await session.execute(
             select(item_state, func.count()).where(items.c.queue_id == queue_id).group_by(item_state))).all())
         items_done_hour = (await session.execute(select(func.count()).select_from(items).where(
@@ -427,10 +435,10 @@ async def queue_for_review(deps: ReviewDeps, project_id: str, queue_id: str) -> 
         q = hit[1]
     else:
         async with deps.sessions() as session:
-            q = await get_queue_row(session, project_id, queue_id)
+            q = await _queue(session, project_id, queue_id)
         deps._queues[(project_id, queue_id)] = (now + deps.queue_cache_seconds, q)
     if q["is_archived"]:
-        raise ApiError(409, "queue_archived", "the queue is archived")
+        raise Conflict("queue_archived", "the queue is archived")
     return q
 
 

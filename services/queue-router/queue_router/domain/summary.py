@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from queue_router.domain.events import RoutedObservation, RoutedTrace
 from queue_router.domain.filters import ScoreView, TraceView
 from tally_shared.events.traces import ObservationData, TraceData
 
@@ -80,7 +81,7 @@ def _cost(d: dict[str, float] | None) -> float | None:
     return float(sum(v for v in d.values() if v is not None))
 
 
-def apply_trace(s: Summary, data: TraceData, at: float) -> None:
+def apply_trace(s: Summary, data: TraceData | RoutedTrace, at: float) -> None:
     s.has_trace = True
     ts: dict[str, float] = s.state.setdefault("f", {})
     for name in data.model_fields_set & set(TRACE_FIELDS):
@@ -93,7 +94,7 @@ def apply_trace(s: Summary, data: TraceData, at: float) -> None:
         ts[name] = at
 
 
-def apply_observation(s: Summary, o: ObservationData, at: float) -> None:
+def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: float) -> None:
     obs: dict[str, dict[str, Any]] = s.state.setdefault("o", {})
     cur = obs.get(o.id)
     if cur is None:
@@ -132,7 +133,7 @@ def apply_observation(s: Summary, o: ObservationData, at: float) -> None:
         cur["at"] = at
 
 
-def _overflow(s: Summary, o: ObservationData) -> None:
+def _overflow(s: Summary, o: ObservationData | RoutedObservation) -> None:
     x: dict[str, Any] = s.state.setdefault("x", {})
     if o.level is not None and o.level.value == "ERROR":
         x["l"] = True
