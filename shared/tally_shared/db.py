@@ -1,22 +1,17 @@
-"""Database plumbing: engines from any PostgreSQL URL, and exactly-once effects for consumers.
-
-Exactly-once: a consumer records the id of every event it applied in its own ``processed_events`` table, in the
-same transaction as the effect. A redelivered event finds its id already there and changes nothing.
-"""
+"""Database plumbing: engines from any PostgreSQL URL. (Exactly-once effects for consumers: ``tally_shared.claims``;
+``processed_events_table`` is re-exported here for the tables that import it from this module.)"""
 
 from __future__ import annotations
 
 import ssl
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Uuid, func, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tally_shared import content
+from tally_shared.claims import processed_events_table as processed_events_table  # re-export
 
 # libpq's TLS options in a URL. SQLAlchemy hands URL options to asyncpg.connect as keywords, which has none of
 # these (only ``ssl``), so ``async_url`` takes them out and ``ssl_argument`` turns them into that one argument.
@@ -107,56 +102,3 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
-
-
-def processed_events_table(metadata: MetaData) -> Table:
-    """The table of applied event ids, in the metadata's schema. One row per (consumer, event)."""
-    return Table(
-        "processed_events",
-        metadata,
-        Column("consumer", String(100), primary_key=True),
-        Column("event_id", Uuid, primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-
-
-async def claim_event(session: AsyncSession, table: Table, consumer: str, event_id: uuid.UUID) -> bool:
-    """Record ``event_id`` as applied by ``consumer``; False if it already was.
-
-    Must run inside the transaction that applies the effect. A concurrent duplicate blocks on the primary key
-    until the first transaction ends, then sees the conflict.
-    """
-    stmt = (
-        pg_insert(table)
-        .values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def claim_events(
-    session: AsyncSession, table: Table, consumer: str, event_ids: Iterable[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Batch form of ``claim_event``: returns the ids not applied before (the ones to apply now)."""
-    rows: list[dict[str, Any]] = [{"consumer": consumer, "event_id": eid} for eid in dict.fromkeys(event_ids)]
-    if not rows:
-        return set()
-    stmt = pg_insert(table).values(rows).on_conflict_do_nothing().returning(table.c.event_id)
-    return {r[0] for r in (await session.execute(stmt)).all()}
-
-
-async def apply_once(
-    sessions: async_sessionmaker[AsyncSession],
-    table: Table,
-    consumer: str,
-    event_id: uuid.UUID,
-    effect: Callable[[AsyncSession], Awaitable[Any]],
-) -> bool:
-    """Run ``effect`` and record ``event_id`` in one transaction. Returns False (and does nothing) for an
-    event this consumer already applied."""
-    async with sessions() as session, session.begin():
-        if not await claim_event(session, table, consumer, event_id):
-            return False
-        await effect(session)
-    return True

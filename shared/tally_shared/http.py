@@ -1,4 +1,5 @@
-"""What every service's HTTP app has: ``/healthz``, ``/readyz``, ``/metrics``, and errors as machine-readable JSON.
+"""What every service's HTTP app has: ``/healthz``, ``/readyz``, ``/metrics``, request metrics and a trace id in
+the log context of every request, and errors as machine-readable JSON.
 
 Error body, everywhere: ``{"error": {"code": "...", "message": "...", "details": [...]}}``.
 """
@@ -6,15 +7,21 @@ Error body, everywhere: ``{"error": {"code": "...", "message": "...", "details":
 from __future__ import annotations
 
 import asyncio
+import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tally_shared import logs
 
 HealthCheck = Callable[[], Awaitable[Any]]
 
@@ -108,3 +115,61 @@ def install_ops_routes(
         if registry is not None:
             data += generate_latest(registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def trace_id_of(scope: Scope) -> str:
+    """The W3C ``traceparent`` trace id of the request, else its ``x-request-id``, else a new one: every line
+    logged for the request (and the events it publishes) carries it."""
+    request_id = None
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            found = _TRACEPARENT.match(value.decode("latin-1").strip().lower())
+            if found:
+                return found.group(1)
+        elif name == b"x-request-id":
+            request_id = value.decode("latin-1").strip()
+    if request_id and _REQUEST_ID.match(request_id):
+        return request_id
+    return uuid.uuid4().hex
+
+
+class RequestMetrics:
+    """Count and latency of HTTP requests by method, route template (never the raw path: ids would explode the
+    label set) and status; binds the request's trace id in the log context."""
+
+    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry, prefix: str = "tally_http") -> None:
+        self.app = app
+        self.requests = Counter(f"{prefix}_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=registry)
+        self.latency = Histogram(f"{prefix}_request_seconds", "HTTP request latency, to the last body byte",
+                                 ["method", "route"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = logs.bind(trace_id=trace_id_of(scope))
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            logs.unbind(token)
+            route = scope.get("route")
+            path = scope.get("path", "")
+            template = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "unmatched")
+            method = scope.get("method", "")
+            self.requests.labels(method, template, str(status)).inc()
+            self.latency.labels(method, template).observe(time.perf_counter() - start)

@@ -3,23 +3,23 @@ topic, and a consumer-lag collector.
 
 Subscribers are thin: they decode the envelope (poison goes to the dead-letter topic), then delegate to a plain
 handler ``(envelope, payload) -> None``. A handler that raises is retried (the offset is not committed and the
-consumer seeks back), so handlers must be idempotent (see ``tally_shared.db.apply_once``).
+consumer seeks back), so handlers must be idempotent (see ``tally_shared.claims``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from faststream import AckPolicy
+from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from tally_shared import deadletters
+from tally_shared import deadletters, lag
 from tally_shared import events as _events  # noqa: F401  (registers every payload type)
 from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
+from tally_shared.logs import log_context
 from tally_shared.metrics import (
-    CONSUMER_LAG,
     DEAD_LETTERS,
     EVENT_DELAY,
     EVENTS_CONSUMED,
@@ -39,6 +39,8 @@ from tally_shared.metrics import (
     HANDLER_ERRORS,
     PUBLISH_SECONDS,
 )
+from tally_shared.producer import MAX_REQUEST_BYTES, Producer
+from tally_shared.producer import headers as producer_headers
 from tally_shared.topics import ALL_TOPICS, DEAD_LETTER, Topic
 
 log = logging.getLogger(__name__)
@@ -61,33 +63,74 @@ REBALANCE_TIMEOUT_MS = 6_000
 MAX_POLL_INTERVAL_MS = 120_000
 
 
+class LogContextMiddleware(BaseMiddleware):
+    """Every line logged while a message is handled names the consumer group, and for a single message its event
+    id and the trace id it was published under (``tally_shared.logs``)."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        fields: dict[str, object] = {}
+        consumer = getattr(msg, "consumer", None)
+        group = getattr(consumer, "_group_id", None)
+        if group:
+            fields["consumer"] = group
+        if not isinstance(msg.raw_message, tuple):
+            headers = msg.headers or {}
+            event_id = headers.get("event-id") or _event_id_from_head(msg.body)
+            if event_id:
+                fields["event_id"] = event_id
+            if headers.get("trace-id"):
+                fields["trace_id"] = headers["trace-id"]
+        if not fields:
+            return await call_next(msg)
+        with log_context(**fields):
+            return await call_next(msg)
+
+
+_EVENT_ID = re.compile(rb'^\{"id":"([0-9a-f-]{36})"')
+
+
+def _event_id_from_head(body: Any) -> str | None:
+    # Envelopes are serialised with their id first; events published before the event-id header have only that.
+    if isinstance(body, bytes | bytearray):
+        found = _EVENT_ID.match(body[:48])
+        if found:
+            return found.group(1).decode()
+    return None
+
+
 def make_broker(bootstrap_servers: str, *, service: str, registry: CollectorRegistry) -> KafkaBroker:
+    """The FastStream broker that runs a service's subscribers (events are published with
+    ``tally_shared.producer.Producer``)."""
     return KafkaBroker(
         bootstrap_servers,
         client_id=f"tally-{service}",
-        # acks=all: a publish returns only once the broker has the event; ingest's 2xx depends on it.
+        # acks=all: a publish returns only once the broker has the event.
         acks="all",
         # Tansu has no idempotent producer; exactly-once effects come from idempotent consumers instead.
         enable_idempotence=False,
         linger_ms=2,
-        max_request_size=16 * 1024 * 1024,
-        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=f"tally-{service}")],
+        max_request_size=MAX_REQUEST_BYTES,
+        middlewares=[LogContextMiddleware, KafkaPrometheusMiddleware(registry=registry, app_name=f"tally-{service}")],
         logger=logging.getLogger(f"tally.{service}.kafka"),
     )
 
 
-async def publish(broker: KafkaBroker, topic: Topic, envelopes: Sequence[Envelope]) -> None:
-    """Publish and wait until the broker acknowledged every event. Raises if any was not."""
+async def publish(target: KafkaBroker | Producer, topic: Topic, envelopes: Sequence[Envelope]) -> None:
+    """Publish and wait until the broker acknowledged every event (raises if any was not), with the headers and
+    metrics of ``Producer.send``. ``target``: a started Producer, or a connected broker (tools, tests)."""
     if not envelopes:
+        return
+    if isinstance(target, Producer):
+        await target.publish(topic, envelopes)
         return
     start = time.perf_counter()
     await asyncio.gather(
         *(
-            broker.publish(
+            target.publish(
                 env.to_bytes(),
                 topic=topic.name,
                 key=env.key.encode(),
-                headers={"event-type": env.type, "content-type": "application/json"},
+                headers={k: v.decode() for k, v in producer_headers(env.type, str(env.id))},
             )
             for env in envelopes
         )
@@ -309,64 +352,13 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic] = ALL_TO
 
 
 async def consumer_lag(bootstrap_servers: str, group_id: str, topics: Iterable[Topic]) -> dict[TopicPartition, int]:
-    """End offset minus committed offset, per partition, for one consumer group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await admin.start()
-    await probe.start()
-    try:
-        names = {t.name for t in topics}
-        partitions = [
-            TopicPartition(name, p)
-            for name in names
-            for p in sorted(probe.partitions_for_topic(name) or await _partitions(probe, name))
-        ]
-        ends = await _true_end_offsets(probe, partitions)
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-        lag: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag[tp] = max(0, ends.get(tp, 0) - done)
-        return lag
-    finally:
-        await probe.stop()
-        await admin.close()
-
-
-async def _true_end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets that count every record. Tansu answers ListOffsets with the first offset of the last record
-    batch + 1, which undercounts when that batch holds several records; a fetch's high watermark is exact. So
-    read from just before the listed end and take the larger of the two."""
-    ends: dict[TopicPartition, int] = dict(await probe.end_offsets(partitions))
-    nonempty = [tp for tp in partitions if ends.get(tp, 0) > 0]
-    if not nonempty:
-        return ends
-    probe.assign(nonempty)
-    for tp in nonempty:
-        probe.seek(tp, ends[tp] - 1)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in nonempty):
-        await probe.getmany(*nonempty, timeout_ms=200)
-    for tp in nonempty:
-        high = probe.highwater(tp)
-        if high is not None:
-            ends[tp] = max(ends[tp], high)
-    return ends
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()
+    """End offset minus committed offset, per partition, for one consumer group (one-off; see ``tally_shared.lag``)."""
+    return await lag.consumer_lag(bootstrap_servers, group_id, topics)
 
 
 async def lag_reporter(
     bootstrap_servers: str, groups: dict[str, Sequence[Topic]], interval: float = 5.0
 ) -> None:
-    """Background task: keep the ``tally_consumer_lag`` gauge current for this service's consumer groups."""
-    while True:
-        for group, topics in groups.items():
-            with contextlib.suppress(Exception):
-                for tp, value in (await consumer_lag(bootstrap_servers, group, topics)).items():
-                    CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(value)
-        await asyncio.sleep(interval)
+    """Background task: keep the ``tally_consumer_lag`` gauge current for this service's consumer groups, from one
+    long-lived probe (``tally_shared.lag.report_lag``)."""
+    await lag.report_lag(bootstrap_servers, groups, interval)

@@ -1,6 +1,14 @@
 """The shape every service process shares: one FastAPI app on one port that also runs the service's FastStream
-consumers, with ``/healthz`` (liveness), ``/readyz`` (readiness) and ``/metrics``. A service builds a ``Runtime``,
-registers its subscribers on ``runtime.broker``, then calls ``create_app``.
+consumers, with ``/healthz`` (liveness), ``/readyz`` (readiness), ``/metrics`` and request metrics.
+
+A service's ``bootstrap.py`` builds its container (a dataclass extending ``Container``, or ``Runtime`` when the
+service owns a database and a broker), registers its subscribers on ``container.broker``, then calls
+``create_app`` with its routers and lifecycle hooks. Handlers get the container with
+``Annotated[MyContainer, Depends(provide(MyContainer))]``, never by an ``app.state`` name.
+
+Lifecycle, in order: ``on_startup`` hooks; the container's own background tasks (broker and producer started with
+retries, the lag reporter) and the ``background`` tasks; serve; then the tasks are cancelled, ``on_shutdown``
+hooks run (in reverse order), and the container closes what it owns (broker, producer, engine).
 
 The HTTP port opens before the consumers have joined their groups: joining can take seconds (longer while the
 group waits out a dead member's session), and a service's own HTTP API does not need its consumers. The broker and
@@ -13,31 +21,64 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tally_shared import __version__
+from tally_shared import __version__, logs
 from tally_shared.db import make_engine, make_session_factory, ping
-from tally_shared.http import install_error_handlers, install_ops_routes
+from tally_shared.http import HealthCheck, RequestMetrics, install_error_handlers, install_ops_routes
 from tally_shared.identity.store import IdentityStore
-from tally_shared.messaging import lag_reporter, make_broker
+from tally_shared.lag import report_lag
+from tally_shared.messaging import make_broker
+from tally_shared.producer import Producer
 from tally_shared.settings import ServiceSettings
 from tally_shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
+Hook = Callable[[], Awaitable[None]]
+Job = Callable[[], Coroutine[Any, Any, None]]
 
-@dataclass
-class Runtime:
+BROKER_RETRY_FIRST_SECONDS = 0.5
+BROKER_RETRY_MAX_SECONDS = 10.0
+# The producer's first connection is awaited this long at startup (so the first request finds it ready); after
+# that it keeps trying in the background, as the broker does.
+PRODUCER_START_SECONDS = 5.0
+
+
+@dataclass(kw_only=True)
+class Container:
+    """What a service process holds for its whole life. Extend it with the service's dependencies as fields;
+    override ``checks`` / ``background`` / ``close`` for resources the base does not know about."""
+
     name: str
     settings: ServiceSettings
-    registry: CollectorRegistry
+    # Per-app metrics (FastStream's, request metrics); the process-wide ones live in prometheus' default registry.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def checks(self) -> dict[str, HealthCheck]:
+        """Readiness checks, by name (``/readyz``)."""
+        return {}
+
+    def background(self) -> list[Job]:
+        """Tasks that run while the app serves (cancelled at shutdown)."""
+        return []
+
+    async def close(self) -> None:
+        """Release what the container owns (after every task and shutdown hook)."""
+
+
+@dataclass(kw_only=True)
+class Runtime(Container):
+    """A service with its own database schema and Kafka consumers/producers."""
+
     broker: KafkaBroker
+    producer: Producer
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     identity: IdentityStore
@@ -46,9 +87,61 @@ class Runtime:
     # set once the broker is connected and every subscriber has started (readiness)
     consumers_started: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def checks(self) -> dict[str, HealthCheck]:
+        async def broker_ok() -> None:
+            if not self.broker.running or not await self.broker.ping(timeout=2):
+                raise ConnectionError("broker did not answer")
+            if not self.producer.started:
+                raise ConnectionError("event producer not connected yet")
 
-BROKER_RETRY_FIRST_SECONDS = 0.5
-BROKER_RETRY_MAX_SECONDS = 10.0
+        async def consumers_ok() -> None:
+            if not self.consumers_started.is_set():
+                raise ConnectionError("consumers not started yet")
+
+        return {"database": lambda: ping(self.engine), "broker": broker_ok, "consumers": consumers_ok}
+
+    def background(self) -> list[Job]:
+        jobs: list[Job] = [lambda: start_broker(self), lambda: start_producer(self)]
+        if self.consumer_groups:
+            groups = self.consumer_groups
+            jobs.append(lambda: report_lag(self.settings.kafka_bootstrap_servers, groups))
+        return jobs
+
+    async def close(self) -> None:
+        await self.broker.stop()
+        await self.producer.stop()
+        await self.engine.dispose()
+
+
+class RuntimeParts(TypedDict):
+    name: str
+    settings: ServiceSettings
+    registry: CollectorRegistry
+    broker: KafkaBroker
+    producer: Producer
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    identity: IdentityStore
+
+
+def runtime_parts(name: str, settings: ServiceSettings) -> RuntimeParts:
+    """The fields ``Runtime`` needs, for a subclass: ``MyContainer(**runtime_parts(name, settings), extra=...)``."""
+    registry = CollectorRegistry()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name=f"tally-{name}")
+    return RuntimeParts(
+        name=name,
+        settings=settings,
+        registry=registry,
+        broker=make_broker(settings.kafka_bootstrap_servers, service=name, registry=registry),
+        producer=Producer(settings.kafka_bootstrap_servers, client_id=f"tally-{name}"),
+        engine=engine,
+        sessions=make_session_factory(engine),
+        identity=IdentityStore(engine),
+    )
+
+
+def build_runtime(name: str, settings: ServiceSettings) -> Runtime:
+    return Runtime(**runtime_parts(name, settings))
 
 
 async def _start_concurrently(broker: KafkaBroker) -> None:
@@ -62,95 +155,114 @@ async def _start_concurrently(broker: KafkaBroker) -> None:
     broker.running = True
 
 
-async def start_broker(runtime: Runtime) -> None:
-    """Connect the broker and start every subscriber, retrying with backoff while the broker is unreachable.
-    A half-started broker is stopped before the next attempt, so no subscriber runs twice."""
+async def _with_retries(what: str, attempt: Callable[[], Awaitable[None]], undo: Hook) -> None:
     delay = BROKER_RETRY_FIRST_SECONDS
     while True:
         try:
-            await _start_concurrently(runtime.broker)
+            await attempt()
+            return
         except Exception as exc:
-            log.warning("%s: broker not reachable yet (%s: %s); retrying in %.1fs",
-                        runtime.name, type(exc).__name__, exc, delay)
+            log.warning("%s not reachable yet (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             with contextlib.suppress(Exception):
-                await runtime.broker.stop()
+                await undo()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BROKER_RETRY_MAX_SECONDS)
-            continue
-        runtime.consumers_started.set()
-        log.info("%s: broker connected, consumers started", runtime.name)
-        return
 
 
-def build_runtime(name: str, settings: ServiceSettings) -> Runtime:
-    registry = CollectorRegistry()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name=f"tally-{name}")
-    return Runtime(
-        name=name,
-        settings=settings,
-        registry=registry,
-        broker=make_broker(settings.kafka_bootstrap_servers, service=name, registry=registry),
-        engine=engine,
-        sessions=make_session_factory(engine),
-        identity=IdentityStore(engine),
-    )
+async def start_broker(runtime: Runtime) -> None:
+    """Connect the broker and start every subscriber, retrying with backoff while the broker is unreachable.
+    A half-started broker is stopped before the next attempt, so no subscriber runs twice."""
+    await _with_retries("broker", lambda: _start_concurrently(runtime.broker), runtime.broker.stop)
+    runtime.consumers_started.set()
+    log.info("%s: broker connected, consumers started", runtime.name)
+
+
+async def start_producer(runtime: Runtime) -> None:
+    await _with_retries("event producer", runtime.producer.start, runtime.producer.stop)
+
+
+def provide(cls: type[C]) -> Callable[[Request], C]:
+    """A FastAPI dependency returning the app's container as ``cls``:
+    ``Deps = Annotated[ScoringContainer, Depends(provide(ScoringContainer))]``."""
+
+    def dependency(request: Request) -> C:
+        container = request.app.state.container
+        if not isinstance(container, cls):
+            raise TypeError(f"the app's container is a {type(container).__name__}, not a {cls.__name__}")
+        return container
+
+    dependency.__name__ = f"provide_{cls.__name__}"
+    return dependency
+
+
+C = TypeVar("C", bound=Container)
 
 
 def create_app(
-    runtime: Runtime,
+    container: Container,
     *,
     title: str,
     description: str = "",
     routers: Sequence[APIRouter] = (),
-    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
-    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+    background: Sequence[Job] = (),
+    checks: dict[str, HealthCheck] | None = None,
+    error_handlers: bool = True,
+    docs: bool = True,
+    request_metrics_prefix: str = "tally_http",
 ) -> FastAPI:
+    """The service's app. ``checks``: readiness checks in place of the container's; ``error_handlers``: the
+    machine-readable JSON errors of ``tally_shared.http`` (a service rendering HTML pages installs its own);
+    ``request_metrics_prefix``: metric names ``<prefix>_requests_total`` / ``<prefix>_request_seconds``."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup:
             await hook()
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(start_broker(runtime))]
-        tasks += [asyncio.create_task(job()) for job in background]
-        if runtime.consumer_groups:
-            tasks.append(asyncio.create_task(
-                lag_reporter(runtime.settings.kafka_bootstrap_servers, runtime.consumer_groups)
-            ))
+        if isinstance(container, Runtime):
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(PRODUCER_START_SECONDS):
+                    await container.producer.start()
+        tasks = [asyncio.create_task(job()) for job in (*container.background(), *background)]
         try:
             yield
         finally:
-            for t in tasks:
+            for t in reversed(tasks):
                 t.cancel()
-            for t in tasks:
+            for t in reversed(tasks):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            await runtime.broker.stop()
-            await runtime.engine.dispose()
+            for hook in reversed(on_shutdown):
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("%s: shutdown hook failed", container.name)
+            await container.close()
 
-    app = FastAPI(title=title, description=description, version=__version__, lifespan=lifespan)
-    app.state.runtime = runtime
-    app.state.identity = runtime.identity
-    app.state.secret_key = runtime.settings.secret_key
-    install_error_handlers(app)
-
-    async def broker_ok() -> None:
-        if not runtime.broker.running or not await runtime.broker.ping(timeout=2):
-            raise ConnectionError("broker did not answer")
-
-    async def consumers_ok() -> None:
-        if not runtime.consumers_started.is_set():
-            raise ConnectionError("consumers not started yet")
-
-    install_ops_routes(
-        app, service=runtime.name,
-        checks={"database": lambda: ping(runtime.engine), "broker": broker_ok, "consumers": consumers_ok},
-        registry=runtime.registry,
-    )
+    kwargs: dict[str, Any] = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title=title, description=description, version=__version__, lifespan=lifespan, **kwargs)
+    app.state.container = container
+    app.state.settings = container.settings
+    app.state.secret_key = container.settings.secret_key
+    if isinstance(container, Runtime):
+        # Read by tally_shared.identity.auth and by services not yet moved to ``provide``.
+        app.state.runtime = container
+        app.state.identity = container.identity
+    if error_handlers:
+        install_error_handlers(app)
+    install_ops_routes(app, service=container.name, checks=container.checks() if checks is None else checks,
+                       registry=container.registry)
+    app.add_middleware(RequestMetrics, registry=container.registry, prefix=request_metrics_prefix)
     for router in routers:
         app.include_router(router)
     return app
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    container = getattr(app.state, "container", None)
+    logs.configure(container.name if container is not None else app.title, level=settings.log_level,
+                   fmt=settings.log_format)
+    # log_config=None: uvicorn's loggers propagate to the root handler (one format for every line).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
                 timeout_graceful_shutdown=10)

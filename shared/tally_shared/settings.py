@@ -1,5 +1,7 @@
 """Settings every service shares. Each service subclasses ``ServiceSettings`` with its own ``env_prefix``."""
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,9 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     db_pool_size: int = 10
     log_level: str = "info"
+    # JSON lines (service, logger, level, message, consumer group, event id, trace id) for log collectors; "text"
+    # for a person at a terminal. One name for every service (not per service prefix).
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias=AliasChoices("TALLY_LOG_FORMAT"))
 
     @field_validator("secret_key")
     @classmethod

@@ -11,11 +11,11 @@ import httpx
 import orjson
 from sqlalchemy import func, select
 
-from scoring.adapters import outbox as outbox_mod
 from scoring.adapters.tables import outbox, scores
 from tally_shared.envelope import make_envelope
 from tally_shared.events import RecordScore, ScoreDataType, ScoreRecorded
 from tally_shared.messaging import publish
+from tally_shared.outbox import Outgoing, add
 from tally_shared.testing.wait import eventually
 from tally_shared.topics import SCORE_COMMANDS, SCORES
 
@@ -112,7 +112,7 @@ async def test_outbox_relay_publishes_abandoned_events(service: Service, tap: Ta
                    timestamp=datetime.now(UTC))
     env = make_envelope(ScoreRecorded(score=sc), project=project.id, key=trace)
     async with runtime.sessions() as s, s.begin():
-        await outbox_mod.add(s, [outbox_mod.Outgoing(SCORES, env, sc.id)])
+        await add(s, outbox, [Outgoing(SCORES, env, sc.id)])
         await s.execute(outbox.update().where(outbox.c.id == env.id)
                         .values(created_at=datetime.now(UTC) - timedelta(seconds=30)))
     ev = await tap.wait("ScoreRecorded", lambda e: e.key == trace, timeout=20)
@@ -147,15 +147,15 @@ class _RefusingProducer:
 
 async def test_unacknowledged_publish_answers_503_and_a_retry_publishes(
         service: Service, tap: Tap, project: Project, client: httpx.AsyncClient) -> None:
-    publisher = service.app.state.deps.outbox
+    producer = service.app.state.container.producer
     trace = uuid.uuid4().hex
     body = {"id": uuid.uuid4().hex, "name": "n", "value": 1, "traceId": trace}
-    real = publisher._producer
-    publisher._producer = _RefusingProducer()
+    real = producer._producer
+    producer._producer = _RefusingProducer()
     try:
         r = await client.post("/api/public/scores", json=body)
     finally:
-        publisher._producer = real
+        producer._producer = real
     assert r.status_code == 503 and r.json()["error"]["code"] == "event_not_acknowledged"
     # Stored all the same; the retry answers 2xx only once the pending event is on the broker.
     r = await client.post("/api/public/scores", json=body)
@@ -168,13 +168,14 @@ async def test_outbox_task_stops_when_cancelled_while_woken(service: Service) ->
     """Cancelling the maintenance task in the same tick as a wake-up must still stop it (app shutdown)."""
     import asyncio
 
-    from scoring.adapters.outbox import OutboxPublisher
+    from tally_shared.outbox import Outbox
+    from tally_shared.producer import Producer
 
-    publisher = OutboxPublisher(service.kafka, service.app.state.runtime.sessions)
+    publisher = Outbox(outbox, service.app.state.runtime.sessions, Producer(service.kafka, client_id="t"))
     task = asyncio.create_task(publisher.run())
     await asyncio.sleep(0.3)
     for _ in range(3):
-        publisher._wake.set()
+        publisher.wake()
         task.cancel()
         await asyncio.sleep(0)
     done, _ = await asyncio.wait({task}, timeout=5)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -20,20 +19,52 @@ from console.adapters.port import ApiCallError, ApiFactory
 from console.application.signin_limit import Limits, SignInLimiter
 from console.config import Settings
 from console.entrypoints import auth, curation, dead_letters, reading, review, setup, traces
-from console.entrypoints.metrics import request_metrics
 from console.entrypoints.security import CsrfError, parse_networks, security_headers
 from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
-from tally_shared import __version__
 from tally_shared.db import make_engine, ping
-from tally_shared.http import install_ops_routes
+from tally_shared.http import HealthCheck
+from tally_shared.service import Container
+from tally_shared.service import create_app as create_service_app
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 log = logging.getLogger("console")
 
 
-def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | None = None,
-               identity: Identity | None = None) -> FastAPI:
-    settings = settings or Settings()
+@dataclass(kw_only=True)
+class ConsoleContainer(Container):
+    """The console owns no schema and no broker: an identity store (its own small engine unless one is given)
+    and the client of the services' API."""
+
+    settings: Settings
+    identity: Identity
+    api_factory: ApiFactory
+    http_factory: HttpApiFactory | None = None
+    engine: AsyncEngine | None = None
+
+    def checks(self) -> dict[str, HealthCheck]:
+        async def database_ok() -> None:
+            if self.engine is not None:
+                await ping(self.engine)
+
+        async def api_ok() -> None:
+            if self.http_factory is not None:
+                await self.http_factory.check_reachable()
+
+        # The API check calls one plain path per service (answered 401 without credentials), never the gateway's
+        # aggregated /api/public/health, which calls this /readyz back. A console whose API base URL is wrong
+        # (unset under compose, or pointing at itself) serves a 502 on every signed-in page, so it must not look
+        # healthy.
+        return {"database": database_ok, "api": api_ok}
+
+    async def close(self) -> None:
+        if self.http_factory is not None:
+            await self.http_factory.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+def bootstrap(settings: Settings, *, api_factory: ApiFactory | None = None,
+              identity: Identity | None = None) -> ConsoleContainer:
     engine = None
     if identity is None:
         engine = make_engine(settings.database_url, pool_size=5, application_name="tally-console")
@@ -41,22 +72,20 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
     http_factory = HttpApiFactory(settings.api_url, settings.secret_key, settings.api_timeout_seconds) \
         if api_factory is None else None
     factory: ApiFactory = api_factory or http_factory
+    return ConsoleContainer(name="console", settings=settings, identity=identity, api_factory=factory,
+                            http_factory=http_factory, engine=engine)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if http_factory is not None:
-                await http_factory.aclose()
-            if engine is not None:
-                await engine.dispose()
 
-    app = FastAPI(title="Tally console", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | None = None,
+               identity: Identity | None = None) -> FastAPI:
+    settings = settings or Settings()
+    container = bootstrap(settings, api_factory=api_factory, identity=identity)
+    # HTML pages render their own errors (handlers below); request metrics keep the console's historical names.
+    app = create_service_app(container, title="Tally console", docs=False, error_handlers=False,
+                             request_metrics_prefix="tally_console")
     app.state.settings = settings
-    app.state.console_identity = identity
-    app.state.api_factory = factory
+    app.state.console_identity = container.identity
+    app.state.api_factory = container.api_factory
     app.state.templates = make_templates()
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.signin_limiter = SignInLimiter(Limits(
@@ -70,21 +99,6 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
     )
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    async def database_ok() -> None:
-        if engine is not None:
-            await ping(engine)
-
-    async def api_ok() -> None:
-        if http_factory is not None:
-            await http_factory.check_reachable()
-
-    # The API check calls one plain path per service (answered 401 without credentials), never the gateway's
-    # aggregated /api/public/health, which calls this /readyz back. A console whose API base URL is wrong (unset
-    # under compose, or pointing at itself) serves a 502 on every signed-in page, so it must not look healthy.
-    registry = CollectorRegistry()
-    install_ops_routes(app, service="console", checks={"database": database_ok, "api": api_ok}, registry=registry)
-    app.middleware("http")(request_metrics(registry))
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:

@@ -37,11 +37,8 @@ class FastPool:
                     )
         return self._pool
 
-    async def run(self) -> None:
-        """Background task whose only job is to close the pool when the app stops."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            if self._pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._pool.close(), 5)
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)

@@ -328,8 +328,8 @@ WITH input AS (
     INSERT INTO scoring.score_history (project_id, score_id, revision, action, data, actor, at)
     SELECT $1, input.id, 1, 'created', input.data::jsonb, $24, $23 FROM input JOIN ins ON ins.id = input.id
 ), ob AS (
-    INSERT INTO scoring.outbox (id, project_id, aggregate_id, topic, key, body)
-    SELECT input.event_id, $1, input.id, 'tally.scores', input.event_key, input.body
+    INSERT INTO scoring.outbox (id, project_id, aggregate_id, topic, key, event_type, body)
+    SELECT input.event_id, $1, input.id, 'tally.scores', input.event_key, 'ScoreRecorded', input.body
     FROM input JOIN ins ON ins.id = input.id
 )
 SELECT id FROM ins

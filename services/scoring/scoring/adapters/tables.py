@@ -5,19 +5,18 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
-    Uuid,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from scoring import SCHEMA
-from tally_shared.db import processed_events_table
+from tally_shared.claims import processed_events_table
+from tally_shared.outbox import outbox_table
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -85,20 +84,10 @@ score_history = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-# Transactional outbox: every event is written here in the transaction of its effect, published right after
-# commit, and deleted once the broker acknowledged it. A relay re-publishes rows left behind by a crash.
-outbox = Table(
-    "outbox", metadata,
-    Column("id", Uuid, primary_key=True),
-    Column("project_id", String(64), nullable=False),
-    Column("aggregate_id", String(200), nullable=False),
-    Column("topic", String(100), nullable=False),
-    Column("key", String(200), nullable=False),
-    Column("body", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_outbox_created", "created_at"),
-    Index("ix_outbox_aggregate", "project_id", "aggregate_id"),
-)
+# Transactional outbox (tally_shared.outbox): every event is written here in the transaction of its effect,
+# published right after commit, and deleted once the broker acknowledged it. A relay re-publishes rows left behind
+# by a crash.
+outbox = outbox_table(metadata)
 
 processed_events = processed_events_table(metadata)
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from scoring import CONSUMER
 from scoring.adapters import repository
-from scoring.adapters.tables import processed_events
-from scoring.application.deps import Actor, Deps
+from scoring.application.deps import Actor, Deps, EventClaim
 from scoring.application.scores import record_scores
 from scoring.domain.scores import ScoreInput
-from tally_shared.db import claim_event
 from tally_shared.deadletters import code_part
 from tally_shared.envelope import Envelope, PoisonMessage
 from tally_shared.events import RecordScore, ScoreConfigData
@@ -51,17 +46,15 @@ async def handle_record_score(env: Envelope, cmd: RecordScore, deps: Deps, consu
     # Commands come from a project's API key through ingest, so they carry that key's (admin) rights.
     actor = Actor(project_id=env.project)
 
-    async def claim(session: AsyncSession) -> bool:
-        return await claim_event(session, processed_events, consumer, env.id)
-
     pinned = await pinned_config(deps, env.project, cmd)
-    [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=claim, pinned=pinned)
+    [outcome] = await record_scores(deps, actor, [command_input(cmd, env)], claim=EventClaim(consumer, env.id),
+                                    pinned=pinned)
     if not outcome.ok:
         # A refused command must not count as processed: once its cause is fixed, a replay of its dead letter
         # (the same event id) has to be tried again, not skipped as a duplicate.
-        async with deps.sessions() as session, session.begin():
-            await session.execute(delete(processed_events).where(
-                processed_events.c.consumer == consumer, processed_events.c.event_id == env.id))
+        async with deps.uow() as uow:
+            await uow.release(consumer, env.id)
+            await uow.commit()
         reason = "; ".join(f"{p.field}: {p.message} ({p.rule})" for p in outcome.problems) or outcome.error
         rule = outcome.problems[0].rule if outcome.problems else "invalid"
         raise PoisonMessage(f"invalid RecordScore: {reason}", f"rule:{code_part(rule)}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from scoring.adapters import outbox, repository
+from scoring.adapters import repository
 from scoring.application.deps import Actor, Deps
 from scoring.domain.configs import Definition, apply_update, new_config
 from scoring.domain.errors import Conflict, Forbidden, NotFound
 from tally_shared.envelope import make_envelope
 from tally_shared.events import ScoreConfigArchived, ScoreConfigCreated, ScoreConfigData, ScoreConfigUpdated
+from tally_shared.outbox import Outgoing
 from tally_shared.topics import SCORE_CONFIGS
 
 
@@ -20,8 +21,8 @@ def _require_configure(actor: Actor) -> None:
 
 
 def _outgoing(project_id: str, payload: ScoreConfigCreated | ScoreConfigUpdated | ScoreConfigArchived,
-              config: ScoreConfigData) -> outbox.Outgoing:
-    return outbox.Outgoing(SCORE_CONFIGS, make_envelope(payload, project=project_id, key=config.id), config.id)
+              config: ScoreConfigData) -> Outgoing:
+    return Outgoing(SCORE_CONFIGS, make_envelope(payload, project=project_id, key=config.id), config.id)
 
 
 async def create_config(
@@ -32,19 +33,21 @@ async def create_config(
     config = new_config(config_id=str(uuid.uuid4()), name=name, definition=definition, description=description,
                         guidelines=guidelines, now=deps.clock())
     event = _outgoing(actor.project_id, ScoreConfigCreated(config=config), config)
-    async with deps.sessions() as s, s.begin():
-        if not await repository.insert_config(s, actor.project_id, config):
+    async with deps.uow() as uow:
+        if not await repository.insert_config(uow.session, actor.project_id, config):
             raise Conflict("name_taken", f"a score config named {name!r} already exists in this project")
-        await outbox.add(s, [event])
+        uow.emit(event)
+        await uow.commit()
     deps.configs.put(actor.project_id, [config])
-    await deps.outbox.publish([event])
+    await uow.publish()
     return config
 
 
 async def update_config(deps: Deps, actor: Actor, config_id: str, changes: dict[str, Any]) -> ScoreConfigData:
     """``changes`` holds only the fields the client sent."""
     _require_configure(actor)
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         current = await repository.get_config(s, actor.project_id, config_id, lock=True)
         if current is None:
             raise NotFound("score config", config_id)
@@ -60,9 +63,10 @@ async def update_config(deps: Deps, actor: Actor, config_id: str, changes: dict[
             else ScoreConfigUpdated(config=cfg)
         )
         event = _outgoing(actor.project_id, payload, cfg)
-        await outbox.add(s, [event])
+        uow.emit(event)
+        await uow.commit()
     deps.configs.put(actor.project_id, [cfg])
-    await deps.outbox.publish([event])
+    await uow.publish()
     return cfg
 
 

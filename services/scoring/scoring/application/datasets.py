@@ -1,7 +1,7 @@
 """Datasets, dataset items, experiment runs and their items, and comments: stored here, published as events.
 
 Each change writes its row and its outbox row in one transaction and answers after the broker acknowledged the
-event, as scores do (see adapters/outbox.py). Reads come straight from scoring's own tables.
+event, as scores do (see application/uow.py). Reads come straight from scoring's own tables.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scoring.adapters import outbox
 from scoring.adapters.tables import comments, dataset_items, dataset_run_items, dataset_runs, datasets
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound
@@ -37,6 +36,7 @@ from tally_shared.events import (
 )
 from tally_shared.events.datasets import MAX_COMMENT_LENGTH, MAX_NAME_LENGTH
 from tally_shared.events.ids import MAX_ID_LENGTH
+from tally_shared.outbox import Outgoing
 from tally_shared.topics import COMMENTS, DATASETS, Topic
 
 
@@ -57,8 +57,8 @@ def _require_configure(actor: Actor) -> None:
         raise Forbidden("only a project admin or member manages datasets")
 
 
-def _out(topic: Topic, project_id: str, payload: Payload, key: str) -> outbox.Outgoing:
-    return outbox.Outgoing(topic, make_envelope(payload, project=project_id, key=key), key)
+def _out(topic: Topic, project_id: str, payload: Payload, key: str) -> Outgoing:
+    return Outgoing(topic, make_envelope(payload, project=project_id, key=key), key)
 
 
 def _check_name(field: str, name: str) -> str:
@@ -101,7 +101,8 @@ async def create_dataset(deps: Deps, actor: Actor, *, name: str, description: st
     ds = DatasetData(id=str(uuid.uuid4()), name=name, description=description, metadata=metadata,
                      created_at=now, updated_at=now)
     event = _out(DATASETS, actor.project_id, DatasetCreated(dataset=ds), ds.id)
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         inserted = (await s.execute(
             insert(datasets).values(project_id=actor.project_id, id=ds.id, name=name,
                                     data=ds.model_dump(mode="json"), created_at=now)
@@ -120,11 +121,12 @@ async def create_dataset(deps: Deps, actor: Actor, *, name: str, description: st
                                                    datasets.c.id == current.id)
                             .values(data=updated.model_dump(mode="json")))
             event = _out(DATASETS, actor.project_id, DatasetUpdated(dataset=updated), updated.id)
-            await outbox.add(s, [event])
+            uow.emit(event)
             ds = updated
         else:
-            await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+            uow.emit(event)
+        await uow.commit()
+    await uow.publish()
     return ds, inserted is not None
 
 
@@ -167,7 +169,8 @@ async def upsert_item(deps: Deps, actor: Actor, *, dataset_name: str, item_id: s
     _check_id("sourceTraceId", fields.get("source_trace_id"))
     _check_id("sourceObservationId", fields.get("source_observation_id"))
     now = deps.clock()
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         ds = await _dataset_by_name(s, actor.project_id, dataset_name)
         if ds is None:
             raise NotFound("dataset", dataset_name)
@@ -192,8 +195,9 @@ async def upsert_item(deps: Deps, actor: Actor, *, dataset_name: str, item_id: s
                                                      created_at=item.created_at, **values)
                         .on_conflict_do_update(index_elements=["project_id", "id"], set_=values))
         event = _out(DATASETS, actor.project_id, DatasetItemUpserted(item=item), ds.id)
-        await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+        uow.emit(event)
+        await uow.commit()
+    await uow.publish()
     return item
 
 
@@ -227,7 +231,8 @@ async def list_items(deps: Deps, actor: Actor, *, dataset_name: str | None, sour
 
 async def delete_item(deps: Deps, actor: Actor, item_id: str) -> None:
     _require_configure(actor)
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         item = await _item(s, actor.project_id, item_id, lock=True)
         if item is None:
             raise NotFound("dataset item", item_id)
@@ -235,8 +240,9 @@ async def delete_item(deps: Deps, actor: Actor, item_id: str) -> None:
                                                     dataset_items.c.id == item_id).values(deleted_at=deps.clock()))
         event = _out(DATASETS, actor.project_id, DatasetItemDeleted(item_id=item_id, dataset_id=item.dataset_id),
                      item.dataset_id)
-        await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+        uow.emit(event)
+        await uow.commit()
+    await uow.publish()
 
 
 # ------------------------------------------------------------------ runs and run items
@@ -260,7 +266,8 @@ async def create_run_item(deps: Deps, actor: Actor, *, run_name: str, dataset_it
     if trace_id is None:
         raise Invalid.one("traceId", "required", "a run item links a trace (observationId alone is not enough)")
     now = deps.clock()
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         item = await _item(s, actor.project_id, dataset_item_id)
         if item is None:
             raise NotFound("dataset item", dataset_item_id)
@@ -277,8 +284,9 @@ async def create_run_item(deps: Deps, actor: Actor, *, run_name: str, dataset_it
         await s.execute(insert(dataset_run_items).values(project_id=actor.project_id, id=ri.id, run_id=run_id,
                                                          data=ri.model_dump(mode="json"), created_at=now))
         event = _out(DATASETS, actor.project_id, DatasetRunItemCreated(run_item=ri), trace_id)
-        await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+        uow.emit(event)
+        await uow.commit()
+    await uow.publish()
     return ri
 
 
@@ -328,7 +336,8 @@ async def get_run(deps: Deps, actor: Actor, dataset_name: str, run_name: str
 
 async def delete_run(deps: Deps, actor: Actor, dataset_name: str, run_name: str) -> None:
     _require_configure(actor)
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         run = await _run_by_name(s, actor, dataset_name, run_name)
         await s.execute(dataset_run_items.delete().where(dataset_run_items.c.project_id == actor.project_id,
                                                          dataset_run_items.c.run_id == run.id))
@@ -336,8 +345,9 @@ async def delete_run(deps: Deps, actor: Actor, dataset_name: str, run_name: str)
                                                     dataset_runs.c.id == run.id))
         event = _out(DATASETS, actor.project_id,
                      DatasetRunDeleted(run_id=run.id, run_name=run.name, dataset_id=run.dataset_id), run.dataset_id)
-        await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+        uow.emit(event)
+        await uow.commit()
+    await uow.publish()
 
 
 async def list_run_items(deps: Deps, actor: Actor, *, dataset_id: str, run_name: str, page: int, limit: int
@@ -374,12 +384,14 @@ async def create_comment(deps: Deps, actor: Actor, *, object_type: str, object_i
     c = CommentData(id=str(uuid.uuid4()), object_type=kind, object_id=object_id, content=content,
                     author_user_id=author, created_at=now)
     event = _out(COMMENTS, actor.project_id, CommentCreated(comment=c), object_id)
-    async with deps.sessions() as s, s.begin():
+    async with deps.uow() as uow:
+        s = uow.session
         await s.execute(insert(comments).values(project_id=actor.project_id, id=c.id, object_type=kind.value,
                                                 object_id=object_id, author_user_id=author,
                                                 data=c.model_dump(mode="json"), created_at=now))
-        await outbox.add(s, [event])
-    await deps.outbox.publish([event])
+        uow.emit(event)
+        await uow.commit()
+    await uow.publish()
     return c
 
 

@@ -10,13 +10,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scoring import CONSUMER
-from scoring.adapters import outbox, repository
-from scoring.adapters.tables import deleted_traces, processed_events, scores
+from scoring.adapters import repository
+from scoring.adapters.tables import deleted_traces, scores
 from scoring.application.deps import Deps
 from scoring.domain.scores import event_key
-from tally_shared.db import claim_event
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events import ScoreDeleted, TraceDeleted
+from tally_shared.outbox import Outgoing
 from tally_shared.topics import SCORES
 
 DELETED_BY = "trace-deletion"
@@ -25,29 +25,29 @@ DELETED_BY = "trace-deletion"
 async def handle_trace_deleted(env: Envelope, event: TraceDeleted, deps: Deps, consumer: str = CONSUMER) -> int:
     """Returns how many scores were deleted (0 for a redelivery)."""
     project, now = env.project, deps.clock()
-    async with deps.sessions() as s, s.begin():
-        if not await claim_event(s, processed_events, consumer, env.id):
+    async with deps.uow() as uow:
+        if not await uow.claim(consumer, env.id):
             return 0
+        s = uow.session
         await s.execute(pg_insert(deleted_traces).values(project_id=project, trace_id=event.trace_id,
                                                          deleted_at=env.occurred_at).on_conflict_do_nothing())
         ids = list((await s.execute(select(scores.c.id).where(
             scores.c.project_id == project, scores.c.trace_id == event.trace_id, scores.c.deleted_at.is_(None))
             .order_by(scores.c.id))).scalars())
         stored = await repository.get_scores(s, project, ids, lock=True)
-        events = []
         history = []
         for sid in ids:
             st = stored[sid]
             rev = st.revision + 1
             await repository.mark_deleted(s, project, sid, rev, now, DELETED_BY)
             history.append((st.score, rev, "deleted", DELETED_BY))
-            events.append(outbox.Outgoing(SCORES, make_envelope(
+            uow.emit(Outgoing(SCORES, make_envelope(
                 ScoreDeleted(score_id=sid, trace_id=event.trace_id, deleted_by=DELETED_BY),
                 project=project, key=event_key(st.score)), sid))
         await repository.add_history(s, project, history, now)
-        await outbox.add(s, events)
+        await uow.commit()
     if ids:
-        await deps.outbox.publish_pending(project, ids)
+        await uow.publish_pending(project, ids)
     return len(ids)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -8,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scoring.adapters.config_cache import ConfigCache
 from scoring.adapters.fast_pool import FastPool
-from scoring.adapters.outbox import OutboxPublisher
+from scoring.application.uow import UnitOfWork
+from tally_shared.outbox import Outbox
 
 
 def utcnow() -> datetime:
@@ -17,11 +19,16 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
+    """What scoring's handlers depend on (built once, in bootstrap.py)."""
+
     sessions: async_sessionmaker[AsyncSession]
-    outbox: OutboxPublisher
+    outbox: Outbox
     fast: FastPool
     configs: ConfigCache = field(default_factory=ConfigCache)
     clock: Callable[[], datetime] = field(default=utcnow)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.outbox)
 
 
 @dataclass(frozen=True)
@@ -37,3 +44,11 @@ class Actor:
     @property
     def name(self) -> str:
         return self.user_id or "api"
+
+
+@dataclass(frozen=True)
+class EventClaim:
+    """The event a command handler applies: claimed by ``consumer`` in the transaction that applies it."""
+
+    consumer: str
+    event_id: uuid.UUID

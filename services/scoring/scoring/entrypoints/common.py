@@ -7,24 +7,31 @@ import binascii
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 
-from scoring.adapters.outbox import PublishFailed
 from scoring.application.deps import Actor, Deps
 from scoring.domain.errors import Conflict, Forbidden, Invalid, NotFound, Problem
 from tally_shared import content
 from tally_shared.http import ApiError
 from tally_shared.identity import Principal
+from tally_shared.producer import PublishFailed
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 def deps_of(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
+    """The handlers' dependencies, from the app's container (scoring/bootstrap.py)."""
+    deps = request.app.state.container.deps
+    if not isinstance(deps, Deps):
+        raise TypeError("the app's container has no scoring Deps")
     return deps
+
+
+# For handlers that take their dependencies as a parameter: ``deps: ScoringDeps``.
+ScoringDeps = Annotated[Deps, Depends(deps_of)]
 
 
 def actor_of(principal: Principal) -> Actor:
