@@ -125,7 +125,7 @@ async def test_statuses_lease_events_skip_undo_and_progress(rsvc: Service) -> No
     async with rsvc.app.state.container.sessions() as s, s.begin():
         await s.execute(update(item_slots).where(item_slots.c.item_id == ids[0], item_slots.c.state == "leased")
                         .values(lease_expires_at=item_slots.c.lease_expires_at - timedelta(days=1)))
-    assert await expire_leases(rsvc.app.state.container.sessions) >= 1
+    assert await expire_leases(rsvc.app.state.container.uow) >= 1
     assert await events_of(rsvc, "QueueItemLeaseExpired") == expired + 1
     got = (await rsvc.client.get(f"/api/v1/queues/{qid}/items/{ids[0]}", headers=auth)).json()
     assert got["status"] == "PENDING" and {x["reviewer"]: x["status"] for x in got["reviews"]}[ann] == "pending"
@@ -183,8 +183,8 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
     trace = (await rsvc.client.get("/api/v1/routing/traces/t2", headers=auth)).json()
     assert [d["outcome"] for d in trace["data"]] == ["cap_reached"]
     # asked to evaluate, the log adds each active rule the trace does not match as it is now
-    from queue_router.adapters.tables import trace_summaries
     from queue_router.adapters.stores import _summary_row
+    from queue_router.adapters.tables import trace_summaries
     from queue_router.domain.summary import Summary
 
     async with rsvc.app.state.container.sessions() as s, s.begin():

@@ -13,10 +13,13 @@ from sqlalchemy import select as sa_select
 from sqlalchemy import tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.bulk import insert_rows
 from queue_router.adapters.tables import item_slots, items, routing_decisions
+from tally_shared.bulk import insert_rows
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
+
+# The decision log's unique index: one decision of each outcome per (rule, object).
+DECISION_ONCE = ("queue_id", "rule_id", "object_type", "object_id", "outcome")
 
 
 @dataclass
@@ -79,7 +82,7 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
                "updated_at": now, "completions": 0, "flags": 0, "completed_at": None}
         by_key[n.key] = (n, row)
     returned = (await insert_rows(session, items, [row for _, row in by_key.values()],
-                                  suffix="ON CONFLICT ON CONSTRAINT uq_items_queue_object DO NOTHING RETURNING id"
+                                  conflict=("queue_id", "object_type", "object_id"), update=None, returning="id"
                                   )).scalars().all()
     inserted_ids = set(returned)
     done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
@@ -94,7 +97,7 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
         [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
           "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
           "event_id": n.event_id} for n, row in done],
-        suffix="ON CONFLICT DO NOTHING",
+        conflict=DECISION_ONCE,
     )
     return done
 
@@ -115,4 +118,4 @@ async def record_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]
     """Decisions that added nothing (sampled out, cap reached, previously removed); one per rule, object and
     outcome."""
     if rows:
-        await insert_rows(session, routing_decisions, rows, suffix="ON CONFLICT DO NOTHING")
+        await insert_rows(session, routing_decisions, rows, conflict=DECISION_ONCE)

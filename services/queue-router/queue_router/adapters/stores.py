@@ -3,7 +3,6 @@ transaction. They speak rows (dicts) and domain values; the application decides 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -12,7 +11,6 @@ from sqlalchemy import JSON, Text, and_, column, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.bulk import insert_rows, upsert_suffix
 from queue_router.adapters.items_store import NewItem, added_events, existing_items, insert_items, record_decisions
 from queue_router.adapters.rule_cache import bump_version
 from queue_router.adapters.tables import (
@@ -29,6 +27,7 @@ from queue_router.adapters.tables import (
 )
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.summary import Summary
+from tally_shared.bulk import insert_rows, upsert
 from tally_shared.envelope import Envelope
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,7 +112,7 @@ class RuleStore:
         """Today's counter of each capped rule, locked for the transaction: the row lock serialises routers
         (processes) adding under the same rule today."""
         await insert_rows(self.session, rule_daily_counts, [{"rule_id": r, "day": day, "count": 0} for r in rule_ids],
-                          suffix="ON CONFLICT DO NOTHING")
+                          conflict=("rule_id", "day"))
         return dict((await self.session.execute(
             select(rule_daily_counts.c.rule_id, rule_daily_counts.c.count)
             .where(rule_daily_counts.c.rule_id.in_(list(rule_ids)), rule_daily_counts.c.day == day)
@@ -123,9 +122,8 @@ class RuleStore:
     async def set_daily_counts(self, counts: dict[str, int], day: date) -> None:
         if counts:
             # The rows exist and are locked by this transaction: the upsert only ever updates.
-            await insert_rows(self.session, rule_daily_counts,
-                              [{"rule_id": r, "day": day, "count": n} for r, n in counts.items()],
-                              suffix=upsert_suffix(["rule_id", "day"], ["count"]))
+            await upsert(self.session, rule_daily_counts,
+                         [{"rule_id": r, "day": day, "count": n} for r, n in counts.items()])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,39 +313,28 @@ class DecisionStore:
 # ---------------------------------------------------------------------------------------------------------------
 # Trace summaries and automated scores (what rules evaluate)
 
-_SUMMARY_UPSERT = upsert_suffix(
-    ["project_id", "trace_id"],
-    [c.name for c in trace_summaries.columns if c.name not in ("project_id", "trace_id", "first_seen_at")])
-_SCORE_UPSERT = upsert_suffix(
-    ["project_id", "score_id"], ["trace_id", "observation_id", "name", "source", "evaluator_name", "data_type",
-                                 "value", "string_value", "string_values", "timestamp"])
-_SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 _SCORES_JSON = ("(SELECT json_agg(json_build_array(c.name, c.source, c.evaluator_name, c.value, c.string_value, "
                 "c.string_values)) FROM queue_router.trace_scores c "
                 "WHERE c.project_id = k.p AND c.trace_id = k.t)")
+_SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 # One statement reads what evaluating a batch needs: each touched trace's summary, and its automated scores
-# where its project has rules on scores.
+# where its project has rules on scores. LATERAL: one index probe per key (a join against the unnested keys may
+# hash-join over the whole table).
 _LOAD = text(
-    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "  # noqa: S608 (column names from metadata)
+    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "  # noqa: S608 (names from metadata)
     f"CASE WHEN k.p = ANY(CAST(:score_projects AS text[])) THEN {_SCORES_JSON} END AS scores "
     "FROM unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
-    "LEFT JOIN queue_router.trace_summaries s ON s.project_id = k.p AND s.trace_id = k.t"
+    "LEFT JOIN LATERAL (SELECT * FROM queue_router.trace_summaries x "
+    "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
 ).columns(column("key_project", Text), column("key_trace", Text),
           *(column(c.name, c.type) for c in trace_summaries.columns), column("scores", JSON))
-# Claims the batch's event ids, and reads the tombstones of the traces it touches and the rule versions of its
-# projects, in one round trip.
-_CLAIM_AND_READ = text(
-    "WITH claimed AS ("
-    "  INSERT INTO queue_router.processed_events (consumer, event_id) "
-    "  SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id) "
-    "SELECT 'e' AS kind, event_id::text AS a, NULL::text AS b, NULL::bigint AS v FROM claimed "
-    "UNION ALL "
-    "SELECT 'd', d.project_id, d.trace_id, NULL FROM queue_router.deleted_traces d "
-    "JOIN unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
-    "  ON d.project_id = k.p AND d.trace_id = k.t "
+# Before a batch is applied: the tombstones among its traces, and its projects' rule versions (one round trip).
+_TOMBSTONES_AND_VERSIONS = text(
+    "SELECT 'd' AS kind, project_id, trace_id, NULL::bigint AS version FROM queue_router.deleted_traces "
+    "WHERE project_id = ANY(CAST(:projects AS text[])) AND trace_id = ANY(CAST(:traces AS text[])) "
     "UNION ALL "
     "SELECT 'v', project_id, NULL, version FROM queue_router.rule_versions "
-    "WHERE project_id = ANY(CAST(:project_ids AS text[]))")
+    "WHERE project_id = ANY(CAST(:projects AS text[]))")
 
 
 def summary_from_row(m: Any) -> Summary:
@@ -389,24 +376,16 @@ class SummaryStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def claim_and_read(self, consumer: str, ids: Sequence[uuid.UUID], keys: Sequence[tuple[str, str]],
-                             projects: Sequence[str]
-                             ) -> tuple[set[uuid.UUID], set[tuple[str, str]], dict[str, int]]:
-        """(event ids not processed before, tombstoned traces among ``keys``, rule version per project)."""
-        rows = (await self.session.execute(_CLAIM_AND_READ, {
-            "consumer": consumer, "ids": list(dict.fromkeys(ids)), "projects": [k[0] for k in keys],
-            "traces": [k[1] for k in keys], "project_ids": list(projects)})).all()
-        fresh: set[uuid.UUID] = set()
-        gone: set[tuple[str, str]] = set()
-        versions: dict[str, int] = {}
-        for kind, a, b, v in rows:
-            if kind == "e":
-                fresh.add(uuid.UUID(a))
-            elif kind == "d":
-                gone.add((a, b))
-            else:
-                versions[a] = int(v)
-        return fresh, gone, versions
+    async def tombstones_and_versions(self, keys: Sequence[tuple[str, str]]
+                                      ) -> tuple[set[tuple[str, str]], dict[str, int]]:
+        """(the deleted traces among ``keys``, the rule version of each of their projects that has one)."""
+        if not keys:
+            return set(), {}
+        wanted = set(keys)
+        rows = (await self.session.execute(_TOMBSTONES_AND_VERSIONS, {
+            "projects": sorted({p for p, _ in keys}), "traces": sorted({t for _, t in keys})})).all()
+        gone = {(p, t) for kind, p, t, _ in rows if kind == "d" and (p, t) in wanted}
+        return gone, {p: int(v) for kind, p, _, v in rows if kind == "v"}
 
     async def load(self, keys: Sequence[tuple[str, str]], score_projects: Sequence[str]
                    ) -> tuple[dict[tuple[str, str], Summary], dict[tuple[str, str], list[ScoreView]]]:
@@ -428,12 +407,11 @@ class SummaryStore:
 
     async def save(self, summaries: Sequence[Summary], now: datetime) -> None:
         if summaries:
-            await insert_rows(self.session, trace_summaries, [_summary_row(s, now) for s in summaries],
-                              suffix=_SUMMARY_UPSERT)
+            await upsert(self.session, trace_summaries, [_summary_row(s, now) for s in summaries])
 
     async def save_scores(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            await insert_rows(self.session, trace_scores, rows, suffix=_SCORE_UPSERT)
+            await upsert(self.session, trace_scores, rows)
 
     async def delete_scores(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """Deletes (project, score id) pairs; returns the (project, trace) of each score deleted."""

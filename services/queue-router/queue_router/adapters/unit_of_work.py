@@ -11,21 +11,26 @@ import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
-from queue_router.adapters.outbox import enqueue
+from queue_router.adapters.review_store import ReviewStore
 from queue_router.adapters.stores import DecisionStore, ItemStore, QueueStore, RuleStore, SummaryStore
+from queue_router.adapters.tables import outbox, processed_events
+from tally_shared import claims
 from tally_shared.envelope import Envelope
+from tally_shared.outbox import Outbox, Outgoing, add
+from tally_shared.topics import QUEUES
 
-_CLAIM = text(
-    "INSERT INTO queue_router.processed_events (consumer, event_id) "
-    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id")
+
+async def write_events(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    """queue-router's events (all on tally.queues) into its outbox, in the caller's transaction."""
+    await add(session, outbox, [Outgoing(QUEUES, e) for e in envelopes])
 
 
 class UnitOfWork:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: Outbox | None = None) -> None:
         self._sessions = sessions
+        self._relay = relay
         self._tx: AsyncSessionTransaction | None = None
         self._events: list[Envelope] = []
 
@@ -38,6 +43,7 @@ class UnitOfWork:
         self.items = ItemStore(s)
         self.summaries = SummaryStore(s)
         self.decisions = DecisionStore(s)
+        self.reviews = ReviewStore(s)
         self._events = []
         return self
 
@@ -52,22 +58,24 @@ class UnitOfWork:
     async def claim(self, consumer: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Record the event ids as processed by ``consumer``; returns those not processed before (exactly-once:
         a redelivered event is claimed by no one)."""
-        rows = await self.session.execute(_CLAIM, {"consumer": consumer, "ids": list(dict.fromkeys(ids))})
-        return {r[0] for r in rows}
+        return await claims.claim(self.session, processed_events, consumer, ids)
 
     def publish(self, *events: Envelope) -> None:
         self._events.extend(events)
 
     async def commit(self) -> None:
         assert self._tx is not None, "commit outside the unit of work"
-        if self._events:
-            await enqueue(self.session, self._events)
+        published = bool(self._events)
+        if published:
+            await write_events(self.session, self._events)
             self._events = []
         await self._tx.commit()
+        if published and self._relay is not None:
+            self._relay.wake()  # relayed now rather than at the relay's next poll
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
-def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> UnitOfWorkFactory:
-    return lambda: UnitOfWork(sessions)
+def unit_of_work(sessions: async_sessionmaker[AsyncSession], relay: Outbox | None = None) -> UnitOfWorkFactory:
+    return lambda: UnitOfWork(sessions, relay)

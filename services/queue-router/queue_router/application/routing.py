@@ -1,7 +1,7 @@
 """The router: a batch of trace and score events in, trace summaries merged, rules evaluated, items added.
 
-One unit of work per batch, in few round trips: the event ids are claimed (exactly-once) in the statement that
-also reads the touched traces' tombstones and the projects' rule versions; automated scores are written; the
+One unit of work per batch, in few round trips: the event ids are claimed (exactly-once); one statement reads the
+touched traces' tombstones and their projects' rule versions; automated scores are written; the
 touched traces' summaries (with their scores, where rules look at scores) are read in one statement, merged in
 memory and written back in one; then every touched trace is checked against its project's compiled rules. Rules
 are evaluated on the state after the batch, so a trace that starts to match when its late score arrives is
@@ -86,11 +86,11 @@ def trace_of(p: Payload) -> str | None:
 
 async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDeps) -> BatchResult:
     result = BatchResult()
-    keys = list(dict.fromkeys((e.project, t) for e, p in events if (t := trace_of(p))))
     async with deps.uow() as uow:
-        fresh, gone, versions = await uow.summaries.claim_and_read(
-            deps.consumer, [e.id for e, _ in events], keys, sorted({e.project for e, _ in events}))
+        fresh = await uow.claim(deps.consumer, [e.id for e, _ in events])
         todo = [(e, p) for e, p in events if e.id in fresh]
+        keys = list(dict.fromkeys((e.project, t) for e, p in todo if (t := trace_of(p))))
+        gone, versions = await uow.summaries.tombstones_and_versions(keys)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
         deletions = [(e, p) for e, p in todo if isinstance(p, TraceDeleted)]
