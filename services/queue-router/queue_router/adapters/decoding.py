@@ -40,7 +40,7 @@ class _TraceEnvelope(BaseModel):
 _TRACE_MARK = b'"type":"' + TraceIngested.event_type.encode() + b'"'
 
 
-def decode_routed(raw: bytes) -> tuple[Envelope, Payload]:
+def decode_routed(raw: bytes, _partition: int = 0) -> tuple[Envelope, Payload]:
     if _TRACE_MARK in raw[:128] and not content.needs_clean(raw):
         try:
             lean = _TraceEnvelope.model_validate_json(raw)

@@ -61,4 +61,4 @@ def type_prefilter(classes: Sequence[type[Payload]]) -> Callable[[bytes], bool]:
 def register(broker: KafkaBroker, *, group_id: str, deps: RouterDeps, max_records: int) -> Any:
     table = handlers(deps)
     return subscribe_batch(broker, [TRACES, SCORES], group_id=group_id, handler=dispatch(table),
-                           max_records=max_records, prefilter=type_prefilter(list(table)), decode=decode_routed)
+                           max_records=max_records, prefilter=type_prefilter(list(table)), decoder=decode_routed)
