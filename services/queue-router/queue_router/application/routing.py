@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from queue_router.adapters.items_store import NewItem
 from queue_router.adapters.rule_cache import ProjectRules, RuleCache, RuleInfo
@@ -76,11 +76,17 @@ class Candidate:
         return (self.rule.queue_id, self.object_type, self.object_id)
 
 
+# Checked by exact class: pydantic models are ABCs, and isinstance against them costs a lookup per event.
+_TRACES = frozenset((TraceIngested, RoutedTraceIngested))
+_SCORES = frozenset((ScoreRecorded, ScoreUpdated))
+
+
 def trace_of(p: Payload) -> str | None:
-    if isinstance(p, TraceDeleted | ScoreDeleted | TraceIngested | RoutedTraceIngested):
-        return p.trace_id
-    if isinstance(p, ScoreRecorded | ScoreUpdated):
-        return p.score.trace_id
+    cls = type(p)
+    if cls in _TRACES or cls is TraceDeleted or cls is ScoreDeleted:
+        return cast(TraceEvent | TraceDeleted | ScoreDeleted, p).trace_id
+    if cls in _SCORES:
+        return cast(ScoreRecorded | ScoreUpdated, p).score.trace_id
     return None
 
 
@@ -93,13 +99,12 @@ async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDe
         gone, versions = await uow.summaries.tombstones_and_versions(keys)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
-        deletions = [(e, p) for e, p in todo if isinstance(p, TraceDeleted)]
+        deletions = [(e, p) for e, p in todo if type(p) is TraceDeleted]
         if deletions:
             result.removed = await delete_traces(uow, deletions)
             gone |= {(e.project, p.trace_id) for e, p in deletions}
         # Whatever arrives about a deleted trace (in this batch or later) is not routed.
-        todo = [(e, p) for e, p in todo
-                if not isinstance(p, TraceDeleted) and (e.project, trace_of(p)) not in gone]
+        todo = [(e, p) for e, p in todo if type(p) is not TraceDeleted and (e.project, trace_of(p)) not in gone]
         if todo:
             await _apply(uow, todo, deps, versions, result)
         await uow.commit()
@@ -137,11 +142,13 @@ def _score_row(project_id: str, s: ScoreData) -> dict[str, Any]:
 def gather(todo: Sequence[tuple[Envelope, Payload]]) -> Changes:
     out = Changes()
     for env, p in todo:
-        if isinstance(p, TraceIngested | RoutedTraceIngested):
-            out.keys[(env.project, p.trace_id)] = env.id
-            out.traces.append((env, p))
-        elif isinstance(p, ScoreRecorded | ScoreUpdated):
-            s = p.score
+        cls = type(p)
+        if cls in _TRACES:
+            t = cast(TraceEvent, p)
+            out.keys[(env.project, t.trace_id)] = env.id
+            out.traces.append((env, t))
+        elif cls in _SCORES:
+            s = cast(ScoreRecorded | ScoreUpdated, p).score
             sk = (env.project, s.id)
             if _automated(s):
                 assert s.trace_id is not None
@@ -154,11 +161,12 @@ def gather(todo: Sequence[tuple[Envelope, Payload]]) -> Changes:
                 out.score_deletes.append(sk)
                 if s.trace_id:
                     out.keys[(env.project, s.trace_id)] = env.id
-        elif isinstance(p, ScoreDeleted):
-            out.score_upserts.pop((env.project, p.score_id), None)
-            out.score_deletes.append((env.project, p.score_id))
-            if p.trace_id:
-                out.keys[(env.project, p.trace_id)] = env.id
+        elif cls is ScoreDeleted:
+            d = cast(ScoreDeleted, p)
+            out.score_upserts.pop((env.project, d.score_id), None)
+            out.score_deletes.append((env.project, d.score_id))
+            if d.trace_id:
+                out.keys[(env.project, d.trace_id)] = env.id
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from queue_router.adapters.scoring_api import ScoringPort
-from queue_router.bootstrap import bootstrap
+from queue_router.bootstrap import bootstrap, freeze_startup_objects
 from queue_router.config import Settings
 from queue_router.entrypoints import errors, http, langfuse_http
 from tally_shared.service import create_app as create_service_app
@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None, *, scoring: ScoringPort | None 
     app = create_service_app(
         bootstrap(settings, scoring=scoring), title="Tally queue-router", description=DESCRIPTION,
         routers=[http.router, http.routing_router, http.review_router, langfuse_http.router],
+        on_startup=[freeze_startup_objects],
     )
     errors.install(app)
     return app
