@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import random
 import secrets
@@ -37,6 +36,7 @@ from queue_router.application.deps import Caller, Deps
 from queue_router.application.queues import create_queue
 from queue_router.application.routing import RouterDeps, route_batch
 from queue_router.application.rules import create_rule
+from queue_router.bootstrap import tune_gc
 from queue_router.domain.events import RoutedTraceIngested
 from queue_router.domain.models import QueueCreate, RuleCreate
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
@@ -133,10 +133,9 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
         # As the consumer hands them over: decoded by the router's decoder.
         pairs: list[tuple[Envelope, Payload]] = [decode_routed(e.to_bytes()) for e in events]
         traces = sum(1 for _, p in pairs if isinstance(p, TraceIngested | RoutedTraceIngested))
-        # The service freezes what it builds at startup; here the whole workload is built up front, and a consumer
-        # never holds 20,000 decoded events: out of the collector's reach, as the service's startup objects are.
-        gc.collect()
-        gc.freeze()
+        # The service tunes its collector at startup; here the whole workload is built up front too (a consumer never
+        # holds 20,000 decoded events): out of the collector's reach, as the service's startup objects are.
+        tune_gc()
 
         # decode: what the subscriber does per message (the router's decoder)
         raw = [e.to_bytes() for e in events]
