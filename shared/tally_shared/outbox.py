@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tally_shared.bulk import insert_rows
 from tally_shared.envelope import Envelope
-from tally_shared.producer import Producer, Record
+from tally_shared.producer import Producer, PublishFailed, Record
 from tally_shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,11 @@ class Outbox:
                     await self.prune()
             except asyncio.CancelledError:
                 raise
+            except PublishFailed as exc:
+                # The broker is away (or the producer not connected yet): the rows wait, nothing to trace back.
+                log.warning("outbox relay could not publish; retrying: %s", exc)
+                sent = 0
+                idle = self._idle_max
             except Exception:
                 log.exception("outbox relay failed; retrying")
                 sent = 0

@@ -171,7 +171,8 @@ async def test_outbox_task_stops_when_cancelled_while_woken(service: Service) ->
     from tally_shared.outbox import Outbox
     from tally_shared.producer import Producer
 
-    publisher = Outbox(outbox, service.app.state.runtime.sessions, Producer(service.kafka, client_id="t"))
+    publisher = Outbox(outbox, service.app.state.runtime.sessions, Producer(service.kafka, client_id="t"),
+                       relay_after=5.0)
     task = asyncio.create_task(publisher.run())
     await asyncio.sleep(0.3)
     for _ in range(3):
