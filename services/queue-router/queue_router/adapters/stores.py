@@ -109,15 +109,14 @@ class RuleStore:
                 items.c.created_at >= since).group_by(items.c.rule_id))).all())
 
     async def lock_daily_counts(self, rule_ids: Sequence[str], day: date) -> dict[str, int]:
-        """Today's counter of each capped rule, locked for the transaction: the row lock serialises routers
+        """Today's counter of each capped rule, created at 0 where missing and locked for the transaction (the
+        no-op update takes the row lock; rows in rule id order), in one statement: the lock serialises routers
         (processes) adding under the same rule today."""
-        await insert_rows(self.session, rule_daily_counts, [{"rule_id": r, "day": day, "count": 0} for r in rule_ids],
-                          conflict=("rule_id", "day"))
-        return dict((await self.session.execute(
-            select(rule_daily_counts.c.rule_id, rule_daily_counts.c.count)
-            .where(rule_daily_counts.c.rule_id.in_(list(rule_ids)), rule_daily_counts.c.day == day)
-            .order_by(rule_daily_counts.c.rule_id).with_for_update()
-        )).all())
+        rows = await insert_rows(self.session, rule_daily_counts,
+                                 [{"rule_id": r, "day": day, "count": 0} for r in sorted(rule_ids)],
+                                 conflict=("rule_id", "day"), update='"count" = t."count"',
+                                 returning="rule_id, count")
+        return {r: int(n) for r, n in rows.all()}
 
     async def set_daily_counts(self, counts: dict[str, int], day: date) -> None:
         if counts:
