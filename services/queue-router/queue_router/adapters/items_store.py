@@ -66,9 +66,12 @@ async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, s
     return {(r.queue_id, r.object_type, r.object_id): r.status for r in rows}
 
 
-async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tuple[NewItem, dict[str, Any]]]:
-    """Insert items that are not in their queue yet; returns (request, row) for the ones inserted."""
+async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
+                       ) -> list[tuple[NewItem, dict[str, Any]]]:
+    """Insert items that are not in their queue yet; returns (request, row) for the ones inserted. ``decisions``
+    (that added nothing) are recorded with the ``added`` ones, in the same statement."""
     if not new:
+        await record_decisions(session, decisions)
         return []
     now = datetime.now(UTC)
     by_key: dict[tuple[str, str, str], tuple[NewItem, dict[str, Any]]] = {}
@@ -87,18 +90,17 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
     inserted_ids = set(returned)
     done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
     if not done:
+        await record_decisions(session, decisions)
         return []
     slots = [{"item_id": row["id"], "slot_no": i, "queue_id": row["queue_id"], "state": "open",
               "assignees": row["assignees"], "item_created_at": now}
              for _, row in done for i in range(max(1, row["reviewers_per_item"]))]
     await insert_rows(session, item_slots, slots)
-    await insert_rows(
-        session, routing_decisions,
-        [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
-          "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
-          "event_id": n.event_id} for n, row in done],
-        conflict=DECISION_ONCE,
-    )
+    await record_decisions(session, [
+        *({"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
+           "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
+           "event_id": n.event_id} for n, row in done),
+        *decisions])
     return done
 
 

@@ -173,9 +173,11 @@ class ItemStore:
     async def existing(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
         return await existing_items(self.session, keys)
 
-    async def add(self, new: Sequence[NewItem]) -> tuple[list[tuple[NewItem, dict[str, Any]]], list[Envelope]]:
-        """Adds the items not in their queue yet: (request, row) of each added, and their QueueItemAdded events."""
-        done = await insert_items(self.session, new)
+    async def add(self, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
+                  ) -> tuple[list[tuple[NewItem, dict[str, Any]]], list[Envelope]]:
+        """Adds the items not in their queue yet: (request, row) of each added, and their QueueItemAdded events.
+        ``decisions`` that added nothing are recorded with theirs."""
+        done = await insert_items(self.session, new, decisions)
         return done, added_events(done)
 
     async def get(self, project_id: str, queue_id: str, item_id: str, *, lock: bool = False

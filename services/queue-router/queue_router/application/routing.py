@@ -225,10 +225,9 @@ async def route_candidates(uow: UnitOfWork, candidates: list[Candidate], result:
     existing = await uow.items.existing([c.key for c in candidates])
     wanted = _decide(candidates, existing, decisions)
     allowed = await _apply_caps(uow, wanted, decisions)
-    done, events = await uow.items.add([_new_item(c) for c in allowed])
+    done, events = await uow.items.add([_new_item(c) for c in allowed], decisions)
     uow.publish(*events)
     result.added.extend(row["id"] for _, row in done)
-    await uow.decisions.record(decisions)
 
 
 def _decision(c: Candidate, outcome: str, reason: str) -> dict[str, Any]:
