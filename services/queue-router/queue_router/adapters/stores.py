@@ -11,7 +11,7 @@ from sqlalchemy import JSON, Text, and_, column, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.items_store import NewItem, added_events, existing_items, insert_items, record_decisions
+from queue_router.adapters.items_store import NewItem, added_events, existing_items, insert_items
 from queue_router.adapters.rule_cache import bump_version
 from queue_router.adapters.tables import (
     deleted_traces,
@@ -273,9 +273,6 @@ class ItemStore:
 class DecisionStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def record(self, rows: Sequence[dict[str, Any]]) -> None:
-        await record_decisions(self.session, rows)
 
     async def page(self, cond: list[Any], *, page: int, limit: int) -> tuple[list[Any], int]:
         """Newest first, each with its rule's name (deleted rules keep their log)."""
