@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select as sa_select
-from sqlalchemy import tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from queue_router.adapters.tables import item_slots, items, routing_decisions
-from tally_shared.bulk import insert_rows
+from tally_shared.bulk import insert_rows, select_by_keys
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
 
@@ -54,16 +52,22 @@ def event_key(ref: ItemRef) -> str:
     return ref.trace_id or ref.queue_id
 
 
+_EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
+                           ("queue_id", "object_type", "object_id", "status"))
+
+
 async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
                          ) -> dict[tuple[str, str, str], str]:
-    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included)."""
-    if not keys:
+    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included). One
+    array per key column (a list of row values is planned per value, slowly for a batch's hundreds of keys); the
+    few rows that match column by column but not as a key are dropped here."""
+    wanted = set(keys)
+    if not wanted:
         return {}
-    rows = (await session.execute(
-        sa_select(items.c.queue_id, items.c.object_type, items.c.object_id, items.c.status)
-        .where(tuple_(items.c.queue_id, items.c.object_type, items.c.object_id).in_(list(dict.fromkeys(keys))))
-    )).all()
-    return {(r.queue_id, r.object_type, r.object_id): r.status for r in rows}
+    rows = (await session.execute(_EXISTING, {
+        "queue_id": sorted({k[0] for k in wanted}), "object_type": sorted({k[1] for k in wanted}),
+        "object_id": sorted({k[2] for k in wanted})})).all()
+    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
 
 
 async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
