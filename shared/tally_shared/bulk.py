@@ -42,8 +42,10 @@ def qualified(table: Table) -> str:
 
 def pg_type(table: Table, column: str) -> str:
     compiled = table.c[column].type.compile(dialect=_DIALECT)
-    head = compiled.split("(")[0]
-    return _TYPE_NAMES.get(head, compiled.lower())
+    array = compiled.endswith("[]")  # VARCHAR(200)[] is text[], not text
+    base = compiled[:-2] if array else compiled
+    name = _TYPE_NAMES.get(base.split("(")[0], base.lower())
+    return f"{name}[]" if array else name
 
 
 def _value_expr(table: Table, column: str) -> str:

@@ -108,7 +108,7 @@ async def summaries_seen(svc: Service, project: str, trace_ids: Sequence[str], t
     from queue_router.adapters.tables import trace_summaries
 
     async def probe() -> bool:
-        async with svc.app.state.queue_deps.sessions() as s:
+        async with svc.app.state.container.sessions() as s:
             n = (await s.execute(select(func.count()).select_from(trace_summaries).where(
                 trace_summaries.c.project_id == project, trace_summaries.c.trace_id.in_(list(trace_ids)),
                 trace_summaries.c.has_trace.is_(True)))).scalar_one()

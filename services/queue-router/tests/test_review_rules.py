@@ -33,7 +33,7 @@ async def post(svc: Service, auth: dict[str, str], path: str, **body: Any) -> An
 
 
 async def events_of(svc: Service, event_type: str) -> int:
-    async with svc.app.state.queue_deps.sessions() as s:
+    async with svc.app.state.container.sessions() as s:
         return len((await s.execute(select(outbox.c.id).where(outbox.c.event_type == event_type))).all())
 
 
@@ -122,10 +122,10 @@ async def test_statuses_lease_events_skip_undo_and_progress(rsvc: Service) -> No
     assert r.status_code == 200 and r.json()["item"]["id"] == ids[0] and r.json()["lease"] is not None
     # a lease that runs out is returned with an event, by the sweep
     expired = await events_of(rsvc, "QueueItemLeaseExpired")
-    async with rsvc.app.state.queue_deps.sessions() as s, s.begin():
+    async with rsvc.app.state.container.sessions() as s, s.begin():
         await s.execute(update(item_slots).where(item_slots.c.item_id == ids[0], item_slots.c.state == "leased")
                         .values(lease_expires_at=item_slots.c.lease_expires_at - timedelta(days=1)))
-    assert await expire_leases(rsvc.app.state.queue_deps.sessions) >= 1
+    assert await expire_leases(rsvc.app.state.container.uow) >= 1
     assert await events_of(rsvc, "QueueItemLeaseExpired") == expired + 1
     got = (await rsvc.client.get(f"/api/v1/queues/{qid}/items/{ids[0]}", headers=auth)).json()
     assert got["status"] == "PENDING" and {x["reviewer"]: x["status"] for x in got["reviews"]}[ann] == "pending"
@@ -160,7 +160,7 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
     qid = (await post(rsvc, auth, "/api/v1/queues", name="q")).json()["id"]
     rule = (await post(rsvc, auth, f"/api/v1/queues/{qid}/rules", name="errors", filter={
         "groups": [{"conditions": [{"field": "has_error", "op": "eq", "value": True}]}]})).json()
-    async with rsvc.app.state.queue_deps.sessions() as s, s.begin():
+    async with rsvc.app.state.container.sessions() as s, s.begin():
         await s.execute(insert(routing_decisions), [
             {"project_id": project, "queue_id": qid, "rule_id": rule["id"], "object_type": "TRACE",
              "object_id": f"t{i}", "outcome": outcome, "reason": outcome}
@@ -168,7 +168,7 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
         assert (await s.execute(select(rules.c.id).where(rules.c.id == rule["id"]))).first()
     # an uncapped rule's items of today show in added_today
     from queue_router.adapters.items_store import NewItem, insert_items
-    async with rsvc.app.state.queue_deps.sessions() as s, s.begin():
+    async with rsvc.app.state.container.sessions() as s, s.begin():
         await insert_items(s, [NewItem(project_id=project, queue_id=qid, object_type="TRACE", object_id="r1",
                                        trace_id="r1", reviewers_per_item=1, reason="rule", rule_id=rule["id"])])
     listed = (await rsvc.client.get(f"/api/v1/queues/{qid}/rules", headers=auth)).json()["data"]
@@ -183,11 +183,11 @@ async def test_decision_log_per_rule_and_trace(rsvc: Service) -> None:
     trace = (await rsvc.client.get("/api/v1/routing/traces/t2", headers=auth)).json()
     assert [d["outcome"] for d in trace["data"]] == ["cap_reached"]
     # asked to evaluate, the log adds each active rule the trace does not match as it is now
+    from queue_router.adapters.stores import _summary_row
     from queue_router.adapters.tables import trace_summaries
-    from queue_router.application.routing import _summary_row
     from queue_router.domain.summary import Summary
 
-    async with rsvc.app.state.queue_deps.sessions() as s, s.begin():
+    async with rsvc.app.state.container.sessions() as s, s.begin():
         await s.execute(insert(trace_summaries).values(**_summary_row(
             Summary(project_id=project, trace_id="t2", has_trace=True, name="chat"), datetime.now(UTC))))
     trace = (await rsvc.client.get("/api/v1/routing/traces/t2", headers=auth, params={"evaluate": "true"})).json()

@@ -83,7 +83,7 @@ async def test_lease_expiry_returns_the_slot(rsvc: Service) -> None:
     r = await act(rsvc, auth, qid, item_id, "heartbeat", reviewer="slow", lease_id=got["lease"]["id"])
     assert r.status_code == 200 and r.json()["lease"]["expires_at"] >= got["lease"]["expires_at"]
     # Let the lease run out (moved into the past rather than sleeping for it).
-    async with rsvc.app.state.review_deps.sessions() as s, s.begin():
+    async with rsvc.app.state.container.sessions() as s, s.begin():
         await s.execute(update(item_slots).where(item_slots.c.item_id == item_id)
                         .values(lease_expires_at=item_slots.c.lease_expires_at - timedelta(seconds=60)))
     taken = await next_for(rsvc, auth, qid, "fast")

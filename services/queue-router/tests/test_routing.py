@@ -262,7 +262,7 @@ async def test_exactly_once_and_events_on_the_queues_topic(svc: Service) -> None
     rid = await make_rule(svc, auth, qid, "once", one({"field": "name", "op": "eq", "value": "once"}))
     tid = f"o-{uuid.uuid4().hex[:6]}"
     env = make_envelope(TraceIngested(trace_id=tid, trace=TraceData(id=tid, name="once")), project=project, key=tid)
-    deps = RouterDeps(svc.app.state.queue_deps.sessions, svc.app.state.rule_cache, consumer="exactly-once-test")
+    deps = RouterDeps(svc.app.state.container.uow, svc.app.state.container.rules, consumer="exactly-once-test")
     first = await route_batch([(env, env.parse_payload())], deps)
     again = await route_batch([(env, env.parse_payload())], deps)
     assert (first.applied, len(first.added)) == (1, 1)

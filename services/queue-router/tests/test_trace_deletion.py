@@ -23,7 +23,7 @@ async def test_deleted_trace_leaves_its_queues_and_is_not_routed_again(svc: Serv
     await make_rule(svc, auth, qid, "del", one({"field": "name", "op": "eq", "value": "del"}))
     other_q = await make_queue(svc, auth)
     await make_rule(svc, auth, other_q, "scored", one({"field": "score", "name": "judge", "op": "exists"}))
-    deps = RouterDeps(svc.app.state.queue_deps.sessions, svc.app.state.rule_cache, consumer="deletion-test")
+    deps = RouterDeps(svc.app.state.container.uow, svc.app.state.container.rules, consumer="deletion-test")
     tid, kept = f"d-{uuid.uuid4().hex[:6]}", f"k-{uuid.uuid4().hex[:6]}"
 
     def env(payload: Payload, trace_id: str) -> tuple[Envelope, Payload]:
@@ -50,7 +50,7 @@ async def test_deleted_trace_leaves_its_queues_and_is_not_routed_again(svc: Serv
     # deleting again changes nothing
     assert (await route_batch([env(TraceDeleted(trace_id=tid), tid)], deps)).removed == 0
 
-    async with svc.app.state.queue_deps.sessions() as s:
+    async with svc.app.state.container.sessions() as s:
         rows = (await s.execute(select(outbox.c.event_type, outbox.c.key).where(
             outbox.c.event_type == "QueueItemRemoved", outbox.c.key == tid))).all()
     assert [tuple(r) for r in rows] == [("QueueItemRemoved", tid)]

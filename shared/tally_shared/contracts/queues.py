@@ -4,7 +4,8 @@
 queue-router validates requests and shapes responses with these models; clients (the console) import them to
 build requests and read answers instead of copying the shapes. Response models keep the JSON exactly as the
 service has always written it: timestamps as ``datetime.isoformat()`` (``+00:00``), keys a route leaves out
-absent (those routes answer with ``response_model_exclude_unset``).
+absent (those routes answer with ``response_model_exclude_unset``). Naming: ``XCreate``/``XUpdate`` requests,
+``XPublic`` answers, ``XPage`` paged lists; ``Lf`` models are camelCase on the wire, snake_case in Python.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rule filters: the vocabulary
@@ -332,7 +334,7 @@ class QueuePublic(BaseModel):
     updated_at: Timestamp
 
 
-class QueueList(BaseModel):
+class QueuePage(BaseModel):
     data: list[QueuePublic]
     meta: PageMeta
 
@@ -379,7 +381,7 @@ class DecisionPublic(BaseModel):
     decided_at: Timestamp
 
 
-class DecisionList(BaseModel):
+class DecisionPage(BaseModel):
     data: list[DecisionPublic]
     meta: PageMeta
 
@@ -434,7 +436,7 @@ class ItemPublic(BaseModel):
     reviewer_completed_at: Timestamp | None = None
 
 
-class ItemList(BaseModel):
+class ItemPage(BaseModel):
     data: list[ItemPublic]
     meta: PageMeta
 
@@ -510,9 +512,10 @@ class LeasedItem(BaseModel):
 
 
 class UndoneSkip(BaseModel):
-    """The item again; ``lease`` when it was leased to the reviewer at once (a slot was free)."""
+    """The item again; ``lease`` when it was leased to the reviewer at once (a slot was free), and then the item
+    as a reviewer takes it."""
 
-    item: ItemPublic
+    item: ReviewItem | ItemPublic
     lease: Lease | None
 
 
@@ -585,49 +588,57 @@ class LfAssignment(BaseModel):
     user_id: str = Field(alias="userId", min_length=1, max_length=200)
 
 
-class LfMeta(BaseModel):
+class _Lf(BaseModel):
+    """camelCase on the wire, snake_case attributes."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class LfPageMeta(_Lf):
     page: int
     limit: int
-    totalItems: int
-    totalPages: int
+    total_items: int
+    total_pages: int
 
 
-class LfQueue(BaseModel):
+class LfQueue(_Lf):
     id: str
     name: str
     description: str | None
-    scoreConfigIds: list[str]
-    createdAt: Timestamp | None
-    updatedAt: Timestamp | None
+    score_config_ids: list[str]
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
 
 
-class LfQueueList(BaseModel):
+class LfQueuePage(_Lf):
     data: list[LfQueue]
-    meta: LfMeta
+    meta: LfPageMeta
 
 
-class LfItem(BaseModel):
+class LfItem(_Lf):
     id: str
-    queueId: str
-    objectId: str
-    objectType: str
+    queue_id: str
+    object_id: str
+    object_type: str
     status: Literal["PENDING", "COMPLETED"]
-    completedAt: Timestamp | None
-    createdAt: Timestamp | None
-    updatedAt: Timestamp | None
+    completed_at: Timestamp | None
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
 
 
-class LfItemList(BaseModel):
+class LfItemPage(_Lf):
     data: list[LfItem]
-    meta: LfMeta
+    meta: LfPageMeta
 
 
-class LfDeleted(BaseModel):
+class LfDeleted(_Lf):
+    """``message`` is present on item deletions only."""
+
     success: bool
     message: str | None = None
 
 
-class LfAssignmentPublic(BaseModel):
-    userId: str
-    queueId: str
-    projectId: str
+class LfAssignmentPublic(_Lf):
+    user_id: str
+    queue_id: str
+    project_id: str

@@ -1,5 +1,5 @@
-"""Adding items: one path for rules, backfills and explicit adds (item rows, their review slots, the routing
-decision, and the QueueItemAdded event in the outbox, all in the caller's transaction)."""
+"""Adding items: one path for rules, backfills and explicit adds (item rows, their review slots and the routing
+decision in the caller's transaction; ``added_events`` are the QueueItemAdded events the caller publishes)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select as sa_select
-from sqlalchemy import tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.bulk import insert_rows
-from queue_router.adapters.outbox import enqueue
 from queue_router.adapters.tables import item_slots, items, routing_decisions
+from tally_shared.bulk import insert_rows, select_by_keys
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
+
+# The decision log's unique index: one decision of each outcome per (rule, object).
+DECISION_ONCE = ("queue_id", "rule_id", "object_type", "object_id", "outcome")
 
 
 @dataclass
@@ -52,21 +52,30 @@ def event_key(ref: ItemRef) -> str:
     return ref.trace_id or ref.queue_id
 
 
+_EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
+                           ("queue_id", "object_type", "object_id", "status"))
+
+
 async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
                          ) -> dict[tuple[str, str, str], str]:
-    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included)."""
-    if not keys:
+    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included). One
+    array per key column (a list of row values is planned per value, slowly for a batch's hundreds of keys); the
+    few rows that match column by column but not as a key are dropped here."""
+    wanted = set(keys)
+    if not wanted:
         return {}
-    rows = (await session.execute(
-        sa_select(items.c.queue_id, items.c.object_type, items.c.object_id, items.c.status)
-        .where(tuple_(items.c.queue_id, items.c.object_type, items.c.object_id).in_(list(dict.fromkeys(keys))))
-    )).all()
-    return {(r.queue_id, r.object_type, r.object_id): r.status for r in rows}
+    rows = (await session.execute(_EXISTING, {
+        "queue_id": sorted({k[0] for k in wanted}), "object_type": sorted({k[1] for k in wanted}),
+        "object_id": sorted({k[2] for k in wanted})})).all()
+    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
 
 
-async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tuple[NewItem, dict[str, Any]]]:
-    """Insert items that are not in their queue yet; returns (request, row) for the ones inserted."""
+async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
+                       ) -> list[tuple[NewItem, dict[str, Any]]]:
+    """Insert items that are not in their queue yet; returns (request, row) for the ones inserted. ``decisions``
+    (that added nothing) are recorded with the ``added`` ones, in the same statement."""
     if not new:
+        await record_decisions(session, decisions)
         return []
     now = datetime.now(UTC)
     by_key: dict[tuple[str, str, str], tuple[NewItem, dict[str, Any]]] = {}
@@ -80,36 +89,39 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem]) -> list[tu
                "updated_at": now, "completions": 0, "flags": 0, "completed_at": None}
         by_key[n.key] = (n, row)
     returned = (await insert_rows(session, items, [row for _, row in by_key.values()],
-                                  suffix="ON CONFLICT ON CONSTRAINT uq_items_queue_object DO NOTHING RETURNING id"
+                                  conflict=("queue_id", "object_type", "object_id"), update=None, returning="id"
                                   )).scalars().all()
     inserted_ids = set(returned)
     done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
     if not done:
+        await record_decisions(session, decisions)
         return []
     slots = [{"item_id": row["id"], "slot_no": i, "queue_id": row["queue_id"], "state": "open",
               "assignees": row["assignees"], "item_created_at": now}
              for _, row in done for i in range(max(1, row["reviewers_per_item"]))]
     await insert_rows(session, item_slots, slots)
-    await insert_rows(
-        session, routing_decisions,
-        [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
-          "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
-          "event_id": n.event_id} for n, row in done],
-        suffix="ON CONFLICT DO NOTHING",
-    )
-    envelopes: list[Envelope] = []
+    await record_decisions(session, [
+        *({"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
+           "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
+           "event_id": n.event_id} for n, row in done),
+        *decisions])
+    return done
+
+
+def added_events(done: Sequence[tuple[NewItem, dict[str, Any]]]) -> list[Envelope]:
+    """A ``QueueItemAdded`` for each item ``insert_items`` added."""
+    out: list[Envelope] = []
     for n, row in done:
         ref = item_ref(row)
-        envelopes.append(make_envelope(
+        out.append(make_envelope(
             QueueItemAdded(item=ref, rule_id=n.rule_id, reason=n.reason, added_by=n.added_by),
-            project=n.project_id, key=event_key(ref), occurred_at=now,
+            project=n.project_id, key=event_key(ref), occurred_at=row["created_at"],
         ))
-    await enqueue(session, envelopes)
-    return done
+    return out
 
 
 async def record_decisions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Decisions that added nothing (sampled out, cap reached, previously removed); one per rule, object and
     outcome."""
     if rows:
-        await insert_rows(session, routing_decisions, rows, suffix="ON CONFLICT DO NOTHING")
+        await insert_rows(session, routing_decisions, rows, conflict=DECISION_ONCE)

@@ -59,8 +59,14 @@ class RuleCache:
             select(rule_versions.c.project_id, rule_versions.c.version)
             .where(rule_versions.c.project_id.in_(wanted))
         )).all())
+        return await self.resolve(session, wanted, versions)
+
+    async def resolve(self, session: AsyncSession, project_ids: Iterable[str], versions: dict[str, int]
+                      ) -> dict[str, ProjectRules]:
+        """The projects' rules at ``versions`` (read by the caller; a project without a row is at 0), compiled
+        again only where the version moved."""
         out: dict[str, ProjectRules] = {}
-        for p in wanted:
+        for p in sorted(set(project_ids)):
             v = versions.get(p, 0)
             hit = self._cache.get(p)
             if hit is None or hit.version != v:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from tally_shared.http import ApiError
+from queue_router.domain.errors import Unavailable
 
 # The headers that carry who is calling; nothing else of the caller's request is forwarded.
 CREDENTIAL_HEADERS = ("authorization", "x-tally-project")
@@ -30,8 +30,8 @@ class ScoringPort(Protocol):
 _OBJECT_FILTER = {"TRACE": "trace_id", "SESSION": "session_id", "OBSERVATION": "observation_id"}
 
 
-def _unavailable(e: Exception | str) -> ApiError:
-    return ApiError(503, "scoring_unavailable", f"could not check score configs with the scoring service: {e}")
+def _unavailable(e: Exception | str) -> Unavailable:
+    return Unavailable("scoring_unavailable", f"could not check score configs with the scoring service: {e}")
 
 
 class HttpScoring:

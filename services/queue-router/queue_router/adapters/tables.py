@@ -10,7 +10,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -23,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from queue_router import SCHEMA
-from tally_shared.db import processed_events_table
+from tally_shared.claims import processed_events_table
+from tally_shared.outbox import outbox_table
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -214,18 +214,7 @@ trace_scores = Table(
 
 # Transactional outbox: events are written here in the transaction that changes the state they describe; the
 # relay publishes them to Kafka and marks them sent (at least once; consumers dedupe by event id).
-outbox = Table(
-    "outbox", metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", Uuid, nullable=False),
-    Column("topic", String(100), nullable=False),
-    Column("key", String(200), nullable=False),
-    Column("event_type", String(64), nullable=False),
-    Column("body", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("sent_at", DateTime(timezone=True)),
-    Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
-)
+outbox = outbox_table(metadata)
 
 # Tombstones of deleted traces (TraceDeleted): later events about the trace are not routed, so it never comes back
 # into a queue.

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from queue_router.domain.events import RoutedObservation, RoutedTrace
 from queue_router.domain.filters import ScoreView, TraceView
 from tally_shared.events.traces import ObservationData, TraceData
 
 TRACE_FIELDS = ("name", "timestamp", "metadata", "tags", "user_id", "session_id", "release", "environment",
                 "dataset_run_name")
+_TRACE_FIELD_SET = frozenset(TRACE_FIELDS)
 # A trace with more observations than this keeps aggregating but stops keeping per-observation state for new
 # ones (their later updates then add instead of replace); it bounds the summary row.
 MAX_TRACKED_OBSERVATIONS = 2000
@@ -80,10 +82,10 @@ def _cost(d: dict[str, float] | None) -> float | None:
     return float(sum(v for v in d.values() if v is not None))
 
 
-def apply_trace(s: Summary, data: TraceData, at: float) -> None:
+def apply_trace(s: Summary, data: TraceData | RoutedTrace, at: float) -> None:
     s.has_trace = True
     ts: dict[str, float] = s.state.setdefault("f", {})
-    for name in data.model_fields_set & set(TRACE_FIELDS):
+    for name in data.model_fields_set & _TRACE_FIELD_SET:
         if ts.get(name, float("-inf")) > at:
             continue
         value = getattr(data, name)
@@ -93,14 +95,15 @@ def apply_trace(s: Summary, data: TraceData, at: float) -> None:
         ts[name] = at
 
 
-def apply_observation(s: Summary, o: ObservationData, at: float) -> None:
+def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: float) -> None:
     obs: dict[str, dict[str, Any]] = s.state.setdefault("o", {})
     cur = obs.get(o.id)
     if cur is None:
         if len(obs) >= MAX_TRACKED_OBSERVATIONS:
             _overflow(s, o)
-            return
-        cur = obs[o.id] = {}
+        else:
+            obs[o.id] = _first_sighting(o, at)
+        return
     newer = at >= cur.get("at", float("-inf"))
     fields = o.model_fields_set
 
@@ -132,7 +135,36 @@ def apply_observation(s: Summary, o: ObservationData, at: float) -> None:
         cur["at"] = at
 
 
-def _overflow(s: Summary, o: ObservationData) -> None:
+def _first_sighting(o: ObservationData | RoutedObservation, at: float) -> dict[str, Any]:
+    """``apply_observation`` for an observation not seen before (most of them): every field said is taken."""
+    fields = o.model_fields_set
+    cur: dict[str, Any] = {}
+    if "type" in fields:
+        cur["t"] = o.type.value if o.type else None
+    if "name" in fields:
+        cur["n"] = o.name
+    if "level" in fields:
+        cur["l"] = o.level.value if o.level else None
+    if "start_time" in fields:
+        cur["s"] = o.start_time.timestamp() if o.start_time else None
+    if "end_time" in fields:
+        cur["e"] = o.end_time.timestamp() if o.end_time else None
+    if "cost_details" in fields:
+        cur["c"] = _cost(o.cost_details)
+    if "usage_details" in fields:
+        usage = o.usage_details
+        i = cur["i"] = _first(usage, _INPUT_KEYS)
+        u = cur["u"] = _first(usage, _OUTPUT_KEYS)
+        total = _first(usage, _TOTAL_KEYS)
+        if total is None and usage:
+            parts = [x for x in (i, u) if x is not None]
+            total = float(sum(parts)) if parts else None
+        cur["k"] = total
+    cur["at"] = at
+    return cur
+
+
+def _overflow(s: Summary, o: ObservationData | RoutedObservation) -> None:
     x: dict[str, Any] = s.state.setdefault("x", {})
     if o.level is not None and o.level.value == "ERROR":
         x["l"] = True

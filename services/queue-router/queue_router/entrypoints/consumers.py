@@ -1,23 +1,64 @@
-"""The router's one subscriber: traces and scores, in batches, handed to the routing handler."""
+"""The router's one subscriber: traces and scores in batches, each event handed to the handler of its class."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from queue_router.adapters.decoding import decode_routed
 from queue_router.application.routing import RouterDeps, route_batch
+from queue_router.domain.events import RoutedTraceIngested
 from tally_shared.envelope import Envelope, Payload
+from tally_shared.events.scores import ScoreDeleted, ScoreRecorded, ScoreUpdated
+from tally_shared.events.traces import TraceDeleted, TraceIngested
 from tally_shared.messaging import subscribe_batch
 from tally_shared.topics import SCORES, TRACES
 
-ROUTED_TYPES = frozenset(("TraceIngested", "TraceDeleted", "ScoreRecorded", "ScoreUpdated", "ScoreDeleted"))
+Batch = list[tuple[Envelope, Payload]]
+BatchHandler = Callable[[Batch], Awaitable[Any]]
+
+# Every event the router applies; routing takes them together (one unit of work per batch).
+ROUTED: tuple[type[Payload], ...] = (TraceIngested, RoutedTraceIngested, TraceDeleted, ScoreRecorded,
+                                     ScoreUpdated, ScoreDeleted)
+
+
+def handlers(deps: RouterDeps) -> dict[type[Payload], BatchHandler]:
+    async def route(batch: Batch) -> None:
+        await route_batch(batch, deps)
+
+    return dict.fromkeys(ROUTED, route)
+
+
+def dispatch(table: dict[type[Payload], BatchHandler]) -> Callable[[Batch], Awaitable[None]]:
+    """One batch in: each handler gets its events, in batch order; events of other classes are acknowledged."""
+
+    async def handle(batch: Batch) -> None:
+        by_handler: dict[BatchHandler, Batch] = {}
+        for env, payload in batch:
+            h = table.get(type(payload))
+            if h is not None:
+                by_handler.setdefault(h, []).append((env, payload))
+        for h, events in by_handler.items():
+            await h(events)
+
+    return handle
+
+
+def type_prefilter(classes: Sequence[type[Payload]]) -> Callable[[bytes], bool]:
+    """Refuses, unparsed, a record whose envelope names another type (envelopes are written by orjson: ``type``
+    comes within the first bytes). A record written another way is parsed."""
+    marks = [b'"type":"' + c.event_type.encode() + b'"' for c in classes]
+
+    def wanted(raw: bytes) -> bool:
+        head = raw[:128]
+        return b'"type":"' not in head or any(m in head for m in marks)
+
+    return wanted
 
 
 def register(broker: KafkaBroker, *, group_id: str, deps: RouterDeps, max_records: int) -> Any:
-    async def handle(batch: list[tuple[Envelope, Payload]]) -> None:
-        wanted = [(e, p) for e, p in batch if e.type in ROUTED_TYPES]
-        if wanted:
-            await route_batch(wanted, deps)
-
-    return subscribe_batch(broker, [TRACES, SCORES], group_id=group_id, handler=handle, max_records=max_records)
+    table = handlers(deps)
+    return subscribe_batch(broker, [TRACES, SCORES], group_id=group_id, handler=dispatch(table),
+                           max_records=max_records, prefilter=type_prefilter(list(table)), decoder=decode_routed)

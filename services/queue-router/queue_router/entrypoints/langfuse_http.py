@@ -7,40 +7,32 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from queue_router.adapters.scoring_api import credentials
+from queue_router.application import items as app_items
 from queue_router.application import queues as app_queues
-from queue_router.domain.models import ItemsAdd, ItemSpec, QueueCreate, ScoreConfigRef
+from queue_router.application.deps import Caller
 from queue_router.entrypoints.http import deps, require_configure, review_deps
+from tally_shared.contracts.queues import (
+    ItemsAdd,
+    ItemSpec,
+    LfAssignment,
+    LfAssignmentPublic,
+    LfDeleted,
+    LfItem,
+    LfItemCreate,
+    LfItemPage,
+    LfItemUpdate,
+    LfQueue,
+    LfQueueCreate,
+    LfQueuePage,
+    QueueCreate,
+    ScoreConfigRef,
+)
 from tally_shared.http import ApiError
 from tally_shared.identity import CurrentPrincipal
 
 router = APIRouter(prefix="/api/public/annotation-queues", tags=["langfuse-compatible"])
-
-
-class LfQueueCreate(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=20_000)
-    score_config_ids: list[str] = Field(alias="scoreConfigIds", default_factory=list, max_length=50)
-
-
-class LfItemCreate(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    object_id: str = Field(alias="objectId", min_length=1, max_length=200)
-    object_type: Literal["TRACE", "OBSERVATION", "SESSION"] = Field(alias="objectType")
-    status: Literal["PENDING", "COMPLETED"] | None = None
-
-
-class LfItemUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    status: Literal["PENDING", "COMPLETED"] | None = None
-
-
-class LfAssignment(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    user_id: str = Field(alias="userId", min_length=1, max_length=200)
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -64,7 +56,7 @@ def _meta(page: int, limit: int, total: int) -> dict[str, int]:
     return {"page": page, "limit": limit, "totalItems": total, "totalPages": (total + limit - 1) // limit}
 
 
-@router.get("")
+@router.get("", response_model=LfQueuePage)
 async def list_queues(p: CurrentPrincipal, request: Request, page: int = Query(1, ge=1),
                       limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     data, total = await app_queues.list_queues(deps(request), p.project_id, include_archived=False, page=page,
@@ -72,76 +64,76 @@ async def list_queues(p: CurrentPrincipal, request: Request, page: int = Query(1
     return {"data": [_queue(q) for q in data], "meta": _meta(page, limit, total)}
 
 
-@router.post("")
+@router.post("", response_model=LfQueue)
 async def create_queue(body: LfQueueCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
     cmd = QueueCreate(name=body.name, description=body.description,
                       score_configs=[ScoreConfigRef(id=i, required=True) for i in body.score_config_ids])
     return _queue(await app_queues.create_queue(deps(request), p.project_id, cmd, p.actor,
-                                                 app_queues.Caller(credentials(request.headers))))
+                                                 Caller(credentials(request.headers))))
 
 
-@router.get("/{queue_id}")
+@router.get("/{queue_id}", response_model=LfQueue)
 async def get_queue(queue_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     return _queue(await app_queues.get_queue(deps(request), p.project_id, queue_id))
 
 
-@router.get("/{queue_id}/items")
+@router.get("/{queue_id}/items", response_model=LfItemPage)
 async def list_items(queue_id: str, p: CurrentPrincipal, request: Request,
                      status: Literal["PENDING", "COMPLETED"] | None = None,
                      page: int = Query(1, ge=1), limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     # Langfuse's PENDING is "not completed yet", which includes items being reviewed right now.
-    data, total = await app_queues.list_items(
+    data, total = await app_items.list_items(
         deps(request), p.project_id, queue_id, status=status, reviewer=None, page=page, limit=limit,
         langfuse_pending=True)
     return {"data": [_item(i) for i in data], "meta": _meta(page, limit, total)}
 
 
-@router.get("/{queue_id}/items/{item_id}")
+@router.get("/{queue_id}/items/{item_id}", response_model=LfItem)
 async def get_item(queue_id: str, item_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
-    item = await app_queues.get_item(deps(request), p.project_id, queue_id, item_id)
+    item = await app_items.get_item(deps(request), p.project_id, queue_id, item_id)
     if item["status"] == "REMOVED":
         raise ApiError(404, "not_found", f"item {item_id!r} not found")
     return _item(item)
 
 
-@router.post("/{queue_id}/items")
+@router.post("/{queue_id}/items", response_model=LfItem)
 async def create_item(queue_id: str, body: LfItemCreate, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
     d = deps(request)
-    res = await app_queues.add_items(d, p.project_id, queue_id, ItemsAdd(items=[ItemSpec(
+    res = await app_items.add_items(d, p.project_id, queue_id, ItemsAdd(items=[ItemSpec(
         object_type=body.object_type, object_id=body.object_id)]), p.actor)
     if res["previously_removed"]:
         raise ApiError(409, "previously_removed", "this object was removed from the queue before")
     if res["added"]:
         item = res["added"][0]
     else:
-        found, _ = await app_queues.list_items(d, p.project_id, queue_id, status=None, reviewer=None, page=1,
+        found, _ = await app_items.list_items(d, p.project_id, queue_id, status=None, reviewer=None, page=1,
                                                limit=1, object_ref=(body.object_type, body.object_id))
         item = found[0]
     if body.status == "COMPLETED":
-        item = await app_queues.set_item_status(d, p.project_id, queue_id, item["id"], "COMPLETED")
+        item = await app_items.set_item_status(d, p.project_id, queue_id, item["id"], "COMPLETED")
     return _item(item)
 
 
-@router.patch("/{queue_id}/items/{item_id}")
+@router.patch("/{queue_id}/items/{item_id}", response_model=LfItem)
 async def update_item(queue_id: str, item_id: str, body: LfItemUpdate, p: CurrentPrincipal, request: Request
                       ) -> dict[str, Any]:
     require_configure(p)
     d = deps(request)
     if body.status is None:
         return await get_item(queue_id, item_id, p, request)
-    return _item(await app_queues.set_item_status(d, p.project_id, queue_id, item_id, body.status))
+    return _item(await app_items.set_item_status(d, p.project_id, queue_id, item_id, body.status))
 
 
-@router.delete("/{queue_id}/items/{item_id}")
+@router.delete("/{queue_id}/items/{item_id}", response_model=LfDeleted)
 async def delete_item(queue_id: str, item_id: str, p: CurrentPrincipal, request: Request) -> dict[str, Any]:
     require_configure(p)
-    await app_queues.remove_item(deps(request), p.project_id, queue_id, item_id, p.actor)
+    await app_items.remove_item(deps(request), p.project_id, queue_id, item_id, p.actor)
     return {"success": True, "message": "Successfully deleted annotation queue item"}
 
 
-@router.post("/{queue_id}/assignments")
+@router.post("/{queue_id}/assignments", response_model=LfAssignmentPublic)
 async def create_assignment(queue_id: str, body: LfAssignment, p: CurrentPrincipal, request: Request
                             ) -> dict[str, Any]:
     require_configure(p)
@@ -153,7 +145,7 @@ async def create_assignment(queue_id: str, body: LfAssignment, p: CurrentPrincip
     return {"userId": body.user_id, "queueId": queue_id, "projectId": p.project_id}
 
 
-@router.delete("/{queue_id}/assignments")
+@router.delete("/{queue_id}/assignments", response_model=LfDeleted, response_model_exclude_unset=True)
 async def delete_assignment(queue_id: str, body: LfAssignment, p: CurrentPrincipal, request: Request
                             ) -> dict[str, Any]:
     require_configure(p)
