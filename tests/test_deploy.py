@@ -738,6 +738,21 @@ def locked_closure(package: str) -> set[str]:
     return {_normalise(name) for name, _ in seen}
 
 
+def _runtime_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones included, outside ``if TYPE_CHECKING:`` blocks. An import is always a statement,
+    so expressions need no walking (walking them was most of these tests' time)."""
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(node, field, ()):
+                if isinstance(child, ast.stmt):
+                    yield from _runtime_statements([child])
+                else:  # an except handler or a match case: statements in its body
+                    yield from _runtime_statements(child.body)
+
+
 def third_party_imports(package_dir: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """Imported third-party modules (dotted; for ``from m import a`` both ``m`` and ``m.a``, since ``a`` may be a
     submodule) -> a file importing it, outside ``if TYPE_CHECKING:`` blocks."""
@@ -747,12 +762,7 @@ def third_party_imports(package_dir: Path, skip: tuple[str, ...] = ()) -> dict[s
         rel = path.relative_to(package_dir).as_posix()
         if rel.startswith(skip):
             continue
-        tree = ast.parse(path.read_text())
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
+        for node in _runtime_statements(ast.parse(path.read_text()).body):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
