@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.blind import Blind, blind_for
+from projections.adapters.queries.dashboards import SqlDashboardReads
+from projections.adapters.queries.sessions import SqlSessionReads
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
 from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
@@ -146,6 +148,20 @@ DB = Annotated[AsyncSession, Depends(_session)]
 TablesDep = Annotated[Tables, Depends(_tables)]
 
 
+# The read stores: the SQL of each concept over the request's session (adapters/queries), handed to the
+# application's plain functions.
+def _session_reads(db: DB, t: TablesDep) -> SqlSessionReads:
+    return SqlSessionReads(db, t)
+
+
+def _dashboard_reads(db: DB, t: TablesDep) -> SqlDashboardReads:
+    return SqlDashboardReads(db, t)
+
+
+SessionStore = Annotated[SqlSessionReads, Depends(_session_reads)]
+DashboardStore = Annotated[SqlDashboardReads, Depends(_dashboard_reads)]
+
+
 def _utc(ts: datetime | None) -> datetime | None:
     if ts is not None and ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
@@ -253,7 +269,7 @@ async def list_public_observations_v2(
 
 @public.get("/api/public/observations", response_model=LfObservationPage)
 async def list_public_observations(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     name: str | None = None,
@@ -268,12 +284,12 @@ async def list_public_observations(
     version: str | None = None,
 ) -> Any:
     """ObservationsViews (Langfuse's v1 list): page/limit paging with ``meta``."""
-    return await sessions.public_observations_v1(
-        db, t, principal.project_id, page=page, limit=limit, name=name, user_id=user_id, type_=type,
-        trace_id=trace_id, level=level, parent_observation_id=parent_observation_id,
-        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
-        version=version,
-    )
+    return await sessions.public_observations_v1(store, principal.project_id, page=page, limit=limit,
+                                                 filters=sessions.ObservationFilters(
+        name=name, user_id=user_id, type_=type, trace_id=trace_id, level=level,
+        parent_observation_id=parent_observation_id, environment=environment or [],
+        from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time), version=version,
+    ))
 
 
 @public.get("/api/public/observations/{observation_id}", response_model=LfObservation)
@@ -291,7 +307,7 @@ async def get_public_projects(request: Request, principal: CurrentPrincipal) -> 
 
 @public.get("/api/public/sessions", response_model=LfSessionPage)
 async def list_public_sessions(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     from_timestamp: Annotated[datetime | None, Query(alias="fromTimestamp")] = None,
@@ -299,15 +315,15 @@ async def list_public_sessions(
     environment: Annotated[list[str] | None, Query()] = None,
 ) -> Any:
     """PaginatedSessions: sessions (traces sharing a session id), newest first by their first trace."""
-    return await sessions.public_sessions(db, t, principal.project_id, page=page, limit=limit,
+    return await sessions.public_sessions(store, principal.project_id, page=page, limit=limit,
                                           from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
                                           environment=environment or [])
 
 
 @public.get("/api/public/sessions/{session_id}", response_model=LfSessionWithTraces)
-async def get_public_session(session_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+async def get_public_session(session_id: str, principal: CurrentPrincipal, store: SessionStore) -> Any:
     """SessionWithTraces."""
-    return await sessions.public_session(db, t, principal.project_id, session_id)
+    return await sessions.public_session(store, principal.project_id, session_id)
 
 
 @public.get("/api/public/metrics/daily", response_model=LfDailyMetrics)
@@ -391,12 +407,12 @@ async def list_traces(
 
 @native.get("/sessions", response_model=SessionPage)
 async def list_sessions(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
     """Sessions for the console: trace count, first and last trace, users."""
-    return await sessions.native_sessions(db, t, principal.project_id, page=page, limit=limit)
+    return await sessions.native_sessions(store, principal.project_id, page=page, limit=limit)
 
 
 @native.get("/traces/{trace_id}", response_model=TraceDetail)
@@ -415,23 +431,23 @@ async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: Table
 # -- queue progress ------------------------------------------------------------------------------------------------
 
 @native.get("/progress/queues", response_model=QueueProgressList)
-async def list_queue_progress(principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    return {"data": await dashboards.queues_progress(db, t, principal.project_id)}
+async def list_queue_progress(principal: CurrentPrincipal, store: DashboardStore) -> Any:
+    return {"data": await dashboards.queues_progress(store, principal.project_id)}
 
 
 @native.get("/progress/queues/{queue_id}", response_model=QueueProgressDetail)
 async def get_queue_progress(
-    queue_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+    queue_id: str, principal: CurrentPrincipal, store: DashboardStore,
     bucket: Annotated[str, Query(pattern="^(hour|day)$")] = "hour",
 ) -> Any:
-    return await dashboards.queue_progress(db, t, principal.project_id, queue_id, bucket=bucket)
+    return await dashboards.queue_progress(store, principal.project_id, queue_id, bucket=bucket)
 
 
 # -- score analytics -------------------------------------------------------------------------------------------------
 
 @native.get("/analytics/scores", response_model=ScoreAnalytics)
 async def score_analytics(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: DashboardStore,
     name: Annotated[list[str] | None, Query()] = None,
     config_id: str | None = None,
     source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
@@ -448,7 +464,7 @@ async def score_analytics(
 ) -> Any:
     """Count, mean (95% CI), distribution and per-bucket points per score name, source and config."""
     return await dashboards.score_analytics(
-        db, t, principal.project_id, bucket=bucket, names=name or [], config_id=config_id, source=source,
+        store, principal.project_id, bucket=bucket, names=name or [], config_id=config_id, source=source,
         data_type=data_type, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), trace_name=trace_name,
         tags=tags or [], environment=environment, release=release, user_id=user_id, bins=bins,
     )
