@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from projections.adapters.blind import Blind, blind_for
 from projections.adapters.queries.dashboards import SqlDashboardReads
 from projections.adapters.queries.sessions import SqlSessionReads
+from projections.adapters.queries.traces import SqlTraceReads
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
 from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
@@ -158,7 +159,12 @@ def _dashboard_reads(db: DB, t: TablesDep) -> SqlDashboardReads:
     return SqlDashboardReads(db, t)
 
 
+def _trace_reads(db: DB, t: TablesDep) -> SqlTraceReads:
+    return SqlTraceReads(db, t)
+
+
 SessionStore = Annotated[SqlSessionReads, Depends(_session_reads)]
+TraceStore = Annotated[SqlTraceReads, Depends(_trace_reads)]
 DashboardStore = Annotated[SqlDashboardReads, Depends(_dashboard_reads)]
 
 
@@ -193,20 +199,20 @@ def _drop_hidden(blind: Blind, out: Any, key: str) -> Any:
 
 
 @public.get("/api/public/traces/{trace_id}", response_model=LfTraceWithDetails)
-async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+async def get_public_trace(trace_id: str, principal: CurrentPrincipal, store: TraceStore,
                            request: Request) -> Any:
     """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
     reviewing the trace in a blind queue sees only their own scores."""
     # Asked while the trace is read: the answer is needed only to filter.
     blind, out = await asyncio.gather(_blind(request, principal),
-                                      traces.public_trace(db, t, principal.project_id, trace_id))
+                                      traces.public_trace(store, principal.project_id, trace_id))
     out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "authorUserId")
     return out
 
 
 @public.get("/api/public/traces", response_model=LfTracePage)
 async def list_public_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: TraceStore, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     user_id: Annotated[str | None, Query(alias="userId")] = None,
@@ -223,9 +229,12 @@ async def list_public_traces(
 ) -> Any:
     blind = await _blind(request, principal)
     out = await traces.public_traces(
-        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields, name=name,
-        user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
-        tags=tags or [], version=version, release=release, environment=environment or [],
+        store, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields,
+        filters=traces.TraceFilters(
+            name=name, user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp),
+            to_ts=_utc(to_timestamp), tags=tags or [], version=version, release=release,
+            environment=environment or [],
+        ),
     )
     for row in out.get("data", []):
         if blind.hides(row.get("id")) and "scores" in row:
@@ -235,7 +244,7 @@ async def list_public_traces(
 
 @public.get("/api/public/v2/observations", response_model=LfObservationV2Page)
 async def list_public_observations_v2(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: TraceStore,
     fields: str | None = None,
     expand_metadata: Annotated[str | None, Query(alias="expandMetadata")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -259,11 +268,13 @@ async def list_public_observations_v2(
         raise ApiError(400, "bad_request", "parseIoAsJson is deprecated; remove it or set it to false",
                        [{"field": "parseIoAsJson", "rule": "deprecated", "message": "must be false"}])
     return await traces.public_observations_v2(
-        db, t, principal.project_id, fields=fields, expand_metadata=expand_metadata, limit=limit, cursor=cursor,
-        filter_json=filter, name=name, user_id=user_id, session_id=session_id, type_=type, trace_id=trace_id,
-        level=level, parent_observation_id=parent_observation_id, is_root_observation=is_root_observation,
-        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
-        version=version,
+        store, principal.project_id, fields=fields, expand_metadata=expand_metadata, limit=limit, cursor=cursor,
+        filter_json=filter, filters=traces.ObservationFilters(
+            name=name, user_id=user_id, session_id=session_id, type_=type, trace_id=trace_id, level=level,
+            parent_observation_id=parent_observation_id, is_root_observation=is_root_observation,
+            environment=environment or [], from_start_time=_utc(from_start_time),
+            to_start_time=_utc(to_start_time), version=version,
+        ),
     )
 
 
@@ -293,8 +304,8 @@ async def list_public_observations(
 
 
 @public.get("/api/public/observations/{observation_id}", response_model=LfObservation)
-async def get_public_observation(observation_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    return await traces.public_observation(db, t, principal.project_id, observation_id)
+async def get_public_observation(observation_id: str, principal: CurrentPrincipal, store: TraceStore) -> Any:
+    return await traces.public_observation(store, principal.project_id, observation_id)
 
 
 @public.get("/api/public/projects", response_model=LfProjects)
@@ -363,7 +374,7 @@ async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, qu
 
 @native.get("/traces", response_model=TracePage)
 async def list_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: TraceStore, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     name: str | None = None,
@@ -386,11 +397,13 @@ async def list_traces(
     """Traces for the console's table: filters on trace fields, on an observation level and on scores."""
     blind = await _blind(request, principal)
     out = await traces.native_traces(
-        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
+        store, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
         score_name=score_name, score_min=score_min, score_max=score_max, score_label=score_label,
-        score_source=score_source, name=name, user_id=user_id, session_id=session_id,
-        from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
-        release=release, environment=environment or [],
+        score_source=score_source, filters=traces.TraceFilters(
+            name=name, user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp),
+            to_ts=_utc(to_timestamp), tags=tags or [], version=version, release=release,
+            environment=environment or [],
+        ),
     )
     if blind.trace_ids:
         by_score = any(v is not None for v in (score_name, score_min, score_max, score_label, score_source))
@@ -416,12 +429,12 @@ async def list_sessions(
 
 
 @native.get("/traces/{trace_id}", response_model=TraceDetail)
-async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request) -> Any:
+async def get_trace(trace_id: str, principal: CurrentPrincipal, store: TraceStore, request: Request) -> Any:
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
     items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
     (``scores_hidden``: true)."""
     blind, out = await asyncio.gather(_blind(request, principal),
-                                      traces.native_trace(db, t, principal.project_id, trace_id))
+                                      traces.native_trace(store, principal.project_id, trace_id))
     if blind.hides(trace_id):
         out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "author_user_id")
         out["scores_hidden"] = True
