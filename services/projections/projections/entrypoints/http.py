@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.blind import Blind, blind_for
 from projections.adapters.queries.dashboards import SqlDashboardReads
+from projections.adapters.queries.evaluation import SqlEvaluationReads, SqlExportReads
 from projections.adapters.queries.sessions import SqlSessionReads
 from projections.adapters.queries.traces import SqlTraceReads
 from projections.adapters.tables import Tables
@@ -163,7 +164,12 @@ def _trace_reads(db: DB, t: TablesDep) -> SqlTraceReads:
     return SqlTraceReads(db, t)
 
 
+def _evaluation_reads(db: DB, t: TablesDep) -> SqlEvaluationReads:
+    return SqlEvaluationReads(db, t)
+
+
 SessionStore = Annotated[SqlSessionReads, Depends(_session_reads)]
+EvaluationStore = Annotated[SqlEvaluationReads, Depends(_evaluation_reads)]
 TraceStore = Annotated[SqlTraceReads, Depends(_trace_reads)]
 DashboardStore = Annotated[SqlDashboardReads, Depends(_dashboard_reads)]
 
@@ -486,26 +492,26 @@ async def score_analytics(
 # -- experiments, agreement, calibration, export --------------------------------------------------------------------
 
 @native.get("/experiments/runs", response_model=ExperimentRuns)
-async def experiment_runs(principal: CurrentPrincipal, db: DB, t: TablesDep,
+async def experiment_runs(principal: CurrentPrincipal, store: EvaluationStore,
                           dataset_name: str | None = None) -> Any:
-    return {"data": await evaluation.experiment_runs(db, t, principal.project_id, dataset_name)}
+    return {"data": await evaluation.experiment_runs(store, principal.project_id, dataset_name)}
 
 
 @native.get("/experiments/compare", response_model=RunComparison)
 async def compare_runs(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: EvaluationStore,
     runs: Annotated[str, Query(min_length=1, max_length=2000, description="comma-separated run names")],
     win_score: str | None = None,
     higher_is_better: bool = True,
 ) -> Any:
     names = [r.strip() for r in runs.split(",") if r.strip()][:20]
-    return await evaluation.compare_runs(db, t, principal.project_id, names, win_score=win_score,
+    return await evaluation.compare_runs(store, principal.project_id, names, win_score=win_score,
                                          higher_is_better=higher_is_better)
 
 
 @native.get("/agreement", response_model=Agreement)
 async def agreement(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: EvaluationStore, request: Request,
     queue_id: str | None = None,
     config_id: str | None = None,
     score_name: str | None = None,
@@ -515,14 +521,14 @@ async def agreement(
     """Krippendorff's alpha (level from the config's data type unless given), Cohen's kappa per reviewer pair,
     percent agreement and the most disputed objects."""
     blind = await _blind(request, principal)
-    out = await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
+    out = await evaluation.agreement(store, principal.project_id, queue_id=queue_id, config_id=config_id,
                                       score_name=score_name, level=level, top=top)
     return _drop_hidden(blind, out, "most_disputed")
 
 
 @native.get("/calibration", response_model=Calibration)
 async def calibration(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: EvaluationStore, request: Request,
     evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],
     config_id: str | None = None,
     score_name: str | None = None,
@@ -530,7 +536,7 @@ async def calibration(
     top: Annotated[int, Query(ge=0, le=500)] = 20,
 ) -> Any:
     blind = await _blind(request, principal)
-    out = await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
+    out = await evaluation.calibration(store, principal.project_id, config_id=config_id,
                                         score_name=score_name, evaluator=evaluator, bucket=bucket, top=top)
     return _drop_hidden(blind, out, "biggest_disagreements")
 
@@ -552,7 +558,7 @@ async def export_dataset(
                        [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
     blind = await _blind(request, principal)
     stream = evaluation.export_dataset(
-        _sessions(request), t, principal.project_id, config_id=config_id, score_name=score_name,
+        SqlExportReads(_sessions(request), t), principal.project_id, config_id=config_id, score_name=score_name,
         object_type=object_type, min_reviewers=min_reviewers, min_agreement=min_agreement, include_io=include_io,
         chunk=request.app.state.settings.export_chunk, hidden_traces=blind.trace_ids,
     )
