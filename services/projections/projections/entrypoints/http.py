@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from projections.adapters.blind import Blind, blind_for
 from projections.adapters.queries.dashboards import SqlDashboardReads
 from projections.adapters.queries.evaluation import SqlEvaluationReads, SqlExportReads
+from projections.adapters.queries.metrics import SqlMetricsReads
 from projections.adapters.queries.sessions import SqlSessionReads
 from projections.adapters.queries.traces import SqlTraceReads
 from projections.adapters.tables import Tables
@@ -168,7 +169,12 @@ def _evaluation_reads(db: DB, t: TablesDep) -> SqlEvaluationReads:
     return SqlEvaluationReads(db, t)
 
 
+def _metrics_reads(db: DB, t: TablesDep) -> SqlMetricsReads:
+    return SqlMetricsReads(db, t)
+
+
 SessionStore = Annotated[SqlSessionReads, Depends(_session_reads)]
+MetricsStore = Annotated[SqlMetricsReads, Depends(_metrics_reads)]
 EvaluationStore = Annotated[SqlEvaluationReads, Depends(_evaluation_reads)]
 TraceStore = Annotated[SqlTraceReads, Depends(_trace_reads)]
 DashboardStore = Annotated[SqlDashboardReads, Depends(_dashboard_reads)]
@@ -345,7 +351,7 @@ async def get_public_session(session_id: str, principal: CurrentPrincipal, store
 
 @public.get("/api/public/metrics/daily", response_model=LfDailyMetrics)
 async def daily_metrics(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: MetricsStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     trace_name: Annotated[str | None, Query(alias="traceName")] = None,
@@ -356,24 +362,26 @@ async def daily_metrics(
     to_timestamp: Annotated[datetime | None, Query(alias="toTimestamp")] = None,
 ) -> Any:
     """DailyMetrics: traces, observations, cost and usage per model per UTC day."""
-    return await metrics.daily_metrics(db, t, principal.project_id, page=page, limit=limit, trace_name=trace_name,
-                                       user_id=user_id, tags=tags or [], environment=environment or [],
-                                       from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp))
+    return await metrics.daily_metrics(store, principal.project_id, page=page, limit=limit,
+                                       filters=metrics.DailyFilters(
+        trace_name=trace_name, user_id=user_id, tags=tags or [], environment=environment or [],
+        from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
+    ))
 
 
 MetricsQuery = Annotated[str, Query(max_length=20_000, description="the query object as JSON")]
 
 
 @public.get("/api/public/metrics", response_model=LfMetrics)
-async def query_metrics_v1(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+async def query_metrics_v1(principal: CurrentPrincipal, store: MetricsStore, query: MetricsQuery) -> Any:
     """Langfuse's metrics query (views traces, observations, scores-numeric, scores-categorical)."""
-    return await metrics.query_metrics(db, t, principal.project_id, query, v2=False)
+    return await metrics.query_metrics(store, principal.project_id, query, v2=False)
 
 
 @public.get("/api/public/v2/metrics", response_model=LfMetrics)
-async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+async def query_metrics_v2(principal: CurrentPrincipal, store: MetricsStore, query: MetricsQuery) -> Any:
     """Langfuse's v2 metrics query (views observations, scores-numeric, scores-boolean, scores-categorical)."""
-    return await metrics.query_metrics(db, t, principal.project_id, query, v2=True)
+    return await metrics.query_metrics(store, principal.project_id, query, v2=True)
 
 
 # -- native trace view -------------------------------------------------------------------------------------------
