@@ -208,7 +208,8 @@ async def test_public_trace_sorts_observations_and_missing_is_not_found() -> Non
 async def test_native_trace_lists_rows_summarises_levels_and_scores() -> None:
     rows = [trace_row("t1", name="chat", input="big"), trace_row("t2")]
     obs = [observation_row("o1", "t1", level="ERROR"), observation_row("o2", "t1")]
-    scores = [{"trace_id": "t1", "name": "q", "source": "ANNOTATION", "value": 4.0, "string_value": None},
+    scores: list[dict[str, Any]] = [
+        {"trace_id": "t1", "name": "q", "source": "ANNOTATION", "value": 4.0, "string_value": None},
               {"trace_id": "t1", "name": "q", "source": "ANNOTATION", "value": 2.0, "string_value": None},
               {"trace_id": "t1", "name": "tone", "source": "EVAL", "value": None, "string_value": "ok"}]
     store = FakeTraceReads(rows, obs, scores)
@@ -230,7 +231,8 @@ async def test_native_trace_lists_rows_summarises_levels_and_scores() -> None:
 
 
 async def test_native_trace_composes_scores_queue_items_and_reviews() -> None:
-    scores = [{"id": "s1", "trace_id": "t1", "name": "q", "source": "ANNOTATION", "config_id": "c1"},
+    scores: list[dict[str, Any]] = [
+        {"id": "s1", "trace_id": "t1", "name": "q", "source": "ANNOTATION", "config_id": "c1"},
               {"id": "s2", "trace_id": "t1", "name": "j", "source": "EVAL", "config_id": None}]
     item = {"queue_id": "q1", "queue_name": "Q", "item_id": "i1", "object_type": "TRACE", "object_id": "t1",
             "added_at": T, "completed_at": None, "removed_at": None, "flagged_at": None, "reason": None,
