@@ -96,7 +96,7 @@ def api_for(server: FakeServer) -> Any:
 
 
 async def test_calls_carry_a_signed_user_token_and_the_project(server: FakeServer) -> None:
-    server.routes[("GET", "/api/v1/queues")] = (200, wire(qr.QueueList(data=[], meta=qr.page_meta(1, 500, 0))))
+    server.routes[("GET", "/api/v1/queues")] = (200, wire(qr.QueuePage(data=[], meta=qr.page_meta(1, 500, 0))))
     await api_for(server).list_queues()
     req = server.requests[0]
     assert req.headers["x-tally-project"] == "proj"

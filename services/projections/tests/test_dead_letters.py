@@ -15,6 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from projections.adapters.queries.dead_letters import SqlDeadLetterReads
 from projections.application import dead_letters as app_dl
 from projections.entrypoints import dead_letters_cli
 from tally_shared import deadletters
@@ -202,7 +203,8 @@ async def test_storing_is_idempotent_by_dead_letter_id_and_bounded_per_statement
     assert await app_dl.record(sessions, records) == 3  # 9 MiB of originals: more than one statement
     assert await app_dl.record(sessions, [*records, records[0]]) == 0  # redelivered: nothing new
     async with sessions() as session:
-        body = await app_dl.list_dead_letters(session, app_dl.Scope(), app_dl.Filter(consumer=consumer))
+        body = await app_dl.list_dead_letters(SqlDeadLetterReads(session), app_dl.Scope(),
+                                              app_dl.Filter(consumer=consumer))
     assert body["meta"]["total"] == 3 and {d["original_size"] for d in body["data"]} == {3 * 1024 * 1024}
 
 

@@ -253,7 +253,7 @@ class HttpTallyApi:
 
     # ------------------------------------------------------------------ queue-router
     async def list_queues(self) -> list[dict[str, Any]]:
-        return [_queue(q) for q in (await self._get(qr.QueueList, "/api/v1/queues", params={"limit": 500})).data]
+        return [_queue(q) for q in (await self._get(qr.QueuePage, "/api/v1/queues", params={"limit": 500})).data]
 
     async def get_queue(self, queue_id: str) -> dict[str, Any] | None:
         found = await self._maybe(qr.QueuePublic, f"/api/v1/queues/{_seg(queue_id)}")
@@ -328,7 +328,7 @@ class HttpTallyApi:
 
     async def my_items(self, queue_id: str, status: str | None = None) -> list[dict[str, Any]]:
         """The items this person completed, skipped or flagged, oldest first (one call: the statuses together)."""
-        body = await self._get(qr.ItemList, f"/api/v1/queues/{_seg(queue_id)}/items",
+        body = await self._get(qr.ItemPage, f"/api/v1/queues/{_seg(queue_id)}/items",
                                params={"reviewer": "me", "status": status or "completed,skipped,flagged",
                                        "limit": 500})
         out = [_item(queue_id, i, self.user_id) for i in body.data]
@@ -341,7 +341,7 @@ class HttpTallyApi:
 
     async def rule_decisions(self, queue_id: str, rule_id: str, *, page: int = 1,
                              outcome: str | None = None) -> dict[str, Any]:
-        return plain(await self._get(qr.DecisionList,
+        return plain(await self._get(qr.DecisionPage,
                                      f"/api/v1/queues/{_seg(queue_id)}/rules/{_seg(rule_id)}/decisions",
                                      params=_clean({"page": page, "limit": 50, "outcome": outcome})))
 

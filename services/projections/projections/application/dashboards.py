@@ -1,51 +1,57 @@
-"""Queue progress and score analytics (served from the pre-aggregated rollup)."""
+"""Queue progress and score analytics (served from the pre-aggregated rollup, or by counting the scores when the
+rollup has no rows for the filters). The SQL is ``adapters/queries/dashboards.py``; here: which source serves a
+query, and the statistics and shapes of the answers."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, func, literal, or_, select, text, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from projections.adapters.tables import Tables
 from projections.domain.errors import Invalid, NotFound
 from projections.domain.rollup import add_to, truncate, value_keys
 from projections.domain.stats import mean_ci
 
+
+@dataclass(frozen=True)
+class ScoreFilter:
+    names: Sequence[str] = ()
+    config_id: str | None = None
+    source: str | None = None
+    data_type: str | None = None
+    from_ts: datetime | None = None
+    to_ts: datetime | None = None
+
+
+class DashboardReads(Protocol):
+    async def queues(self, project_id: str) -> list[dict[str, Any]]: ...
+
+    async def item_counts_by_queue(self, project_id: str) -> dict[str, dict[str, int]]: ...
+
+    async def queue(self, project_id: str, queue_id: str) -> dict[str, Any] | None: ...
+
+    async def item_counts(self, project_id: str, queue_id: str) -> dict[str, int]: ...
+
+    async def reviewers(self, project_id: str, queue_id: str) -> list[dict[str, Any]]: ...
+
+    async def reviews_completed_per(self, project_id: str, queue_id: str, unit: str) -> dict[datetime, int]: ...
+
+    async def items_completed_per(self, project_id: str, queue_id: str, unit: str) -> dict[datetime, int]: ...
+
+    async def rollup_sums(self, project_id: str, dim: tuple[str, str], f: ScoreFilter, bucket: str
+                          ) -> tuple[list[Any], list[Any]]: ...
+
+    async def rollup_categories(self, project_id: str, dim: tuple[str, str], f: ScoreFilter, bucket: str
+                                ) -> list[Any]: ...
+
+    async def scores(self, project_id: str, dims: Sequence[tuple[str, str]], f: ScoreFilter, limit: int
+                     ) -> Sequence[Mapping[Any, Any]]: ...
+
+
 # -- queue progress --------------------------------------------------------------------------------------------
-
-
-def _live_lease(qr: Any) -> Any:
-    return and_(qr.c.completed_at.is_(None), qr.c.last_leased_at.isnot(None),
-                or_(qr.c.last_ended_at.is_(None), qr.c.last_leased_at > qr.c.last_ended_at))
-
-
-def _skipped_now(qr: Any) -> Any:
-    return and_(qr.c.last_skipped_at.isnot(None),
-                or_(qr.c.skip_undone_at.is_(None), qr.c.skip_undone_at < qr.c.last_skipped_at))
-
-
-def _item_counts(qi: Any, qr: Any) -> list[Any]:
-    """Each item in one bucket: completed; in progress (someone holds a live lease, or some but not all reviewers
-    completed); skipped (only skipped so far); pending (the rest)."""
-    live = qi.c.removed_at.is_(None)
-    open_ = and_(live, qi.c.completed_at.is_(None))
-    mine = and_(qr.c.project_id == qi.c.project_id, qr.c.queue_id == qi.c.queue_id, qr.c.item_id == qi.c.item_id)
-    working = exists().where(mine, or_(_live_lease(qr), qr.c.completed_at.isnot(None)))
-    skipped = exists().where(mine, _skipped_now(qr))
-    return [
-        func.count().filter(live).label("total"),
-        func.count().filter(and_(live, qi.c.completed_at.isnot(None))).label("completed"),
-        func.count().filter(and_(open_, working)).label("in_progress"),
-        func.count().filter(and_(open_, ~working, skipped)).label("skipped"),
-        func.count().filter(and_(open_, ~working, ~skipped)).label("pending"),
-        func.count().filter(and_(live, qi.c.flagged_at.isnot(None))).label("flagged"),
-        func.count().filter(qi.c.removed_at.isnot(None)).label("removed"),
-    ]
 
 
 def _progress_row(q: dict[str, Any], counts: dict[str, int] | None) -> dict[str, Any]:
@@ -66,52 +72,22 @@ def _progress_row(q: dict[str, Any], counts: dict[str, int] | None) -> dict[str,
     }
 
 
-async def queues_progress(session: AsyncSession, t: Tables, project_id: str) -> list[dict[str, Any]]:
-    qq, qi, qr = t.queues, t.queue_items, t.queue_reviews
-    queues = [dict(r) for r in (await session.execute(
-        select(qq).where(qq.c.project_id == project_id).order_by(qq.c.name, qq.c.id))).mappings()]
-    counts = {r["queue_id"]: dict(r) for r in (await session.execute(
-        select(qi.c.queue_id, *_item_counts(qi, qr)).where(qi.c.project_id == project_id).group_by(qi.c.queue_id)
-    )).mappings()}
-    out = []
-    for q in queues:
-        c = counts.get(q["id"])
-        out.append(_progress_row(q, {k: v for k, v in c.items() if k != "queue_id"} if c else None))
-    return out
+async def queues_progress(store: DashboardReads, project_id: str) -> list[dict[str, Any]]:
+    queues = await store.queues(project_id)
+    counts = await store.item_counts_by_queue(project_id)
+    return [_progress_row(q, counts.get(q["id"])) for q in queues]
 
 
-async def queue_progress(session: AsyncSession, t: Tables, project_id: str, queue_id: str, *,
+async def queue_progress(store: DashboardReads, project_id: str, queue_id: str, *,
                          bucket: str = "hour") -> dict[str, Any]:
-    qq, qi, qr = t.queues, t.queue_items, t.queue_reviews
-    q = (await session.execute(select(qq).where(qq.c.project_id == project_id, qq.c.id == queue_id))
-         ).mappings().first()
+    q = await store.queue(project_id, queue_id)
     if q is None:
         raise NotFound(f"queue {queue_id!r} not found")
-    c = (await session.execute(select(*_item_counts(qi, qr)).where(qi.c.project_id == project_id,
-                                                               qi.c.queue_id == queue_id))).mappings().one()
-    out = _progress_row(dict(q), dict(c))
-    reviewers = [dict(r) for r in (await session.execute(
-        select(
-            qr.c.reviewer,
-            func.count().filter(qr.c.completed_at.isnot(None)).label("completed"),
-            func.count().filter(and_(qr.c.completed_at.is_(None), _skipped_now(qr))).label("skipped"),
-            func.count().filter(qr.c.flagged_at.isnot(None)).label("flagged"),
-            func.count().filter(_live_lease(qr)).label("in_progress"),
-            func.min(qr.c.completed_at).label("first_completed_at"),
-            func.max(qr.c.completed_at).label("last_completed_at"),
-        ).where(qr.c.project_id == project_id, qr.c.queue_id == queue_id).group_by(qr.c.reviewer)
-        .order_by(qr.c.reviewer)
-    )).mappings()]
+    out = _progress_row(q, await store.item_counts(project_id, queue_id))
+    reviewers = await store.reviewers(project_id, queue_id)
     unit = "hour" if bucket == "hour" else "day"
-    reviews_per = {r[0]: r[1] for r in (await session.execute(
-        select(func.date_trunc(unit, qr.c.completed_at, "UTC").label("b"), func.count())
-        .where(qr.c.project_id == project_id, qr.c.queue_id == queue_id, qr.c.completed_at.isnot(None))
-        .group_by(text("b")).order_by(text("b"))))}
-    items_per = {r[0]: r[1] for r in (await session.execute(
-        select(func.date_trunc(unit, qi.c.completed_at, "UTC").label("b"), func.count())
-        .where(qi.c.project_id == project_id, qi.c.queue_id == queue_id, qi.c.completed_at.isnot(None),
-               qi.c.removed_at.is_(None))
-        .group_by(text("b")).order_by(text("b"))))}
+    reviews_per = await store.reviews_completed_per(project_id, queue_id, unit)
+    items_per = await store.items_completed_per(project_id, queue_id, unit)
     out["reviewers"] = reviewers
     out["throughput"] = {
         "bucket": unit,
@@ -229,7 +205,7 @@ def _histogram(rs: Sequence[Row], bins: int) -> list[dict[str, Any]]:
 
 
 async def score_analytics(
-    session: AsyncSession, t: Tables, project_id: str, *, bucket: str, names: Sequence[str],
+    store: DashboardReads, project_id: str, *, bucket: str, names: Sequence[str],
     config_id: str | None, source: str | None, data_type: str | None, from_ts: datetime | None,
     to_ts: datetime | None, trace_name: str | None, tags: Sequence[str], environment: str | None,
     release: str | None, user_id: str | None, bins: int, max_scan: int = 200_000,
@@ -238,81 +214,23 @@ async def score_analytics(
         raise Invalid("bucket", "enum", "hour | day", "bucket must be hour or day")
     given = [("trace_name", trace_name), ("environment", environment), ("release", release), ("user", user_id)]
     dims: list[tuple[str, str]] = [(k, v) for k, v in given if v is not None] + [("tag", tg) for tg in tags]
-    r = t.score_rollup
+    f = ScoreFilter(names=names, config_id=config_id, source=source, data_type=data_type, from_ts=from_ts,
+                    to_ts=to_ts)
+    filters = [{"dimension": k, "value": v} for k, v in dims]
     if len(dims) == 0 or (len(dims) == 1 and bucket == "day"):
-        kind, value = dims[0] if dims else ("", "")
-        base = [r.c.project_id == project_id, r.c.dim_kind == kind, r.c.dim_value == value]
-        if names:
-            base.append(r.c.name.in_(list(names)))
-        if config_id is not None:
-            base.append(r.c.config_id == config_id)
-        if source is not None:
-            base.append(r.c.source == source)
-        if data_type is not None:
-            base.append(r.c.data_type == data_type)
-        if to_ts is not None:
-            base.append(r.c.bucket < to_ts)
-        conds = [*base, r.c.granularity == bucket]
-        # distributions come from the day rows (hourly numeric rows carry no value key)
-        day_conds = [*base, r.c.granularity == "day"]
-        if from_ts is not None:
-            conds.append(r.c.bucket >= from_ts)
-            day_conds.append(r.c.bucket >= truncate(from_ts, "day"))
-        series_cols = [r.c.name, r.c.source, r.c.config_id, r.c.data_type]
-        sums = [func.sum(r.c.n), func.sum(r.c.n_value), func.sum(r.c.sum), func.sum(r.c.sum_sq)]
+        dim = dims[0] if dims else ("", "")
         # Grouped reads instead of every row: per bucket and per value key (the distribution).
-        per_bucket: list[Any]
-        per_value: list[Any]
-        if bucket == "day":
-            # one scan, two groupings: per bucket and per value key
-            rows = (await session.execute(
-                select(*series_cols, r.c.bucket, r.c.value_key, *sums, func.grouping(r.c.bucket).label("g"))
-                .where(*conds)
-                .group_by(func.grouping_sets(tuple_(*series_cols, r.c.bucket), tuple_(*series_cols, r.c.value_key)))
-            )).all()
-            per_bucket = [row[:10] for row in rows if row[10] == 0]
-            per_value = [row[:10] for row in rows if row[10] == 1]
-        else:
-            per_bucket = list((await session.execute(
-                select(*series_cols, r.c.bucket, literal("").label("vk"), *sums).where(*conds)
-                .group_by(*series_cols, r.c.bucket))).all())
-            per_value = list((await session.execute(
-                select(*series_cols, literal(None).label("b"), r.c.value_key, *sums).where(*day_conds)
-                .group_by(*series_cols, r.c.value_key))).all())
+        per_bucket, per_value = await store.rollup_sums(project_id, dim, f, bucket)
         per_cat_bucket: list[Any] = []
         if data_type != "NUMERIC":
-            per_cat_bucket = list((await session.execute(
-                select(*series_cols, r.c.bucket, r.c.value_key, func.sum(r.c.n))
-                .where(*conds, r.c.data_type != "NUMERIC")
-                .group_by(*series_cols, r.c.bucket, r.c.value_key))).all())
-        return {"bucket": bucket, "served_from": "rollup", "truncated": False,
-                "filters": [{"dimension": k, "value": v} for k, v in dims],
+            per_cat_bucket = await store.rollup_categories(project_id, dim, f, bucket)
+        return {"bucket": bucket, "served_from": "rollup", "truncated": False, "filters": filters,
                 "series": _series_grouped(per_bucket, per_value, per_cat_bucket, bins)}
     # Several filters at once, or a filter by the hour: the rollup has no such rows, so count the matching
     # scores.
-    s = t.scores
-    q2 = select(s.c.name, s.c.source, s.c.config_id, s.c.data_type, s.c.value, s.c.string_value,
-                s.c.string_values, s.c.timestamp).where(s.c.project_id == project_id, ~s.c.deleted)
-    for kind, value in dims:
-        if kind == "tag":
-            q2 = q2.where(s.c.rolled_dims["tag"].op("?")(value))
-        else:
-            q2 = q2.where(s.c.rolled_dims[kind].astext == value)
-    if names:
-        q2 = q2.where(s.c.name.in_(list(names)))
-    if config_id is not None:
-        q2 = q2.where(s.c.config_id == config_id)
-    if source is not None:
-        q2 = q2.where(s.c.source == source)
-    if data_type is not None:
-        q2 = q2.where(s.c.data_type == data_type)
-    if from_ts is not None:
-        q2 = q2.where(s.c.timestamp >= from_ts)
-    if to_ts is not None:
-        q2 = q2.where(s.c.timestamp < to_ts)
     deltas: dict[Any, list[Any]] = {}
     n = 0
-    for row in (await session.execute(q2.limit(max_scan + 1))).mappings():
+    for row in await store.scores(project_id, dims, f, max_scan + 1):
         n += 1
         if n > max_scan:
             break
@@ -320,6 +238,5 @@ async def score_analytics(
         add_to(deltas, (((row["name"], row["source"], row["config_id"] or "", row["data_type"], b, vk), v)
                         for vk, v in value_keys(row)), +1)
     scanned: list[Any] = [(*k, *m) for k, m in deltas.items()]
-    served, truncated = "scores", n > max_scan
-    return {"bucket": bucket, "served_from": served, "truncated": truncated,
-            "filters": [{"dimension": k, "value": v} for k, v in dims], "series": _series(scanned, bins)}
+    return {"bucket": bucket, "served_from": "scores", "truncated": n > max_scan, "filters": filters,
+            "series": _series(scanned, bins)}

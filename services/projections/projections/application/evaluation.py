@@ -1,22 +1,61 @@
-"""Experiment comparison, agreement between reviewers, judge calibration, labelled-dataset export."""
+"""Experiment comparison, agreement between reviewers, judge calibration, labelled-dataset export. The SQL is
+``adapters/queries/evaluation.py``; here: grouping scores by run, item and object, consensus, and the statistics
+(``domain/stats.py``)."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import orjson
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from projections.adapters.tables import Tables
 from projections.domain import stats
 from projections.domain.errors import Invalid
 
 HUMAN = "ANNOTATION"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Which scores: those of one config, or else those of one name."""
+
+    config_id: str | None
+    score_name: str | None
+
+
+class ExportChunk(NamedTuple):
+    objects: list[str]  # the chunk's object ids, in order
+    scores: list[dict[str, Any]]  # every human score on them, oldest first
+    traces: dict[str, dict[str, Any]]  # their traces by id
+    observations: dict[str, dict[str, Any]]  # their observations by id
+
+
+class EvaluationReads(Protocol):
+    async def experiment_runs(self, project_id: str, dataset_name: str | None) -> list[dict[str, Any]]: ...
+
+    async def run_score_names(self, project_id: str) -> list[tuple[str, str, str]]: ...
+
+    async def run_traces(self, project_id: str, runs: Sequence[str]) -> list[dict[str, Any]]: ...
+
+    async def trace_scores(self, project_id: str, trace_ids: Sequence[str]) -> list[dict[str, Any]]: ...
+
+    async def config(self, project_id: str, config_id: str) -> dict[str, Any] | None: ...
+
+    async def human_scores(self, project_id: str, subject: Subject, queue_id: str | None
+                           ) -> list[dict[str, Any]]: ...
+
+    async def automated_scores(self, project_id: str, evaluator: str, object_ids: Sequence[str]
+                               ) -> list[dict[str, Any]]: ...
+
+
+class ExportReads(Protocol):
+    async def labelled_chunk(self, project_id: str, subject: Subject, *, object_type: str | None,
+                             min_reviewers: int, after: str | None, limit: int, include_io: bool
+                             ) -> ExportChunk: ...
 
 
 def kind_of(source: str) -> str:
@@ -40,27 +79,12 @@ def object_key(s: dict[str, Any]) -> tuple[str, str]:
 
 # -- experiments -----------------------------------------------------------------------------------------------
 
-async def experiment_runs(session: AsyncSession, t: Tables, project_id: str,
+async def experiment_runs(store: EvaluationReads, project_id: str,
                           dataset_name: str | None) -> list[dict[str, Any]]:
-    tr, s, ds = t.traces, t.scores, t.datasets
-    # A run linked by dataset id (the SDK's run_experiment, the datasets API) is named by its dataset's name.
-    ds_name = func.coalesce(tr.c.dataset_name, ds.c.name).label("dataset_name")
-    q = (select(ds_name, tr.c.dataset_run_name, func.count().label("traces"),
-                func.count(func.distinct(tr.c.dataset_item_id)).label("items"),
-                func.min(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("first_trace_at"),
-                func.max(func.coalesce(tr.c.timestamp, tr.c.created_at)).label("last_trace_at"))
-         .select_from(tr.outerjoin(ds, and_(ds.c.project_id == tr.c.project_id, ds.c.id == tr.c.dataset_id)))
-         .where(tr.c.project_id == project_id, tr.c.dataset_run_name.isnot(None))
-         .group_by(ds_name, tr.c.dataset_run_name).order_by(tr.c.dataset_run_name))
-    if dataset_name is not None:
-        q = q.where(func.coalesce(tr.c.dataset_name, ds.c.name) == dataset_name)
-    runs = [dict(r) for r in (await session.execute(q)).mappings()]
+    runs = await store.experiment_runs(project_id, dataset_name)
     names = defaultdict(set)
-    for r in (await session.execute(
-        select(tr.c.dataset_run_name, s.c.name, s.c.source).distinct()
-        .select_from(s.join(tr, and_(tr.c.project_id == s.c.project_id, tr.c.id == s.c.trace_id)))
-        .where(s.c.project_id == project_id, tr.c.dataset_run_name.isnot(None), ~s.c.deleted))):
-        names[r[0]].add((r[1], kind_of(r[2])))
+    for run_name, name, source in await store.run_score_names(project_id):
+        names[run_name].add((name, kind_of(source)))
     for run in runs:
         run["score_names"] = [{"name": n, "kind": k} for n, k in sorted(names.get(run["dataset_run_name"], ()))]
     return runs
@@ -71,23 +95,13 @@ def _agg(values: Sequence[float]) -> dict[str, Any]:
     return stats.mean_ci(n, float(sum(values)), float(sum(v * v for v in values)))
 
 
-async def compare_runs(session: AsyncSession, t: Tables, project_id: str, runs: Sequence[str], *,
+async def compare_runs(store: EvaluationReads, project_id: str, runs: Sequence[str], *,
                        win_score: str | None, higher_is_better: bool) -> dict[str, Any]:
     if not runs:
         raise Invalid("runs", "min_items", "runs=a,b", "name at least one run")
-    tr, s = t.traces, t.scores
-    traces = [dict(r) for r in (await session.execute(
-        select(tr.c.id, tr.c.dataset_run_name, tr.c.dataset_item_id)
-        .where(tr.c.project_id == project_id, tr.c.dataset_run_name.in_(list(runs)))))
-        .mappings()]
+    traces = await store.run_traces(project_id, runs)
     run_of = {r["id"]: r for r in traces}
-    scores: list[dict[str, Any]] = []
-    ids = list(run_of)
-    for i in range(0, len(ids), 5000):
-        scores += [dict(r) for r in (await session.execute(
-            select(s.c.trace_id, s.c.name, s.c.source, s.c.data_type, s.c.value, s.c.string_value,
-                   s.c.author_user_id)
-            .where(s.c.project_id == project_id, s.c.trace_id.in_(ids[i:i + 5000]), ~s.c.deleted))).mappings()]
+    scores = await store.trace_scores(project_id, list(run_of))
     per_run: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     labels: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
     per_item: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -154,29 +168,17 @@ async def compare_runs(session: AsyncSession, t: Tables, project_id: str, runs: 
 
 # -- agreement ---------------------------------------------------------------------------------------------------
 
-async def _config(session: AsyncSession, t: Tables, project_id: str, config_id: str | None) -> dict[str, Any] | None:
+async def _config(store: EvaluationReads, project_id: str, config_id: str | None) -> dict[str, Any] | None:
     if config_id is None:
         return None
-    c = t.score_configs
-    row = (await session.execute(select(c.c.data).where(c.c.project_id == project_id, c.c.id == config_id))
-           ).scalar_one_or_none()
-    return row
+    return await store.config(project_id, config_id)
 
 
-async def _human_scores(session: AsyncSession, t: Tables, project_id: str, *, config_id: str | None,
+async def _human_scores(store: EvaluationReads, project_id: str, *, config_id: str | None,
                         score_name: str | None, queue_id: str | None) -> list[dict[str, Any]]:
     if config_id is None and score_name is None:
         raise _no_subject()
-    s, qi = t.scores, t.queue_items
-    q = select(s).where(s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN,
-                        s.c.author_user_id.isnot(None))
-    q = q.where(s.c.config_id == config_id) if config_id is not None else q.where(s.c.name == score_name)
-    if queue_id is not None:
-        in_queue = select(qi.c.object_id).where(qi.c.project_id == project_id, qi.c.queue_id == queue_id,
-                                                qi.c.removed_at.is_(None))
-        q = q.where(or_(s.c.queue_id == queue_id,
-                        func.coalesce(s.c.observation_id, s.c.trace_id, s.c.session_id).in_(in_queue)))
-    return [dict(r) for r in (await session.execute(q.order_by(s.c.timestamp, s.c.id))).mappings()]
+    return await store.human_scores(project_id, Subject(config_id, score_name), queue_id)
 
 
 def _rating(sc: dict[str, Any], level: str) -> Any:
@@ -189,12 +191,12 @@ def _rating(sc: dict[str, Any], level: str) -> Any:
     return sc["string_value"] if sc["string_value"] is not None else sc["value"]
 
 
-async def agreement(session: AsyncSession, t: Tables, project_id: str, *, queue_id: str | None,
+async def agreement(store: EvaluationReads, project_id: str, *, queue_id: str | None,
                     config_id: str | None, score_name: str | None, level: str | None,
                     top: int) -> dict[str, Any]:
-    scores = await _human_scores(session, t, project_id, config_id=config_id, score_name=score_name,
+    scores = await _human_scores(store, project_id, config_id=config_id, score_name=score_name,
                                  queue_id=queue_id)
-    cfg = await _config(session, t, project_id, config_id)
+    cfg = await _config(store, project_id, config_id)
     data_type = (cfg or {}).get("data_type") or (scores[0]["data_type"] if scores else "NUMERIC")
     lvl = level or stats.default_level(data_type)
     if lvl not in stats.LEVELS:
@@ -236,10 +238,10 @@ def _human_consensus(values: list[Any], numeric: bool) -> Any:
     return sorted(v for v, c in counts.items() if c == top)[0]
 
 
-async def calibration(session: AsyncSession, t: Tables, project_id: str, *, config_id: str | None,
+async def calibration(store: EvaluationReads, project_id: str, *, config_id: str | None,
                       score_name: str | None, evaluator: str, bucket: str, top: int) -> dict[str, Any]:
-    humans = await _human_scores(session, t, project_id, config_id=config_id, score_name=score_name, queue_id=None)
-    cfg = await _config(session, t, project_id, config_id)
+    humans = await _human_scores(store, project_id, config_id=config_id, score_name=score_name, queue_id=None)
+    cfg = await _config(store, project_id, config_id)
     data_type = (cfg or {}).get("data_type") or (humans[0]["data_type"] if humans else "NUMERIC")
     numeric = data_type == "NUMERIC"
     label_values = {c["label"]: float(c["value"]) for c in (cfg or {}).get("categories") or []} or None
@@ -254,20 +256,12 @@ async def calibration(session: AsyncSession, t: Tables, project_id: str, *, conf
             continue
         h_by[object_key(sc)].append(v)
         h_rows[object_key(sc)].append(sc)
-    s = t.scores
     autos: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
-    keys = list(h_by)
-    for i in range(0, len(keys), 2000):
-        chunk = keys[i:i + 2000]
-        obj = func.coalesce(s.c.observation_id, s.c.trace_id)
-        rows = (await session.execute(
-            select(s).where(s.c.project_id == project_id, ~s.c.deleted, s.c.source != HUMAN,
-                            s.c.name == evaluator, obj.in_([k[1] for k in chunk])).order_by(s.c.timestamp, s.c.id)
-        )).mappings()
-        for r in rows:
-            key = object_key(dict(r))
-            if key in h_by:
-                autos[(key, r["evaluator_version"] or "")] = dict(r)  # latest per object and version
+    for r in await store.automated_scores(project_id, evaluator, [k[1] for k in h_by]):
+        key = object_key(r)
+        if key in h_by:
+            autos[(key, r["evaluator_version"] or "")] = r  # latest per object and version
+
     def auto_value(a: dict[str, Any]) -> Any:
         if numeric:
             return a["value"]
@@ -333,7 +327,7 @@ async def calibration(session: AsyncSession, t: Tables, project_id: str, *, conf
 # -- export ------------------------------------------------------------------------------------------------------
 
 async def export_dataset(
-    sessions: async_sessionmaker[AsyncSession], t: Tables, project_id: str, *, config_id: str | None,
+    store: ExportReads, project_id: str, *, config_id: str | None,
     score_name: str | None, object_type: str | None, min_reviewers: int, min_agreement: float,
     include_io: bool, chunk: int, hidden_traces: frozenset[str] = frozenset(),
 ) -> AsyncIterator[bytes]:
@@ -342,41 +336,18 @@ async def export_dataset(
     flat whatever the export's size."""
     if config_id is None and score_name is None:
         raise _no_subject()
-    s, tr, o = t.scores, t.traces, t.observations
-    obj = func.coalesce(s.c.observation_id, s.c.trace_id)
-    base = [s.c.project_id == project_id, ~s.c.deleted, s.c.source == HUMAN, s.c.author_user_id.isnot(None),
-            s.c.config_id == config_id if config_id is not None else s.c.name == score_name, obj.isnot(None)]
-    if object_type == "OBSERVATION":
-        base.append(s.c.observation_id.isnot(None))
-    elif object_type == "TRACE":
-        base.append(s.c.observation_id.is_(None))
+    subject = Subject(config_id, score_name)
     after: str | None = None
     while True:
-        async with sessions() as session:
-            q = select(obj.label("obj")).where(*base).group_by(obj).having(
-                func.count(func.distinct(s.c.author_user_id)) >= min_reviewers).order_by(obj).limit(chunk)
-            if after is not None:
-                q = q.where(obj > after)
-            objs = [r[0] for r in (await session.execute(q))]
-            if not objs:
-                return
-            after = objs[-1]
-            rows = [dict(r) for r in (await session.execute(
-                select(s).where(*base, obj.in_(objs)).order_by(s.c.timestamp, s.c.id))).mappings()]
-            by_obj: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-            for r in rows:
-                by_obj[r["observation_id"] or r["trace_id"]][r["author_user_id"]] = r
-            trace_ids = sorted({r["trace_id"] for r in rows if r["trace_id"]})
-            obs_ids = sorted({r["observation_id"] for r in rows if r["observation_id"]})
-            tcols = [tr.c.id, tr.c.name, tr.c.input, tr.c.output, tr.c.metadata, tr.c.tags] if include_io else [
-                tr.c.id, tr.c.name, tr.c.tags]
-            tmap = {r["id"]: dict(r) for r in (await session.execute(
-                select(*tcols).where(tr.c.project_id == project_id, tr.c.id.in_(trace_ids)))).mappings()}
-            ocols = [o.c.id, o.c.name, o.c.type, o.c.input, o.c.output, o.c.metadata] if include_io else [
-                o.c.id, o.c.name, o.c.type]
-            omap = {r["id"]: dict(r) for r in (await session.execute(
-                select(*ocols).where(o.c.project_id == project_id, o.c.id.in_(obs_ids)))).mappings()
-            } if obs_ids else {}
+        objs, rows, tmap, omap = await store.labelled_chunk(
+            project_id, subject, object_type=object_type, min_reviewers=min_reviewers, after=after, limit=chunk,
+            include_io=include_io)
+        if not objs:
+            return
+        after = objs[-1]
+        by_obj: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for r in rows:
+            by_obj[r["observation_id"] or r["trace_id"]][r["author_user_id"]] = r
         lines = []
         for oid in objs:
             by_reviewer = by_obj.get(oid, {})

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from projections.adapters.queries.dead_letters import SqlDeadLetterReads, SqlDeadLetters
 from projections.application import dead_letters as app_dl
 from projections.application.dead_letters import Filter, Scope
 from projections.config import Settings
@@ -66,7 +67,8 @@ async def _run(args: argparse.Namespace, out: Any) -> int:
             scope = everything if args.all else Scope(project_id=args.project)
             flt = Filter(None if args.status == "all" else args.status, args.consumer, None, args.reason_code)
             async with sessions() as session:
-                body = await app_dl.list_dead_letters(session, scope, flt, limit=max(1, min(args.limit, 1000)))
+                body = await app_dl.list_dead_letters(SqlDeadLetterReads(session), scope, flt,
+                                                      limit=max(1, min(args.limit, 1000)))
             if args.json:
                 out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
                 return 0
@@ -78,14 +80,14 @@ async def _run(args: argparse.Namespace, out: Any) -> int:
         if args.action == "show":
             async with sessions() as session:
                 try:
-                    body = await app_dl.get_dead_letter(session, everything, args.id)
+                    body = await app_dl.get_dead_letter(SqlDeadLetterReads(session), everything, args.id)
                 except app_dl.NotFound:
                     out.write(f"no dead letter {args.id}\n")
                     return 1
             out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
             return 0
         if args.action == "discard":
-            result = await app_dl.discard(sessions, everything, Filter(None, ids=args.ids), actor="cli")
+            result = await app_dl.discard(SqlDeadLetters(sessions), everything, Filter(None, ids=args.ids), actor="cli")
             out.write(f"discarded {result['discarded']}\n")
             return 0
         broker = make_broker(settings.kafka_bootstrap_servers, service="projections-cli", registry=CollectorRegistry())
@@ -94,7 +96,8 @@ async def _run(args: argparse.Namespace, out: Any) -> int:
             async def republish(topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
                 await broker.publish(value, topic=topic, key=key, headers=headers)
 
-            result = await app_dl.replay(sessions, republish, everything, Filter(None, ids=args.ids), actor="cli")
+            result = await app_dl.replay(SqlDeadLetters(sessions), republish, everything, Filter(None, ids=args.ids),
+                                         actor="cli")
         finally:
             await broker.stop()
         out.write(f"replayed {result['replayed']} dead letters ({result['messages']} messages)\n")

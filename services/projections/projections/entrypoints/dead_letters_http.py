@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from projections.adapters.queries.dead_letters import SqlDeadLetterReads, SqlDeadLetters
 from projections.application import dead_letters as app_dl
 from projections.application.dead_letters import Filter, Republish, Scope
 from projections.entrypoints.http import JSON, ReadRoute
@@ -38,7 +39,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-DB = Annotated[AsyncSession, Depends(_session)]
+def _reads(db: Annotated[AsyncSession, Depends(_session)]) -> SqlDeadLetterReads:
+    return SqlDeadLetterReads(db)
+
+
+def _store(request: Request) -> SqlDeadLetters:
+    return SqlDeadLetters(_sessions(request))
+
+
+Reads = Annotated[SqlDeadLetterReads, Depends(_reads)]
 
 
 def republisher(request: Request) -> Republish:
@@ -61,7 +70,7 @@ def _not_found(dead_letter_id: uuid.UUID) -> ApiError:
 
 @router.get("", response_model=DeadLetterPage)
 async def list_dead_letters(
-    principal: CurrentPrincipal, db: DB,
+    principal: CurrentPrincipal, reads: Reads,
     status: Status = "open",
     consumer: Annotated[str | None, Query(max_length=200)] = None,
     topic: Annotated[str | None, Query(max_length=200)] = None,
@@ -73,15 +82,15 @@ async def list_dead_letters(
     """The project's dead letters, newest first, with counts by reason code and by status (each over the other
     filters). Each row has a text ``preview`` of the original; the whole original is in the single view."""
     flt = Filter(None if status == "all" else status, consumer, topic, reason_code, event_id)
-    return await app_dl.list_dead_letters(db, Scope(principal.project_id), flt, page=page, limit=limit)
+    return await app_dl.list_dead_letters(reads, Scope(principal.project_id), flt, page=page, limit=limit)
 
 
 @router.get("/{dead_letter_id}", response_model=DeadLetterDetail)
-async def get_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, db: DB) -> Any:
+async def get_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrincipal, reads: Reads) -> Any:
     """One dead letter with its original (``original.encoding``: json, text or base64) and the other dead letters
     of the same event (``related``)."""
     try:
-        return await app_dl.get_dead_letter(db, Scope(principal.project_id), dead_letter_id)
+        return await app_dl.get_dead_letter(reads, Scope(principal.project_id), dead_letter_id)
     except app_dl.NotFound:
         raise _not_found(dead_letter_id) from None
 
@@ -92,7 +101,7 @@ async def replay_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrinci
     refused it tries again, and a new refusal is a new dead letter with the same event id."""
     _admin(principal)
     try:
-        return await app_dl.replay(_sessions(request), republisher(request), Scope(principal.project_id),
+        return await app_dl.replay(_store(request), republisher(request), Scope(principal.project_id),
                                    Filter(None, ids=[dead_letter_id]), actor=principal.actor, single=True)
     except app_dl.NotFound:
         raise _not_found(dead_letter_id) from None
@@ -105,7 +114,7 @@ async def discard_dead_letter(dead_letter_id: uuid.UUID, principal: CurrentPrinc
     """Hide it from the open list (it is kept, with who discarded it and when)."""
     _admin(principal)
     try:
-        return await app_dl.discard(_sessions(request), Scope(principal.project_id),
+        return await app_dl.discard(_store(request), Scope(principal.project_id),
                                     Filter(None, ids=[dead_letter_id]), actor=principal.actor, single=True)
     except app_dl.NotFound:
         raise _not_found(dead_letter_id) from None
@@ -119,12 +128,12 @@ def _filter(selection: DeadLetterSelection) -> Filter:
 @router.post("/replay", response_model=ReplayResult)
 async def replay_many(selection: DeadLetterSelection, principal: CurrentPrincipal, request: Request) -> Any:
     _admin(principal)
-    return await app_dl.replay(_sessions(request), republisher(request), Scope(principal.project_id),
+    return await app_dl.replay(_store(request), republisher(request), Scope(principal.project_id),
                                _filter(selection), actor=principal.actor, limit=selection.limit)
 
 
 @router.post("/discard", response_model=DiscardResult)
 async def discard_many(selection: DeadLetterSelection, principal: CurrentPrincipal, request: Request) -> Any:
     _admin(principal)
-    return await app_dl.discard(_sessions(request), Scope(principal.project_id), _filter(selection),
+    return await app_dl.discard(_store(request), Scope(principal.project_id), _filter(selection),
                                 actor=principal.actor, limit=selection.limit)

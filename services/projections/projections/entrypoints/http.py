@@ -19,6 +19,11 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.blind import Blind, blind_for
+from projections.adapters.queries.dashboards import SqlDashboardReads
+from projections.adapters.queries.evaluation import SqlEvaluationReads, SqlExportReads
+from projections.adapters.queries.metrics import SqlMetricsReads
+from projections.adapters.queries.sessions import SqlSessionReads
+from projections.adapters.queries.traces import SqlTraceReads
 from projections.adapters.tables import Tables
 from projections.application import dashboards, evaluation, metrics, sessions, traces
 from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
@@ -146,6 +151,35 @@ DB = Annotated[AsyncSession, Depends(_session)]
 TablesDep = Annotated[Tables, Depends(_tables)]
 
 
+# The read stores: the SQL of each concept over the request's session (adapters/queries), handed to the
+# application's plain functions.
+def _session_reads(db: DB, t: TablesDep) -> SqlSessionReads:
+    return SqlSessionReads(db, t)
+
+
+def _dashboard_reads(db: DB, t: TablesDep) -> SqlDashboardReads:
+    return SqlDashboardReads(db, t)
+
+
+def _trace_reads(db: DB, t: TablesDep) -> SqlTraceReads:
+    return SqlTraceReads(db, t)
+
+
+def _evaluation_reads(db: DB, t: TablesDep) -> SqlEvaluationReads:
+    return SqlEvaluationReads(db, t)
+
+
+def _metrics_reads(db: DB, t: TablesDep) -> SqlMetricsReads:
+    return SqlMetricsReads(db, t)
+
+
+SessionStore = Annotated[SqlSessionReads, Depends(_session_reads)]
+MetricsStore = Annotated[SqlMetricsReads, Depends(_metrics_reads)]
+EvaluationStore = Annotated[SqlEvaluationReads, Depends(_evaluation_reads)]
+TraceStore = Annotated[SqlTraceReads, Depends(_trace_reads)]
+DashboardStore = Annotated[SqlDashboardReads, Depends(_dashboard_reads)]
+
+
 def _utc(ts: datetime | None) -> datetime | None:
     if ts is not None and ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
@@ -177,20 +211,20 @@ def _drop_hidden(blind: Blind, out: Any, key: str) -> Any:
 
 
 @public.get("/api/public/traces/{trace_id}", response_model=LfTraceWithDetails)
-async def get_public_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+async def get_public_trace(trace_id: str, principal: CurrentPrincipal, store: TraceStore,
                            request: Request) -> Any:
     """TraceWithFullDetails: the trace with its observations, scores, latency (s) and total cost. A reviewer
     reviewing the trace in a blind queue sees only their own scores."""
     # Asked while the trace is read: the answer is needed only to filter.
     blind, out = await asyncio.gather(_blind(request, principal),
-                                      traces.public_trace(db, t, principal.project_id, trace_id))
+                                      traces.public_trace(store, principal.project_id, trace_id))
     out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "authorUserId")
     return out
 
 
 @public.get("/api/public/traces", response_model=LfTracePage)
 async def list_public_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: TraceStore, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     user_id: Annotated[str | None, Query(alias="userId")] = None,
@@ -207,9 +241,12 @@ async def list_public_traces(
 ) -> Any:
     blind = await _blind(request, principal)
     out = await traces.public_traces(
-        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields, name=name,
-        user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
-        tags=tags or [], version=version, release=release, environment=environment or [],
+        store, principal.project_id, page=page, limit=limit, order_by=order_by, fields=fields,
+        filters=traces.TraceFilters(
+            name=name, user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp),
+            to_ts=_utc(to_timestamp), tags=tags or [], version=version, release=release,
+            environment=environment or [],
+        ),
     )
     for row in out.get("data", []):
         if blind.hides(row.get("id")) and "scores" in row:
@@ -219,7 +256,7 @@ async def list_public_traces(
 
 @public.get("/api/public/v2/observations", response_model=LfObservationV2Page)
 async def list_public_observations_v2(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: TraceStore,
     fields: str | None = None,
     expand_metadata: Annotated[str | None, Query(alias="expandMetadata")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -243,17 +280,19 @@ async def list_public_observations_v2(
         raise ApiError(400, "bad_request", "parseIoAsJson is deprecated; remove it or set it to false",
                        [{"field": "parseIoAsJson", "rule": "deprecated", "message": "must be false"}])
     return await traces.public_observations_v2(
-        db, t, principal.project_id, fields=fields, expand_metadata=expand_metadata, limit=limit, cursor=cursor,
-        filter_json=filter, name=name, user_id=user_id, session_id=session_id, type_=type, trace_id=trace_id,
-        level=level, parent_observation_id=parent_observation_id, is_root_observation=is_root_observation,
-        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
-        version=version,
+        store, principal.project_id, fields=fields, expand_metadata=expand_metadata, limit=limit, cursor=cursor,
+        filter_json=filter, filters=traces.ObservationFilters(
+            name=name, user_id=user_id, session_id=session_id, type_=type, trace_id=trace_id, level=level,
+            parent_observation_id=parent_observation_id, is_root_observation=is_root_observation,
+            environment=environment or [], from_start_time=_utc(from_start_time),
+            to_start_time=_utc(to_start_time), version=version,
+        ),
     )
 
 
 @public.get("/api/public/observations", response_model=LfObservationPage)
 async def list_public_observations(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     name: str | None = None,
@@ -268,17 +307,17 @@ async def list_public_observations(
     version: str | None = None,
 ) -> Any:
     """ObservationsViews (Langfuse's v1 list): page/limit paging with ``meta``."""
-    return await sessions.public_observations_v1(
-        db, t, principal.project_id, page=page, limit=limit, name=name, user_id=user_id, type_=type,
-        trace_id=trace_id, level=level, parent_observation_id=parent_observation_id,
-        environment=environment or [], from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time),
-        version=version,
-    )
+    return await sessions.public_observations_v1(store, principal.project_id, page=page, limit=limit,
+                                                 filters=sessions.ObservationFilters(
+        name=name, user_id=user_id, type_=type, trace_id=trace_id, level=level,
+        parent_observation_id=parent_observation_id, environment=environment or [],
+        from_start_time=_utc(from_start_time), to_start_time=_utc(to_start_time), version=version,
+    ))
 
 
 @public.get("/api/public/observations/{observation_id}", response_model=LfObservation)
-async def get_public_observation(observation_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    return await traces.public_observation(db, t, principal.project_id, observation_id)
+async def get_public_observation(observation_id: str, principal: CurrentPrincipal, store: TraceStore) -> Any:
+    return await traces.public_observation(store, principal.project_id, observation_id)
 
 
 @public.get("/api/public/projects", response_model=LfProjects)
@@ -291,7 +330,7 @@ async def get_public_projects(request: Request, principal: CurrentPrincipal) -> 
 
 @public.get("/api/public/sessions", response_model=LfSessionPage)
 async def list_public_sessions(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     from_timestamp: Annotated[datetime | None, Query(alias="fromTimestamp")] = None,
@@ -299,20 +338,20 @@ async def list_public_sessions(
     environment: Annotated[list[str] | None, Query()] = None,
 ) -> Any:
     """PaginatedSessions: sessions (traces sharing a session id), newest first by their first trace."""
-    return await sessions.public_sessions(db, t, principal.project_id, page=page, limit=limit,
+    return await sessions.public_sessions(store, principal.project_id, page=page, limit=limit,
                                           from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
                                           environment=environment or [])
 
 
 @public.get("/api/public/sessions/{session_id}", response_model=LfSessionWithTraces)
-async def get_public_session(session_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
+async def get_public_session(session_id: str, principal: CurrentPrincipal, store: SessionStore) -> Any:
     """SessionWithTraces."""
-    return await sessions.public_session(db, t, principal.project_id, session_id)
+    return await sessions.public_session(store, principal.project_id, session_id)
 
 
 @public.get("/api/public/metrics/daily", response_model=LfDailyMetrics)
 async def daily_metrics(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: MetricsStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     trace_name: Annotated[str | None, Query(alias="traceName")] = None,
@@ -323,31 +362,33 @@ async def daily_metrics(
     to_timestamp: Annotated[datetime | None, Query(alias="toTimestamp")] = None,
 ) -> Any:
     """DailyMetrics: traces, observations, cost and usage per model per UTC day."""
-    return await metrics.daily_metrics(db, t, principal.project_id, page=page, limit=limit, trace_name=trace_name,
-                                       user_id=user_id, tags=tags or [], environment=environment or [],
-                                       from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp))
+    return await metrics.daily_metrics(store, principal.project_id, page=page, limit=limit,
+                                       filters=metrics.DailyFilters(
+        trace_name=trace_name, user_id=user_id, tags=tags or [], environment=environment or [],
+        from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp),
+    ))
 
 
 MetricsQuery = Annotated[str, Query(max_length=20_000, description="the query object as JSON")]
 
 
 @public.get("/api/public/metrics", response_model=LfMetrics)
-async def query_metrics_v1(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+async def query_metrics_v1(principal: CurrentPrincipal, store: MetricsStore, query: MetricsQuery) -> Any:
     """Langfuse's metrics query (views traces, observations, scores-numeric, scores-categorical)."""
-    return await metrics.query_metrics(db, t, principal.project_id, query, v2=False)
+    return await metrics.query_metrics(store, principal.project_id, query, v2=False)
 
 
 @public.get("/api/public/v2/metrics", response_model=LfMetrics)
-async def query_metrics_v2(principal: CurrentPrincipal, db: DB, t: TablesDep, query: MetricsQuery) -> Any:
+async def query_metrics_v2(principal: CurrentPrincipal, store: MetricsStore, query: MetricsQuery) -> Any:
     """Langfuse's v2 metrics query (views observations, scores-numeric, scores-boolean, scores-categorical)."""
-    return await metrics.query_metrics(db, t, principal.project_id, query, v2=True)
+    return await metrics.query_metrics(store, principal.project_id, query, v2=True)
 
 
 # -- native trace view -------------------------------------------------------------------------------------------
 
 @native.get("/traces", response_model=TracePage)
 async def list_traces(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: TraceStore, request: Request,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     name: str | None = None,
@@ -370,11 +411,13 @@ async def list_traces(
     """Traces for the console's table: filters on trace fields, on an observation level and on scores."""
     blind = await _blind(request, principal)
     out = await traces.native_traces(
-        db, t, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
+        store, principal.project_id, page=page, limit=limit, order_by=order_by, level=level,
         score_name=score_name, score_min=score_min, score_max=score_max, score_label=score_label,
-        score_source=score_source, name=name, user_id=user_id, session_id=session_id,
-        from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), tags=tags or [], version=version,
-        release=release, environment=environment or [],
+        score_source=score_source, filters=traces.TraceFilters(
+            name=name, user_id=user_id, session_id=session_id, from_ts=_utc(from_timestamp),
+            to_ts=_utc(to_timestamp), tags=tags or [], version=version, release=release,
+            environment=environment or [],
+        ),
     )
     if blind.trace_ids:
         by_score = any(v is not None for v in (score_name, score_min, score_max, score_label, score_source))
@@ -391,21 +434,21 @@ async def list_traces(
 
 @native.get("/sessions", response_model=SessionPage)
 async def list_sessions(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: SessionStore,
     page: Annotated[int, Query(ge=1)] = 1,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
     """Sessions for the console: trace count, first and last trace, users."""
-    return await sessions.native_sessions(db, t, principal.project_id, page=page, limit=limit)
+    return await sessions.native_sessions(store, principal.project_id, page=page, limit=limit)
 
 
 @native.get("/traces/{trace_id}", response_model=TraceDetail)
-async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request) -> Any:
+async def get_trace(trace_id: str, principal: CurrentPrincipal, store: TraceStore, request: Request) -> Any:
     """The trace, its observation tree, every score (author, source, config version, comment) and its queue
     items with their reviews. A reviewer reviewing the trace in a blind queue sees only their own scores
     (``scores_hidden``: true)."""
     blind, out = await asyncio.gather(_blind(request, principal),
-                                      traces.native_trace(db, t, principal.project_id, trace_id))
+                                      traces.native_trace(store, principal.project_id, trace_id))
     if blind.hides(trace_id):
         out["scores"] = _hide_scores(blind, trace_id, out.get("scores", []), "author_user_id")
         out["scores_hidden"] = True
@@ -415,23 +458,23 @@ async def get_trace(trace_id: str, principal: CurrentPrincipal, db: DB, t: Table
 # -- queue progress ------------------------------------------------------------------------------------------------
 
 @native.get("/progress/queues", response_model=QueueProgressList)
-async def list_queue_progress(principal: CurrentPrincipal, db: DB, t: TablesDep) -> Any:
-    return {"data": await dashboards.queues_progress(db, t, principal.project_id)}
+async def list_queue_progress(principal: CurrentPrincipal, store: DashboardStore) -> Any:
+    return {"data": await dashboards.queues_progress(store, principal.project_id)}
 
 
 @native.get("/progress/queues/{queue_id}", response_model=QueueProgressDetail)
 async def get_queue_progress(
-    queue_id: str, principal: CurrentPrincipal, db: DB, t: TablesDep,
+    queue_id: str, principal: CurrentPrincipal, store: DashboardStore,
     bucket: Annotated[str, Query(pattern="^(hour|day)$")] = "hour",
 ) -> Any:
-    return await dashboards.queue_progress(db, t, principal.project_id, queue_id, bucket=bucket)
+    return await dashboards.queue_progress(store, principal.project_id, queue_id, bucket=bucket)
 
 
 # -- score analytics -------------------------------------------------------------------------------------------------
 
 @native.get("/analytics/scores", response_model=ScoreAnalytics)
 async def score_analytics(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: DashboardStore,
     name: Annotated[list[str] | None, Query()] = None,
     config_id: str | None = None,
     source: Annotated[str | None, Query(pattern="^(ANNOTATION|EVAL|API)$")] = None,
@@ -448,7 +491,7 @@ async def score_analytics(
 ) -> Any:
     """Count, mean (95% CI), distribution and per-bucket points per score name, source and config."""
     return await dashboards.score_analytics(
-        db, t, principal.project_id, bucket=bucket, names=name or [], config_id=config_id, source=source,
+        store, principal.project_id, bucket=bucket, names=name or [], config_id=config_id, source=source,
         data_type=data_type, from_ts=_utc(from_timestamp), to_ts=_utc(to_timestamp), trace_name=trace_name,
         tags=tags or [], environment=environment, release=release, user_id=user_id, bins=bins,
     )
@@ -457,26 +500,26 @@ async def score_analytics(
 # -- experiments, agreement, calibration, export --------------------------------------------------------------------
 
 @native.get("/experiments/runs", response_model=ExperimentRuns)
-async def experiment_runs(principal: CurrentPrincipal, db: DB, t: TablesDep,
+async def experiment_runs(principal: CurrentPrincipal, store: EvaluationStore,
                           dataset_name: str | None = None) -> Any:
-    return {"data": await evaluation.experiment_runs(db, t, principal.project_id, dataset_name)}
+    return {"data": await evaluation.experiment_runs(store, principal.project_id, dataset_name)}
 
 
 @native.get("/experiments/compare", response_model=RunComparison)
 async def compare_runs(
-    principal: CurrentPrincipal, db: DB, t: TablesDep,
+    principal: CurrentPrincipal, store: EvaluationStore,
     runs: Annotated[str, Query(min_length=1, max_length=2000, description="comma-separated run names")],
     win_score: str | None = None,
     higher_is_better: bool = True,
 ) -> Any:
     names = [r.strip() for r in runs.split(",") if r.strip()][:20]
-    return await evaluation.compare_runs(db, t, principal.project_id, names, win_score=win_score,
+    return await evaluation.compare_runs(store, principal.project_id, names, win_score=win_score,
                                          higher_is_better=higher_is_better)
 
 
 @native.get("/agreement", response_model=Agreement)
 async def agreement(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: EvaluationStore, request: Request,
     queue_id: str | None = None,
     config_id: str | None = None,
     score_name: str | None = None,
@@ -486,14 +529,14 @@ async def agreement(
     """Krippendorff's alpha (level from the config's data type unless given), Cohen's kappa per reviewer pair,
     percent agreement and the most disputed objects."""
     blind = await _blind(request, principal)
-    out = await evaluation.agreement(db, t, principal.project_id, queue_id=queue_id, config_id=config_id,
+    out = await evaluation.agreement(store, principal.project_id, queue_id=queue_id, config_id=config_id,
                                       score_name=score_name, level=level, top=top)
     return _drop_hidden(blind, out, "most_disputed")
 
 
 @native.get("/calibration", response_model=Calibration)
 async def calibration(
-    principal: CurrentPrincipal, db: DB, t: TablesDep, request: Request,
+    principal: CurrentPrincipal, store: EvaluationStore, request: Request,
     evaluator: Annotated[str, Query(min_length=1, description="name of the automated score")],
     config_id: str | None = None,
     score_name: str | None = None,
@@ -501,7 +544,7 @@ async def calibration(
     top: Annotated[int, Query(ge=0, le=500)] = 20,
 ) -> Any:
     blind = await _blind(request, principal)
-    out = await evaluation.calibration(db, t, principal.project_id, config_id=config_id,
+    out = await evaluation.calibration(store, principal.project_id, config_id=config_id,
                                         score_name=score_name, evaluator=evaluator, bucket=bucket, top=top)
     return _drop_hidden(blind, out, "biggest_disagreements")
 
@@ -523,7 +566,7 @@ async def export_dataset(
                        [{"field": "config_id", "rule": "required", "message": "config_id or score_name"}])
     blind = await _blind(request, principal)
     stream = evaluation.export_dataset(
-        _sessions(request), t, principal.project_id, config_id=config_id, score_name=score_name,
+        SqlExportReads(_sessions(request), t), principal.project_id, config_id=config_id, score_name=score_name,
         object_type=object_type, min_reviewers=min_reviewers, min_agreement=min_agreement, include_io=include_io,
         chunk=request.app.state.settings.export_chunk, hidden_traces=blind.trace_ids,
     )
