@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import random
@@ -327,6 +328,19 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
+def backends_cpu(db_name: str, exclude: int) -> float:
+    """CPU seconds of the PostgreSQL backends connected to ``db_name`` (the service's pool lives as long as the
+    app, so its backends' counters cover the whole apply); the bench's own polling connection left out."""
+    total = 0.0
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or ())
+        if p.info["pid"] != exclude and cmd.startswith("postgres:") and f" {db_name} " in cmd:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
+
+
 async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> None:
     await ensure_topics(bootstrap)
     await asyncio.to_thread(upgrade, ID_MIGRATIONS, database_url, ID_SCHEMA)
@@ -360,6 +374,9 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
                         group_id=f"projections-bench-{uuid.uuid4().hex[:6]}", batch_max_records=args.batch)
     app = create_app(settings)
     cpu0 = time.process_time()
+    db_name = database_url.rsplit("/", 1)[-1].split("?")[0]
+    async with engine.connect() as conn:
+        own_backend = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
     async with app.router.lifespan_context(app):
         first_t = first_n = None
         deadline = time.monotonic() + args.timeout
@@ -373,6 +390,7 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
                 break
             await asyncio.sleep(0.25)
         end_t = time.perf_counter()
+        pg_cpu = backends_cpu(db_name, exclude=own_backend)
     cpu = time.process_time() - cpu0
     if first_t is None or first_n is None or n < total:
         print(f"live apply did not finish: {n:,} of {total:,} applied")
@@ -380,7 +398,7 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
     rate = (n - first_n) / (end_t - first_t) if end_t > first_t else float("nan")
     print(f"live consumer: {total:,} events applied, {rate:,.0f} events/s from the first batch to the last "
           f"(one process, batches of up to {args.batch}); {cpu / total * 1e6:,.0f} µs CPU per event in the "
-          f"process (group join and start-up included)")
+          f"process (group join and start-up included), {pg_cpu / total * 1e6:,.0f} µs in its PostgreSQL backends")
     for replicas in args.replicas:
         await replicated(args, bootstrap, total, replicas)
 

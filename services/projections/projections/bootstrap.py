@@ -4,6 +4,7 @@ the queue-router client for blind reviews), its two consumers, and the app. One 
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
@@ -48,6 +49,24 @@ class ProjectionsContainer(Runtime):
 ProjectionsDep = Annotated[ProjectionsContainer, Depends(provide(ProjectionsContainer))]
 
 
+# Young-generation collections between 10,000 allocations instead of 700 (the older ones in proportion).
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """A batch allocates ~40 containers per event (payload dicts, rows, rollup keys) that all die with the batch
+    and form no cycles, yet with the interpreter's default thresholds they set off a collection every 700
+    allocations, and the full ones traverse every module, class and schema loaded at start-up. Measured on the
+    bench's log (one process): ~110 µs CPU per event by default, ~88 with start-up objects frozen out of the
+    collector, ~75 with the higher thresholds too (~69 with no collection at all). Cycles are still collected,
+    only less often. Once per process (freezing again would keep whatever garbage exists by then forever)."""
+    if gc.get_threshold() == GC_THRESHOLDS:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def bootstrap(settings: Settings, *, blind: BlindPort | None = None) -> ProjectionsContainer:
     parts = runtime_parts("projections", settings)
     tables = make_tables(SCHEMA)
@@ -61,4 +80,5 @@ def bootstrap(settings: Settings, *, blind: BlindPort | None = None) -> Projecti
                        max_records=settings.batch_max_records)
     consumers.register_dead_letters(container.broker, container.sessions, group_id=container.dead_letter_group)
     container.consumer_groups = {settings.group_id: CONSUMED_TOPICS, container.dead_letter_group: (DEAD_LETTER,)}
+    tune_gc()
     return container

@@ -1,15 +1,21 @@
 """Every statement the write side runs, built once per schema from the table definitions (a rebuild builds its
-own for the shadow schema). Batches travel as one JSON text per statement (``sql.rows_param``)."""
+own for the shadow schema). Batches travel as one JSON text per statement (``sql.rows_param``), the rows of
+the busy tables travel as JSON arrays in column order (``Positional``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
 
+import orjson
 from sqlalchemy import Table, text
 from sqlalchemy.sql.elements import TextClause
 
 from projections.adapters.tables import Tables
-from tally_shared.bulk import ident, insert_sql, qualified, select_by_keys, set_excluded
+from tally_shared.bulk import ident, insert_sql, pg_type, qualified, select_by_keys, set_excluded
 
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
@@ -40,6 +46,54 @@ def set_all(columns: Sequence[str], conflict: Sequence[str]) -> str:
     return set_excluded([c for c in columns if c not in conflict])
 
 
+def json_default(o: Any) -> Any:
+    if isinstance(o, Decimal | uuid.UUID):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class Positional:
+    """``INSERT ... SELECT ... FROM jsonb_array_elements(:rows)``, each row a JSON array in column order: what
+    ``tally_shared.bulk.insert_sql`` does with an array of objects, at about half its cost in PostgreSQL.
+    Measured on the bench's batches (backend CPU per row): a score row 13.5 µs through ``json_to_recordset``
+    (every object's keys hashed, each JSON column parsed twice, as json then jsonb) against 7 µs positionally, a
+    rollup row 4.8 against 2.5. One array per column instead (``unnest``) is cheaper still for PostgreSQL but
+    costs the service more than it saves there (asyncpg encodes every array element in turn, ~0.2-1.3 µs each).
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
+                 returning: str | None = None) -> None:
+        self.columns = tuple(columns)
+        values = []
+        for i, c in enumerate(self.columns):
+            typ = pg_type(table, c)
+            if typ == "jsonb":
+                # JSON null is SQL NULL, as json_to_recordset gives it
+                values.append(f"NULLIF(e->{i}, 'null'::jsonb)")
+            elif typ == "json":
+                values.append(f"CAST(NULLIF(e->{i}, 'null'::jsonb) AS json)")
+            else:
+                values.append(f"CAST(e->>{i} AS {typ})")
+        sql = (f"INSERT INTO {qualified(table)} AS t ({', '.join(ident(c) for c in self.columns)}) "  # noqa: S608
+               f"SELECT {', '.join(values)} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e "
+               f"ON CONFLICT ({', '.join(ident(c) for c in conflict)}) "
+               + (f"DO UPDATE SET {update}" if update else "DO NOTHING"))
+        if returning:
+            sql += f" RETURNING {returning}"
+        self.sql = sql
+        self.stmt = text(sql)
+
+    def params(self, rows: Iterable[dict[str, Any]]) -> dict[str, str]:
+        """The rows as one JSON text (a key a row lacks: NULL)."""
+        cols = self.columns
+        return self.values([[r.get(c) for c in cols] for r in rows])
+
+    @staticmethod
+    def values(rows: Sequence[Sequence[Any]]) -> dict[str, str]:
+        """Rows already in column order."""
+        return {"rows": orjson.dumps(rows, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()}
+
+
 class Statements:
     def __init__(self, tables: Tables) -> None:
         t = self.t = tables
@@ -49,12 +103,12 @@ class Statements:
         self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
                            "rolled_dims"]
         pk2 = ["project_id", "id"]
-        self.sql_traces_up = upsert_sql(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
+        self.traces_up = Positional(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
         self.sql_traces_get = select_by_keys(t.traces, pk2)
         self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))
-        self.sql_obs_up = upsert_sql(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
+        self.obs_up = Positional(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
         self.sql_obs_get = select_by_keys(t.observations, pk2)
-        self.sql_scores_up = upsert_sql(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
+        self.scores_up = Positional(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))
         self.sql_scores_get = select_by_keys(t.scores, pk2)
         self.sql_tombstones_get = select_by_keys(t.deleted_traces, pk2, pk2)
         self.sql_trace_dims = select_by_keys(
@@ -78,14 +132,14 @@ class Statements:
         rk = ["project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
               "data_type", "value_key", "shard"]
         self.rollup_key_cols = rk
-        upsert = upsert_sql(
+        self.rollup_up = Positional(
             t.score_rollup, [*rk, "n", "n_value", "sum", "sum_sq"], rk,
             "n = t.n + EXCLUDED.n, n_value = t.n_value + EXCLUDED.n_value, sum = t.sum + EXCLUDED.sum, "
             "sum_sq = t.sum_sq + EXCLUDED.sum_sq",
             returning="t.n = 0 AND t.n_value = 0 AS empty, " + ", ".join(f"t.{ident(c)}" for c in rk),
         )
         # only the rows that came to nothing travel back (to be deleted), not one per row written
-        self.sql_rollup_up = text(f"WITH up AS ({upsert.text}) SELECT * FROM up WHERE empty")  # noqa: S608
+        self.sql_rollup_up = text(f"WITH up AS ({self.rollup_up.sql}) SELECT * FROM up WHERE empty")  # noqa: S608
         rq = qualified(t.score_rollup)
         self.sql_rollup_del = text(
             f"DELETE FROM {rq} r USING unnest("  # noqa: S608

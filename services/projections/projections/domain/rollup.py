@@ -21,6 +21,7 @@ DIM_KINDS = ("trace_name", "environment", "release", "user", "tag")
 RollupKey = tuple[str, str, str, str, str, datetime, str, str, str, str]
 # n, n_value, sum, sum_sq
 Measures = list[Any]
+_ZERO = Decimal(0)
 
 
 def value_key_numeric(value: float) -> str:
@@ -105,38 +106,35 @@ def contributions(
     if not vks:
         return []
     ts: datetime = score["timestamp"]
-    out: list[tuple[RollupKey, float | None]] = []
-    pairs = _dim_pairs(dims)
-    for gran in GRANULARITIES:
-        bucket = truncate(ts, gran)
-        # hourly rows only unfiltered: they are the costly ones (24x the day rows) and dashboards filter by day
-        hourly = gran == "hour"
-        for kind, dim_value in (pairs[:1] if hourly else pairs):
-            # Numeric hourly rows keep count and sums only: a histogram comes from the day rows, and one row per
-            # hour instead of one per value keeps hourly charts cheap to read.
-            for vk, val in ((("", v) for _, v in vks) if hourly and score["data_type"] == "NUMERIC" else vks):
-                key: RollupKey = (project_id, gran, kind, dim_value, score["name"], bucket, score["source"],
-                                  score.get("config_id") or "", score["data_type"], vk)
-                out.append((key, val))
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    hour = ts.replace(minute=0, second=0, microsecond=0)  # truncate(ts, "hour"), once for both buckets
+    day = hour.replace(hour=0)
+    name, source, config, dt = score["name"], score["source"], score.get("config_id") or "", score["data_type"]
+    # hourly rows only unfiltered: they are the costly ones (24x the day rows) and dashboards filter by day.
+    # Numeric hourly rows keep count and sums only: a histogram comes from the day rows, and one row per hour
+    # instead of one per value keeps hourly charts cheap to read.
+    out: list[tuple[RollupKey, float | None]] = [
+        ((project_id, "hour", "", "", name, hour, source, config, dt, vk), val)
+        for vk, val in ([("", v) for _, v in vks] if dt == "NUMERIC" else vks)
+    ]
+    out.extend(((project_id, "day", kind, dim_value, name, day, source, config, dt, vk), val)
+               for kind, dim_value in _dim_pairs(dims) for vk, val in vks)
     return out
 
 
 def add_to(deltas: dict[RollupKey, Measures], contribs: Iterable[tuple[RollupKey, float | None]], sign: int) -> None:
+    # One score's contributions share its value: its Decimal (and square) is computed once.
     dec: dict[float, tuple[Decimal, Decimal]] = {}
     for key, val in contribs:
         m = deltas.get(key)
         if m is None:
-            m = deltas[key] = [0, 0, Decimal(0), Decimal(0)]
+            m = deltas[key] = [0, 0, _ZERO, _ZERO]
         m[0] += sign
         if val is not None:
             pair = dec.get(val)
             if pair is None:
                 d = Decimal(repr(float(val)))
-                pair = dec[val] = (d, d * d)
+                pair = dec[val] = (d, d * d) if sign > 0 else (-d, -(d * d))
             m[1] += sign
-            if sign > 0:
-                m[2] += pair[0]
-                m[3] += pair[1]
-            else:
-                m[2] -= pair[0]
-                m[3] -= pair[1]
+            m[2] += pair[0]
+            m[3] += pair[1]

@@ -18,7 +18,6 @@ from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import to_micros
 from projections.domain.rollup import Measures, RollupKey, add_to, contributions, trace_dims
-from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.scores import ScoreData
@@ -107,7 +106,7 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             row["rolled_dims"] = trace_dims(tr, row.get("environment"))
             add_to(deltas[shard_of[key]], contributions(key[0], row, row["rolled_dims"]), +1)
         if written:
-            await uow.execute(sql.sql_scores_up, rows_param(list(written.values())))
+            await uow.execute(sql.scores_up.stmt, sql.scores_up.params(list(written.values())))
     if state.changed_dims:
         await _reroll(uow, state.changed_dims, written, deltas)
     await write_rollup(uow, deltas)
@@ -147,22 +146,13 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
 
 async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     rk = uow.sql.rollup_key_cols
-    rows = []
+    # rows in the statement's column order: the key (every column but the shard), the shard, the measures.
     # Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a deadlock is
     # a transient error and the batch is retried).
-    for shard, d in deltas.items():
-        for k, m in d.items():
-            if m[0] or m[1] or m[2] or m[3]:
-                row = dict(zip(rk, k))  # noqa: B905 (the key has every column but the shard)
-                row["shard"] = shard
-                row["n"] = m[0]
-                row["n_value"] = m[1]
-                row["sum"] = str(m[2])
-                row["sum_sq"] = str(m[3])
-                rows.append(row)
+    rows = [(*k, shard, *m) for shard, d in deltas.items() for k, m in d.items() if m[0] or m[1] or m[2] or m[3]]
     if not rows:
         return
-    res = await uow.execute(uow.sql.sql_rollup_up, rows_param(rows))
+    res = await uow.execute(uow.sql.sql_rollup_up, uow.sql.rollup_up.values(rows))
     empty = [r for r in res.all() if r[0]]
     if empty:
         await uow.execute(uow.sql.sql_rollup_del, {c: [r[i + 1] for r in empty] for i, c in enumerate(rk)})

@@ -11,7 +11,6 @@ from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import merge_fields, to_micros
-from tally_shared.bulk import rows_param
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetRunItemCreated, TraceIngested
 from tally_shared.records import Event
@@ -93,10 +92,10 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
         # a new trace may already have scores (they can arrive first): count them under its dimensions now
         if is_new or DIM_FIELDS.intersection(changed):
             changed_dims[key] = row
-    await uow.execute(sql.sql_traces_up, rows_param([r for r, _, _ in rows.values()]))
+    await uow.execute(sql.traces_up.stmt, sql.traces_up.params(r for r, _, _ in rows.values()))
     if o_upd:
         orows = await merge(uow, sql.sql_obs_get, o_upd, OBS_FIELDS)
-        await uow.execute(sql.sql_obs_up, rows_param([r for r, _, _ in orows.values()]))
+        await uow.execute(sql.obs_up.stmt, sql.obs_up.params(r for r, _, _ in orows.values()))
     state.trace_rows.update({k: v[0] for k, v in rows.items()})
     state.changed_dims.update(changed_dims)
 
