@@ -80,13 +80,18 @@ class LagProbe:
                 CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(value)
 
 
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
 async def _close(admin: AIOKafkaAdminClient | None, probe: AIOKafkaConsumer | None) -> None:
+    # Bounded: closing runs in a service's shutdown and in a cancelled reporter's ``finally``, and a client whose
+    # connection is stuck mid-request must not hold either up for ever.
     if probe is not None:
         with contextlib.suppress(Exception):
-            await probe.stop()
+            await asyncio.wait_for(probe.stop(), CLOSE_TIMEOUT_SECONDS)
     if admin is not None:
         with contextlib.suppress(Exception):
-            await admin.close()
+            await asyncio.wait_for(admin.close(), CLOSE_TIMEOUT_SECONDS)
 
 
 async def _true_end_offsets(probe: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:

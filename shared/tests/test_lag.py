@@ -53,7 +53,12 @@ async def test_reporter_sets_the_gauge_and_opens_clients_once(kafka_bootstrap: s
     group = f"never-{uuid.uuid4().hex[:8]}"
     task = asyncio.create_task(report_lag(kafka_bootstrap, {group: [topic]}, interval=0.05))
     try:
-        await asyncio.sleep(1.5)
+        # several rounds at 0.05 s (a busy machine may need longer for the first one)
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            if CONSUMER_LAG.labels(group, topic.name, "1")._value.get() == 2:
+                break
+        await asyncio.sleep(0.5)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
