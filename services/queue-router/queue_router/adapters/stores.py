@@ -26,7 +26,7 @@ from queue_router.adapters.tables import (
     trace_summaries,
 )
 from queue_router.domain.filters import ScoreView
-from queue_router.domain.summary import Summary
+from queue_router.domain.summary import Summary, upgrade_state
 from tally_shared.bulk import insert_rows, upsert
 from tally_shared.envelope import Envelope
 
@@ -343,7 +343,7 @@ def summary_from_row(m: Any) -> Summary:
         dataset_run_name=m["dataset_run_name"], has_error=m["has_error"], latency=m["latency"],
         total_cost=m["total_cost"], input_tokens=m["input_tokens"], output_tokens=m["output_tokens"],
         total_tokens=m["total_tokens"], observation_types=m["observation_types"] or [],
-        observation_names=m["observation_names"] or [], state=m["state"] or {},
+        observation_names=m["observation_names"] or [], state=upgrade_state(m["state"] or {}),
     )
 
 
