@@ -27,7 +27,7 @@ from queue_router.adapters.tables import (
 )
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.summary import Summary, upgrade_state
-from tally_shared.bulk import insert_rows, upsert
+from tally_shared.bulk import ident, insert_rows, pg_type, qualified, rows_param, upsert
 from tally_shared.envelope import Envelope
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,6 +359,32 @@ def _summary_row(s: Summary, now: datetime) -> dict[str, Any]:
     }
 
 
+# The routing write: every merged summary of a batch in one statement. The rows travel as one JSON array (as
+# ``tally_shared.bulk`` sends them) under one-letter keys: the column names repeated in each row were about a
+# quarter of its bytes, and those bytes cost serialising, sending and parsing.
+_WIRE = (("a", "project_id"), ("b", "trace_id"), ("c", "has_trace"), ("d", "name"), ("e", "timestamp"),
+         ("f", "tags"), ("g", "metadata"), ("h", "environment"), ("i", "release"), ("j", "user_id"),
+         ("k", "session_id"), ("l", "dataset_run_name"), ("m", "has_error"), ("n", "latency"), ("o", "total_cost"),
+         ("p", "input_tokens"), ("q", "output_tokens"), ("r", "total_tokens"), ("s", "observation_types"),
+         ("t", "observation_names"), ("u", "state"))
+_WIRE_TYPES = ", ".join(f"{k} {pg_type(trace_summaries, c)}" for k, c in _WIRE)
+_SAVE = text(
+    f"INSERT INTO {qualified(trace_summaries)} AS t "  # noqa: S608 (names from metadata)
+    f"({', '.join(ident(c) for _, c in _WIRE)}, updated_at) "
+    f"SELECT {', '.join(f'u.{k}' for k, _ in _WIRE)}, CAST(:now AS timestamptz) "
+    f"FROM json_to_recordset(CAST(:rows AS json)) AS u({_WIRE_TYPES}) "
+    f"ON CONFLICT (project_id, trace_id) DO UPDATE SET "
+    f"{', '.join(f'{ident(c)} = EXCLUDED.{ident(c)}' for _, c in _WIRE[2:])}, updated_at = EXCLUDED.updated_at")
+
+
+def _wire_row(s: Summary) -> dict[str, Any]:
+    return {"a": s.project_id, "b": s.trace_id, "c": s.has_trace, "d": s.name, "e": s.timestamp, "f": s.tags,
+            "g": s.metadata, "h": s.environment, "i": s.release, "j": s.user_id, "k": s.session_id,
+            "l": s.dataset_run_name, "m": s.has_error, "n": s.latency, "o": s.total_cost, "p": s.input_tokens,
+            "q": s.output_tokens, "r": s.total_tokens, "s": s.observation_types, "t": s.observation_names,
+            "u": s.state}
+
+
 def _score_views(data: list[list[Any]]) -> list[ScoreView]:
     return [ScoreView(*x) for x in data]
 
@@ -405,7 +431,7 @@ class SummaryStore:
 
     async def save(self, summaries: Sequence[Summary], now: datetime) -> None:
         if summaries:
-            await upsert(self.session, trace_summaries, [_summary_row(s, now) for s in summaries])
+            await self.session.execute(_SAVE, {**rows_param([_wire_row(s) for s in summaries]), "now": now})
 
     async def save_scores(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
