@@ -3,6 +3,7 @@ transaction. They speak rows (dicts) and domain values; the application decides 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from queue_router.adapters.tables import (
     deleted_traces,
     item_slots,
     items,
+    processed_events,
     queues,
     reviews,
     routing_decisions,
@@ -326,12 +328,18 @@ _LOAD = text(
     "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
 ).columns(column("key_project", Text), column("key_trace", Text),
           *(column(c.name, c.type) for c in trace_summaries.columns), column("scores", JSON))
-# Before a batch is applied: the tombstones among its traces, and its projects' rule versions (one round trip).
-_TOMBSTONES_AND_VERSIONS = text(
-    "SELECT 'd' AS kind, project_id, trace_id, NULL::bigint AS version FROM queue_router.deleted_traces "
+# Before a batch is applied, in one round trip: its event ids claimed (as ``tally_shared.claims`` claims them: a
+# redelivered event finds its id there; a concurrent duplicate waits on the key), the tombstones among its traces,
+# and its projects' rule versions.
+_CLAIM_TOMBSTONES_AND_VERSIONS = text(
+    f"WITH c AS (INSERT INTO {qualified(processed_events)} (consumer, event_id) "  # noqa: S608 (names from metadata)
+    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id) "
+    "SELECT 'c' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, event_id FROM c "
+    "UNION ALL "
+    "SELECT 'd', project_id, trace_id, NULL, NULL FROM queue_router.deleted_traces "
     "WHERE project_id = ANY(CAST(:projects AS text[])) AND trace_id = ANY(CAST(:traces AS text[])) "
     "UNION ALL "
-    "SELECT 'v', project_id, NULL, version FROM queue_router.rule_versions "
+    "SELECT 'v', project_id, NULL, version, NULL FROM queue_router.rule_versions "
     "WHERE project_id = ANY(CAST(:projects AS text[]))")
 
 
@@ -400,16 +408,21 @@ class SummaryStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def tombstones_and_versions(self, keys: Sequence[tuple[str, str]]
-                                      ) -> tuple[set[tuple[str, str]], dict[str, int]]:
-        """(the deleted traces among ``keys``, the rule version of each of their projects that has one)."""
-        if not keys:
-            return set(), {}
+    async def claim_tombstones_and_versions(self, consumer: str, ids: Sequence[uuid.UUID],
+                                            keys: Sequence[tuple[str, str]]
+                                            ) -> tuple[set[uuid.UUID], set[tuple[str, str]], dict[str, int]]:
+        """Claims ``ids`` for ``consumer`` (see ``UnitOfWork.claim``); returns (the ids not claimed before, the
+        deleted traces among ``keys``, the rule version of each of their projects that has one)."""
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return set(), set(), {}
         wanted = set(keys)
-        rows = (await self.session.execute(_TOMBSTONES_AND_VERSIONS, {
-            "projects": sorted({p for p, _ in keys}), "traces": sorted({t for _, t in keys})})).all()
-        gone = {(p, t) for kind, p, t, _ in rows if kind == "d" and (p, t) in wanted}
-        return gone, {p: int(v) for kind, p, _, v in rows if kind == "v"}
+        rows = (await self.session.execute(_CLAIM_TOMBSTONES_AND_VERSIONS, {
+            "consumer": consumer, "ids": unique,
+            "projects": sorted({p for p, _ in wanted}), "traces": sorted({t for _, t in wanted})})).all()
+        fresh = {e for kind, _, _, _, e in rows if kind == "c"}
+        gone = {(p, t) for kind, p, t, _, _ in rows if kind == "d" and (p, t) in wanted}
+        return fresh, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
 
     async def load(self, keys: Sequence[tuple[str, str]], score_projects: Sequence[str]
                    ) -> tuple[dict[tuple[str, str], Summary], dict[tuple[str, str], list[ScoreView]]]:

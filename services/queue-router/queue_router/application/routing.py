@@ -1,6 +1,6 @@
 """The router: a batch of trace and score events in, trace summaries merged, rules evaluated, items added.
 
-One unit of work per batch, in few round trips: the event ids are claimed (exactly-once); one statement reads the
+One unit of work per batch, in few round trips: one statement claims the event ids (exactly-once) and reads the
 touched traces' tombstones and their projects' rule versions; automated scores are written; the
 touched traces' summaries (with their scores, where rules look at scores) are read in one statement, merged in
 memory and written back in one; then every touched trace is checked against its project's compiled rules. Rules
@@ -93,10 +93,11 @@ def trace_of(p: Payload) -> str | None:
 async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDeps) -> BatchResult:
     result = BatchResult()
     async with deps.uow() as uow:
-        fresh = await uow.claim(deps.consumer, [e.id for e, _ in events])
+        # The keys of every event (fresh or not: a redelivered event's trace is only looked at in vain).
+        keys = list(dict.fromkeys((e.project, t) for e, p in events if (t := trace_of(p))))
+        fresh, gone, versions = await uow.summaries.claim_tombstones_and_versions(
+            deps.consumer, [e.id for e, _ in events], keys)
         todo = [(e, p) for e, p in events if e.id in fresh]
-        keys = list(dict.fromkeys((e.project, t) for e, p in todo if (t := trace_of(p))))
-        gone, versions = await uow.summaries.tombstones_and_versions(keys)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
         deletions = [(e, p) for e, p in todo if type(p) is TraceDeleted]

@@ -69,16 +69,18 @@ def _first(d: dict[str, float] | None, keys: tuple[str, ...]) -> float | None:
     if not d:
         return None
     for k in keys:
-        if k in d and d[k] is not None:
-            return float(d[k])
+        v = d.get(k)
+        if v is not None:
+            return float(v)
     return None
 
 
 def _cost(d: dict[str, float] | None) -> float | None:
     if not d:
         return None
-    if "total" in d and d["total"] is not None:
-        return float(d["total"])
+    total = d.get("total")
+    if total is not None:
+        return float(total)
     return float(sum(v for v in d.values() if v is not None))
 
 
