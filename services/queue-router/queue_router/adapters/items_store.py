@@ -52,22 +52,30 @@ def event_key(ref: ItemRef) -> str:
     return ref.trace_id or ref.queue_id
 
 
-_EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
+EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
                            ("queue_id", "object_type", "object_id", "status"))
+
+
+def existing_params(keys: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """``EXISTING``'s parameters: one array per key column (a list of row values is planned per value, slowly for
+    a batch's hundreds of keys)."""
+    return {"queue_id": sorted({k[0] for k in keys}), "object_type": sorted({k[1] for k in keys}),
+            "object_id": sorted({k[2] for k in keys})}
+
+
+def existing_of(rows: Sequence[Any], wanted: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """The rows of ``EXISTING`` that are keys of ``wanted`` (the few that match column by column but not as a key
+    are dropped)."""
+    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
 
 
 async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
                          ) -> dict[tuple[str, str, str], str]:
-    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included). One
-    array per key column (a list of row values is planned per value, slowly for a batch's hundreds of keys); the
-    few rows that match column by column but not as a key are dropped here."""
+    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included)."""
     wanted = set(keys)
     if not wanted:
         return {}
-    rows = (await session.execute(_EXISTING, {
-        "queue_id": sorted({k[0] for k in wanted}), "object_type": sorted({k[1] for k in wanted}),
-        "object_id": sorted({k[2] for k in wanted})})).all()
-    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
+    return existing_of((await session.execute(EXISTING, existing_params(keys))).all(), wanted)
 
 
 async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()

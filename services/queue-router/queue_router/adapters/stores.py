@@ -12,7 +12,15 @@ from sqlalchemy import JSON, Text, and_, column, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.items_store import NewItem, added_events, existing_items, insert_items
+from queue_router.adapters.items_store import (
+    EXISTING,
+    NewItem,
+    added_events,
+    existing_items,
+    existing_of,
+    existing_params,
+    insert_items,
+)
 from queue_router.adapters.rule_cache import bump_version
 from queue_router.adapters.tables import (
     deleted_traces,
@@ -376,13 +384,17 @@ _WIRE = (("a", "project_id"), ("b", "trace_id"), ("c", "has_trace"), ("d", "name
          ("p", "input_tokens"), ("q", "output_tokens"), ("r", "total_tokens"), ("s", "observation_types"),
          ("t", "observation_names"), ("u", "state"))
 _WIRE_TYPES = ", ".join(f"{k} {pg_type(trace_summaries, c)}" for k, c in _WIRE)
-_SAVE = text(
+_SAVE_SQL = (
     f"INSERT INTO {qualified(trace_summaries)} AS t "  # noqa: S608 (names from metadata)
     f"({', '.join(ident(c) for _, c in _WIRE)}, updated_at) "
     f"SELECT {', '.join(f'u.{k}' for k, _ in _WIRE)}, CAST(:now AS timestamptz) "
     f"FROM json_to_recordset(CAST(:rows AS json)) AS u({_WIRE_TYPES}) "
     f"ON CONFLICT (project_id, trace_id) DO UPDATE SET "
     f"{', '.join(f'{ident(c)} = EXCLUDED.{ident(c)}' for _, c in _WIRE[2:])}, updated_at = EXCLUDED.updated_at")
+_SAVE = text(_SAVE_SQL)
+# The write and the routing's next read (which of the batch's candidates are in their queue already) are
+# independent: one round trip.
+_SAVE_AND_EXISTING = text(f"WITH saved AS ({_SAVE_SQL}) {EXISTING.text}")
 
 
 def _wire_row(s: Summary) -> dict[str, Any]:
@@ -442,9 +454,18 @@ class SummaryStore:
                 scores[k] = _score_views(m["scores"])
         return summaries, scores
 
-    async def save(self, summaries: Sequence[Summary], now: datetime) -> None:
-        if summaries:
-            await self.session.execute(_SAVE, {**rows_param([_wire_row(s) for s in summaries]), "now": now})
+    async def save(self, summaries: Sequence[Summary], now: datetime,
+                   existing: Sequence[tuple[str, str, str]] = ()) -> dict[tuple[str, str, str], str]:
+        """Writes the summaries; returns ``ItemStore.existing(existing)``, read in the same statement."""
+        wanted = set(existing)
+        if not summaries:
+            return await existing_items(self.session, existing) if wanted else {}
+        params = {**rows_param([_wire_row(s) for s in summaries]), "now": now}
+        if not wanted:
+            await self.session.execute(_SAVE, params)
+            return {}
+        rows = (await self.session.execute(_SAVE_AND_EXISTING, {**params, **existing_params(existing)})).all()
+        return existing_of(rows, wanted)
 
     async def save_scores(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
