@@ -328,12 +328,16 @@ _SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 # One statement reads what evaluating a batch needs: each touched trace's summary, and its automated scores
 # where its project has rules on scores. LATERAL: one index probe per key (a join against the unnested keys may
 # hash-join over the whole table).
+# Only keys with a summary or scores come back: most of a batch's traces are new, and a row of NULLs for each
+# would cost decoding for nothing.
 _LOAD = text(
-    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "  # noqa: S608 (names from metadata)
+    "SELECT * FROM ("  # noqa: S608 (names from metadata)
+    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "
     f"CASE WHEN k.p = ANY(CAST(:score_projects AS text[])) THEN {_SCORES_JSON} END AS scores "
     "FROM unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
     "LEFT JOIN LATERAL (SELECT * FROM queue_router.trace_summaries x "
     "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
+    ") q WHERE q.trace_id IS NOT NULL OR q.scores IS NOT NULL"
 ).columns(column("key_project", Text), column("key_trace", Text),
           *(column(c.name, c.type) for c in trace_summaries.columns), column("scores", JSON))
 # Before a batch is applied, in one round trip: its event ids claimed (as ``tally_shared.claims`` claims them: a
