@@ -2,10 +2,12 @@
 
 Three figures per rule count:
   * match only: summary merge + compiled-rule evaluation in memory (the CPU part of routing);
-  * router: the batch handler as the consumer runs it (claim event ids, read summaries and scores, merge,
-    bulk upsert, evaluate, add items with decisions and outbox rows) on the real PostgreSQL, 500 events a batch;
+  * router: the batch handler as the consumer runs it (claim event ids with tombstones and rule versions, read
+    summaries and scores, merge, evaluate, write summaries, add items with slots, decisions and outbox rows) on
+    the real PostgreSQL, 500 events a batch, with the CPU of this process per event;
   * decode: envelope bytes -> validated payload, which the Kafka subscriber does before handing a batch over.
-End to end per process is about 1 / (1/router + 1/decode) events/s (Kafka fetch on top).
+End to end per process is about 1 / (1/router + 1/decode) events/s (Kafka fetch on top). The last column is
+the 1-minute load average when the row was printed (2 shared cores: read the rates against it).
 
 With --kafka N: end to end through the broker as well. N trace events (100 rules) are published to tally.traces
 on an embedded Tansu broker first, then one router process (the service app: batch consumer, outbox relay)
@@ -121,7 +123,7 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
     # router itself costs (PostgreSQL's own CPU is not in them).
     print(f"{'rules':>6} {'events':>7} {'match ev/s':>11} {'match ev/cpu-s':>15} {'router ev/s':>12} "
           f"{'router cpu us/ev':>17} {'decode ev/s':>12} {'matched':>8} {'added':>6} {'batch p50 ms':>12} "
-          f"{'batch p99 ms':>12}")
+          f"{'batch p99 ms':>12} {'load':>5}")
     for n_rules in rule_counts:
         project = f"bench-{n_rules}-{uuid.uuid4().hex[:6]}"
         deps = Deps(unit_of_work(sessions), RuleCache())
@@ -180,7 +182,7 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         print(f"{n_rules:>6} {len(pairs):>7} {match_rate:>11,.0f} {match_cpu_rate:>15,.0f} {router_rate:>12,.0f} "
               f"{router_cpu_us:>17.0f} {decode_rate:>12,.0f} {matched / traces:>8.1%} {added:>6} {p50:>12.1f} "
-              f"{p99:>12.1f}", flush=True)
+              f"{p99:>12.1f} {os.getloadavg()[0]:>5.1f}", flush=True)
     await engine.dispose()
 
 

@@ -33,3 +33,16 @@ def test_observation_updates_replace_and_aggregate() -> None:
     assert s.total_cost == 0.5
     assert s.latency == 5.0 and s.has_error is True
     assert s.observation_types == ["GENERATION", "TOOL"] and s.observation_names == ["llm", "search"]
+
+
+def test_state_stored_in_the_older_dict_form_still_merges() -> None:
+    from queue_router.domain.summary import upgrade_state
+
+    state = upgrade_state({"f": {"name": 20.0}, "o": {"g": {"t": "GENERATION", "n": "llm", "s": 0.0, "e": 2.0,
+                                                            "c": 0.5, "i": 100.0, "u": 20.0, "k": 120.0, "at": 1.0}}})
+    s = Summary(project_id="p", trace_id="t", name="new", has_trace=True, state=state)
+    apply_trace(s, TraceData(id="t", name="old"), at=10.0)  # older than the stored name
+    apply_observation(s, ObservationData(id="g", trace_id="t", cost_details={"total": 0.25}), at=2.0)
+    recompute(s)
+    assert s.name == "new"
+    assert (s.total_cost, s.total_tokens, s.latency, s.observation_types) == (0.25, 120.0, 2.0, ["GENERATION"])

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from queue_router.adapters.tables import item_slots, items, routing_decisions
-from tally_shared.bulk import insert_rows, select_by_keys
+from tally_shared.bulk import insert_rows, insert_sql, rows_param, select_by_keys
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
 
@@ -52,22 +54,30 @@ def event_key(ref: ItemRef) -> str:
     return ref.trace_id or ref.queue_id
 
 
-_EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
+EXISTING = select_by_keys(items, ("queue_id", "object_type", "object_id"),
                            ("queue_id", "object_type", "object_id", "status"))
+
+
+def existing_params(keys: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """``EXISTING``'s parameters: one array per key column (a list of row values is planned per value, slowly for
+    a batch's hundreds of keys)."""
+    return {"queue_id": sorted({k[0] for k in keys}), "object_type": sorted({k[1] for k in keys}),
+            "object_id": sorted({k[2] for k in keys})}
+
+
+def existing_of(rows: Sequence[Any], wanted: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """The rows of ``EXISTING`` that are keys of ``wanted`` (the few that match column by column but not as a key
+    are dropped)."""
+    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
 
 
 async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, str]]
                          ) -> dict[tuple[str, str, str], str]:
-    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included). One
-    array per key column (a list of row values is planned per value, slowly for a batch's hundreds of keys); the
-    few rows that match column by column but not as a key are dropped here."""
+    """(queue, object type, object id) -> status, for the keys that have an item (removed ones included)."""
     wanted = set(keys)
     if not wanted:
         return {}
-    rows = (await session.execute(_EXISTING, {
-        "queue_id": sorted({k[0] for k in wanted}), "object_type": sorted({k[1] for k in wanted}),
-        "object_id": sorted({k[2] for k in wanted})})).all()
-    return {k: r.status for r in rows if (k := (r.queue_id, r.object_type, r.object_id)) in wanted}
+    return existing_of((await session.execute(EXISTING, existing_params(keys))).all(), wanted)
 
 
 async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
@@ -88,24 +98,45 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions:
                "rule_id": n.rule_id, "reason": n.reason, "added_by": n.added_by, "created_at": now,
                "updated_at": now, "completions": 0, "flags": 0, "completed_at": None}
         by_key[n.key] = (n, row)
-    returned = (await insert_rows(session, items, [row for _, row in by_key.values()],
-                                  conflict=("queue_id", "object_type", "object_id"), update=None, returning="id"
-                                  )).scalars().all()
-    inserted_ids = set(returned)
-    done = [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
-    if not done:
-        await record_decisions(session, decisions)
-        return []
+    rows = [row for _, row in by_key.values()]
     slots = [{"item_id": row["id"], "slot_no": i, "queue_id": row["queue_id"], "state": "open",
               "assignees": row["assignees"], "item_created_at": now}
-             for _, row in done for i in range(max(1, row["reviewers_per_item"]))]
-    await insert_rows(session, item_slots, slots)
-    await record_decisions(session, [
-        *({"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
-           "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
-           "event_id": n.event_id} for n, row in done),
-        *decisions])
-    return done
+             for row in rows for i in range(max(1, row["reviewers_per_item"]))]
+    added = [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
+              "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
+              "event_id": n.event_id} for n, row in by_key.values()]
+    inserted_ids = set((await session.execute(_add_sql(tuple(rows[0]), tuple(slots[0]), tuple(added[0])), {
+        "items": rows_param(rows)["rows"], "slots": rows_param(slots)["rows"],
+        "decisions": rows_param([*added, *decisions])["rows"]})).scalars().all())
+    return [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
+
+
+_ADD: dict[tuple[tuple[str, ...], ...], TextClause] = {}
+
+
+def _add_sql(item_cols: tuple[str, ...], slot_cols: tuple[str, ...], decision_cols: tuple[str, ...]) -> TextClause:
+    """One statement: the items not in their queue yet, the slots of those inserted, and the decisions (those of
+    the inserted items, and the ones that add nothing). Each part is the ``tally_shared.bulk`` insert of its
+    table; the slots' foreign key is checked at the end of the statement, when the items are there."""
+    key = (item_cols, slot_cols, decision_cols)
+    stmt = _ADD.get(key)
+    if stmt is None:
+        ins = insert_sql(items, item_cols, conflict=("queue_id", "object_type", "object_id"), update=None,
+                         returning="id").text.replace(":rows", ":items")
+        sl = _filtered(insert_sql(item_slots, slot_cols).text.replace(":rows", ":slots"),
+                       "u.item_id IN (SELECT id FROM i)")
+        dec = _filtered(insert_sql(routing_decisions, decision_cols, conflict=DECISION_ONCE).text
+                        .replace(":rows", ":decisions"), "(u.item_id IS NULL OR u.item_id IN (SELECT id FROM i))")
+        # Identifiers from our own table metadata (see tally_shared.bulk); the data are the three parameters.
+        stmt = _ADD[key] = text(f"WITH i AS ({ins}), s AS ({sl}), d AS ({dec}) SELECT id FROM i")  # noqa: S608
+    return stmt
+
+
+def _filtered(insert: str, condition: str) -> str:
+    """A ``tally_shared.bulk`` insert with a WHERE on its recordset ``u``, before its conflict clause."""
+    head, sep, tail = insert.partition(" ON CONFLICT")
+    assert head.endswith(")") and "json_to_recordset" in head
+    return f"{head} WHERE {condition}{sep}{tail}"
 
 
 def added_events(done: Sequence[tuple[NewItem, dict[str, Any]]]) -> list[Envelope]:

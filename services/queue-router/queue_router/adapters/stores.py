@@ -3,6 +3,7 @@ transaction. They speak rows (dicts) and domain values; the application decides 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -11,12 +12,21 @@ from sqlalchemy import JSON, Text, and_, column, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from queue_router.adapters.items_store import NewItem, added_events, existing_items, insert_items
+from queue_router.adapters.items_store import (
+    EXISTING,
+    NewItem,
+    added_events,
+    existing_items,
+    existing_of,
+    existing_params,
+    insert_items,
+)
 from queue_router.adapters.rule_cache import bump_version
 from queue_router.adapters.tables import (
     deleted_traces,
     item_slots,
     items,
+    processed_events,
     queues,
     reviews,
     routing_decisions,
@@ -26,8 +36,8 @@ from queue_router.adapters.tables import (
     trace_summaries,
 )
 from queue_router.domain.filters import ScoreView
-from queue_router.domain.summary import Summary
-from tally_shared.bulk import insert_rows, upsert
+from queue_router.domain.summary import Summary, upgrade_state
+from tally_shared.bulk import ident, insert_rows, pg_type, qualified, rows_param, upsert
 from tally_shared.envelope import Envelope
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,20 +328,30 @@ _SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 # One statement reads what evaluating a batch needs: each touched trace's summary, and its automated scores
 # where its project has rules on scores. LATERAL: one index probe per key (a join against the unnested keys may
 # hash-join over the whole table).
+# Only keys with a summary or scores come back: most of a batch's traces are new, and a row of NULLs for each
+# would cost decoding for nothing.
 _LOAD = text(
-    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "  # noqa: S608 (names from metadata)
+    "SELECT * FROM ("  # noqa: S608 (names from metadata)
+    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "
     f"CASE WHEN k.p = ANY(CAST(:score_projects AS text[])) THEN {_SCORES_JSON} END AS scores "
     "FROM unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
     "LEFT JOIN LATERAL (SELECT * FROM queue_router.trace_summaries x "
     "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
+    ") q WHERE q.trace_id IS NOT NULL OR q.scores IS NOT NULL"
 ).columns(column("key_project", Text), column("key_trace", Text),
           *(column(c.name, c.type) for c in trace_summaries.columns), column("scores", JSON))
-# Before a batch is applied: the tombstones among its traces, and its projects' rule versions (one round trip).
-_TOMBSTONES_AND_VERSIONS = text(
-    "SELECT 'd' AS kind, project_id, trace_id, NULL::bigint AS version FROM queue_router.deleted_traces "
+# Before a batch is applied, in one round trip: its event ids claimed (as ``tally_shared.claims`` claims them: a
+# redelivered event finds its id there; a concurrent duplicate waits on the key), the tombstones among its traces,
+# and its projects' rule versions.
+_CLAIM_TOMBSTONES_AND_VERSIONS = text(
+    f"WITH c AS (INSERT INTO {qualified(processed_events)} (consumer, event_id) "  # noqa: S608 (names from metadata)
+    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id) "
+    "SELECT 'c' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, event_id FROM c "
+    "UNION ALL "
+    "SELECT 'd', project_id, trace_id, NULL, NULL FROM queue_router.deleted_traces "
     "WHERE project_id = ANY(CAST(:projects AS text[])) AND trace_id = ANY(CAST(:traces AS text[])) "
     "UNION ALL "
-    "SELECT 'v', project_id, NULL, version FROM queue_router.rule_versions "
+    "SELECT 'v', project_id, NULL, version, NULL FROM queue_router.rule_versions "
     "WHERE project_id = ANY(CAST(:projects AS text[]))")
 
 
@@ -343,7 +363,7 @@ def summary_from_row(m: Any) -> Summary:
         dataset_run_name=m["dataset_run_name"], has_error=m["has_error"], latency=m["latency"],
         total_cost=m["total_cost"], input_tokens=m["input_tokens"], output_tokens=m["output_tokens"],
         total_tokens=m["total_tokens"], observation_types=m["observation_types"] or [],
-        observation_names=m["observation_names"] or [], state=m["state"] or {},
+        observation_names=m["observation_names"] or [], state=upgrade_state(m["state"] or {}),
     )
 
 
@@ -357,6 +377,36 @@ def _summary_row(s: Summary, now: datetime) -> dict[str, Any]:
         "total_tokens": s.total_tokens, "observation_types": s.observation_types,
         "observation_names": s.observation_names, "state": s.state, "updated_at": now,
     }
+
+
+# The routing write: every merged summary of a batch in one statement. The rows travel as one JSON array (as
+# ``tally_shared.bulk`` sends them) under one-letter keys: the column names repeated in each row were about a
+# quarter of its bytes, and those bytes cost serialising, sending and parsing.
+_WIRE = (("a", "project_id"), ("b", "trace_id"), ("c", "has_trace"), ("d", "name"), ("e", "timestamp"),
+         ("f", "tags"), ("g", "metadata"), ("h", "environment"), ("i", "release"), ("j", "user_id"),
+         ("k", "session_id"), ("l", "dataset_run_name"), ("m", "has_error"), ("n", "latency"), ("o", "total_cost"),
+         ("p", "input_tokens"), ("q", "output_tokens"), ("r", "total_tokens"), ("s", "observation_types"),
+         ("t", "observation_names"), ("u", "state"))
+_WIRE_TYPES = ", ".join(f"{k} {pg_type(trace_summaries, c)}" for k, c in _WIRE)
+_SAVE_SQL = (
+    f"INSERT INTO {qualified(trace_summaries)} AS t "  # noqa: S608 (names from metadata)
+    f"({', '.join(ident(c) for _, c in _WIRE)}, updated_at) "
+    f"SELECT {', '.join(f'u.{k}' for k, _ in _WIRE)}, CAST(:now AS timestamptz) "
+    f"FROM json_to_recordset(CAST(:rows AS json)) AS u({_WIRE_TYPES}) "
+    f"ON CONFLICT (project_id, trace_id) DO UPDATE SET "
+    f"{', '.join(f'{ident(c)} = EXCLUDED.{ident(c)}' for _, c in _WIRE[2:])}, updated_at = EXCLUDED.updated_at")
+_SAVE = text(_SAVE_SQL)
+# The write and the routing's next read (which of the batch's candidates are in their queue already) are
+# independent: one round trip.
+_SAVE_AND_EXISTING = text(f"WITH saved AS ({_SAVE_SQL}) {EXISTING.text}")
+
+
+def _wire_row(s: Summary) -> dict[str, Any]:
+    return {"a": s.project_id, "b": s.trace_id, "c": s.has_trace, "d": s.name, "e": s.timestamp, "f": s.tags,
+            "g": s.metadata, "h": s.environment, "i": s.release, "j": s.user_id, "k": s.session_id,
+            "l": s.dataset_run_name, "m": s.has_error, "n": s.latency, "o": s.total_cost, "p": s.input_tokens,
+            "q": s.output_tokens, "r": s.total_tokens, "s": s.observation_types, "t": s.observation_names,
+            "u": s.state}
 
 
 def _score_views(data: list[list[Any]]) -> list[ScoreView]:
@@ -374,16 +424,21 @@ class SummaryStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def tombstones_and_versions(self, keys: Sequence[tuple[str, str]]
-                                      ) -> tuple[set[tuple[str, str]], dict[str, int]]:
-        """(the deleted traces among ``keys``, the rule version of each of their projects that has one)."""
-        if not keys:
-            return set(), {}
+    async def claim_tombstones_and_versions(self, consumer: str, ids: Sequence[uuid.UUID],
+                                            keys: Sequence[tuple[str, str]]
+                                            ) -> tuple[set[uuid.UUID], set[tuple[str, str]], dict[str, int]]:
+        """Claims ``ids`` for ``consumer`` (see ``UnitOfWork.claim``); returns (the ids not claimed before, the
+        deleted traces among ``keys``, the rule version of each of their projects that has one)."""
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return set(), set(), {}
         wanted = set(keys)
-        rows = (await self.session.execute(_TOMBSTONES_AND_VERSIONS, {
-            "projects": sorted({p for p, _ in keys}), "traces": sorted({t for _, t in keys})})).all()
-        gone = {(p, t) for kind, p, t, _ in rows if kind == "d" and (p, t) in wanted}
-        return gone, {p: int(v) for kind, p, _, v in rows if kind == "v"}
+        rows = (await self.session.execute(_CLAIM_TOMBSTONES_AND_VERSIONS, {
+            "consumer": consumer, "ids": unique,
+            "projects": sorted({p for p, _ in wanted}), "traces": sorted({t for _, t in wanted})})).all()
+        fresh = {e for kind, _, _, _, e in rows if kind == "c"}
+        gone = {(p, t) for kind, p, t, _, _ in rows if kind == "d" and (p, t) in wanted}
+        return fresh, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
 
     async def load(self, keys: Sequence[tuple[str, str]], score_projects: Sequence[str]
                    ) -> tuple[dict[tuple[str, str], Summary], dict[tuple[str, str], list[ScoreView]]]:
@@ -403,9 +458,18 @@ class SummaryStore:
                 scores[k] = _score_views(m["scores"])
         return summaries, scores
 
-    async def save(self, summaries: Sequence[Summary], now: datetime) -> None:
-        if summaries:
-            await upsert(self.session, trace_summaries, [_summary_row(s, now) for s in summaries])
+    async def save(self, summaries: Sequence[Summary], now: datetime,
+                   existing: Sequence[tuple[str, str, str]] = ()) -> dict[tuple[str, str, str], str]:
+        """Writes the summaries; returns ``ItemStore.existing(existing)``, read in the same statement."""
+        wanted = set(existing)
+        if not summaries:
+            return await existing_items(self.session, existing) if wanted else {}
+        params = {**rows_param([_wire_row(s) for s in summaries]), "now": now}
+        if not wanted:
+            await self.session.execute(_SAVE, params)
+            return {}
+        rows = (await self.session.execute(_SAVE_AND_EXISTING, {**params, **existing_params(existing)})).all()
+        return existing_of(rows, wanted)
 
     async def save_scores(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

@@ -1,9 +1,10 @@
 """The router: a batch of trace and score events in, trace summaries merged, rules evaluated, items added.
 
-One unit of work per batch, in few round trips: the event ids are claimed (exactly-once); one statement reads the
+One unit of work per batch, in few round trips: one statement claims the event ids (exactly-once) and reads the
 touched traces' tombstones and their projects' rule versions; automated scores are written; the
-touched traces' summaries (with their scores, where rules look at scores) are read in one statement, merged in
-memory and written back in one; then every touched trace is checked against its project's compiled rules. Rules
+touched traces' summaries (with their scores, where rules look at scores) are read in one statement and merged in
+memory; every touched trace is checked against its project's compiled rules; the summaries are written back in
+one statement that also reads which matched objects are in their queue already. Rules
 are evaluated on the state after the batch, so a trace that starts to match when its late score arrives is
 routed by the batch that carries the score. A project without active rules costs its summaries and nothing more.
 """
@@ -93,10 +94,11 @@ def trace_of(p: Payload) -> str | None:
 async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDeps) -> BatchResult:
     result = BatchResult()
     async with deps.uow() as uow:
-        fresh = await uow.claim(deps.consumer, [e.id for e, _ in events])
+        # The keys of every event (fresh or not: a redelivered event's trace is only looked at in vain).
+        keys = list(dict.fromkeys((e.project, t) for e, p in events if (t := trace_of(p))))
+        fresh, gone, versions = await uow.summaries.claim_tombstones_and_versions(
+            deps.consumer, [e.id for e, _ in events], keys)
         todo = [(e, p) for e, p in events if e.id in fresh]
-        keys = list(dict.fromkeys((e.project, t) for e, p in todo if (t := trace_of(p))))
-        gone, versions = await uow.summaries.tombstones_and_versions(keys)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
         deletions = [(e, p) for e, p in todo if type(p) is TraceDeleted]
@@ -122,10 +124,11 @@ async def _apply(uow: UnitOfWork, todo: list[tuple[Envelope, Payload]], deps: Ro
     summaries, scores = await uow.summaries.load(
         keys, [p for p, pr in projects.items() if pr.rules and pr.uses_scores])
     merged = merge(summaries, changes.traces)
-    await uow.summaries.save([summaries[k] for k in merged], datetime.now(UTC))
     candidates = evaluate(keys, changes.keys, summaries, scores, projects, result)
+    existing = await uow.summaries.save([summaries[k] for k in merged], datetime.now(UTC),
+                                        [c.key for c in candidates])
     if candidates:
-        await route_candidates(uow, candidates, result)
+        await route_candidates(uow, candidates, existing, result)
 
 
 def _automated(score: ScoreData) -> bool:
@@ -220,9 +223,10 @@ def evaluate(keys: Sequence[Key], last_event: dict[Key, uuid.UUID], summaries: d
     return out
 
 
-async def route_candidates(uow: UnitOfWork, candidates: list[Candidate], result: BatchResult) -> None:
+async def route_candidates(uow: UnitOfWork, candidates: list[Candidate],
+                           existing: dict[tuple[str, str, str], str], result: BatchResult) -> None:
+    """``existing``: the status of each candidate's object already in its queue (read with the summaries' write)."""
     decisions: list[dict[str, Any]] = []
-    existing = await uow.items.existing([c.key for c in candidates])
     wanted = _decide(candidates, existing, decisions)
     allowed = await _apply_caps(uow, wanted, decisions)
     done, events = await uow.items.add([_new_item(c) for c in allowed], decisions)

@@ -32,9 +32,9 @@ class RoutedTrace(BaseModel):
 
 
 class RoutedObservation(BaseModel):
-    """``ObservationData`` as rules see it."""
+    """``ObservationData`` as rules see it (type and level validated as their enums, kept as their values)."""
 
-    model_config = _LEAN
+    model_config = ConfigDict(extra="ignore", use_enum_values=True)
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     trace_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     type: ObservationType | None = None

@@ -18,7 +18,6 @@ from tally_shared.events.traces import ObservationData, TraceData
 
 TRACE_FIELDS = ("name", "timestamp", "metadata", "tags", "user_id", "session_id", "release", "environment",
                 "dataset_run_name")
-_TRACE_FIELD_SET = frozenset(TRACE_FIELDS)
 # A trace with more observations than this keeps aggregating but stops keeping per-observation state for new
 # ones (their later updates then add instead of replace); it bounds the summary row.
 MAX_TRACKED_OBSERVATIONS = 2000
@@ -51,7 +50,8 @@ class Summary:
     total_tokens: float | None = None
     observation_types: list[str] = field(default_factory=list)
     observation_names: list[str] = field(default_factory=list)
-    # {"f": {field: occurred_at epoch}, "o": {obs_id: compact}, "x": overflow aggregates}
+    # {"f": [occurred_at epoch per TRACE_FIELDS], "o": {obs_id: [type, name, level, start, end, cost, input,
+    #  output, total, occurred_at]}, "x": overflow aggregates}
     state: dict[str, Any] = field(default_factory=dict)
 
     def view(self, scores: list[ScoreView] | None = None) -> TraceView:
@@ -69,34 +69,68 @@ def _first(d: dict[str, float] | None, keys: tuple[str, ...]) -> float | None:
     if not d:
         return None
     for k in keys:
-        if k in d and d[k] is not None:
-            return float(d[k])
+        v = d.get(k)
+        if v is not None:
+            return float(v)
     return None
 
 
 def _cost(d: dict[str, float] | None) -> float | None:
     if not d:
         return None
-    if "total" in d and d["total"] is not None:
-        return float(d["total"])
+    total = d.get("total")
+    if total is not None:
+        return float(total)
     return float(sum(v for v in d.values() if v is not None))
+
+
+# Per-observation state, a list (compact in the stored JSON, and no dict per observation while merging); a
+# value not said yet is None, as an absent key was in the older dict form (``upgrade_state`` converts that).
+_T, _N, _L, _S, _E, _C, _I, _U, _K, _AT = range(10)
+_OBS_KEYS = ("t", "n", "l", "s", "e", "c", "i", "u", "k", "at")  # the older dict form's keys, in list order
+
+
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A stored state in the current form: per-field times as a list in ``TRACE_FIELDS`` order, observations as
+    lists. Rows written before kept dicts; they are converted when read."""
+    f = state.get("f")
+    if isinstance(f, dict):
+        state["f"] = [f.get(name) for name in TRACE_FIELDS]
+    obs = state.get("o")
+    if obs and isinstance(next(iter(obs.values())), dict):
+        state["o"] = {k: [v.get(key) for key in _OBS_KEYS] for k, v in obs.items()}
+    return state
+
+
+def _value(e: Any) -> Any:
+    # The router's decoder keeps enum fields as their values; the full event models keep enum members.
+    return e if e is None or type(e) is str else e.value
 
 
 def apply_trace(s: Summary, data: TraceData | RoutedTrace, at: float) -> None:
     s.has_trace = True
-    ts: dict[str, float] = s.state.setdefault("f", {})
-    for name in data.model_fields_set & _TRACE_FIELD_SET:
-        if ts.get(name, float("-inf")) > at:
+    state = s.state
+    ts: list[float | None] | None = state.get("f")
+    if ts is None:
+        ts = state["f"] = [None] * len(TRACE_FIELDS)
+    said = data.__pydantic_fields_set__
+    for i, name in enumerate(TRACE_FIELDS):
+        if name not in said:
+            continue
+        prev = ts[i]
+        if prev is not None and prev > at:
             continue
         value = getattr(data, name)
         if name == "tags" and value is not None:
             value = list(dict.fromkeys(str(t) for t in value))[:MAX_NAMES]
         setattr(s, name, value)
-        ts[name] = at
+        ts[i] = at
 
 
 def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: float) -> None:
-    obs: dict[str, dict[str, Any]] = s.state.setdefault("o", {})
+    obs: dict[str, list[Any]] | None = s.state.get("o")
+    if obs is None:
+        obs = s.state["o"] = {}
     cur = obs.get(o.id)
     if cur is None:
         if len(obs) >= MAX_TRACKED_OBSERVATIONS:
@@ -104,69 +138,56 @@ def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: fl
         else:
             obs[o.id] = _first_sighting(o, at)
         return
-    newer = at >= cur.get("at", float("-inf"))
-    fields = o.model_fields_set
+    prev_at = cur[_AT]
+    newer = prev_at is None or at >= prev_at
+    fields = o.__pydantic_fields_set__
 
-    def put(key: str, value: Any) -> None:
-        if newer or cur.get(key) is None:
-            cur[key] = value
+    def put(i: int, value: Any) -> None:
+        if newer or cur[i] is None:
+            cur[i] = value
 
     if "type" in fields:
-        put("t", o.type.value if o.type else None)
+        put(_T, _value(o.type))
     if "name" in fields:
-        put("n", o.name)
+        put(_N, o.name)
     if "level" in fields:
-        put("l", o.level.value if o.level else None)
+        put(_L, _value(o.level))
     if "start_time" in fields:
-        put("s", o.start_time.timestamp() if o.start_time else None)
+        put(_S, o.start_time.timestamp() if o.start_time else None)
     if "end_time" in fields:
-        put("e", o.end_time.timestamp() if o.end_time else None)
+        put(_E, o.end_time.timestamp() if o.end_time else None)
     if "cost_details" in fields:
-        put("c", _cost(o.cost_details))
+        put(_C, _cost(o.cost_details))
     if "usage_details" in fields:
-        put("i", _first(o.usage_details, _INPUT_KEYS))
-        put("u", _first(o.usage_details, _OUTPUT_KEYS))
+        put(_I, _first(o.usage_details, _INPUT_KEYS))
+        put(_U, _first(o.usage_details, _OUTPUT_KEYS))
         total = _first(o.usage_details, _TOTAL_KEYS)
         if total is None and o.usage_details:
-            parts = [x for x in (cur.get("i"), cur.get("u")) if x is not None]
+            parts = [x for x in (cur[_I], cur[_U]) if x is not None]
             total = float(sum(parts)) if parts else None
-        put("k", total)
+        put(_K, total)
     if newer:
-        cur["at"] = at
+        cur[_AT] = at
 
 
-def _first_sighting(o: ObservationData | RoutedObservation, at: float) -> dict[str, Any]:
-    """``apply_observation`` for an observation not seen before (most of them): every field said is taken."""
-    fields = o.model_fields_set
-    cur: dict[str, Any] = {}
-    if "type" in fields:
-        cur["t"] = o.type.value if o.type else None
-    if "name" in fields:
-        cur["n"] = o.name
-    if "level" in fields:
-        cur["l"] = o.level.value if o.level else None
-    if "start_time" in fields:
-        cur["s"] = o.start_time.timestamp() if o.start_time else None
-    if "end_time" in fields:
-        cur["e"] = o.end_time.timestamp() if o.end_time else None
-    if "cost_details" in fields:
-        cur["c"] = _cost(o.cost_details)
-    if "usage_details" in fields:
-        usage = o.usage_details
-        i = cur["i"] = _first(usage, _INPUT_KEYS)
-        u = cur["u"] = _first(usage, _OUTPUT_KEYS)
-        total = _first(usage, _TOTAL_KEYS)
-        if total is None and usage:
-            parts = [x for x in (i, u) if x is not None]
-            total = float(sum(parts)) if parts else None
-        cur["k"] = total
-    cur["at"] = at
-    return cur
+def _first_sighting(o: ObservationData | RoutedObservation, at: float) -> list[Any]:
+    """``apply_observation`` for an observation not seen before (most of them). A field not said is None, as
+    a field said as null: no ``fields_set`` check is needed."""
+    st, en, usage, cost = o.start_time, o.end_time, o.usage_details, o.cost_details
+    i = u = k = None
+    if usage:
+        i = _first(usage, _INPUT_KEYS)
+        u = _first(usage, _OUTPUT_KEYS)
+        k = _first(usage, _TOTAL_KEYS)
+        if k is None and (i is not None or u is not None):
+            k = (i or 0.0) + (u or 0.0)
+    return [_value(o.type), o.name, _value(o.level), st.timestamp() if st else None,
+            en.timestamp() if en else None, _cost(cost) if cost else None, i, u, k, at]
 
 
 def _overflow(s: Summary, o: ObservationData | RoutedObservation) -> None:
     x: dict[str, Any] = s.state.setdefault("x", {})
-    if o.level is not None and o.level.value == "ERROR":
+    if _value(o.level) == "ERROR":
         x["l"] = True
     for key, value in (("c", _cost(o.cost_details)), ("i", _first(o.usage_details, _INPUT_KEYS)),
                        ("u", _first(o.usage_details, _OUTPUT_KEYS)), ("k", _first(o.usage_details, _TOTAL_KEYS))):
@@ -174,43 +195,48 @@ def _overflow(s: Summary, o: ObservationData | RoutedObservation) -> None:
             x[key] = x.get(key, 0.0) + value
     if o.type is not None:
         x.setdefault("t", [])
-        if o.type.value not in x["t"]:
-            x["t"].append(o.type.value)
+        if _value(o.type) not in x["t"]:
+            x["t"].append(_value(o.type))
     if o.name is not None and len(x.setdefault("n", [])) < MAX_NAMES and o.name not in x["n"]:
         x["n"].append(o.name)
 
 
 def recompute(s: Summary) -> None:
     """Aggregates from the per-observation state (called once per trace per batch)."""
-    obs: dict[str, dict[str, Any]] = s.state.get("o", {})
-    x: dict[str, Any] = s.state.get("x", {})
+    obs: dict[str, list[Any]] = s.state.get("o") or {}
+    x: dict[str, Any] = s.state.get("x") or {}
     has_error = bool(x.get("l"))
     types: dict[str, None] = dict.fromkeys(x.get("t", ()))
     names: dict[str, None] = dict.fromkeys(x.get("n", ()))
     start = end = None
-    sums: dict[str, float | None] = {"c": x.get("c"), "i": x.get("i"), "u": x.get("u"), "k": x.get("k")}
+    c, i, u, k = x.get("c"), x.get("i"), x.get("u"), x.get("k")
     for o in obs.values():
-        if o.get("l") == "ERROR":
+        t, n, lv, st, en, oc, oi, ou, ok, _ = o
+        if lv == "ERROR":
             has_error = True
-        if o.get("t"):
-            types[o["t"]] = None
-        if o.get("n") and len(names) < MAX_NAMES:
-            names[o["n"]] = None
-        st, en = o.get("s"), o.get("e")
+        if t:
+            types[t] = None
+        if n and len(names) < MAX_NAMES:
+            names[n] = None
         if st is not None:
-            start = st if start is None else min(start, st)
+            if start is None or st < start:
+                start = st
             last = en if en is not None else st
-            end = last if end is None else max(end, last)
-        for key in ("c", "i", "u", "k"):
-            v = o.get(key)
-            if v is not None:
-                cur = sums[key]
-                sums[key] = v if cur is None else cur + v
+            if end is None or last > end:
+                end = last
+        if oc is not None:
+            c = oc if c is None else c + oc
+        if oi is not None:
+            i = oi if i is None else i + oi
+        if ou is not None:
+            u = ou if u is None else u + ou
+        if ok is not None:
+            k = ok if k is None else k + ok
     s.has_error = has_error
     s.observation_types = sorted(types)
     s.observation_names = list(names)
     s.latency = (end - start) if start is not None and end is not None else None
-    s.total_cost = sums["c"]
-    s.input_tokens = sums["i"]
-    s.output_tokens = sums["u"]
-    s.total_tokens = sums["k"]
+    s.total_cost = c
+    s.input_tokens = i
+    s.output_tokens = u
+    s.total_tokens = k

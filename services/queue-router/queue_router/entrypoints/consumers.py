@@ -46,14 +46,29 @@ def dispatch(table: dict[type[Payload], BatchHandler]) -> Callable[[Batch], Awai
     return handle
 
 
+_TYPE = b'"type":"'
+
+
 def type_prefilter(classes: Sequence[type[Payload]]) -> Callable[[bytes], bool]:
     """Refuses, unparsed, a record whose envelope names another type (envelopes are written by orjson: ``type``
     comes within the first bytes). A record written another way is parsed."""
-    marks = [b'"type":"' + c.event_type.encode() + b'"' for c in classes]
+    names = frozenset(c.event_type.encode() for c in classes)
 
     def wanted(raw: bytes) -> bool:
+        # One scan of the head per "type" key (usually one) and a set lookup, not a scan per wanted type.
         head = raw[:128]
-        return b'"type":"' not in head or any(m in head for m in marks)
+        i = head.find(_TYPE)
+        if i < 0:
+            return True
+        while i >= 0:
+            start = i + len(_TYPE)
+            end = head.find(b'"', start)
+            if end < 0:
+                return False
+            if head[start:end] in names:
+                return True
+            i = head.find(_TYPE, end)
+        return False
 
     return wanted
 
