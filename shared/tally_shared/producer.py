@@ -21,6 +21,7 @@ import contextlib
 import random
 import struct
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -162,6 +163,81 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+class _Pending:
+    """Records of one partition waiting for their produce request, and the verdict they will share."""
+
+    __slots__ = ("builder", "future")
+
+    def __init__(self, builder: Any, future: asyncio.Future[None]) -> None:
+        self.builder = builder
+        self.future = future
+
+
+class _Lane:
+    """One partition, through the connection that owns it. Records of every concurrent call are appended to the
+    open batch while the previous one is on its way; one batch at a time in flight, so a busy partition sends
+    fewer, larger batches (as aiokafka's own accumulator does for records sent one by one) and per-key order is
+    the order of appending."""
+
+    __slots__ = ("partition", "producer", "queue", "task", "timeout", "topic")
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, partition: int, timeout: float) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partition = partition
+        self.timeout = timeout
+        self.queue: deque[_Pending] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, key: bytes, value: bytes, headers: Headers) -> asyncio.Future[None]:
+        """Append a record; the future of the batch it went into."""
+        if self.queue:
+            pending = self.queue[-1]
+            if pending.builder.append(timestamp=None, key=key, value=value, headers=headers) is not None:
+                return pending.future
+        # None open, or the open one is full (and closed by the refusal): a new one takes the record (a first
+        # record always fits: over-large ones were refused before).
+        pending = _Pending(self.producer.create_batch(), asyncio.get_running_loop().create_future())
+        pending.future.add_done_callback(_retrieve)
+        pending.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        self.queue.append(pending)
+        if self.task is None:
+            self.task = asyncio.create_task(self._flush())
+        return pending.future
+
+    async def _flush(self) -> None:
+        try:
+            while self.queue:
+                pending = self.queue.popleft()
+                # Closed: nothing more is appended, and aiokafka sends it without waiting out the linger.
+                pending.builder.close()
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        ack = await self.producer.send_batch(pending.builder, self.topic, partition=self.partition)
+                        await ack
+                except asyncio.CancelledError:
+                    _fail(pending.future, NotStarted("the event producer was stopped"))
+                    raise
+                except Exception as exc:
+                    _fail(pending.future, exc)
+                else:
+                    if not pending.future.done():
+                        pending.future.set_result(None)
+        finally:
+            self.task = None
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        while self.queue:
+            _fail(self.queue.popleft().future, NotStarted("the event producer was stopped"))
+
+
+def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 # -- the producer ----------------------------------------------------------------------------------------------------
 
 
@@ -206,6 +282,7 @@ class Producer:
         self._producer: AIOKafkaProducer | None = None
         self._all: list[AIOKafkaProducer] = []
         self._partitions: dict[str, list[int]] = {}
+        self._lanes: dict[tuple[str, int], _Lane] = {}
         self._published: dict[tuple[str, str], Any] = {}
         self._seconds: dict[str, Any] = {}
         self._lock: asyncio.Lock | None = None
@@ -239,6 +316,9 @@ class Producer:
 
     async def stop(self) -> None:
         opened, self._all, self._producer = self._all, [], None
+        lanes, self._lanes = self._lanes, {}
+        for lane in lanes.values():
+            lane.close()
         for producer in opened:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -264,6 +344,8 @@ class Producer:
         if not n:
             return results
         start = time.perf_counter()
+        # batch verdict -> indices of the records it carries
+        waiting: dict[asyncio.Future[None], list[int]] = {}
         try:
             if self._producer is None:
                 if not self._connect_on_send:
@@ -272,37 +354,47 @@ class Producer:
                     await self.start()
                 except Exception as exc:
                     raise NotStarted(f"cannot connect to the broker ({type(exc).__name__}: {exc})") from exc
-            # A little longer than the producers' own request timeout, so that their verdict (acknowledgement or
-            # expiry) arrives first and is the one reported.
-            deadline = asyncio.get_running_loop().time() + self._timeout + 1.0
-            groups: dict[tuple[str, int], list[int]] = {}
             limit = self._max_request_size
             estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
+            lanes = self._lanes
             for i, m in enumerate(messages):
-                parts = self._partitions.get(m.topic)
+                topic = m.topic
+                parts = self._partitions.get(topic)
                 if parts is None:
-                    parts = await self._partitions_of(m.topic)
-                if estimate(m.key, m.value, m.headers or _NO_HEADERS) > limit:
+                    parts = await self._partitions_of(topic)
+                hdrs = m.headers or _NO_HEADERS
+                if estimate(m.key, m.value, hdrs) > limit:
                     results[i] = MessageSizeTooLargeError("the record is larger than the broker accepts")
                     continue
                 p = parts[(murmur2(m.key) & 0x7FFFFFFF) % len(parts)]
-                group = groups.get((m.topic, p))
-                if group is None:
-                    groups[(m.topic, p)] = [i]
+                producer = self._producer if self._count == 1 else self._all[p % self._count]
+                lane = lanes.get((topic, p))
+                if lane is None or lane.producer is not producer:
+                    lane = lanes[(topic, p)] = _Lane(producer, topic, p, self._timeout + 1.0)
+                fut = lane.add(m.key, m.value, hdrs)
+                members = waiting.get(fut)
+                if members is None:
+                    waiting[fut] = [i]
                 else:
-                    group.append(i)
-            if len(groups) == 1:
-                ((topic, p), indices), = groups.items()
-                await self._send_partition(topic, p, indices, messages, results, deadline)
-            else:
-                await asyncio.gather(*(self._send_partition(topic, p, indices, messages, results, deadline)
-                                       for (topic, p), indices in groups.items()))
+                    members.append(i)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # Records already handed over still get their own verdict below.
+            handed = {i for members in waiting.values() for i in members}
             for i in range(n):
-                if results[i] is None:
+                if results[i] is None and i not in handed:
                     results[i] = exc
+        if waiting:
+            # A little longer than the producers' own request timeout, so that their verdict (acknowledgement or
+            # expiry) arrives first and is the one reported. asyncio.wait: a timeout must not cancel a batch's
+            # verdict, which other calls' records may share.
+            await asyncio.wait(waiting, timeout=self._timeout + 1.0)
+            for fut, members in waiting.items():
+                err: BaseException | None = fut.exception() if fut.done() else TimeoutError()
+                if err is not None:
+                    for i in members:
+                        results[i] = err
         self._count_published(messages, results, time.perf_counter() - start)
         return results
 
@@ -311,46 +403,6 @@ class Producer:
         async with asyncio.timeout(self._timeout):
             parts = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         return parts
-
-    async def _send_partition(self, topic: str, p: int, indices: list[int], messages: Sequence[Sendable],
-                              results: list[BaseException | None], deadline: float) -> None:
-        """One partition's records as few batches as fit, through the connection that owns the partition."""
-        producer = self._producer if self._count == 1 else self._all[p % self._count]
-        assert producer is not None
-        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        try:
-            async with asyncio.timeout_at(deadline):
-                batch = producer.create_batch()
-                members: list[int] = []
-                for i in indices:
-                    m = messages[i]
-                    hdrs = m.headers or _NO_HEADERS
-                    if batch.append(timestamp=None, key=m.key, value=m.value, headers=hdrs) is None:
-                        # Full (closed by the refusal): send it, and the record opens the next one.
-                        sent.append((await producer.send_batch(batch, topic, partition=p), members))
-                        sent[-1][0].add_done_callback(_retrieve)
-                        batch, members = producer.create_batch(), []
-                        batch.append(timestamp=None, key=m.key, value=m.value, headers=hdrs)
-                    members.append(i)
-                # Closed, so it does not wait out the linger meant for records sent one by one.
-                batch.close()
-                sent.append((await producer.send_batch(batch, topic, partition=p), members))
-                sent[-1][0].add_done_callback(_retrieve)
-                for fut, _ in sent:
-                    await fut
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Each batch's own verdict where it has one; the rest share the error that stopped the call.
-            verdict: dict[int, BaseException | None] = {}
-            for fut, members in sent:
-                err: BaseException | None = exc
-                if fut.done() and not fut.cancelled():
-                    err = fut.exception()
-                for i in members:
-                    verdict[i] = err
-            for i in indices:
-                results[i] = verdict.get(i, exc)
 
     def _count_published(self, messages: Sequence[Sendable], results: list[BaseException | None],
                          elapsed: float) -> None:
