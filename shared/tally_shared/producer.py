@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, codec
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record import default_records
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tally_shared import logs
@@ -115,6 +116,26 @@ def headers(event_type: str, event_id: str) -> list[tuple[str, bytes]]:
     if trace_id:
         out.append(("trace-id", trace_id.encode()))
     return out
+
+
+# -- compression -----------------------------------------------------------------------------------------------------
+
+
+def _lz4_fast(payload: Any) -> bytes:
+    return codec.lz4_encode(payload, level=0)
+
+
+# aiokafka compresses lz4 batches at level 9 (LZ4HC, the broker's own default) and has no setting for it: about
+# eight times the CPU of lz4's fast mode for some 10% fewer bytes (measured on span JSON); on ingest's hot path it
+# was the largest single cost after the mapping. Batches are compressed by the record builder, which looks the
+# function up in its module (the compiled one and its pure-Python twin); consumers decompress either the same way.
+default_records.lz4_encode = _lz4_fast
+try:
+    from aiokafka.record._crecords import default_records as _compiled
+
+    _compiled.lz4_encode = _lz4_fast  # type: ignore[attr-defined]
+except ImportError:  # the pure-Python builder only
+    pass
 
 
 # -- partitioning ----------------------------------------------------------------------------------------------------
