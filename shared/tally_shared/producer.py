@@ -133,7 +133,7 @@ default_records.lz4_encode = _lz4_fast
 try:
     from aiokafka.record._crecords import default_records as _compiled
 
-    _compiled.lz4_encode = _lz4_fast  # type: ignore[attr-defined]
+    _compiled.lz4_encode = _lz4_fast
 except ImportError:  # the pure-Python builder only
     pass
 
