@@ -124,8 +124,9 @@ class RuntimeParts(TypedDict):
     identity: IdentityStore
 
 
-def runtime_parts(name: str, settings: ServiceSettings) -> RuntimeParts:
-    """The fields ``Runtime`` needs, for a subclass: ``MyContainer(**runtime_parts(name, settings), extra=...)``."""
+def runtime_parts(name: str, settings: ServiceSettings, producer: Producer | None = None) -> RuntimeParts:
+    """The fields ``Runtime`` needs, for a subclass: ``MyContainer(**runtime_parts(name, settings), extra=...)``.
+    ``producer``: the service's own configuration of the shared producer (ingest's), in place of the default."""
     registry = CollectorRegistry()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name=f"tally-{name}")
     return RuntimeParts(
@@ -133,7 +134,7 @@ def runtime_parts(name: str, settings: ServiceSettings) -> RuntimeParts:
         settings=settings,
         registry=registry,
         broker=make_broker(settings.kafka_bootstrap_servers, service=name, registry=registry),
-        producer=Producer(settings.kafka_bootstrap_servers, client_id=f"tally-{name}"),
+        producer=producer or Producer(settings.kafka_bootstrap_servers, client_id=f"tally-{name}"),
         engine=engine,
         sessions=make_session_factory(engine),
         identity=IdentityStore(engine),
@@ -178,7 +179,13 @@ async def start_broker(runtime: Runtime) -> None:
 
 
 async def start_producer(runtime: Runtime) -> None:
-    await _with_retries("event producer", runtime.producer.start, runtime.producer.stop)
+    # A failed start closes what it opened; no undo, which could close a connection a sender just opened
+    # (ingest's producer also connects on use).
+    await _with_retries("event producer", runtime.producer.start, _nothing)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def provide(cls: type[C]) -> Callable[[Request], C]:

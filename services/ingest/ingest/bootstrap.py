@@ -1,11 +1,11 @@
-"""Wiring, in one place: ingest's container (the shared runtime: identity store, broker, database; ingest's own
-publisher and score-config lookup) and the app serving OTLP/HTTP, Langfuse's and the native batch, and OTLP/gRPC.
+"""Wiring, in one place: ingest's container (the shared runtime: identity store, broker, database, and the shared
+producer configured for ingest's hot path; the publisher adapter over it and the score-config lookup) and the app
+serving OTLP/HTTP, Langfuse's and the native batch, and OTLP/gRPC.
 
 One lifespan (``tally_shared.service.create_app``). Ingest must come up, and answer 503 with Retry-After, while the
-broker is away: its publisher starts tolerantly and connects on first use, and the runtime connects its broker in
-the background (``/readyz`` fails until then). The OTLP/gRPC server runs on the same event loop as the HTTP app;
-at shutdown it stops (finishing calls in flight) before the publisher does, and the container then closes what it
-owns."""
+broker is away: its producer connects in the background and on use, and the runtime connects its broker in the
+background (``/readyz`` fails until then). The OTLP/gRPC server runs on the same event loop as the HTTP app; at
+shutdown it stops (finishing calls in flight), and the container then closes what it owns (producer included)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ingest.entrypoints.grpc import start_server
 from ingest.entrypoints.http import Deps, router
 from ingest.entrypoints.openapi import install_schemas
 from tally_shared import service
+from tally_shared.producer import Producer
 from tally_shared.service import Runtime, runtime_parts
 
 DESCRIPTION = (
@@ -45,34 +46,36 @@ class IngestContainer(Runtime):
         await super().close()
 
 
+def make_producer(settings: Settings) -> Producer:
+    """The runtime's shared producer, as ingest's hot path needs it: several connections, batches as large as a
+    request's events for one partition, the publish timeout, and connecting on use (ingest serves 503s while the
+    broker is away and takes events again as soon as it is back)."""
+    return Producer(
+        settings.kafka_bootstrap_servers,
+        client_id="tally-ingest",
+        timeout=settings.publish_timeout_seconds,
+        linger_ms=settings.linger_ms,
+        max_request_size=settings.max_message_bytes,
+        max_batch_bytes=settings.max_batch_bytes,
+        producers=settings.producers,
+        connect_on_send=True,
+    )
+
+
 def bootstrap(settings: Settings, publisher: Publisher | None = None,
               configs: ConfigLookup | None = None) -> IngestContainer:
     """The container; ``publisher``/``configs``: test doubles in place of Kafka and scoring."""
-    publisher = publisher or KafkaPublisher(
-        settings.kafka_bootstrap_servers,
-        timeout=settings.publish_timeout_seconds,
-        linger_ms=settings.linger_ms,
-        max_message_bytes=settings.max_message_bytes,
-        max_batch_bytes=settings.max_batch_bytes,
-        producers=settings.producers,
-    )
+    producer = make_producer(settings)
+    publisher = publisher or KafkaPublisher(producer)
     configs = configs or HttpConfigLookup(settings.scoring_url, ttl_seconds=settings.config_cache_seconds,
                                           timeout_seconds=settings.config_lookup_timeout_seconds)
     deps = Deps(settings=settings, publisher=publisher, configs=configs)
-    return IngestContainer(**{**runtime_parts("ingest", settings), "settings": settings}, deps=deps)
+    return IngestContainer(**{**runtime_parts("ingest", settings, producer), "settings": settings}, deps=deps)
 
 
 def build_app(container: IngestContainer) -> FastAPI:
     deps = container.deps
     settings = container.settings
-
-    async def start_publisher() -> None:
-        if isinstance(deps.publisher, KafkaPublisher):
-            await deps.publisher.start()
-
-    async def stop_publisher() -> None:
-        if isinstance(deps.publisher, KafkaPublisher):
-            await deps.publisher.stop()
 
     async def start_grpc() -> None:
         container.grpc_server, container.grpc_port = await start_server(deps, container.identity, settings.host,
@@ -84,9 +87,10 @@ def build_app(container: IngestContainer) -> FastAPI:
             await container.grpc_server.stop(settings.publish_timeout_seconds)
             container.grpc_server = None
 
-    # Shutdown hooks run in reverse: the gRPC server stops first, then the publisher.
+    # The gRPC server stops (finishing calls in flight) in a shutdown hook, before the container closes the
+    # producer.
     app = service.create_app(container, title="Tally ingest", description=DESCRIPTION, routers=[router],
-                             on_startup=[start_publisher, start_grpc], on_shutdown=[stop_publisher, stop_grpc])
+                             on_startup=[start_grpc], on_shutdown=[stop_grpc])
     install_schemas(app)
     return app
 

@@ -19,9 +19,10 @@ class Settings(ServiceSettings):
     # How long a request may wait for the broker's acknowledgement before it is answered 503.
     publish_timeout_seconds: float = 5.0
     retry_after_seconds: int = 5
-    # Producer batching: a few ms of linger lets concurrent requests share produce requests.
+    # aiokafka's linger, for records it batches itself; ingest's batches (tally_shared.producer) go out as soon as
+    # the previous batch of their partition is acknowledged.
     linger_ms: int = 5
-    # Per-partition producer batch; a full batch makes further sends to its partition wait for the broker.
+    # Per-partition batch: events of concurrent requests share one until it is full (then a next one opens).
     max_batch_bytes: int = 4 * 1024 * 1024
     # Kafka producers (connections), each owning a share of the partitions: aiokafka keeps one produce request in
     # flight per connection, so one producer leaves the broker idle while the event loop parses requests.

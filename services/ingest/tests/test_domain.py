@@ -287,7 +287,7 @@ def test_partitioner_matches_kafkas_default() -> None:
 
     from aiokafka.partitioner import DefaultPartitioner
 
-    from ingest.adapters.partitioner import partition
+    from tally_shared.producer import partition
 
     rng = random.Random(7)
     parts = list(range(6))

@@ -35,6 +35,8 @@ class Outgoing:
     items: list[int]
     # Why this message could not be built (its items are rejected instead of published).
     error: str | None = None
+    # Ingest's events travel without Kafka headers (consumers read the envelope).
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass(slots=True)
