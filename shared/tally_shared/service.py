@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,26 @@ class RuntimeParts(TypedDict):
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     identity: IdentityStore
+
+
+_gc_tuned = False
+
+
+def tune_gc(thresholds: tuple[int, int, int] | None = None) -> None:
+    """Move everything built at start-up (app, routes, models, compiled statements: it lives as long as the process)
+    out of the cyclic collector's reach, and optionally collect less often. Consumers allocate tens of containers
+    per event that die with their batch by reference counting and form no cycles; with the default thresholds they
+    set off a collection every 700 allocations, and the full ones traverse every module and class loaded at
+    start-up (projections: ~110 -> ~75 µs CPU per event; queue-router's summary merge: 36 -> 25 µs). Once per
+    process: freezing again later would keep whatever garbage exists by then for ever."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
 
 
 def runtime_parts(name: str, settings: ServiceSettings, producer: Producer | None = None) -> RuntimeParts:

@@ -49,6 +49,9 @@ class ProgressLine:
 def _rebuild(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from projections.adapters.rebuild import rebuild
+    from projections.bootstrap import tune_gc
+
+    tune_gc()  # the rebuild applies the whole log: the live service's collector settings pay off most here
     from tally_shared.db import make_engine
 
     line = ProgressLine(sys.stdout)

@@ -4,7 +4,6 @@ the queue-router client for blind reviews), its two consumers, and the app. One 
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
@@ -20,6 +19,7 @@ from projections.application.handlers import CONSUMED_TOPICS, Deps
 from projections.config import Settings
 from projections.entrypoints import consumers
 from tally_shared.service import Job, Runtime, provide, runtime_parts
+from tally_shared.service import tune_gc as shared_tune_gc
 from tally_shared.topics import DEAD_LETTER
 
 
@@ -49,22 +49,13 @@ class ProjectionsContainer(Runtime):
 ProjectionsDep = Annotated[ProjectionsContainer, Depends(provide(ProjectionsContainer))]
 
 
-# Young-generation collections between 10,000 allocations instead of 700 (the older ones in proportion).
+# Young-generation collections between 10,000 allocations instead of 700 (the older ones in proportion): a batch
+# allocates ~40 short-lived containers per event (payload dicts, rows, rollup keys).
 GC_THRESHOLDS = (10_000, 50, 100)
 
 
 def tune_gc() -> None:
-    """A batch allocates ~40 containers per event (payload dicts, rows, rollup keys) that all die with the batch
-    and form no cycles, yet with the interpreter's default thresholds they set off a collection every 700
-    allocations, and the full ones traverse every module, class and schema loaded at start-up. Measured on the
-    bench's log (one process): ~110 µs CPU per event by default, ~88 with start-up objects frozen out of the
-    collector, ~75 with the higher thresholds too (~69 with no collection at all). Cycles are still collected,
-    only less often. Once per process (freezing again would keep whatever garbage exists by then forever)."""
-    if gc.get_threshold() == GC_THRESHOLDS:
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    shared_tune_gc(GC_THRESHOLDS)
 
 
 def bootstrap(settings: Settings, *, blind: BlindPort | None = None) -> ProjectionsContainer:

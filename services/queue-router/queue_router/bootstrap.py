@@ -6,7 +6,6 @@ from ``background()``, what it owns released by ``close()``."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +26,7 @@ from queue_router.entrypoints import consumers
 from tally_shared.db import async_url, connect_args, make_session_factory
 from tally_shared.outbox import Outbox
 from tally_shared.service import Job, Runtime, provide, runtime_parts
+from tally_shared.service import tune_gc as shared_tune_gc
 from tally_shared.topics import SCORES, TRACES
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,10 @@ RouterDep = Annotated[RouterContainer, Depends(provide(RouterContainer))]
 
 
 def tune_gc() -> None:
-    """Everything built so far (app, routes, models, compiled statements) lives for the whole process: moved out of
-    the collector's reach. Routing a batch allocates a few hundred thousand objects, nearly all freed by reference
-    counting; young collections every 20,000 allocations instead of 700 took the summary merge from 36 to 25 µs
-    per event on bench/routing.py's workload, for no more memory than a batch's own garbage."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    # Routing a batch allocates a few hundred thousand objects, nearly all freed by reference counting: young
+    # collections every 20,000 allocations instead of 700 took the summary merge from 36 to 25 µs per event on
+    # bench/routing.py's workload, for no more memory than a batch's own garbage.
+    shared_tune_gc((20_000, 20, 20))
 
 
 async def freeze_startup_objects() -> None:

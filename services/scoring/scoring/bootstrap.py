@@ -4,7 +4,6 @@ container owns is closed there, after the outbox has marked what it published.""
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,7 +16,7 @@ from scoring.config import Settings
 from scoring.entrypoints import consumers, http_datasets, http_native, http_public
 from scoring.entrypoints.timing import ServerTiming
 from tally_shared.outbox import Outbox
-from tally_shared.service import Job, Runtime, create_app, provide, runtime_parts
+from tally_shared.service import Job, Runtime, create_app, provide, runtime_parts, tune_gc
 
 
 @dataclass(kw_only=True)
@@ -53,10 +52,8 @@ def bootstrap(settings: Settings) -> ScoringContainer:
 
 
 async def _freeze_startup_objects() -> None:
-    # Everything built at startup (app, routes, models, clients) lives for the whole process; moving it out of the
-    # collector's reach keeps full collections, and the pauses they put on single scores, short.
-    gc.collect()
-    gc.freeze()
+    # Full collections, and the pauses they put on single scores, stay short when start-up objects are frozen.
+    tune_gc()
 
 
 def build_app(container: ScoringContainer) -> FastAPI:
