@@ -493,7 +493,7 @@ async def total_lag(kafka: str | None) -> dict[str, int] | None:
     if not kafka:
         return None
     from tally_cli.stack import CONSUMER_GROUPS
-    from tally_shared.messaging import consumer_lag
+    from tally_shared.lag import consumer_lag
 
     out: dict[str, int] = {}
     for group, topics in CONSUMER_GROUPS.items():

@@ -29,7 +29,8 @@ from tally_cli.routes import DEFAULT_PORTS, EXTRA_PORTS, env_name
 from tally_shared.identity.store import MIGRATIONS as IDENTITY_MIGRATIONS
 from tally_shared.identity.store import SCHEMA as IDENTITY_SCHEMA
 from tally_shared.infra import run_sync
-from tally_shared.messaging import consumer_lag, ensure_topics
+from tally_shared.lag import consumer_lag
+from tally_shared.messaging import ensure_topics
 from tally_shared.migrations import upgrade
 from tally_shared.topics import DATASETS, DEAD_LETTER, QUEUES, SCORE_COMMANDS, SCORE_CONFIGS, SCORES, TRACES, Topic
 

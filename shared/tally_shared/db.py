@@ -1,5 +1,4 @@
-"""Database plumbing: engines from any PostgreSQL URL. (Exactly-once effects for consumers: ``tally_shared.claims``;
-``processed_events_table`` is re-exported here for the tables that import it from this module.)"""
+"""Database plumbing: engines from any PostgreSQL URL. (Exactly-once effects for consumers: ``tally_shared.claims``.)"""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tally_shared import content
-from tally_shared.claims import processed_events_table as processed_events_table  # re-export
 
 # libpq's TLS options in a URL. SQLAlchemy hands URL options to asyncpg.connect as keywords, which has none of
 # these (only ``ssl``), so ``async_url`` takes them out and ``ssl_argument`` turns them into that one argument.

@@ -1,5 +1,5 @@
 """Kafka plumbing: broker factory, publishing with broker acknowledgement, typed subscribers with a dead-letter
-topic, and a consumer-lag collector.
+topic (consumer lag: ``tally_shared.lag``).
 
 Subscribers are thin: they decode the envelope (poison goes to the dead-letter topic), then delegate to a plain
 handler ``(envelope, payload) -> None``. A handler that raises is retried (the offset is not committed and the
@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
@@ -26,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from tally_shared import deadletters, lag
+from tally_shared import deadletters
 from tally_shared import events as _events  # noqa: F401  (registers every payload type)
 from tally_shared.envelope import Envelope, Payload, PoisonMessage, decode
 from tally_shared.logs import log_context
@@ -45,7 +44,6 @@ from tally_shared.topics import ALL_TOPICS, DEAD_LETTER, Topic
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, Payload], Awaitable[None]]
-BatchHandler = Callable[[list[tuple[Envelope, Payload]]], Awaitable[None]]
 
 RETRY_BACKOFF_SECONDS = 1.0
 
@@ -383,16 +381,3 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic] = ALL_TO
             await admin.create_topics(missing)
     finally:
         await admin.close()
-
-
-async def consumer_lag(bootstrap_servers: str, group_id: str, topics: Iterable[Topic]) -> dict[TopicPartition, int]:
-    """End offset minus committed offset, per partition, for one consumer group (one-off; see ``tally_shared.lag``)."""
-    return await lag.consumer_lag(bootstrap_servers, group_id, topics)
-
-
-async def lag_reporter(
-    bootstrap_servers: str, groups: dict[str, Sequence[Topic]], interval: float = 5.0
-) -> None:
-    """Background task: keep the ``tally_consumer_lag`` gauge current for this service's consumer groups, from one
-    long-lived probe (``tally_shared.lag.report_lag``)."""
-    await lag.report_lag(bootstrap_servers, groups, interval)

@@ -147,7 +147,7 @@ async def test_consumer_lag_counts_every_record_of_a_multi_record_batch(kafka_bo
     it), not just the batch."""
     from aiokafka import AIOKafkaProducer
 
-    from tally_shared.messaging import consumer_lag
+    from tally_shared.lag import consumer_lag
     from tally_shared.topics import Topic
 
     topic = Topic(f"lag-probe-{uuid.uuid4().hex[:8]}", 1, "test")

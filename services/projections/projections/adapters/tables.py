@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from tally_shared.db import processed_events_table
+from tally_shared.claims import processed_events_table
 
 TS = DateTime(timezone=True)
 
