@@ -323,6 +323,91 @@ def worker(url: str, bootstrap: str, group: str, batch: int) -> None:
     asyncio.run(serve())
 
 
+class StatementCost:
+    """PostgreSQL backend CPU per statement kind of the live apply (``--statements``): the backend's on-CPU time
+    (``/proc/<pid>/schedstat``, ns) read before and after each statement the unit of work runs, the claim, the
+    transaction's start and its commit. Same machine only (the bench's PostgreSQL is local)."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    @staticmethod
+    def _oncpu(pid: int) -> int:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    @staticmethod
+    def capture(path: str, kind: str, params: Any) -> None:
+        with open(path, "ab") as f:
+            f.write(orjson.dumps({"kind": kind, "params": params}, default=str) + b"\n")
+
+    def add(self, kind: str, ns: int) -> None:
+        self.ns[kind] = self.ns.get(kind, 0) + ns
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    def install(self) -> None:
+        from projections.application.unit_of_work import UnitOfWork
+
+        names: dict[int, str] = {}
+        cost = self
+        orig_enter, orig_exec, orig_claim, orig_commit = (UnitOfWork.__aenter__, UnitOfWork.execute,
+                                                          UnitOfWork.claim, UnitOfWork.commit)
+
+        async def pid_of(uow: Any) -> int:
+            pid = getattr(uow, "_bench_pid", None)
+            if pid is None:
+                raw = await (await uow.session.connection()).get_raw_connection()
+                pid = uow._bench_pid = raw.driver_connection.get_server_pid()
+            return int(pid)
+
+        def kind_of(uow: Any, stmt: Any) -> str:
+            if not names:
+                for name, v in vars(uow.sql).items():
+                    names[id(getattr(v, "stmt", v))] = name
+            return names.get(id(stmt), "other: " + str(stmt)[:40].replace("\n", " "))
+
+        async def enter(uow: Any) -> Any:
+            out = await orig_enter(uow)
+            pid = await pid_of(uow)
+            uow._bench_t0 = cost._oncpu(pid)  # the begin itself is counted with the commit
+            return out
+
+        async def execute(uow: Any, stmt: Any, params: Any = None) -> Any:
+            pid = await pid_of(uow)
+            t = cost._oncpu(pid)
+            out = await orig_exec(uow, stmt, params)
+            kind = kind_of(uow, stmt)
+            cost.add(kind, cost._oncpu(pid) - t)
+            if os.environ.get("BENCH_CAPTURE"):  # statements and parameters to a file, to replay them elsewhere
+                cost.capture(os.environ["BENCH_CAPTURE"], kind, params)
+            return out
+
+        async def claim(uow: Any, ids: Any) -> Any:
+            pid = await pid_of(uow)
+            t = cost._oncpu(pid)
+            out = await orig_claim(uow, ids)
+            cost.add("claim", cost._oncpu(pid) - t)
+            return out
+
+        async def commit(uow: Any) -> None:
+            pid = await pid_of(uow)
+            t = cost._oncpu(pid)
+            await orig_commit(uow)
+            cost.add("commit", cost._oncpu(pid) - t)
+
+        UnitOfWork.__aenter__ = enter  # type: ignore[method-assign]
+        UnitOfWork.execute = execute  # type: ignore[method-assign]
+        UnitOfWork.claim = claim  # type: ignore[method-assign]
+        UnitOfWork.commit = commit  # type: ignore[method-assign]
+
+    def report(self, events: int) -> None:
+        total = sum(self.ns.values())
+        print(f"PostgreSQL backend CPU by statement ({total / events / 1e3:,.1f} µs an event in these):")
+        for kind, ns in sorted(self.ns.items(), key=lambda kv: -kv[1]):
+            print(f"  {kind:<28} {self.calls[kind]:>6} calls {ns / 1e6:>9,.0f} ms {ns / events / 1e3:>7.1f} µs/event")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -372,6 +457,10 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
     settings = Settings(database_url=database_url, kafka_bootstrap_servers=bootstrap,
                         secret_key=secrets.token_urlsafe(32),
                         group_id=f"projections-bench-{uuid.uuid4().hex[:6]}", batch_max_records=args.batch)
+    stmt_cost = None
+    if args.statements:
+        stmt_cost = StatementCost()
+        stmt_cost.install()
     app = create_app(settings)
     cpu0 = time.process_time()
     db_name = database_url.rsplit("/", 1)[-1].split("?")[0]
@@ -399,16 +488,19 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
     print(f"live consumer: {total:,} events applied, {rate:,.0f} events/s from the first batch to the last "
           f"(one process, batches of up to {args.batch}); {cpu / total * 1e6:,.0f} µs CPU per event in the "
           f"process (group join and start-up included), {pg_cpu / total * 1e6:,.0f} µs in its PostgreSQL backends")
+    if stmt_cost is not None:
+        stmt_cost.report(total)
     for replicas in args.replicas:
         await replicated(args, bootstrap, total, replicas)
 
     # -- 2. rebuild from the log ----------------------------------------------------------------------------------
-    report = await rebuild(engine, bootstrap, live_schema=SCHEMA, batch_size=args.rebuild_batch,
-                           progress=lambda _m: None)
-    projected = (args.scores * 1.23) / report.events_per_second if report.events_per_second else float("nan")
-    print(f"rebuild: {report.events_read:,} events in {report.seconds:.1f}s -> {report.events_per_second:,.0f} "
-          f"events/s (swap {report.swap_seconds:.2f}s); a log with {args.scores:,} scores "
-          f"(~{args.scores * 1.23:,.0f} events) at that rate: ~{projected:.0f}s")
+    if not args.skip_rebuild:
+        report = await rebuild(engine, bootstrap, live_schema=SCHEMA, batch_size=args.rebuild_batch,
+                               progress=lambda _m: None)
+        projected = (args.scores * 1.23) / report.events_per_second if report.events_per_second else float("nan")
+        print(f"rebuild: {report.events_read:,} events in {report.seconds:.1f}s -> "
+              f"{report.events_per_second:,.0f} events/s (swap {report.swap_seconds:.2f}s); a log with "
+              f"{args.scores:,} scores (~{args.scores * 1.23:,.0f} events) at that rate: ~{projected:.0f}s")
 
     # -- 3. dashboards over N scores --------------------------------------------------------------------------------
     if args.skip_dashboards:
@@ -469,6 +561,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--replicas", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
                         help="also apply the log with this many projections processes, e.g. 1,2")
     parser.add_argument("--skip-dashboards", action="store_true", help="stop after the live apply and rebuild")
+    parser.add_argument("--skip-rebuild", action="store_true", help="no rebuild from the log")
+    parser.add_argument("--statements", action="store_true",
+                        help="also report PostgreSQL backend CPU per statement kind of the live apply")
     args = parser.parse_args(argv)
     server = os.environ.get("DATABASE_URL")
     tmp = tempfile.TemporaryDirectory(prefix="tally-bench-pg-")

@@ -124,3 +124,57 @@ def test_rollup_contributions_cancel_out() -> None:
     add_to(deltas, contribs, +1)
     add_to(deltas, contribs, -1)
     assert all(not any(m) for m in deltas.values())
+
+
+def test_accumulate_gives_the_same_deltas_as_add_to_contributions() -> None:
+    """The projections' fused rollup path against the reference one, over every data type, missing values, odd
+    dimensions, both signs and keys shared between scores (same deltas, Decimal representation included)."""
+    import random
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from projections.domain.rollup import accumulate, dim_pairs
+
+    rnd = random.Random(3)
+    traces = [None, {"name": "chat", "environment": "prod", "release": "1", "user_id": "u1", "tags": ["b", "a"]},
+              {"name": "", "environment": None, "tags": "xy"}, {"name": "ü", "user_id": 7, "tags": [1, "1", True]}]
+    scores = []
+    for _ in range(400):
+        dt = rnd.choice(["NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT"])
+        value = rnd.choice([None, 0.0, 1.0, 3.0, round(rnd.random(), 4), -2.5, 1e20, 1e-7, 12345.678])
+        ts = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rnd.randrange(3000))
+        if rnd.random() < 0.2:
+            ts = ts.astimezone(timezone(timedelta(hours=5)))
+        elif rnd.random() < 0.1:
+            ts = ts.replace(tzinfo=None)
+        s = {"name": rnd.choice(["q", "r"]), "data_type": dt, "value": value, "source": rnd.choice(["EVAL", "API"]),
+             "string_value": rnd.choice([None, "yes", "no"]), "config_id": rnd.choice([None, "c"]), "timestamp": ts,
+             "environment": rnd.choice([None, "dev"]), "deleted": rnd.random() < 0.05}
+        if dt == "CATEGORICAL" and rnd.random() < 0.3:
+            s["string_values"] = rnd.choice([["a", "b"], ["a", "a"], []])
+        scores.append((s, trace_dims(rnd.choice(traces), s["environment"]), rnd.choice([1, -1])))
+    want: dict = {}
+    got: dict = {}
+    for s, dims, sign in scores:
+        add_to(want, contributions("p", s, dims), sign)
+        accumulate(got, "p", s, dim_pairs(dims), sign)
+    assert got == want
+    assert {k: [str(x) for x in m] for k, m in got.items()} == {k: [str(x) for x in m] for k, m in want.items()}
+
+
+def test_observe_many_matches_observe() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from projections.application.handlers import observe_many
+
+    reg = CollectorRegistry()
+    a = Histogram("a", "a", buckets=(0.01, 0.1, 1, 10), registry=reg)
+    b = Histogram("b", "b", buckets=(0.01, 0.1, 1, 10), registry=reg)
+    values = [0.0, 0.01, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0, 11.0, 1e9]
+    for v in values:
+        a.observe(v)
+    observe_many(b, values)
+    got = {s.name[1:] + str(s.labels): s.value for m in reg.collect() if m.name == "b" for s in m.samples
+           if not s.name.endswith("_created")}
+    want = {s.name[1:] + str(s.labels): s.value for m in reg.collect() if m.name == "a" for s in m.samples
+            if not s.name.endswith("_created")}
+    assert got == want and got

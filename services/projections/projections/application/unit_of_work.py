@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ from tally_shared import claims
 CONSUMER = "projections"
 
 TraceKey = tuple[str, str]
+_UUID_ORDER = attrgetter("int")  # UUID's own order, without its Python-level __lt__ per comparison
 _BEGIN = text("SELECT pg_advisory_xact_lock_shared(hashtext(:k)), "
               "set_config('plan_cache_mode', 'force_custom_plan', true)")
 
@@ -74,7 +76,7 @@ class UnitOfWork:
     async def claim(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Record the ids as processed; returns those not processed before."""
         # sorted: two writers claiming overlapping ids (a partition changing hands) lock them in one order
-        return await claims.claim(self.session, self.sql.t.processed, CONSUMER, sorted(set(ids)))
+        return await claims.claim(self.session, self.sql.t.processed, CONSUMER, sorted(set(ids), key=_UUID_ORDER))
 
     async def execute(self, stmt: Any, params: Any = None) -> Any:
         return await self.session.execute(stmt, params)

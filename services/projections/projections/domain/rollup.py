@@ -122,6 +122,89 @@ def contributions(
     return out
 
 
+def dim_pairs(dims: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (dimension kind, value) day rows a score with these dimensions counts under, the unfiltered one first
+    (for ``accumulate``; compute once for the scores that share their dimensions)."""
+    return _dim_pairs(dims)
+
+
+# Buckets by UTC hour number: one shared (hour, day) pair of datetimes per hour, so a batch does not build (and
+# hash) two datetimes per score. Values by float: their Decimal, square and negations, computed once.
+_BUCKETS: dict[int, tuple[datetime, datetime]] = {}
+_DECIMALS: dict[float, tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal]] = {}
+_CACHE_MAX = 100_000
+
+
+def _buckets(ts: datetime) -> tuple[datetime, datetime]:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    n = int(ts.timestamp() // 3600)
+    got = _BUCKETS.get(n)
+    if got is None:
+        utc = ts.astimezone(UTC)
+        hour = utc.replace(minute=0, second=0, microsecond=0)
+        got = (hour, hour.replace(hour=0))
+        if hour.timestamp() // 3600 == n:  # (never otherwise; cached only when the two agree)
+            if len(_BUCKETS) >= _CACHE_MAX:
+                _BUCKETS.clear()
+            _BUCKETS[n] = got
+    return got
+
+
+def _decimals(val: float) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal]:
+    """(d, d², -d, -d², and each of those added to zero) for ``Decimal(repr(float(val)))``."""
+    f = float(val)
+    got = _DECIMALS.get(f)
+    if got is None:
+        d = Decimal(repr(f))
+        sq = d * d
+        got = (d, sq, -d, -sq, _ZERO + d, _ZERO + sq, _ZERO + -d, _ZERO + -sq)
+        # zero is left out: 0.0 and -0.0 are one key but two Decimals
+        if f == f and f != 0:
+            if len(_DECIMALS) >= _CACHE_MAX:
+                _DECIMALS.clear()
+            _DECIMALS[f] = got
+    return got
+
+
+def accumulate(deltas: dict[RollupKey, Measures], project_id: str, score: Mapping[str, Any],
+               pairs: list[tuple[str, str]], sign: int) -> None:
+    """``add_to(deltas, contributions(project_id, score, dims), sign)`` with ``pairs = dim_pairs(dims)``, without
+    the intermediate list: the same keys and the same arithmetic (a key seen for the first time starts from zero
+    as in ``add_to``), so the same deltas."""
+    if score.get("deleted"):
+        return
+    vks = value_keys(score)
+    if not vks:
+        return
+    hour, day = _buckets(score["timestamp"])
+    name, source, config, dt = score["name"], score["source"], score.get("config_id") or "", score["data_type"]
+    numeric = dt == "NUMERIC"
+    get = deltas.get
+    for vk, val in vks:
+        keys = [(project_id, "hour", "", "", name, hour, source, config, dt, "" if numeric else vk)]
+        keys.extend([(project_id, "day", kind, dv, name, day, source, config, dt, vk) for kind, dv in pairs])
+        if val is None:
+            for key in keys:
+                m = get(key)
+                if m is None:
+                    deltas[key] = [sign, 0, _ZERO, _ZERO]
+                else:
+                    m[0] += sign
+            continue
+        dec = _decimals(val)
+        s, sq, s0, sq0 = (dec[0], dec[1], dec[4], dec[5]) if sign > 0 else (dec[2], dec[3], dec[6], dec[7])
+        for key in keys:
+            m = get(key)
+            if m is None:
+                deltas[key] = [sign, sign, s0, sq0]
+            else:
+                m[0] += sign
+                m[1] += sign
+                m[2] += s
+                m[3] += sq
+
+
 def add_to(deltas: dict[RollupKey, Measures], contribs: Iterable[tuple[RollupKey, float | None]], sign: int) -> None:
     # One score's contributions share its value: its Decimal (and square) is computed once.
     dec: dict[float, tuple[Decimal, Decimal]] = {}

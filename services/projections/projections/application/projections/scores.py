@@ -17,7 +17,7 @@ from projections.adapters.statements import SCORE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import to_micros
-from projections.domain.rollup import Measures, RollupKey, add_to, contributions, trace_dims
+from projections.domain.rollup import Measures, RollupKey, accumulate, dim_pairs, trace_dims
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.scores import ScoreData
@@ -91,20 +91,28 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             if cur is not None and cur is not old:
                 written[key] = cur
                 if old is not None:
-                    add_to(deltas[shard_of[key]], contributions(key[0], old, old.get("rolled_dims") or {}), -1)
+                    accumulate(deltas[shard_of[key]], key[0], old, dim_pairs(old.get("rolled_dims") or {}), -1)
         tkeys = {(k[0], s["trace_id"]) for k, s in written.items() if s.get("trace_id")}
         missing = [k for k in tkeys if k not in state.trace_rows]
         dims_src = dict(state.trace_rows)
         if missing:
             dims_src.update(await by_keys(uow, sql.sql_trace_dims, missing))
+        # one trace's scores share their dimensions (and the day rows they count under)
+        dims_of: dict[tuple[str, str | None, str | None], tuple[dict[str, Any], list[tuple[str, str]]]] = {}
         for key, row in written.items():
             if row.get("deleted"):
                 # counted nowhere; no dimensions, so the row does not depend on when the trace arrived
                 row["rolled_dims"] = None
                 continue
-            tr = dims_src.get((key[0], row["trace_id"])) if row.get("trace_id") else None
-            row["rolled_dims"] = trace_dims(tr, row.get("environment"))
-            add_to(deltas[shard_of[key]], contributions(key[0], row, row["rolled_dims"]), +1)
+            tid = row.get("trace_id")
+            env = row.get("environment")
+            dkey = (key[0], tid, env)
+            got = dims_of.get(dkey)
+            if got is None:
+                dims = trace_dims(dims_src.get((key[0], tid)) if tid else None, env)
+                got = dims_of[dkey] = (dims, dim_pairs(dims))
+            row["rolled_dims"] = got[0]
+            accumulate(deltas[shard_of[key]], key[0], row, got[1], +1)
         if written:
             await uow.execute(sql.scores_up.stmt, sql.scores_up.params(list(written.values())))
     if state.changed_dims:
@@ -135,8 +143,8 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
         if s.get("rolled_dims") == new_dims:
             continue
         d = deltas[shard.get(tkey, 0)]
-        add_to(d, contributions(s["project_id"], s, s.get("rolled_dims") or {}), -1)
-        add_to(d, contributions(s["project_id"], s, new_dims), +1)
+        accumulate(d, s["project_id"], s, dim_pairs(s.get("rolled_dims") or {}), -1)
+        accumulate(d, s["project_id"], s, dim_pairs(new_dims), +1)
         upd_p.append(s["project_id"])
         upd_i.append(s["id"])
         upd_d.append(orjson.dumps(new_dims).decode())
