@@ -8,12 +8,13 @@ partitions, and rows many traces share are written per partition), while the reb
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +23,7 @@ from projections.adapters.statements import Statements
 from tally_shared import claims
 
 CONSUMER = "projections"
+T = TypeVar("T")
 
 TraceKey = tuple[str, str]
 _UUID_ORDER = attrgetter("int")  # UUID's own order, without its Python-level __lt__ per comparison
@@ -80,6 +82,21 @@ class UnitOfWork:
 
     async def execute(self, stmt: Any, params: Any = None) -> Any:
         return await self.session.execute(stmt, params)
+
+    async def overlapped(self, statement: Coroutine[Any, Any, T], work: Callable[[], None]) -> T:
+        """Run ``statement`` (a coroutine of this unit of work's session) while ``work`` (plain computing that
+        does not touch the session) runs here: the statement is sent first, so PostgreSQL executes it meanwhile.
+        Whatever happens to ``work``, the statement is waited for before this returns or raises."""
+        task = asyncio.ensure_future(statement)
+        await asyncio.sleep(0)  # the task's first step: the statement goes out
+        try:
+            work()
+        except BaseException:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the work's own error is the one raised
+            raise
+        return await task
 
     async def commit(self) -> None:
         await self.session.commit()

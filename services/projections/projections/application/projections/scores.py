@@ -77,6 +77,7 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
     if by_key:
         existing = await by_keys(uow, sql.sql_scores_get, by_key)
         shard_of: dict[tuple[str, str], int] = {}
+        replaced: list[tuple[tuple[str, str], dict[str, Any]]] = []
         for key, evs in by_key.items():
             old = existing.get(key)
             cur = dict(old) if old is not None else None
@@ -91,7 +92,7 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             if cur is not None and cur is not old:
                 written[key] = cur
                 if old is not None:
-                    accumulate(deltas[shard_of[key]], key[0], old, dim_pairs(old.get("rolled_dims") or {}), -1)
+                    replaced.append((key, old))
         tkeys = {(k[0], s["trace_id"]) for k, s in written.items() if s.get("trace_id")}
         missing = [k for k in tkeys if k not in state.trace_rows]
         dims_src = dict(state.trace_rows)
@@ -99,6 +100,7 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             dims_src.update(await by_keys(uow, sql.sql_trace_dims, missing))
         # one trace's scores share their dimensions (and the day rows they count under)
         dims_of: dict[tuple[str, str | None, str | None], tuple[dict[str, Any], list[tuple[str, str]]]] = {}
+        counted: list[tuple[tuple[str, str], dict[str, Any], list[tuple[str, str]]]] = []
         for key, row in written.items():
             if row.get("deleted"):
                 # counted nowhere; no dimensions, so the row does not depend on when the trace arrived
@@ -112,9 +114,21 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
                 dims = trace_dims(dims_src.get((key[0], tid)) if tid else None, env)
                 got = dims_of[dkey] = (dims, dim_pairs(dims))
             row["rolled_dims"] = got[0]
-            accumulate(deltas[shard_of[key]], key[0], row, got[1], +1)
+            counted.append((key, row, got[1]))
+
+        def count() -> None:
+            # the old rows out, then the new ones in (the order the deltas have always been summed in)
+            for key, old in replaced:
+                accumulate(deltas[shard_of[key]], key[0], old, dim_pairs(old.get("rolled_dims") or {}), -1)
+            for key, row, pairs in counted:
+                accumulate(deltas[shard_of[key]], key[0], row, pairs, +1)
+
         if written:
-            await uow.execute(sql.scores_up.stmt, sql.scores_up.params(list(written.values())))
+            # PostgreSQL writes the score rows while this process counts their rollup deltas
+            await uow.overlapped(uow.execute(sql.scores_up.stmt, sql.scores_up.params(list(written.values()))),
+                                 count)
+        else:
+            count()
     if state.changed_dims:
         await _reroll(uow, state.changed_dims, written, deltas)
     await write_rollup(uow, deltas)
