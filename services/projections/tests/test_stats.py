@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import pytest
 
@@ -178,3 +179,30 @@ def test_observe_many_matches_observe() -> None:
     want = {s.name[1:] + str(s.labels): s.value for m in reg.collect() if m.name == "a" for s in m.samples
             if not s.name.endswith("_created")}
     assert got == want and got
+
+
+def test_accumulate_moved_nets_out_the_rows_old_and_new_dimensions_share() -> None:
+    from datetime import UTC, datetime
+
+    from projections.domain.rollup import accumulate, accumulate_moved, dim_pairs
+
+    scores = [{"name": "q", "data_type": dt, "value": v, "string_value": sv, "source": "EVAL", "config_id": None,
+               "timestamp": datetime(2026, 1, 2, 3, 4, tzinfo=UTC)}
+              for dt, v, sv in (("NUMERIC", 0.25, None), ("BOOLEAN", 1.0, "True"), ("CATEGORICAL", None, "a"),
+                                ("NUMERIC", 4.0, None))]
+    dims = [trace_dims(None, None), trace_dims(None, "dev"),
+            trace_dims({"name": "n", "environment": "prod", "user_id": "u", "tags": ["a", "b"]}, None),
+            trace_dims({"name": "m", "environment": "prod", "release": "2", "tags": ["b", "c"]}, None),
+            {"trace_name": "x", "tag": ["a", "a"]}]
+    for old in dims:
+        for new in dims:
+            for base in ({}, {("p", "day", "", "", "q", datetime(2026, 1, 2, tzinfo=UTC), "EVAL", "", "NUMERIC",
+                               "0.25"): [3, 3, Decimal("0.75"), Decimal("0.1875")]}):
+                want = {k: list(m) for k, m in base.items()}
+                got = {k: list(m) for k, m in base.items()}
+                for s in scores:
+                    accumulate(want, "p", s, dim_pairs(old), -1)
+                    accumulate(want, "p", s, dim_pairs(new), +1)
+                    accumulate_moved(got, "p", s, dim_pairs(old), dim_pairs(new))
+                nonzero = {k: m for k, m in want.items() if any(m)}
+                assert {k: m for k, m in got.items() if any(m)} == nonzero, (old, new)

@@ -167,11 +167,29 @@ def _decimals(val: float) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal, 
     return got
 
 
+def accumulate_moved(deltas: dict[RollupKey, Measures], project_id: str, score: Mapping[str, Any],
+                     old_pairs: list[tuple[str, str]], new_pairs: list[tuple[str, str]]) -> None:
+    """A score moving from the day rows of ``old_pairs`` to those of ``new_pairs`` (its trace's dimensions
+    changed): what ``accumulate`` with -1 under the old and +1 under the new gives, without the rows the two have
+    in common (the hourly one, the unfiltered day row, unchanged dimensions), where the two cancel out."""
+    old_set, new_set = set(old_pairs), set(new_pairs)
+    if len(old_set) != len(old_pairs) or len(new_set) != len(new_pairs):  # a pair twice: no shortcut
+        accumulate(deltas, project_id, score, old_pairs, -1)
+        accumulate(deltas, project_id, score, new_pairs, +1)
+        return
+    gone = [p for p in old_pairs if p not in new_set]
+    came = [p for p in new_pairs if p not in old_set]
+    if gone:
+        accumulate(deltas, project_id, score, gone, -1, hourly=False)
+    if came:
+        accumulate(deltas, project_id, score, came, +1, hourly=False)
+
+
 def accumulate(deltas: dict[RollupKey, Measures], project_id: str, score: Mapping[str, Any],
-               pairs: list[tuple[str, str]], sign: int) -> None:
+               pairs: list[tuple[str, str]], sign: int, *, hourly: bool = True) -> None:
     """``add_to(deltas, contributions(project_id, score, dims), sign)`` with ``pairs = dim_pairs(dims)``, without
     the intermediate list: the same keys and the same arithmetic (a key seen for the first time starts from zero
-    as in ``add_to``), so the same deltas."""
+    as in ``add_to``), so the same deltas. ``hourly=False``: the day rows of ``pairs`` only."""
     if score.get("deleted"):
         return
     vks = value_keys(score)
@@ -182,8 +200,9 @@ def accumulate(deltas: dict[RollupKey, Measures], project_id: str, score: Mappin
     numeric = dt == "NUMERIC"
     get = deltas.get
     for vk, val in vks:
-        keys = [(project_id, "hour", "", "", name, hour, source, config, dt, "" if numeric else vk)]
-        keys.extend([(project_id, "day", kind, dv, name, day, source, config, dt, vk) for kind, dv in pairs])
+        keys = [(project_id, "day", kind, dv, name, day, source, config, dt, vk) for kind, dv in pairs]
+        if hourly:
+            keys.append((project_id, "hour", "", "", name, hour, source, config, dt, "" if numeric else vk))
         if val is None:
             for key in keys:
                 m = get(key)

@@ -17,7 +17,7 @@ from projections.adapters.statements import SCORE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import to_micros
-from projections.domain.rollup import Measures, RollupKey, accumulate, dim_pairs, trace_dims
+from projections.domain.rollup import Measures, RollupKey, accumulate, accumulate_moved, dim_pairs, trace_dims
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.scores import ScoreData
@@ -156,9 +156,8 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
         new_dims = trace_dims(trace, s.get("environment"))
         if s.get("rolled_dims") == new_dims:
             continue
-        d = deltas[shard.get(tkey, 0)]
-        accumulate(d, s["project_id"], s, dim_pairs(s.get("rolled_dims") or {}), -1)
-        accumulate(d, s["project_id"], s, dim_pairs(new_dims), +1)
+        accumulate_moved(deltas[shard.get(tkey, 0)], s["project_id"], s, dim_pairs(s.get("rolled_dims") or {}),
+                         dim_pairs(new_dims))
         upd_p.append(s["project_id"])
         upd_i.append(s["id"])
         upd_d.append(orjson.dumps(new_dims).decode())
@@ -171,7 +170,9 @@ async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     # rows in the statement's column order: the key (every column but the shard), the shard, the measures.
     # Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a deadlock is
     # a transient error and the batch is retried).
-    rows = [(*k, shard, *m) for shard, d in deltas.items() for k, m in d.items() if m[0] or m[1] or m[2] or m[3]]
+    # (the sums as the text of their Decimals, what the JSON encoder's fallback would make of them, one call fewer)
+    rows = [(*k, shard, m[0], m[1], str(m[2]), str(m[3])) for shard, d in deltas.items() for k, m in d.items()
+            if m[0] or m[1] or m[2] or m[3]]
     if not rows:
         return
     res = await uow.execute(uow.sql.sql_rollup_up, uow.sql.rollup_up.values(rows))
