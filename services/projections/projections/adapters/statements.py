@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -64,6 +65,7 @@ class Positional:
     def __init__(self, table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
                  returning: str | None = None) -> None:
         self.columns = tuple(columns)
+        self._getter = itemgetter(*self.columns) if len(self.columns) > 1 else lambda r: (r[self.columns[0]],)
         values = []
         for i, c in enumerate(self.columns):
             typ = pg_type(table, c)
@@ -86,7 +88,12 @@ class Positional:
     def params(self, rows: Iterable[dict[str, Any]]) -> dict[str, str]:
         """The rows as one JSON text (a key a row lacks: NULL)."""
         cols = self.columns
-        return self.values([[r.get(c) for c in cols] for r in rows])
+        rows = rows if isinstance(rows, list) else list(rows)
+        try:
+            values: list[Any] = list(map(self._getter, rows))  # every key there (the usual case): in C
+        except KeyError:
+            values = [[r.get(c) for c in cols] for r in rows]
+        return self.values(values)
 
     @staticmethod
     def values(rows: Sequence[Sequence[Any]]) -> dict[str, str]:
@@ -119,7 +126,9 @@ class Statements:
         # counted under the trace's current dimensions already.
         self.sql_scores_of_traces = text(
             f"SELECT s.project_id, s.id, s.trace_id, s.name, s.data_type, s.value, s.string_value, "  # noqa: S608
-            f"s.string_values, s.source, s.config_id, s.environment, s.timestamp, s.deleted, s.rolled_dims "
+            f"s.string_values, s.source, s.config_id, s.environment, s.timestamp, s.deleted, "
+            # as text: a trace's scores share it, so it is parsed once per trace, not once per score
+            f"CAST(s.rolled_dims AS text) AS rolled_dims_json "
             f"FROM {sc} s WHERE s.project_id = ANY(CAST(:project_id AS text[])) "
             f"AND s.trace_id = ANY(CAST(:trace_id AS text[])) AND NOT s.deleted "
             f"AND NOT (s.id = ANY(CAST(:skip AS text[])))"

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, or_, select, tuple_
 
 from projections.application.projections.base import Projection, by_keys, trace_keys
-from projections.application.projections.scores import Deltas, write_rollup
+from projections.application.projections.scores import Deltas, rolled_dims, write_rollup
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.rollup import accumulate, dim_pairs
 from tally_shared.bulk import rows_param
@@ -56,7 +56,7 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
         s = dict(r)
         key = (s["project_id"], s["trace_id"])
         if key in first:
-            accumulate(deltas[shard[key]], s["project_id"], s, dim_pairs(s.get("rolled_dims") or {}), -1)
+            accumulate(deltas[shard[key]], s["project_id"], s, dim_pairs(rolled_dims(s["rolled_dims_json"]) or {}), -1)
     await write_rollup(uow, deltas)
     sc, o, tr, qi, qr = t.scores, t.observations, t.traces, t.queue_items, t.queue_reviews
     await uow.execute(delete(sc).where(tuple_(sc.c.project_id, sc.c.trace_id).in_(pairs)))

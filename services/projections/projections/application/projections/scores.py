@@ -59,6 +59,11 @@ _ID_OF = {ScoreRecorded: _score_id, ScoreUpdated: _score_id, ScoreDeleted: _dele
 _NEXT_STATE = {ScoreRecorded: _written, ScoreUpdated: _written, ScoreDeleted: _deleted}
 
 
+def rolled_dims(raw: str | None) -> Any:
+    """A score's ``rolled_dims`` from the JSON text ``sql_scores_of_traces`` selects."""
+    return None if raw is None else orjson.loads(raw)
+
+
 def traces_of(e: Event) -> Iterable[str | None]:
     p = e.payload
     return (p["score"].get("trace_id"),) if "score" in p else (p.get("trace_id"),)
@@ -147,20 +152,31 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
     upd_p: list[str] = []
     upd_i: list[str] = []
     upd_d: list[str] = []
-    for r in res.mappings():
-        s = dict(r)
+    # a trace's scores share their old dimensions (same JSON text) and their new ones: parsed and paired once
+    olds: dict[str | None, tuple[Any, list[tuple[str, str]]]] = {}
+    news: dict[tuple[str, str, Any], tuple[dict[str, Any], list[tuple[str, str]], str]] = {}
+    for s in res.mappings():
         tkey = (s["project_id"], s["trace_id"])
         trace = traces.get(tkey)
         if trace is None or (tkey[0], s["id"]) in written:  # matched the arrays, not the pair
             continue
-        new_dims = trace_dims(trace, s.get("environment"))
-        if s.get("rolled_dims") == new_dims:
+        env = s["environment"]
+        nkey = (tkey[0], tkey[1], env)
+        new = news.get(nkey)
+        if new is None:
+            nd = trace_dims(trace, env)
+            new = news[nkey] = (nd, dim_pairs(nd), orjson.dumps(nd).decode())
+        raw = s["rolled_dims_json"]
+        old = olds.get(raw)
+        if old is None:
+            od = rolled_dims(raw)
+            old = olds[raw] = (od, dim_pairs(od or {}))
+        if old[0] == new[0]:
             continue
-        accumulate_moved(deltas[shard.get(tkey, 0)], s["project_id"], s, dim_pairs(s.get("rolled_dims") or {}),
-                         dim_pairs(new_dims))
-        upd_p.append(s["project_id"])
+        accumulate_moved(deltas[shard.get(tkey, 0)], tkey[0], s, old[1], new[1])
+        upd_p.append(tkey[0])
         upd_i.append(s["id"])
-        upd_d.append(orjson.dumps(new_dims).decode())
+        upd_d.append(new[2])
     if upd_p:
         await uow.execute(uow.sql.sql_set_dims, {"project_id": upd_p, "id": upd_i, "d": upd_d})
 
