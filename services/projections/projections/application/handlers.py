@@ -5,6 +5,7 @@ needs (dataset items, say) are claimed and otherwise ignored."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -21,6 +22,7 @@ from projections.application.projections import DELETIONS, PROJECTION_OF, PROJEC
 from projections.application.projections.base import Projection
 from projections.application.projections.deletions import tombstoned
 from projections.application.unit_of_work import UnitOfWork
+from tally_shared.events import DatasetRunItemCreated
 from tally_shared.records import Event
 from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
@@ -97,6 +99,46 @@ async def project(events: Sequence[Event], uow: UnitOfWork) -> tuple[dict[Projec
         if evs or p.always:
             await p.apply(evs or [], uow)
     return routed, n_fresh
+
+
+# Events whose writes are not their own partition's: a dataset run item (tally.datasets, 3 partitions) merges into
+# its trace's row, which the trace's partition of tally.traces (6) writes too. A batch holding one is applied whole.
+_ACROSS_PARTITIONS: frozenset[type[Any]] = frozenset({DatasetRunItemCreated})
+
+
+async def apply_by_partition(events: Sequence[Event], deps: Deps, *, concurrency: int = 2) -> int:
+    """``apply_batch`` per partition, up to ``concurrency`` partitions at a time, each in its own transaction.
+
+    What a partition's events write is that partition's own (its traces, their scores and queue items, the rollup
+    rows of its shard), as it is between replicas, which each own some partitions; so the transactions of two
+    partitions do not wait for each other, PostgreSQL works on both at once, and this process prepares one while
+    the other's statements run. Each transaction claims its own events: when one fails after another committed,
+    the batch comes again and the committed part is skipped as already applied. Returns how many were new."""
+    if concurrency <= 1 or any(e.cls in _ACROSS_PARTITIONS for e in events):
+        return await apply_batch(events, deps)
+    groups: dict[int, list[Event]] = {}
+    for e in events:
+        g = groups.get(e.partition)
+        if g is None:
+            g = groups[e.partition] = []
+        g.append(e)
+    if len(groups) <= 1:
+        return await apply_batch(events, deps)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(evs: list[Event]) -> int:
+        async with gate:
+            return await apply_batch(evs, deps)
+
+    # every transaction ends (commits or rolls back) before this returns or raises: a retry of the batch must not
+    # run beside a transaction of its first attempt
+    results = await asyncio.gather(*(one(g) for g in groups.values()), return_exceptions=True)
+    applied = 0
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+        applied += r
+    return applied
 
 
 async def apply_batch(events: Sequence[Event], deps: Deps) -> int:

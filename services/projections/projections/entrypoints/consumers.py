@@ -12,7 +12,7 @@ from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.application import dead_letters
-from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_batch
+from projections.application.handlers import CONSUMED_TOPICS, Deps, apply_by_partition
 from tally_shared import deadletters, messaging
 from tally_shared.messaging import RETRY_BACKOFF_SECONDS, is_deterministic, subscribe_batch
 from tally_shared.records import Event, decode_event
@@ -21,9 +21,14 @@ from tally_shared.topics import DEAD_LETTER
 log = logging.getLogger(__name__)
 
 
-def register(broker: KafkaBroker, deps: Deps, *, group_id: str, max_records: int) -> Any:
+# partitions of one batch applied at a time, each in its own transaction (and its own pooled connection)
+PARTITIONS_AT_ONCE = 2
+
+
+def register(broker: KafkaBroker, deps: Deps, *, group_id: str, max_records: int,
+             partitions_at_once: int = PARTITIONS_AT_ONCE) -> Any:
     async def handle(batch: list[Event]) -> None:
-        await apply_batch(batch, deps)
+        await apply_by_partition(batch, deps, concurrency=partitions_at_once)
 
     # lean decoding: envelopes straight to the dicts the projections turn into rows
     return subscribe_batch(broker, CONSUMED_TOPICS, group_id=group_id, handler=handle, max_records=max_records,
