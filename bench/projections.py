@@ -16,6 +16,10 @@ Starts its own Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is set; uses DATABASE
 127.0.0.1:5432, else the embedded PostgreSQL) in a fresh database that it drops at the end. Loopback only.
 
     .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200] [--replicas 1,2]
+
+``--skip-rebuild --skip-dashboards`` stops after the live apply; ``--statements`` adds the PostgreSQL backend CPU
+of each statement kind of the live apply (on-CPU time of the backend around each statement, local server only);
+``BENCH_CAPTURE=file`` with it writes every statement's parameters there, to replay batches elsewhere.
 """
 
 from __future__ import annotations
@@ -189,7 +193,9 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
     start = time.perf_counter()
     n_traces = max(1, n_scores // 5)
     span = DAYS * 86400.0
-    traces, scores, items = [], [], []
+    traces: list[Any] = []
+    scores: list[Any] = []
+    items: list[Any] = []
     deltas: dict[Any, list[Any]] = {}
     kinds = ["helpfulness", "correct", "tone", "judge-quality", "judge-tone"]
     labels = ["polite", "neutral", "rude"]
@@ -396,10 +402,10 @@ class StatementCost:
             await orig_commit(uow)
             cost.add("commit", cost._oncpu(pid) - t)
 
-        UnitOfWork.__aenter__ = enter  # type: ignore[method-assign]
-        UnitOfWork.execute = execute  # type: ignore[method-assign]
-        UnitOfWork.claim = claim  # type: ignore[method-assign]
-        UnitOfWork.commit = commit  # type: ignore[method-assign]
+        UnitOfWork.__aenter__ = enter
+        UnitOfWork.execute = execute
+        UnitOfWork.claim = claim
+        UnitOfWork.commit = commit
 
     def report(self, events: int) -> None:
         total = sum(self.ns.values())
