@@ -78,12 +78,14 @@ class Deps:
 async def project(events: Sequence[Event], uow: UnitOfWork) -> tuple[dict[Projection, list[Event]], int]:
     """Apply the events not applied before, inside ``uow`` (no commit); returns them by projection, and how many
     were new (those no read model needs included)."""
-    fresh = await uow.claim([e.id for e in events])
+    # by their integers: a UUID's own hash is a Python-level call, an int's is not
+    fresh = {u.int for u in await uow.claim([e.id for e in events])}
     routed: dict[Projection, list[Event]] = defaultdict(list)
     unprojected: list[Event] = []
     for e in events:
-        if e.id in fresh:
-            fresh.discard(e.id)  # a duplicate within the batch counts once
+        n = e.id.int
+        if n in fresh:
+            fresh.discard(n)  # a duplicate within the batch counts once
             p = PROJECTION_OF.get(e.cls)
             if p is None:
                 unprojected.append(e)

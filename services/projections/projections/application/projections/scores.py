@@ -38,12 +38,17 @@ def _deleted_id(e: Event) -> str:
 
 
 def _written(key: tuple[str, str], state: dict[str, Any] | None, e: Event) -> dict[str, Any]:
-    data = {**_SCORE_DEFAULTS, **e.payload["score"]}
-    del data["id"]
-    data["source"] = str(data["source"])
-    data["data_type"] = str(data["data_type"])
     created = e.occurred_at if state is None else min(state["created_at"], e.occurred_at)
-    return {**(state or {}), "project_id": key[0], "id": key[1], **data, "deleted": False, "created_at": created}
+    # ``state`` is this batch's own copy of the row: updated in place (what the payload leaves unset: defaults)
+    row = state if state is not None else {}
+    row.update(_SCORE_DEFAULTS)
+    row.update(e.payload["score"])
+    row["project_id"], row["id"] = key
+    row["source"] = str(row["source"])
+    row["data_type"] = str(row["data_type"])
+    row["deleted"] = False
+    row["created_at"] = created
+    return row
 
 
 def _deleted(key: tuple[str, str], state: dict[str, Any] | None, e: Event) -> dict[str, Any]:
