@@ -1,0 +1,91 @@
+"""Applying a batch: its partitions side by side, and a statement overlapped with computing (no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from projections.application import handlers
+from projections.application.unit_of_work import UnitOfWork
+from tally_shared.events import DatasetRunItemCreated, ScoreDeleted
+from tally_shared.records import Event
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ev(partition: int, cls: Any = ScoreDeleted) -> Event:
+    return Event(uuid.uuid4(), cls, "p", "k", NOW, {}, partition)
+
+
+class Recorder:
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.running = 0
+        self.most = 0
+        self.done: list[int] = []
+        self.fail = fail or set()
+
+    async def __call__(self, events: Sequence[Event], _deps: Any) -> int:
+        self.calls.append([e.partition for e in events])
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.01 * (1 + events[0].partition))
+        self.running -= 1
+        self.done.append(events[0].partition)
+        if events[0].partition in self.fail:
+            raise RuntimeError(f"partition {events[0].partition}")
+        return len(events)
+
+
+async def test_partitions_of_a_batch_are_applied_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(handlers, "apply_batch", rec)
+    batch = [ev(0), ev(1), ev(0), ev(2), ev(1)]
+    assert await handlers.apply_by_partition(batch, Any, concurrency=2) == 5
+    assert sorted(rec.calls) == [[0, 0], [1, 1], [2]]
+    assert rec.most == 2  # never more than asked for
+
+
+async def test_one_partition_or_a_dataset_run_item_keeps_the_batch_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(handlers, "apply_batch", rec)
+    await handlers.apply_by_partition([ev(3), ev(3)], Any)
+    await handlers.apply_by_partition([ev(0), ev(1, DatasetRunItemCreated)], Any)
+    await handlers.apply_by_partition([ev(0), ev(1)], Any, concurrency=1)
+    assert rec.calls == [[3, 3], [0, 1], [0, 1]]
+
+
+async def test_a_failing_partition_raises_after_every_transaction_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(fail={0})
+    monkeypatch.setattr(handlers, "apply_batch", rec)
+    with pytest.raises(RuntimeError, match="partition 0"):
+        await handlers.apply_by_partition([ev(0), ev(1), ev(2)], Any, concurrency=3)
+    assert sorted(rec.done) == [0, 1, 2]  # the slower ones finished before the error came out
+
+
+async def test_overlapped_statement_is_awaited_even_when_the_work_fails() -> None:
+    uow = UnitOfWork.__new__(UnitOfWork)
+    ran: list[str] = []
+
+    async def statement() -> str:
+        ran.append("sent")
+        await asyncio.sleep(0.01)
+        ran.append("done")
+        return "result"
+
+    assert await uow.overlapped(statement(), lambda: ran.append("work")) == "result"
+    assert ran == ["sent", "work", "done"]  # the statement went out before the work ran
+
+    ran.clear()
+
+    def boom() -> None:
+        raise ValueError("work")
+
+    with pytest.raises(ValueError, match="work"):
+        await uow.overlapped(statement(), boom)
+    assert ran == ["sent", "done"]
