@@ -177,7 +177,6 @@ trace_summaries = Table(
     Column("doc", LargeBinary, nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_summaries_project_time", "project_id", "timestamp"),
 )
 
 # Automated (EVAL and API) scores per trace; human annotations do not route.

@@ -3,7 +3,12 @@ bytes (JSON written by the router), beside the columns SQL reads (project, trace
 
 Only the router reads a summary, always whole, so its 17 typed columns (two JSONB, three arrays) cost the server
 parsing and converting on every write for nothing: a batch's summaries are now sent as arrays (one a column) and
-stored as they come. Existing rows are converted in place.
+stored as they come. Existing rows are converted in place (keeping the aggregates they were stored with; the
+router writes only the trace fields and the merge state, and computes the aggregates from the state when it reads).
+
+``ix_summaries_project_time`` goes: the only reader that filters on time (preview and backfill) orders by
+``coalesce(timestamp, first_seen_at)``, which that index cannot serve, and the primary key already leads with the
+project; it was one index entry more to write per summary.
 
 Revision ID: 0004_summary_doc
 Revises: 0003_shared_outbox
@@ -33,9 +38,11 @@ def upgrade() -> None:
     op.execute(f"UPDATE {T} SET doc = convert_to(json_build_object({pairs})::text, 'UTF8')")
     op.execute(f"ALTER TABLE {T} ALTER COLUMN doc SET NOT NULL")
     op.execute(f"ALTER TABLE {T} " + ", ".join(f"DROP COLUMN {c}" for c, _ in FIELDS))
+    op.execute(f"DROP INDEX {SCHEMA}.ix_summaries_project_time")
 
 
 def downgrade() -> None:
+    op.execute(f"CREATE INDEX ix_summaries_project_time ON {T} (project_id, timestamp)")
     op.execute(f"ALTER TABLE {T} " + ", ".join(f"ADD COLUMN {c} {t}" for c, t in FIELDS))
     sets = []
     for c, t in FIELDS:
