@@ -344,11 +344,13 @@ _LOAD = text(
           column("scores", JSON))
 # Before a batch is applied, in one round trip: its event ids claimed (as ``tally_shared.claims`` claims them: a
 # redelivered event finds its id there; a concurrent duplicate waits on the key), the tombstones among its traces,
-# and its projects' rule versions.
+# and its projects' rule versions. The ids that were claimed before come back (kind 'x'), not the ones claimed
+# now: usually none, rather than a row per event.
 _CLAIM_TOMBSTONES_AND_VERSIONS = text(
     f"WITH c AS (INSERT INTO {qualified(processed_events)} (consumer, event_id) "  # noqa: S608 (names from metadata)
     "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id) "
-    "SELECT 'c' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, event_id FROM c "
+    "SELECT 'x' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, d.id AS event_id "
+    "FROM (SELECT unnest(CAST(:ids AS uuid[])) EXCEPT SELECT event_id FROM c) AS d(id) "
     "UNION ALL "
     "SELECT 'd', project_id, trace_id, NULL, NULL FROM queue_router.deleted_traces "
     "WHERE project_id = ANY(CAST(:projects AS text[])) AND trace_id = ANY(CAST(:traces AS text[])) "
@@ -448,7 +450,7 @@ class SummaryStore:
         rows = (await self.session.execute(_CLAIM_TOMBSTONES_AND_VERSIONS, {
             "consumer": consumer, "ids": unique,
             "projects": sorted({p for p, _ in wanted}), "traces": sorted({t for _, t in wanted})})).all()
-        fresh = {e for kind, _, _, _, e in rows if kind == "c"}
+        fresh = set(unique).difference([e for kind, _, _, _, e in rows if kind == "x"])
         gone = {(p, t) for kind, p, t, _, _ in rows if kind == "d" and (p, t) in wanted}
         return fresh, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
 
