@@ -18,6 +18,7 @@ from queue_router.domain.filters import ScoreView, TraceView
 from tally_shared.events.traces import ObservationData, TraceData
 
 _FIELD_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
+_TAGS = _FIELD_INDEX["tags"]
 # A trace with more observations than this keeps aggregating but stops keeping per-observation state for new
 # ones (their later updates then add instead of replace); it bounds the summary row.
 MAX_TRACKED_OBSERVATIONS = 2000
@@ -111,15 +112,17 @@ def apply_trace(s: Summary, data: Mapping[str, Any] | TraceData, at: float) -> N
     ts: list[float | None] | None = state.get("f")
     if ts is None:
         ts = state["f"] = [None] * len(TRACE_FIELDS)
+    index = _FIELD_INDEX
     for name, value in data.items():
-        i = _FIELD_INDEX.get(name)
+        i = index.get(name)
         if i is None:
             continue
         prev = ts[i]
         if prev is not None and prev > at:
             continue
-        if name == "tags" and value is not None:
-            value = list(dict.fromkeys(str(t) for t in value))[:MAX_NAMES]
+        if i == _TAGS and value is not None:
+            # validated as a list of strings by either decoder
+            value = list(dict.fromkeys(value))[:MAX_NAMES]
         setattr(s, name, value)
         ts[i] = at
 
@@ -175,16 +178,23 @@ def apply_observation(s: Summary, o: Mapping[str, Any] | ObservationData, at: fl
 def _first_sighting(o: Mapping[str, Any], at: float) -> list[Any]:
     """``apply_observation`` for an observation not seen before (most of them). A field not said is None, as
     a field said as null."""
-    usage, cost = o.get("usage_details"), o.get("cost_details")
+    get = o.get
+    usage, cost = get("usage_details"), get("cost_details")
     i = u = k = None
     if usage:
-        i = _first(usage, _INPUT_KEYS)
-        u = _first(usage, _OUTPUT_KEYS)
+        # the usual keys first, without a loop
+        i = usage.get("input")
+        i = float(i) if i is not None else _first(usage, _INPUT_KEYS)
+        u = usage.get("output")
+        u = float(u) if u is not None else _first(usage, _OUTPUT_KEYS)
         k = _first(usage, _TOTAL_KEYS)
         if k is None and (i is not None or u is not None):
             k = (i or 0.0) + (u or 0.0)
-    return [o.get("type"), o.get("name"), o.get("level"), o.get("start_time"), o.get("end_time"),
-            _cost(cost) if cost else None, i, u, k, at]
+    c = None
+    if cost:
+        c = cost.get("total")
+        c = float(c) if c is not None else _cost(cost)
+    return [get("type"), get("name"), get("level"), get("start_time"), get("end_time"), c, i, u, k, at]
 
 
 def _overflow(s: Summary, o: Mapping[str, Any]) -> None:
