@@ -63,3 +63,15 @@ def test_stored_document_reads_back_the_same_summary() -> None:
     row = _summary_row(s, datetime.now(UTC))
     assert set(row) == {"project_id", "trace_id", "has_trace", "timestamp", "doc", "updated_at"}
     assert summary_from_row(row) == s
+
+
+def test_packed_field_times_unpack_to_the_same_state() -> None:
+    from queue_router.domain.summary import pack_state, upgrade_state
+
+    same = {"f": [5.0, None, 5.0, None, None, None, None, None, 5.0], "o": {"a": [None] * 10}}
+    packed = pack_state(same)
+    assert "f" not in packed and packed["F"] == [5.0, 0b100000101] and "f" in same
+    assert upgrade_state(dict(packed)) == same
+    mixed = {"f": [5.0, 6.0, None, None, None, None, None, None, None]}
+    assert pack_state(mixed) is mixed
+    assert pack_state({}) == {} and upgrade_state(pack_state({"f": [None] * 9})) == {"f": [None] * 9}

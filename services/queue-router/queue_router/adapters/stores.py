@@ -37,7 +37,7 @@ from queue_router.adapters.tables import (
     trace_summaries,
 )
 from queue_router.domain.filters import ScoreView
-from queue_router.domain.summary import Summary, recompute, upgrade_state
+from queue_router.domain.summary import Summary, pack_state, recompute, upgrade_state
 from tally_shared.bulk import insert_rows, qualified, upsert
 from tally_shared.envelope import Envelope
 
@@ -392,7 +392,8 @@ def _doc(s: Summary) -> bytes:
     bytes to send and store."""
     return orjson.dumps({
         "name": s.name, "tags": s.tags, "metadata": s.metadata, "environment": s.environment, "release": s.release,
-        "user_id": s.user_id, "session_id": s.session_id, "dataset_run_name": s.dataset_run_name, "state": s.state,
+        "user_id": s.user_id, "session_id": s.session_id, "dataset_run_name": s.dataset_run_name,
+        "state": pack_state(s.state),
     })
 
 

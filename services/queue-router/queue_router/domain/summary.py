@@ -91,9 +91,34 @@ _T, _N, _L, _S, _E, _C, _I, _U, _K, _AT = range(10)
 _OBS_KEYS = ("t", "n", "l", "s", "e", "c", "i", "u", "k", "at")  # the older dict form's keys, in list order
 
 
+def pack_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The state as stored: per-field times that are all the same (a trace seen in one event, most of them) as
+    ``"F": [time, bitmask of the fields set]`` instead of a list of that time repeated. ``state`` is not changed."""
+    f = state.get("f")
+    if not f:
+        return state
+    at = None
+    mask = 0
+    for i, t in enumerate(f):
+        if t is None:
+            continue
+        if at is None:
+            at = t
+        elif t != at:
+            return state
+        mask |= 1 << i
+    packed = {k: v for k, v in state.items() if k != "f"}
+    packed["F"] = [at, mask]
+    return packed
+
+
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     """A stored state in the current form: per-field times as a list in ``TRACE_FIELDS`` order, observations as
-    lists. Rows written before kept dicts; they are converted when read."""
+    lists. Rows written before kept dicts; they are converted when read, and ``pack_state``'s form is unpacked."""
+    packed = state.pop("F", None)
+    if packed is not None:
+        at, mask = packed
+        state["f"] = [at if mask >> i & 1 else None for i in range(len(TRACE_FIELDS))]
     f = state.get("f")
     if isinstance(f, dict):
         state["f"] = [f.get(name) for name in TRACE_FIELDS]
