@@ -114,3 +114,23 @@ def test_lean_envelope() -> None:
     env, _ = decode_routed(_raw({"trace_id": "t1"}))
     assert isinstance(env, RoutedEnvelope)
     assert env.occurred_at == datetime(2026, 11, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("when", [
+    "2026-11-01T00:00:00Z", "2026-11-01T00:00:00+00:00", "2026-11-01T00:00:00.5Z", "2026-11-01T00:00:00.123456789Z",
+    "2026-11-01T00:00:00,5Z", "2026-11-01T24:00:00Z", "2026-02-30T00:00:00Z", "2026-11-01T00:00:60Z",
+    "2026-11-01T00:00:00+24:00", "2026-11-01T00:00:00-05:30", "2026-11-01T00:00:00.Z", "2026-11-01T0a:00:00Z",
+    "+2026-11-01T00:00:00Z", "2026-11-01T00:00:00+05:00:00", "2026-11-01T00:00:00 Z", "2026-11-01T00:00:00z",
+    "2026-11-01T00:00:00.000001+14:00", "2026-11-01T00:00:00.12Z", "0000-11-01T00:00:00Z", "2026-11-01T00:00:00",
+    "9999-12-31T23:59:59.999999-23:59", "2026-11-01T00:00:00\u0661Z", "2026-11-01T00:00:00.\u0661Z", "2026-11-01",
+    "2026-11-01T00:00Z", "2026-11-01 00:00:00Z",
+])
+def test_observation_times_read_as_the_full_decode_reads_them(when: str) -> None:
+    raw = _raw({"trace_id": "t1", "observations": [{"id": "o", "trace_id": "t1", "start_time": when}]})
+    try:
+        decode(raw)
+    except PoisonMessage:
+        with pytest.raises(PoisonMessage):
+            decode_routed(raw)
+    else:
+        _same(raw)
