@@ -252,6 +252,8 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
         async with sessions() as s:
             before = (await s.execute(count)).one()[0]
         t0 = datetime.now(UTC)
+        db_name = url.rsplit("/", 1)[1].split("?")[0]
+        cpu0, pg0 = time.process_time(), backends_cpu(db_name)
         app = create_app(Settings(database_url=url, kafka_bootstrap_servers=kafka, secret_key=secrets.token_urlsafe(32),
                                   group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         async with app.router.lifespan_context(app):
@@ -262,6 +264,9 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
                 if n - before >= len(events):
                     break
                 await asyncio.sleep(0.5)
+            # the app's pool is still open: its backends' counters cover the whole run
+            pg_cpu = cpu_since(db_name, pg0)
+        cpu = time.process_time() - cpu0
         async with sessions() as s:
             start, end, done = (await s.execute(text(
                 "SELECT min(processed_at), max(processed_at), count(*) FROM queue_router.processed_events "
@@ -274,7 +279,9 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
                 "AND processed_at >= :t0 GROUP BY processed_at"), {"t0": t0})).scalars().all()
         span = (end - start).total_seconds() if start and end else float("nan")
         print(f"kafka end to end, {n_rules} rules: {done} events applied in {span:.1f} s after the first batch "
-              f"-> {done / span:,.0f} events/s; {items} items added; {len(batches)} batches", flush=True)
+              f"-> {done / span:,.0f} events/s; {items} items added; {len(batches)} batches; CPU per event: "
+              f"{cpu / done * 1e6:,.0f} µs in this process (consumer, decode, router, outbox relay, start-up), "
+              f"{pg_cpu / done * 1e6:,.0f} µs in PostgreSQL", flush=True)
         await engine.dispose()
     finally:
         infra.stop_process(tansu)
