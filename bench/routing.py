@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -29,6 +30,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from queue_router import MIGRATIONS, SCHEMA
 from queue_router.adapters.decoding import decode_routed
@@ -44,7 +47,7 @@ from queue_router.domain.models import QueueCreate, RuleCreate
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
 from tally_shared import infra
 from tally_shared.db import make_engine, make_session_factory
-from tally_shared.envelope import Envelope, Payload, make_envelope
+from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events import ObservationData, ScoreData, ScoreRecorded, TraceData, TraceIngested
 from tally_shared.migrations import upgrade
 
@@ -115,6 +118,23 @@ def make_events(project: str, n: int, rnd: random.Random) -> list[Envelope]:
     return out
 
 
+def backends_cpu(db_name: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to ``db_name`` (the bench's pool keeps its connections
+    for the whole run, so the difference over a phase is what its statements cost the server)."""
+    out: dict[int, float] = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or ())
+        if cmd.startswith("postgres:") and f" {db_name} " in cmd:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                out[p.info["pid"]] = t.user + t.system
+    return out
+
+
+def cpu_since(db_name: str, before: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in backends_cpu(db_name).items())
+
+
 async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
     engine = make_engine(url, pool_size=4)
     sessions = make_session_factory(engine)
@@ -122,7 +142,8 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
     # CPU seconds of this process are reported beside wall-clock rates: on a shared machine they say what the
     # router itself costs (PostgreSQL's own CPU is not in them).
     print(f"{'rules':>6} {'events':>7} {'match ev/s':>11} {'match ev/cpu-s':>15} {'router ev/s':>12} "
-          f"{'router cpu us/ev':>17} {'decode ev/s':>12} {'matched':>8} {'added':>6} {'batch p50 ms':>12} "
+          f"{'router cpu us/ev':>17} {'pg cpu us/ev':>13} {'decode ev/s':>12} {'decode cpu us/ev':>17} "
+          f"{'matched':>8} {'added':>6} {'batch p50 ms':>12} "
           f"{'batch p99 ms':>12} {'load':>5}")
     for n_rules in rule_counts:
         project = f"bench-{n_rules}-{uuid.uuid4().hex[:6]}"
@@ -133,7 +154,7 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
             await create_rule(deps, project, q["id"], RuleCreate.model_validate(make_rule(i, rnd)), "bench")
         events = make_events(project, n_events, rnd)
         # As the consumer hands them over: decoded by the router's decoder.
-        pairs: list[tuple[Envelope, Payload]] = [decode_routed(e.to_bytes()) for e in events]
+        pairs: list[Any] = [decode_routed(e.to_bytes()) for e in events]
         traces = sum(1 for _, p in pairs if isinstance(p, TraceIngested | RoutedTraceIngested))
         # The service tunes its collector at startup; here the whole workload is built up front too (a consumer never
         # holds 20,000 decoded events): out of the collector's reach, as the service's startup objects are.
@@ -142,9 +163,11 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
         # decode: what the subscriber does per message (the router's decoder)
         raw = [e.to_bytes() for e in events]
         t = time.perf_counter()
+        c = time.process_time()
         for b in raw:
             decode_routed(b)
         decode_rate = len(raw) / (time.perf_counter() - t)
+        decode_cpu_us = (time.process_time() - c) / len(raw) * 1e6
 
         # match only: merge into a fresh summary and evaluate the compiled rules
         router_deps = RouterDeps(unit_of_work(sessions), RuleCache())
@@ -154,9 +177,9 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
         t = time.perf_counter()
         c = time.process_time()
         for env, p in pairs:
-            if isinstance(p, TraceIngested | RoutedTraceIngested):
+            if isinstance(p, RoutedTraceIngested):
                 summ = Summary(project_id=project, trace_id=p.trace_id)
-                if p.trace:
+                if p.trace is not None:
                     apply_trace(summ, p.trace, env.occurred_at.timestamp())
                 for o in p.observations:
                     apply_observation(summ, o, env.occurred_at.timestamp())
@@ -168,6 +191,8 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
         # the router, on the database
         lat: list[float] = []
         added = 0
+        db_name = url.rsplit("/", 1)[1].split("?")[0]
+        pg_before = backends_cpu(db_name)
         t = time.perf_counter()
         c = time.process_time()
         for i in range(0, len(pairs), 500):
@@ -177,11 +202,13 @@ async def bench(url: str, n_events: int, rule_counts: list[int]) -> None:
             added += len(res.added)
         router_rate = len(pairs) / (time.perf_counter() - t)
         router_cpu_us = (time.process_time() - c) / len(pairs) * 1e6
+        pg_cpu_us = cpu_since(db_name, pg_before) / len(pairs) * 1e6
         lat.sort()
         p50 = lat[len(lat) // 2]
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         print(f"{n_rules:>6} {len(pairs):>7} {match_rate:>11,.0f} {match_cpu_rate:>15,.0f} {router_rate:>12,.0f} "
-              f"{router_cpu_us:>17.0f} {decode_rate:>12,.0f} {matched / traces:>8.1%} {added:>6} {p50:>12.1f} "
+              f"{router_cpu_us:>17.0f} {pg_cpu_us:>13.0f} {decode_rate:>12,.0f} {decode_cpu_us:>17.1f} "
+              f"{matched / traces:>8.1%} {added:>6} {p50:>12.1f} "
               f"{p99:>12.1f} {os.getloadavg()[0]:>5.1f}", flush=True)
     await engine.dispose()
 
@@ -225,6 +252,8 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
         async with sessions() as s:
             before = (await s.execute(count)).one()[0]
         t0 = datetime.now(UTC)
+        db_name = url.rsplit("/", 1)[1].split("?")[0]
+        cpu0, pg0 = time.process_time(), backends_cpu(db_name)
         app = create_app(Settings(database_url=url, kafka_bootstrap_servers=kafka, secret_key=secrets.token_urlsafe(32),
                                   group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         async with app.router.lifespan_context(app):
@@ -235,6 +264,9 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
                 if n - before >= len(events):
                     break
                 await asyncio.sleep(0.5)
+            # the app's pool is still open: its backends' counters cover the whole run
+            pg_cpu = cpu_since(db_name, pg0)
+        cpu = time.process_time() - cpu0
         async with sessions() as s:
             start, end, done = (await s.execute(text(
                 "SELECT min(processed_at), max(processed_at), count(*) FROM queue_router.processed_events "
@@ -247,7 +279,9 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
                 "AND processed_at >= :t0 GROUP BY processed_at"), {"t0": t0})).scalars().all()
         span = (end - start).total_seconds() if start and end else float("nan")
         print(f"kafka end to end, {n_rules} rules: {done} events applied in {span:.1f} s after the first batch "
-              f"-> {done / span:,.0f} events/s; {items} items added; {len(batches)} batches", flush=True)
+              f"-> {done / span:,.0f} events/s; {items} items added; {len(batches)} batches; CPU per event: "
+              f"{cpu / done * 1e6:,.0f} µs in this process (consumer, decode, router, outbox relay, start-up), "
+              f"{pg_cpu / done * 1e6:,.0f} µs in PostgreSQL", flush=True)
         await engine.dispose()
     finally:
         infra.stop_process(tansu)

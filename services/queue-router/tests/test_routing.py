@@ -288,6 +288,13 @@ async def test_exactly_once_and_events_on_the_queues_topic(svc: Service) -> None
     assert e["payload"]["item"]["item_id"] == item_id
     assert e["payload"]["rule_id"] == rid and "once" in e["payload"]["reason"]
     assert e["key"] == tid
+    # a redelivered batch that also carries new events: only the new ones are applied (after the topic check:
+    # this adds a second item)
+    t2 = f"o2-{uuid.uuid4().hex[:6]}"
+    env2 = make_envelope(TraceIngested(trace_id=t2, trace=TraceData(id=t2, name="once")), project=project, key=t2)
+    mixed = await route_batch([(env, env.parse_payload()), (env2, env2.parse_payload()),
+                               (env2, env2.parse_payload())], deps)
+    assert (mixed.applied, mixed.duplicates, len(mixed.added)) == (2, 1, 1)
 
 
 async def test_score_events_update_and_delete(svc: Service) -> None:

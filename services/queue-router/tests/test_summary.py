@@ -46,3 +46,32 @@ def test_state_stored_in_the_older_dict_form_still_merges() -> None:
     recompute(s)
     assert s.name == "new"
     assert (s.total_cost, s.total_tokens, s.latency, s.observation_types) == (0.25, 120.0, 2.0, ["GENERATION"])
+
+
+def test_stored_document_reads_back_the_same_summary() -> None:
+    from queue_router.adapters.stores import _summary_row, summary_from_row
+
+    s = Summary(project_id="p", trace_id="t")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    apply_trace(s, TraceData(id="t", name="n ✓", timestamp=t0, tags=["a"], metadata={"k": [1, {"x": None}]},
+                             session_id="s"), at=1.0)
+    apply_observation(s, ObservationData(id="g", trace_id="t", type="GENERATION", name="llm", level="ERROR",
+                                         start_time=t0, end_time=t0.replace(second=2),
+                                         usage_details={"input": 3, "output": 4}, cost_details={"total": 0.5}),
+                      at=1.0)
+    recompute(s)
+    row = _summary_row(s, datetime.now(UTC))
+    assert set(row) == {"project_id", "trace_id", "has_trace", "timestamp", "doc", "updated_at"}
+    assert summary_from_row(row) == s
+
+
+def test_packed_field_times_unpack_to_the_same_state() -> None:
+    from queue_router.domain.summary import pack_state, upgrade_state
+
+    same = {"f": [5.0, None, 5.0, None, None, None, None, None, 5.0], "o": {"a": [None] * 10}}
+    packed = pack_state(same)
+    assert "f" not in packed and packed["F"] == [5.0, 0b100000101] and "f" in same
+    assert upgrade_state(dict(packed)) == same
+    mixed = {"f": [5.0, 6.0, None, None, None, None, None, None, None]}
+    assert pack_state(mixed) is mixed
+    assert pack_state({}) == {} and upgrade_state(pack_state({"f": [None] * 9})) == {"f": [None] * 9}

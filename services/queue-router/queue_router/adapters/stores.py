@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Text, and_, column, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,8 +37,8 @@ from queue_router.adapters.tables import (
     trace_summaries,
 )
 from queue_router.domain.filters import ScoreView
-from queue_router.domain.summary import Summary, upgrade_state
-from tally_shared.bulk import ident, insert_rows, pg_type, qualified, rows_param, upsert
+from queue_router.domain.summary import Summary, pack_state, recompute, upgrade_state
+from tally_shared.bulk import insert_rows, qualified, upsert
 from tally_shared.envelope import Envelope
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,10 +322,10 @@ class DecisionStore:
 # ---------------------------------------------------------------------------------------------------------------
 # Trace summaries and automated scores (what rules evaluate)
 
+_SUMMARY_READ = ("project_id", "trace_id", "has_trace", "timestamp", "doc")
 _SCORES_JSON = ("(SELECT json_agg(json_build_array(c.name, c.source, c.evaluator_name, c.value, c.string_value, "
                 "c.string_values)) FROM queue_router.trace_scores c "
                 "WHERE c.project_id = k.p AND c.trace_id = k.t)")
-_SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 # One statement reads what evaluating a batch needs: each touched trace's summary, and its automated scores
 # where its project has rules on scores. LATERAL: one index probe per key (a join against the unnested keys may
 # hash-join over the whole table).
@@ -332,21 +333,24 @@ _SUMMARY_COLS = ", ".join(f"s.{c.name}" for c in trace_summaries.columns)
 # would cost decoding for nothing.
 _LOAD = text(
     "SELECT * FROM ("  # noqa: S608 (names from metadata)
-    f"SELECT k.p AS key_project, k.t AS key_trace, {_SUMMARY_COLS}, "
+    "SELECT k.p AS key_project, k.t AS key_trace, s.project_id, s.trace_id, s.has_trace, s.timestamp, s.doc, "
     f"CASE WHEN k.p = ANY(CAST(:score_projects AS text[])) THEN {_SCORES_JSON} END AS scores "
     "FROM unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
     "LEFT JOIN LATERAL (SELECT * FROM queue_router.trace_summaries x "
     "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
     ") q WHERE q.trace_id IS NOT NULL OR q.scores IS NOT NULL"
 ).columns(column("key_project", Text), column("key_trace", Text),
-          *(column(c.name, c.type) for c in trace_summaries.columns), column("scores", JSON))
+          *(column(c.name, c.type) for c in trace_summaries.columns if c.name in _SUMMARY_READ),
+          column("scores", JSON))
 # Before a batch is applied, in one round trip: its event ids claimed (as ``tally_shared.claims`` claims them: a
 # redelivered event finds its id there; a concurrent duplicate waits on the key), the tombstones among its traces,
-# and its projects' rule versions.
+# and its projects' rule versions. The ids that were claimed before come back (kind 'x'), not the ones claimed
+# now: usually none, rather than a row per event.
 _CLAIM_TOMBSTONES_AND_VERSIONS = text(
     f"WITH c AS (INSERT INTO {qualified(processed_events)} (consumer, event_id) "  # noqa: S608 (names from metadata)
     "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id) "
-    "SELECT 'c' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, event_id FROM c "
+    "SELECT 'x' AS kind, NULL AS project_id, NULL AS trace_id, NULL::bigint AS version, d.id AS event_id "
+    "FROM (SELECT unnest(CAST(:ids AS uuid[])) EXCEPT SELECT event_id FROM c) AS d(id) "
     "UNION ALL "
     "SELECT 'd', project_id, trace_id, NULL, NULL FROM queue_router.deleted_traces "
     "WHERE project_id = ANY(CAST(:projects AS text[])) AND trace_id = ANY(CAST(:traces AS text[])) "
@@ -354,59 +358,70 @@ _CLAIM_TOMBSTONES_AND_VERSIONS = text(
     "SELECT 'v', project_id, NULL, version, NULL FROM queue_router.rule_versions "
     "WHERE project_id = ANY(CAST(:projects AS text[]))")
 
+def _float(v: Any) -> float | None:
+    # Written as doubles; JSON may spell a whole one as an integer (rows converted by the migration do).
+    return v if v is None or type(v) is float else float(v)
+
 
 def summary_from_row(m: Any) -> Summary:
+    d = orjson.loads(m["doc"])
+    if "has_error" not in d:  # aggregates are not stored: computed from the state
+        s = Summary(project_id=m["project_id"], trace_id=m["trace_id"], has_trace=m["has_trace"], name=d.get("name"),
+                    timestamp=m["timestamp"], tags=d.get("tags"), metadata=d.get("metadata"),
+                    environment=d.get("environment"), release=d.get("release"), user_id=d.get("user_id"),
+                    session_id=d.get("session_id"), dataset_run_name=d.get("dataset_run_name"),
+                    state=upgrade_state(d.get("state") or {}))
+        recompute(s)
+        return s
+    # a row converted from the typed columns (migration 0004) keeps the aggregates it was stored with
     return Summary(
-        project_id=m["project_id"], trace_id=m["trace_id"], has_trace=m["has_trace"], name=m["name"],
-        timestamp=m["timestamp"], tags=m["tags"], metadata=m["metadata"], environment=m["environment"],
-        release=m["release"], user_id=m["user_id"], session_id=m["session_id"],
-        dataset_run_name=m["dataset_run_name"], has_error=m["has_error"], latency=m["latency"],
-        total_cost=m["total_cost"], input_tokens=m["input_tokens"], output_tokens=m["output_tokens"],
-        total_tokens=m["total_tokens"], observation_types=m["observation_types"] or [],
-        observation_names=m["observation_names"] or [], state=upgrade_state(m["state"] or {}),
+        project_id=m["project_id"], trace_id=m["trace_id"], has_trace=m["has_trace"], name=d.get("name"),
+        timestamp=m["timestamp"], tags=d.get("tags"), metadata=d.get("metadata"), environment=d.get("environment"),
+        release=d.get("release"), user_id=d.get("user_id"), session_id=d.get("session_id"),
+        dataset_run_name=d.get("dataset_run_name"), has_error=bool(d.get("has_error")),
+        latency=_float(d.get("latency")), total_cost=_float(d.get("total_cost")),
+        input_tokens=_float(d.get("input_tokens")), output_tokens=_float(d.get("output_tokens")),
+        total_tokens=_float(d.get("total_tokens")), observation_types=d.get("observation_types") or [],
+        observation_names=d.get("observation_names") or [], state=upgrade_state(d.get("state") or {}),
     )
 
 
+def _doc(s: Summary) -> bytes:
+    """The trace fields and the merge state; the aggregates (error, latency, cost, tokens, observation types and
+    names) are computed from the state when read (``recompute``), as every merge does anyway: a third fewer
+    bytes to send and store."""
+    return orjson.dumps({
+        "name": s.name, "tags": s.tags, "metadata": s.metadata, "environment": s.environment, "release": s.release,
+        "user_id": s.user_id, "session_id": s.session_id, "dataset_run_name": s.dataset_run_name,
+        "state": pack_state(s.state),
+    })
+
+
 def _summary_row(s: Summary, now: datetime) -> dict[str, Any]:
-    return {
-        "project_id": s.project_id, "trace_id": s.trace_id, "has_trace": s.has_trace, "name": s.name,
-        "timestamp": s.timestamp, "tags": s.tags, "metadata": s.metadata, "environment": s.environment,
-        "release": s.release, "user_id": s.user_id, "session_id": s.session_id,
-        "dataset_run_name": s.dataset_run_name, "has_error": s.has_error, "latency": s.latency,
-        "total_cost": s.total_cost, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
-        "total_tokens": s.total_tokens, "observation_types": s.observation_types,
-        "observation_names": s.observation_names, "state": s.state, "updated_at": now,
-    }
+    return {"project_id": s.project_id, "trace_id": s.trace_id, "has_trace": s.has_trace, "timestamp": s.timestamp,
+            "doc": _doc(s), "updated_at": now}
 
 
-# The routing write: every merged summary of a batch in one statement. The rows travel as one JSON array (as
-# ``tally_shared.bulk`` sends them) under one-letter keys: the column names repeated in each row were about a
-# quarter of its bytes, and those bytes cost serialising, sending and parsing.
-_WIRE = (("a", "project_id"), ("b", "trace_id"), ("c", "has_trace"), ("d", "name"), ("e", "timestamp"),
-         ("f", "tags"), ("g", "metadata"), ("h", "environment"), ("i", "release"), ("j", "user_id"),
-         ("k", "session_id"), ("l", "dataset_run_name"), ("m", "has_error"), ("n", "latency"), ("o", "total_cost"),
-         ("p", "input_tokens"), ("q", "output_tokens"), ("r", "total_tokens"), ("s", "observation_types"),
-         ("t", "observation_names"), ("u", "state"))
-_WIRE_TYPES = ", ".join(f"{k} {pg_type(trace_summaries, c)}" for k, c in _WIRE)
+# The routing write: every merged summary of a batch in one statement, as one array per column (asyncpg sends
+# them in binary; the server stores ``doc`` as it comes, with nothing to parse).
 _SAVE_SQL = (
     f"INSERT INTO {qualified(trace_summaries)} AS t "  # noqa: S608 (names from metadata)
-    f"({', '.join(ident(c) for _, c in _WIRE)}, updated_at) "
-    f"SELECT {', '.join(f'u.{k}' for k, _ in _WIRE)}, CAST(:now AS timestamptz) "
-    f"FROM json_to_recordset(CAST(:rows AS json)) AS u({_WIRE_TYPES}) "
-    f"ON CONFLICT (project_id, trace_id) DO UPDATE SET "
-    f"{', '.join(f'{ident(c)} = EXCLUDED.{ident(c)}' for _, c in _WIRE[2:])}, updated_at = EXCLUDED.updated_at")
+    "(project_id, trace_id, has_trace, timestamp, doc, updated_at) "
+    "SELECT u.p, u.t, u.h, u.ts, u.d, CAST(:now AS timestamptz) "
+    "FROM unnest(CAST(:p AS text[]), CAST(:t AS text[]), CAST(:h AS boolean[]), CAST(:ts AS timestamptz[]), "
+    "CAST(:d AS bytea[])) AS u(p, t, h, ts, d) "
+    "ON CONFLICT (project_id, trace_id) DO UPDATE SET has_trace = EXCLUDED.has_trace, "
+    "timestamp = EXCLUDED.timestamp, doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at")
 _SAVE = text(_SAVE_SQL)
 # The write and the routing's next read (which of the batch's candidates are in their queue already) are
 # independent: one round trip.
 _SAVE_AND_EXISTING = text(f"WITH saved AS ({_SAVE_SQL}) {EXISTING.text}")
 
 
-def _wire_row(s: Summary) -> dict[str, Any]:
-    return {"a": s.project_id, "b": s.trace_id, "c": s.has_trace, "d": s.name, "e": s.timestamp, "f": s.tags,
-            "g": s.metadata, "h": s.environment, "i": s.release, "j": s.user_id, "k": s.session_id,
-            "l": s.dataset_run_name, "m": s.has_error, "n": s.latency, "o": s.total_cost, "p": s.input_tokens,
-            "q": s.output_tokens, "r": s.total_tokens, "s": s.observation_types, "t": s.observation_names,
-            "u": s.state}
+def _save_params(summaries: Sequence[Summary], now: datetime) -> dict[str, Any]:
+    return {"p": [s.project_id for s in summaries], "t": [s.trace_id for s in summaries],
+            "h": [s.has_trace for s in summaries], "ts": [s.timestamp for s in summaries],
+            "d": [_doc(s) for s in summaries], "now": now}
 
 
 def _score_views(data: list[list[Any]]) -> list[ScoreView]:
@@ -436,7 +451,7 @@ class SummaryStore:
         rows = (await self.session.execute(_CLAIM_TOMBSTONES_AND_VERSIONS, {
             "consumer": consumer, "ids": unique,
             "projects": sorted({p for p, _ in wanted}), "traces": sorted({t for _, t in wanted})})).all()
-        fresh = {e for kind, _, _, _, e in rows if kind == "c"}
+        fresh = set(unique).difference([e for kind, _, _, _, e in rows if kind == "x"])
         gone = {(p, t) for kind, p, t, _, _ in rows if kind == "d" and (p, t) in wanted}
         return fresh, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
 
@@ -464,7 +479,7 @@ class SummaryStore:
         wanted = set(existing)
         if not summaries:
             return await existing_items(self.session, existing) if wanted else {}
-        params = {**rows_param([_wire_row(s) for s in summaries]), "now": now}
+        params = _save_params(summaries, now)
         if not wanted:
             await self.session.execute(_SAVE, params)
             return {}

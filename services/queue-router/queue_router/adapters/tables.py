@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -164,34 +165,18 @@ routing_decisions = Table(
     Index("ix_decisions_object", "queue_id", "object_type", "object_id"),
 )
 
-# What the rules need to know about a trace, merged from every TraceIngested event.
+# What the rules need to know about a trace, merged from every TraceIngested event. ``doc``: the rest of the
+# summary (trace fields, aggregates, the merge state), JSON written and read only by the router
+# (``adapters.stores``); the columns are what SQL reads.
 trace_summaries = Table(
     "trace_summaries", metadata,
     Column("project_id", String(64), primary_key=True),
     Column("trace_id", String(200), primary_key=True),
     Column("has_trace", Boolean, nullable=False, server_default="false"),
-    Column("name", Text),
     Column("timestamp", DateTime(timezone=True)),
-    Column("tags", ARRAY(Text)),
-    Column("metadata", JSONB),
-    Column("environment", Text),
-    Column("release", Text),
-    Column("user_id", Text),
-    Column("session_id", Text),
-    Column("dataset_run_name", Text),
-    Column("has_error", Boolean, nullable=False, server_default="false"),
-    Column("latency", Double),
-    Column("total_cost", Double),
-    Column("input_tokens", Double),
-    Column("output_tokens", Double),
-    Column("total_tokens", Double),
-    Column("observation_types", ARRAY(Text)),
-    Column("observation_names", ARRAY(Text)),
-    # compact per-observation state (so updates to an observation replace, not add) and per-field timestamps
-    Column("state", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("doc", LargeBinary, nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_summaries_project_time", "project_id", "timestamp"),
 )
 
 # Automated (EVAL and API) scores per trace; human annotations do not route.

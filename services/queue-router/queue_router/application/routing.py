@@ -21,7 +21,7 @@ from queue_router.adapters.items_store import NewItem
 from queue_router.adapters.rule_cache import ProjectRules, RuleCache, RuleInfo
 from queue_router.adapters.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from queue_router.application.deletion import delete_traces
-from queue_router.domain.events import RoutedTraceIngested
+from queue_router.domain.events import RoutedEnvelope, RoutedTraceIngested, from_payload
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.sampling import sampled_in
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
@@ -33,6 +33,9 @@ CONSUMER = "queue-router"
 
 TraceEvent: TypeAlias = TraceIngested | RoutedTraceIngested
 Key: TypeAlias = tuple[str, str]  # (project, trace id)
+# What the subscriber hands over: the router's decoder gives trace events in their lean form.
+AnyEnvelope: TypeAlias = Envelope | RoutedEnvelope
+Event: TypeAlias = tuple[AnyEnvelope, Payload | RoutedTraceIngested]
 
 
 @dataclass
@@ -59,7 +62,7 @@ class Changes:
     keys: dict[Key, uuid.UUID] = field(default_factory=dict)  # touched trace -> last event that touched it
     score_upserts: dict[Key, dict[str, Any]] = field(default_factory=dict)  # (project, score id) -> row
     score_deletes: list[Key] = field(default_factory=list)  # (project, score id)
-    traces: list[tuple[Envelope, TraceEvent]] = field(default_factory=list)
+    traces: list[tuple[AnyEnvelope, RoutedTraceIngested]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ _TRACES = frozenset((TraceIngested, RoutedTraceIngested))
 _SCORES = frozenset((ScoreRecorded, ScoreUpdated))
 
 
-def trace_of(p: Payload) -> str | None:
+def trace_of(p: Payload | RoutedTraceIngested) -> str | None:
     cls = type(p)
     if cls in _TRACES or cls is TraceDeleted or cls is ScoreDeleted:
         return cast(TraceEvent | TraceDeleted | ScoreDeleted, p).trace_id
@@ -91,7 +94,7 @@ def trace_of(p: Payload) -> str | None:
     return None
 
 
-async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDeps) -> BatchResult:
+async def route_batch(events: Sequence[Event], deps: RouterDeps) -> BatchResult:
     result = BatchResult()
     async with deps.uow() as uow:
         # The keys of every event (fresh or not: a redelivered event's trace is only looked at in vain).
@@ -113,7 +116,7 @@ async def route_batch(events: Sequence[tuple[Envelope, Payload]], deps: RouterDe
     return result
 
 
-async def _apply(uow: UnitOfWork, todo: list[tuple[Envelope, Payload]], deps: RouterDeps,
+async def _apply(uow: UnitOfWork, todo: list[Event], deps: RouterDeps,
                  versions: dict[str, int], result: BatchResult) -> None:
     changes = gather(todo)
     await _store_scores(uow, changes, todo[-1][0].id)
@@ -142,14 +145,14 @@ def _score_row(project_id: str, s: ScoreData) -> dict[str, Any]:
             "string_values": s.string_values, "timestamp": s.timestamp}
 
 
-def gather(todo: Sequence[tuple[Envelope, Payload]]) -> Changes:
+def gather(todo: Sequence[Event]) -> Changes:
     out = Changes()
     for env, p in todo:
         cls = type(p)
         if cls in _TRACES:
-            t = cast(TraceEvent, p)
+            t = p if cls is RoutedTraceIngested else from_payload(cast(TraceIngested, p))
             out.keys[(env.project, t.trace_id)] = env.id
-            out.traces.append((env, t))
+            out.traces.append((env, cast(RoutedTraceIngested, t)))
         elif cls in _SCORES:
             s = cast(ScoreRecorded | ScoreUpdated, p).score
             sk = (env.project, s.id)
@@ -180,7 +183,7 @@ async def _store_scores(uow: UnitOfWork, changes: Changes, last_event: uuid.UUID
     await uow.summaries.save_scores(list(changes.score_upserts.values()))
 
 
-def merge(summaries: dict[Key, Summary], traces: Sequence[tuple[Envelope, TraceEvent]]) -> set[Key]:
+def merge(summaries: dict[Key, Summary], traces: Sequence[tuple[AnyEnvelope, RoutedTraceIngested]]) -> set[Key]:
     """Merge the trace events into the summaries (created where missing); returns the keys merged."""
     merged: set[Key] = set()
     for env, p in traces:

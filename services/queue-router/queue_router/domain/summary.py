@@ -8,16 +8,17 @@ are recomputed from that state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from queue_router.domain.events import RoutedObservation, RoutedTrace
+from queue_router.domain.events import TRACE_FIELDS, observation_fields, trace_fields
 from queue_router.domain.filters import ScoreView, TraceView
 from tally_shared.events.traces import ObservationData, TraceData
 
-TRACE_FIELDS = ("name", "timestamp", "metadata", "tags", "user_id", "session_id", "release", "environment",
-                "dataset_run_name")
+_FIELD_INDEX = {name: i for i, name in enumerate(TRACE_FIELDS)}
+_TAGS = _FIELD_INDEX["tags"]
 # A trace with more observations than this keeps aggregating but stops keeping per-observation state for new
 # ones (their later updates then add instead of replace); it bounds the summary row.
 MAX_TRACKED_OBSERVATIONS = 2000
@@ -90,9 +91,34 @@ _T, _N, _L, _S, _E, _C, _I, _U, _K, _AT = range(10)
 _OBS_KEYS = ("t", "n", "l", "s", "e", "c", "i", "u", "k", "at")  # the older dict form's keys, in list order
 
 
+def pack_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The state as stored: per-field times that are all the same (a trace seen in one event, most of them) as
+    ``"F": [time, bitmask of the fields set]`` instead of a list of that time repeated. ``state`` is not changed."""
+    f = state.get("f")
+    if not f:
+        return state
+    at = None
+    mask = 0
+    for i, t in enumerate(f):
+        if t is None:
+            continue
+        if at is None:
+            at = t
+        elif t != at:
+            return state
+        mask |= 1 << i
+    packed = {k: v for k, v in state.items() if k != "f"}
+    packed["F"] = [at, mask]
+    return packed
+
+
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     """A stored state in the current form: per-field times as a list in ``TRACE_FIELDS`` order, observations as
-    lists. Rows written before kept dicts; they are converted when read."""
+    lists. Rows written before kept dicts; they are converted when read, and ``pack_state``'s form is unpacked."""
+    packed = state.pop("F", None)
+    if packed is not None:
+        at, mask = packed
+        state["f"] = [at if mask >> i & 1 else None for i in range(len(TRACE_FIELDS))]
     f = state.get("f")
     if isinstance(f, dict):
         state["f"] = [f.get(name) for name in TRACE_FIELDS]
@@ -102,67 +128,71 @@ def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _value(e: Any) -> Any:
-    # The router's decoder keeps enum fields as their values; the full event models keep enum members.
-    return e if e is None or type(e) is str else e.value
-
-
-def apply_trace(s: Summary, data: TraceData | RoutedTrace, at: float) -> None:
+def apply_trace(s: Summary, data: Mapping[str, Any] | TraceData, at: float) -> None:
+    """``data``: the trace fields an event said (``domain.events``' form; a ``TraceData`` is converted)."""
+    if not isinstance(data, dict):
+        data = trace_fields(cast(TraceData, data))
     s.has_trace = True
     state = s.state
     ts: list[float | None] | None = state.get("f")
     if ts is None:
         ts = state["f"] = [None] * len(TRACE_FIELDS)
-    said = data.__pydantic_fields_set__
-    for i, name in enumerate(TRACE_FIELDS):
-        if name not in said:
+    index = _FIELD_INDEX
+    for name, value in data.items():
+        i = index.get(name)
+        if i is None:
             continue
         prev = ts[i]
         if prev is not None and prev > at:
             continue
-        value = getattr(data, name)
-        if name == "tags" and value is not None:
-            value = list(dict.fromkeys(str(t) for t in value))[:MAX_NAMES]
+        if i == _TAGS and value is not None:
+            # validated as a list of strings by either decoder
+            value = list(dict.fromkeys(value))[:MAX_NAMES]
         setattr(s, name, value)
         ts[i] = at
 
 
-def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: float) -> None:
+def apply_observation(s: Summary, o: Mapping[str, Any] | ObservationData, at: float) -> None:
+    """``o``: an observation's id and the fields an event said of it (``domain.events``' form; an
+    ``ObservationData`` is converted)."""
+    if not isinstance(o, dict):
+        o = observation_fields(cast(ObservationData, o))
     obs: dict[str, list[Any]] | None = s.state.get("o")
     if obs is None:
         obs = s.state["o"] = {}
-    cur = obs.get(o.id)
+    oid = o["id"]
+    cur = obs.get(oid)
     if cur is None:
         if len(obs) >= MAX_TRACKED_OBSERVATIONS:
             _overflow(s, o)
         else:
-            obs[o.id] = _first_sighting(o, at)
+            obs[oid] = _first_sighting(o, at)
         return
     prev_at = cur[_AT]
     newer = prev_at is None or at >= prev_at
-    fields = o.__pydantic_fields_set__
 
     def put(i: int, value: Any) -> None:
         if newer or cur[i] is None:
             cur[i] = value
 
-    if "type" in fields:
-        put(_T, _value(o.type))
-    if "name" in fields:
-        put(_N, o.name)
-    if "level" in fields:
-        put(_L, _value(o.level))
-    if "start_time" in fields:
-        put(_S, o.start_time.timestamp() if o.start_time else None)
-    if "end_time" in fields:
-        put(_E, o.end_time.timestamp() if o.end_time else None)
-    if "cost_details" in fields:
-        put(_C, _cost(o.cost_details))
-    if "usage_details" in fields:
-        put(_I, _first(o.usage_details, _INPUT_KEYS))
-        put(_U, _first(o.usage_details, _OUTPUT_KEYS))
-        total = _first(o.usage_details, _TOTAL_KEYS)
-        if total is None and o.usage_details:
+    if "type" in o:
+        put(_T, o["type"])
+    if "name" in o:
+        put(_N, o["name"])
+    if "level" in o:
+        put(_L, o["level"])
+    if "start_time" in o:
+        put(_S, o["start_time"])
+    if "end_time" in o:
+        put(_E, o["end_time"])
+    if "cost_details" in o:
+        put(_C, _cost(o["cost_details"]))
+    if "usage_details" in o:
+        usage = o["usage_details"]
+        put(_I, _first(usage, _INPUT_KEYS))
+        put(_U, _first(usage, _OUTPUT_KEYS))
+        total = _first(usage, _TOTAL_KEYS)
+        if total is None and usage:
             parts = [x for x in (cur[_I], cur[_U]) if x is not None]
             total = float(sum(parts)) if parts else None
         put(_K, total)
@@ -170,35 +200,44 @@ def apply_observation(s: Summary, o: ObservationData | RoutedObservation, at: fl
         cur[_AT] = at
 
 
-def _first_sighting(o: ObservationData | RoutedObservation, at: float) -> list[Any]:
+def _first_sighting(o: Mapping[str, Any], at: float) -> list[Any]:
     """``apply_observation`` for an observation not seen before (most of them). A field not said is None, as
-    a field said as null: no ``fields_set`` check is needed."""
-    st, en, usage, cost = o.start_time, o.end_time, o.usage_details, o.cost_details
+    a field said as null."""
+    get = o.get
+    usage, cost = get("usage_details"), get("cost_details")
     i = u = k = None
     if usage:
-        i = _first(usage, _INPUT_KEYS)
-        u = _first(usage, _OUTPUT_KEYS)
+        # the usual keys first, without a loop
+        i = usage.get("input")
+        i = float(i) if i is not None else _first(usage, _INPUT_KEYS)
+        u = usage.get("output")
+        u = float(u) if u is not None else _first(usage, _OUTPUT_KEYS)
         k = _first(usage, _TOTAL_KEYS)
         if k is None and (i is not None or u is not None):
             k = (i or 0.0) + (u or 0.0)
-    return [_value(o.type), o.name, _value(o.level), st.timestamp() if st else None,
-            en.timestamp() if en else None, _cost(cost) if cost else None, i, u, k, at]
+    c = None
+    if cost:
+        c = cost.get("total")
+        c = float(c) if c is not None else _cost(cost)
+    return [get("type"), get("name"), get("level"), get("start_time"), get("end_time"), c, i, u, k, at]
 
 
-def _overflow(s: Summary, o: ObservationData | RoutedObservation) -> None:
+def _overflow(s: Summary, o: Mapping[str, Any]) -> None:
     x: dict[str, Any] = s.state.setdefault("x", {})
-    if _value(o.level) == "ERROR":
+    if o.get("level") == "ERROR":
         x["l"] = True
-    for key, value in (("c", _cost(o.cost_details)), ("i", _first(o.usage_details, _INPUT_KEYS)),
-                       ("u", _first(o.usage_details, _OUTPUT_KEYS)), ("k", _first(o.usage_details, _TOTAL_KEYS))):
+    usage, cost = o.get("usage_details"), o.get("cost_details")
+    for key, value in (("c", _cost(cost)), ("i", _first(usage, _INPUT_KEYS)),
+                       ("u", _first(usage, _OUTPUT_KEYS)), ("k", _first(usage, _TOTAL_KEYS))):
         if value is not None:
             x[key] = x.get(key, 0.0) + value
-    if o.type is not None:
+    t, name = o.get("type"), o.get("name")
+    if t is not None:
         x.setdefault("t", [])
-        if _value(o.type) not in x["t"]:
-            x["t"].append(_value(o.type))
-    if o.name is not None and len(x.setdefault("n", [])) < MAX_NAMES and o.name not in x["n"]:
-        x["n"].append(o.name)
+        if t not in x["t"]:
+            x["t"].append(t)
+    if name is not None and len(x.setdefault("n", [])) < MAX_NAMES and name not in x["n"]:
+        x["n"].append(name)
 
 
 def recompute(s: Summary) -> None:

@@ -8,30 +8,31 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from queue_router.adapters.decoding import decode_routed
-from queue_router.application.routing import RouterDeps, route_batch
+from queue_router.application.routing import Event, RouterDeps, route_batch
 from queue_router.domain.events import RoutedTraceIngested
-from tally_shared.envelope import Envelope, Payload
+from tally_shared.envelope import Payload
 from tally_shared.events.scores import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.traces import TraceDeleted, TraceIngested
 from tally_shared.messaging import subscribe_batch
 from tally_shared.topics import SCORES, TRACES
 
-Batch = list[tuple[Envelope, Payload]]
+Batch = list[Event]
 BatchHandler = Callable[[Batch], Awaitable[Any]]
 
 # Every event the router applies; routing takes them together (one unit of work per batch).
-ROUTED: tuple[type[Payload], ...] = (TraceIngested, RoutedTraceIngested, TraceDeleted, ScoreRecorded,
-                                     ScoreUpdated, ScoreDeleted)
+ROUTED: tuple[type[Payload] | type[RoutedTraceIngested], ...] = (
+    TraceIngested, RoutedTraceIngested, TraceDeleted, ScoreRecorded, ScoreUpdated, ScoreDeleted)
 
 
-def handlers(deps: RouterDeps) -> dict[type[Payload], BatchHandler]:
+def handlers(deps: RouterDeps) -> dict[type[Payload] | type[RoutedTraceIngested], BatchHandler]:
     async def route(batch: Batch) -> None:
         await route_batch(batch, deps)
 
     return dict.fromkeys(ROUTED, route)
 
 
-def dispatch(table: dict[type[Payload], BatchHandler]) -> Callable[[Batch], Awaitable[None]]:
+def dispatch(table: dict[type[Payload] | type[RoutedTraceIngested], BatchHandler]
+             ) -> Callable[[Batch], Awaitable[None]]:
     """One batch in: each handler gets its events, in batch order; events of other classes are acknowledged."""
 
     async def handle(batch: Batch) -> None:
@@ -49,7 +50,7 @@ def dispatch(table: dict[type[Payload], BatchHandler]) -> Callable[[Batch], Awai
 _TYPE = b'"type":"'
 
 
-def type_prefilter(classes: Sequence[type[Payload]]) -> Callable[[bytes], bool]:
+def type_prefilter(classes: Sequence[type[Payload] | type[RoutedTraceIngested]]) -> Callable[[bytes], bool]:
     """Refuses, unparsed, a record whose envelope names another type (envelopes are written by orjson: ``type``
     comes within the first bytes). A record written another way is parsed."""
     names = frozenset(c.event_type.encode() for c in classes)
