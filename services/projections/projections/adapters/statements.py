@@ -103,9 +103,13 @@ class Statements:
         self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
                            "rolled_dims"]
         pk2 = ["project_id", "id"]
+        # Traces and observations are inserted optimistically (most are new): only the keys that were already
+        # there come back from ``*_new`` and go through select + merge + ``*_up``.
+        self.traces_new = Positional(t.traces, self.trace_cols, pk2, None, returning="t.project_id, t.id")
         self.traces_up = Positional(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
         self.sql_traces_get = select_by_keys(t.traces, pk2)
         self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))
+        self.obs_new = Positional(t.observations, self.obs_cols, pk2, None, returning="t.project_id, t.id")
         self.obs_up = Positional(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
         self.sql_obs_get = select_by_keys(t.observations, pk2)
         self.scores_up = Positional(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))

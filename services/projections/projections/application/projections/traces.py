@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS
+from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Positional
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import merge_fields, to_micros
@@ -53,26 +53,62 @@ def traces_of(e: Event) -> Iterable[str | None]:
     return (_trace_id(e),)
 
 
-async def merge(uow: UnitOfWork, select_stmt: Any, updates: Updates, fields: Sequence[str]
-                ) -> dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]]:
-    existing = await by_keys(uow, select_stmt, updates)
-    out: dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]] = {}
+Merged = dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]]
+
+
+def _merge_into(row: dict[str, Any], ups: list[tuple[int, datetime, dict[str, Any]]]) -> list[str]:
+    field_ts = row["field_ts"]
+    changed: list[str] = []
+    for ts, when, upd in ups:
+        changed.extend(merge_fields(row, field_ts, upd, ts))
+        if when < row["created_at"]:
+            row["created_at"] = when
+        if when > row["updated_at"]:
+            row["updated_at"] = when
+    return changed
+
+
+def _new_row(key: tuple[str, str], ups: list[tuple[int, datetime, dict[str, Any]]], blank: dict[str, Any]
+             ) -> tuple[dict[str, Any], list[str]]:
+    when = ups[0][1]
+    row = {"project_id": key[0], "id": key[1], **blank, "field_ts": {}, "created_at": when, "updated_at": when}
+    return row, _merge_into(row, ups)
+
+
+async def upsert(uow: UnitOfWork, insert: Positional, update: Positional, select_stmt: Any, updates: Updates,
+                 fields: Sequence[str], finish: Callable[[dict[str, Any]], None] | None = None) -> Merged:
+    """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
+
+    Most keys are new: every row is first inserted as if it were (``ON CONFLICT DO NOTHING``), and only the keys
+    that were already there are read back, merged field by field into the stored row and written over it.
+    ``finish`` completes a row (derived columns) before it is written."""
+    blank = dict.fromkeys(fields)
+    out: Merged = {}
     for key, ups in updates.items():
-        row = existing.get(key)
-        is_new = row is None
-        if row is None:
-            row = {"project_id": key[0], "id": key[1], **dict.fromkeys(fields), "field_ts": {},
-                   "created_at": ups[0][1], "updated_at": ups[0][1]}
-        field_ts = row["field_ts"]
-        changed: list[str] = []
-        for ts, when, upd in ups:
-            changed.extend(merge_fields(row, field_ts, upd, ts))
-            if when < row["created_at"]:
-                row["created_at"] = when
-            if when > row["updated_at"]:
-                row["updated_at"] = when
-        out[key] = (row, changed, is_new)
+        row, changed = _new_row(key, ups, blank)
+        if finish is not None:
+            finish(row)
+        out[key] = (row, changed, True)
+    res = await uow.execute(insert.stmt, insert.params(r for r, _, _ in out.values()))
+    inserted = {(r[0], r[1]) for r in res}
+    if len(inserted) == len(out):
+        return out
+    existing = await by_keys(uow, select_stmt, (k for k in out if k not in inserted))
+    merged = []
+    for key, row in existing.items():
+        changed = _merge_into(row, updates[key])
+        if finish is not None:
+            finish(row)
+        out[key] = (row, changed, False)
+        merged.append(row)
+    # a key neither inserted nor found (deleted meanwhile) is written as new
+    merged.extend(out[k][0] for k in out if k not in inserted and k not in existing)
+    await uow.execute(update.stmt, update.params(merged))
     return out
+
+
+def _sort_ts(row: dict[str, Any]) -> None:
+    row["sort_ts"] = row.get("timestamp") or row["created_at"]
 
 
 async def apply(events: list[Event], uow: UnitOfWork) -> None:
@@ -85,17 +121,14 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             state.trace_shard[(e.project, tid)] = e.partition
     if not t_upd:
         return
-    rows = await merge(uow, sql.sql_traces_get, t_upd, TRACE_FIELDS)
+    rows = await upsert(uow, sql.traces_new, sql.traces_up, sql.sql_traces_get, t_upd, TRACE_FIELDS, _sort_ts)
     changed_dims: dict[TraceKey, dict[str, Any]] = {}
     for key, (row, changed, is_new) in rows.items():
-        row["sort_ts"] = row.get("timestamp") or row["created_at"]
         # a new trace may already have scores (they can arrive first): count them under its dimensions now
         if is_new or DIM_FIELDS.intersection(changed):
             changed_dims[key] = row
-    await uow.execute(sql.traces_up.stmt, sql.traces_up.params(r for r, _, _ in rows.values()))
     if o_upd:
-        orows = await merge(uow, sql.sql_obs_get, o_upd, OBS_FIELDS)
-        await uow.execute(sql.obs_up.stmt, sql.obs_up.params(r for r, _, _ in orows.values()))
+        await upsert(uow, sql.obs_new, sql.obs_up, sql.sql_obs_get, o_upd, OBS_FIELDS)
     state.trace_rows.update({k: v[0] for k, v in rows.items()})
     state.changed_dims.update(changed_dims)
 
