@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import text
 
 from projections import SCHEMA
-from projections.adapters.statements import Statements
+from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Statements
 from projections.adapters.tables import make_tables
 from projections.application.handlers import Deps, project
-from projections.domain.merge import to_micros
+from projections.domain.merge import to_micros, unpack_field_ts
 from tally_shared.db import make_engine, make_session_factory
 from tally_shared.envelope import Payload
 from tally_shared.events import ObservationData, TraceData, TraceIngested
@@ -28,7 +28,13 @@ def _event(payload: Payload, pid: str, key: str, minutes: float) -> Event:
 async def test_a_batch_of_new_and_stored_keys_merges_only_the_stored_ones_per_field(harness: Harness) -> None:
     pid = f"p-{uuid.uuid4().hex[:10]}"
     engine = make_engine(harness.database_url, pool_size=1)
-    deps = Deps(make_session_factory(engine), Statements(make_tables(SCHEMA)))
+    # tables of its own (copies of the migrated ones): the live ones only ever hold what the log holds
+    schema = f"tw_{uuid.uuid4().hex[:10]}"
+    async with engine.begin() as c:
+        await c.execute(text(f"CREATE SCHEMA {schema}"))
+        for t in make_tables(SCHEMA).all():
+            await c.execute(text(f"CREATE TABLE {schema}.{t.name} (LIKE {SCHEMA}.{t.name} INCLUDING ALL)"))
+    deps = Deps(make_session_factory(engine), Statements(make_tables(schema)))
     first = _event(TraceIngested(trace_id="t1", trace=TraceData(id="t1", name="final", tags=["b"]),
                                  observations=[ObservationData(id="o1", trace_id="t1", level="ERROR")]),
                    pid, "t1", 10)
@@ -52,18 +58,19 @@ async def test_a_batch_of_new_and_stored_keys_merges_only_the_stored_ones_per_fi
 
         async with engine.connect() as c:
             traces = {r["id"]: dict(r) for r in (await c.execute(text(
-                f"SELECT * FROM {SCHEMA}.traces WHERE project_id = :p"), {"p": pid})).mappings()}  # noqa: S608
+                f"SELECT * FROM {schema}.traces WHERE project_id = :p"), {"p": pid})).mappings()}  # noqa: S608
             obs = {r["id"]: dict(r) for r in (await c.execute(text(
-                f"SELECT * FROM {SCHEMA}.observations WHERE project_id = :p"), {"p": pid})).mappings()}  # noqa: S608
+                f"SELECT * FROM {schema}.observations WHERE project_id = :p"), {"p": pid})).mappings()}  # noqa: S608
         t1: dict[str, Any] = traces["t1"]
         assert (t1["name"], t1["user_id"], t1["tags"]) == ("final", "u1", ["b"])
-        assert t1["field_ts"] == {"name": to_micros(at(10)), "tags": to_micros(at(10)),
+        # stored packed: [ts, mask, ...]
+        assert unpack_field_ts(t1["field_ts"], TRACE_FIELDS) == {"name": to_micros(at(10)), "tags": to_micros(at(10)),
                                   "user_id": to_micros(at(5))}
         assert (t1["created_at"], t1["updated_at"], t1["sort_ts"]) == (at(5), at(10), at(5))
         assert (traces["t2"]["name"], traces["t2"]["created_at"]) == ("other", at(7))
         assert (obs["o1"]["name"], obs["o1"]["level"]) == ("llm", "ERROR")
-        assert obs["o1"]["field_ts"] == {"trace_id": to_micros(at(10)), "level": to_micros(at(10)),
-                                         "name": to_micros(at(5))}
+        assert unpack_field_ts(obs["o1"]["field_ts"], OBS_FIELDS) == {
+            "trace_id": to_micros(at(10)), "level": to_micros(at(10)), "name": to_micros(at(5))}
         assert (obs["o2"]["name"], obs["o3"]["name"]) == ("tool", "chain")
 
         # a redelivery under new event ids changes nothing
@@ -72,8 +79,10 @@ async def test_a_batch_of_new_and_stored_keys_merges_only_the_stored_ones_per_fi
             assert (pid, "t1") not in uow.state.changed_dims
             await uow.commit()
         async with engine.connect() as c:
-            again = (await c.execute(text(f"SELECT * FROM {SCHEMA}.traces WHERE project_id = :p AND id = 't1'"),
-                                     {"p": pid})).mappings().one()  # noqa: S608
+            sql = f"SELECT * FROM {schema}.traces WHERE project_id = :p AND id = 't1'"  # noqa: S608
+            again = (await c.execute(text(sql), {"p": pid})).mappings().one()
         assert dict(again) == t1
     finally:
+        async with engine.begin() as c:
+            await c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         await engine.dispose()

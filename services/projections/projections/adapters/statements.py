@@ -17,6 +17,8 @@ from sqlalchemy.sql.elements import TextClause
 from projections.adapters.tables import Tables
 from tally_shared.bulk import ident, insert_sql, pg_type, qualified, select_by_keys, set_excluded
 
+# The merged fields. Append only: a field's position here is its bit in the packed field_ts stored with each row
+# (domain.merge.pack_field_ts).
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
                 "dataset_id")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Positional
+from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Positional, Statements
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
-from projections.domain.merge import merge_fields, to_micros
+from projections.domain.merge import field_bits, merge_fields, pack_field_ts, to_micros, unpack_field_ts
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetRunItemCreated, TraceIngested
 from tally_shared.records import Event
@@ -54,9 +56,10 @@ def traces_of(e: Event) -> Iterable[str | None]:
 
 
 Merged = dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]]
+Ups = list[tuple[int, datetime, dict[str, Any]]]
 
 
-def _merge_into(row: dict[str, Any], ups: list[tuple[int, datetime, dict[str, Any]]]) -> list[str]:
+def _merge_into(row: dict[str, Any], ups: Ups) -> list[str]:
     field_ts = row["field_ts"]
     changed: list[str] = []
     for ts, when, upd in ups:
@@ -68,47 +71,100 @@ def _merge_into(row: dict[str, Any], ups: list[tuple[int, datetime, dict[str, An
     return changed
 
 
-def _new_row(key: tuple[str, str], ups: list[tuple[int, datetime, dict[str, Any]]], blank: dict[str, Any]
-             ) -> tuple[dict[str, Any], list[str]]:
-    when = ups[0][1]
-    row = {"project_id": key[0], "id": key[1], **blank, "field_ts": {}, "created_at": when, "updated_at": when}
-    return row, _merge_into(row, ups)
+class _Writer:
+    """The rows of one table: built as new, written, and merged into the stored rows where there were some."""
 
+    def __init__(self, insert: Positional, update: Positional, select_stmt: Any, fields: Sequence[str],
+                 finish: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.insert, self.update, self.select_stmt, self.finish = insert, update, select_stmt, finish
+        self.fields = tuple(fields)
+        self.bits = field_bits(fields)
+        self.blank = dict.fromkeys(fields)
+        self.cols = insert.columns
+        self.ft_at = self.cols.index("field_ts")
+        self._masks: dict[tuple[str, ...], int] = {}
 
-async def upsert(uow: UnitOfWork, insert: Positional, update: Positional, select_stmt: Any, updates: Updates,
-                 fields: Sequence[str], finish: Callable[[dict[str, Any]], None] | None = None) -> Merged:
-    """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
+    def new_row(self, key: tuple[str, str], ups: Ups) -> tuple[dict[str, Any], list[str], list[int]]:
+        """The row as if ``key`` were new, the fields its updates set, and its packed ``field_ts``."""
+        ts, when, upd = ups[0]
+        if len(ups) > 1:
+            row: dict[str, Any] = {"project_id": key[0], "id": key[1], **self.blank, "field_ts": {}, "created_at": when,
+                   "updated_at": when}
+            changed = _merge_into(row, ups)
+            return row, changed, pack_field_ts(row["field_ts"], self.bits)
+        # one update on a blank row (the common case): it sets every field it carries, and changes the non-null
+        row = {"project_id": key[0], "id": key[1], **self.blank, **upd, "field_ts": dict.fromkeys(upd, ts),
+               "created_at": when, "updated_at": when}
+        names = tuple(upd)
+        mask = self._masks.get(names)
+        if mask is None:
+            mask = self._masks[names] = sum(self.bits[n] for n in names)
+        return row, [n for n, v in upd.items() if v is not None], [ts, mask] if names else []
 
-    Most keys are new: every row is first inserted as if it were (``ON CONFLICT DO NOTHING``), and only the keys
-    that were already there are read back, merged field by field into the stored row and written over it.
-    ``finish`` completes a row (derived columns) before it is written."""
-    blank = dict.fromkeys(fields)
-    out: Merged = {}
-    for key, ups in updates.items():
-        row, changed = _new_row(key, ups, blank)
-        if finish is not None:
-            finish(row)
-        out[key] = (row, changed, True)
-    res = await uow.execute(insert.stmt, insert.params(r for r, _, _ in out.values()))
-    inserted = {(r[0], r[1]) for r in res}
-    if len(inserted) == len(out):
+    def values(self, rows: Iterable[tuple[dict[str, Any], list[int]]]) -> dict[str, str]:
+        cols, at = self.cols, self.ft_at
+        out = []
+        for row, packed in rows:
+            v = [row.get(c) for c in cols]
+            v[at] = packed
+            out.append(v)
+        return Positional.values(out)
+
+    async def write(self, uow: UnitOfWork, updates: Updates) -> Merged:
+        """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
+
+        Most keys are new: every row is first inserted as if it were (``ON CONFLICT DO NOTHING``), and only the
+        keys that were already there are read back, merged field by field into the stored row and written over
+        it."""
+        out: Merged = {}
+        packed: list[tuple[dict[str, Any], list[int]]] = []
+        finish = self.finish
+        for key, ups in updates.items():
+            row, changed, ft = self.new_row(key, ups)
+            if finish is not None:
+                finish(row)
+            out[key] = (row, changed, True)
+            packed.append((row, ft))
+        res = await uow.execute(self.insert.stmt, self.values(packed))
+        inserted = {(r[0], r[1]) for r in res}
+        if len(inserted) == len(out):
+            return out
+        existing = await by_keys(uow, self.select_stmt, (k for k in out if k not in inserted))
+        again = []
+        for key, row in existing.items():
+            row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
+            changed = _merge_into(row, updates[key])
+            if finish is not None:
+                finish(row)
+            out[key] = (row, changed, False)
+            again.append((row, pack_field_ts(row["field_ts"], self.bits)))
+        # a key neither inserted nor found (deleted meanwhile) is written as new
+        again.extend(p for k, p in zip(out, packed, strict=True) if k not in inserted and k not in existing)
+        await uow.execute(self.update.stmt, self.values(again))
         return out
-    existing = await by_keys(uow, select_stmt, (k for k in out if k not in inserted))
-    merged = []
-    for key, row in existing.items():
-        changed = _merge_into(row, updates[key])
-        if finish is not None:
-            finish(row)
-        out[key] = (row, changed, False)
-        merged.append(row)
-    # a key neither inserted nor found (deleted meanwhile) is written as new
-    merged.extend(out[k][0] for k in out if k not in inserted and k not in existing)
-    await uow.execute(update.stmt, update.params(merged))
-    return out
 
 
 def _sort_ts(row: dict[str, Any]) -> None:
     row["sort_ts"] = row.get("timestamp") or row["created_at"]
+
+
+@dataclass(frozen=True)
+class _Writers:
+    traces: _Writer
+    observations: _Writer
+
+
+_WRITERS: WeakKeyDictionary[Statements, _Writers] = WeakKeyDictionary()
+
+
+def _writers(sql: Statements) -> _Writers:
+    """One pair per ``Statements`` (the live schema's, a rebuild's shadow schema's)."""
+    w = _WRITERS.get(sql)
+    if w is None:
+        w = _WRITERS[sql] = _Writers(
+            _Writer(sql.traces_new, sql.traces_up, sql.sql_traces_get, TRACE_FIELDS, _sort_ts),
+            _Writer(sql.obs_new, sql.obs_up, sql.sql_obs_get, OBS_FIELDS))
+    return w
 
 
 async def apply(events: list[Event], uow: UnitOfWork) -> None:
@@ -121,14 +177,14 @@ async def apply(events: list[Event], uow: UnitOfWork) -> None:
             state.trace_shard[(e.project, tid)] = e.partition
     if not t_upd:
         return
-    rows = await upsert(uow, sql.traces_new, sql.traces_up, sql.sql_traces_get, t_upd, TRACE_FIELDS, _sort_ts)
+    rows = await _writers(sql).traces.write(uow, t_upd)
     changed_dims: dict[TraceKey, dict[str, Any]] = {}
     for key, (row, changed, is_new) in rows.items():
         # a new trace may already have scores (they can arrive first): count them under its dimensions now
         if is_new or DIM_FIELDS.intersection(changed):
             changed_dims[key] = row
     if o_upd:
-        await upsert(uow, sql.obs_new, sql.obs_up, sql.sql_obs_get, o_upd, OBS_FIELDS)
+        await _writers(sql).observations.write(uow, o_upd)
     state.trace_rows.update({k: v[0] for k, v in rows.items()})
     state.changed_dims.update(changed_dims)
 
