@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -26,10 +27,13 @@ def _ingested(e: Event, traces: Updates, obs: Updates) -> str:
     p = e.payload
     ts = to_micros(e.occurred_at)
     trace = p.get("trace")
-    fields = {k: v for k, v in trace.items() if k != "id"} if trace is not None else {}
+    fields = dict(trace) if trace is not None else {}
+    fields.pop("id", None)
     traces[(e.project, p["trace_id"])].append((ts, e.occurred_at, fields))
     for o in p.get("observations") or ():
-        obs[(e.project, o["id"])].append((ts, e.occurred_at, {k: v for k, v in o.items() if k != "id"}))
+        upd = dict(o)
+        del upd["id"]
+        obs[(e.project, o["id"])].append((ts, e.occurred_at, upd))
     return p["trace_id"]
 
 
@@ -72,7 +76,8 @@ def _merge_into(row: dict[str, Any], ups: Ups) -> list[str]:
 
 
 class _Writer:
-    """The rows of one table: built as new, written, and merged into the stored rows where there were some."""
+    """The rows of one table: built as new, written, and merged into the stored rows where there were some.
+    Rows go out with their ``field_ts`` packed (``domain.merge.pack_field_ts``)."""
 
     def __init__(self, insert: Positional, update: Positional, select_stmt: Any, fields: Sequence[str],
                  finish: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -80,35 +85,28 @@ class _Writer:
         self.fields = tuple(fields)
         self.bits = field_bits(fields)
         self.blank = dict.fromkeys(fields)
-        self.cols = insert.columns
-        self.ft_at = self.cols.index("field_ts")
+        # every row has every column (blank fields are None): one C-level lookup of them all
+        self.getter = itemgetter(*insert.columns)
         self._masks: dict[tuple[str, ...], int] = {}
 
-    def new_row(self, key: tuple[str, str], ups: Ups) -> tuple[dict[str, Any], list[str], list[int]]:
-        """The row as if ``key`` were new, the fields its updates set, and its packed ``field_ts``."""
+    def new_row(self, key: tuple[str, str], ups: Ups) -> tuple[dict[str, Any], list[str]]:
+        """The row as if ``key`` were new (``field_ts`` packed), and the fields its updates changed."""
         ts, when, upd = ups[0]
+        row: dict[str, Any]
         if len(ups) > 1:
-            row: dict[str, Any] = {"project_id": key[0], "id": key[1], **self.blank, "field_ts": {}, "created_at": when,
+            row = {"project_id": key[0], "id": key[1], **self.blank, "field_ts": {}, "created_at": when,
                    "updated_at": when}
             changed = _merge_into(row, ups)
-            return row, changed, pack_field_ts(row["field_ts"], self.bits)
+            row["field_ts"] = pack_field_ts(row["field_ts"], self.bits)
+            return row, changed
         # one update on a blank row (the common case): it sets every field it carries, and changes the non-null
-        row = {"project_id": key[0], "id": key[1], **self.blank, **upd, "field_ts": dict.fromkeys(upd, ts),
-               "created_at": when, "updated_at": when}
         names = tuple(upd)
         mask = self._masks.get(names)
         if mask is None:
             mask = self._masks[names] = sum(self.bits[n] for n in names)
-        return row, [n for n, v in upd.items() if v is not None], [ts, mask] if names else []
-
-    def values(self, rows: Iterable[tuple[dict[str, Any], list[int]]]) -> dict[str, str]:
-        cols, at = self.cols, self.ft_at
-        out = []
-        for row, packed in rows:
-            v = [row.get(c) for c in cols]
-            v[at] = packed
-            out.append(v)
-        return Positional.values(out)
+        row = {"project_id": key[0], "id": key[1], **self.blank, **upd, "field_ts": [ts, mask] if names else [],
+               "created_at": when, "updated_at": when}
+        return row, [n for n, v in upd.items() if v is not None]
 
     async def write(self, uow: UnitOfWork, updates: Updates) -> Merged:
         """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
@@ -117,30 +115,28 @@ class _Writer:
         keys that were already there are read back, merged field by field into the stored row and written over
         it."""
         out: Merged = {}
-        packed: list[tuple[dict[str, Any], list[int]]] = []
-        finish = self.finish
+        finish, new_row, getter = self.finish, self.new_row, self.getter
         for key, ups in updates.items():
-            row, changed, ft = self.new_row(key, ups)
+            row, changed = new_row(key, ups)
             if finish is not None:
                 finish(row)
             out[key] = (row, changed, True)
-            packed.append((row, ft))
-        res = await uow.execute(self.insert.stmt, self.values(packed))
+        res = await uow.execute(self.insert.stmt, Positional.values([getter(r) for r, _, _ in out.values()]))
         inserted = {(r[0], r[1]) for r in res}
         if len(inserted) == len(out):
             return out
         existing = await by_keys(uow, self.select_stmt, (k for k in out if k not in inserted))
-        again = []
+        # a key neither inserted nor found (deleted meanwhile) is written as new
+        again = [getter(v[0]) for k, v in out.items() if k not in inserted and k not in existing]
         for key, row in existing.items():
-            row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
+            field_ts = row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
             changed = _merge_into(row, updates[key])
+            row["field_ts"] = pack_field_ts(field_ts, self.bits)
             if finish is not None:
                 finish(row)
             out[key] = (row, changed, False)
-            again.append((row, pack_field_ts(row["field_ts"], self.bits)))
-        # a key neither inserted nor found (deleted meanwhile) is written as new
-        again.extend(p for k, p in zip(out, packed, strict=True) if k not in inserted and k not in existing)
-        await uow.execute(self.update.stmt, self.values(again))
+            again.append(getter(row))
+        await uow.execute(self.update.stmt, Positional.values(again))
         return out
 
 
