@@ -104,6 +104,7 @@ def test_field_ts_packs_by_timestamp_and_unpacks_either_form() -> None:
     assert packed == [20, bits["name"] | bits["tags"], 10, bits["input"], 30, bits["dataset_id"]]
     assert unpack_field_ts(packed, TRACE_FIELDS) == ft
     assert unpack_field_ts(ft, TRACE_FIELDS) == ft  # rows written before the packed form
+    assert pack_field_ts({**ft, "gone": 40}, bits) == packed
     assert pack_field_ts({}, bits) == [] and unpack_field_ts([], TRACE_FIELDS) == {}
     every = {n: i for i, n in enumerate(OBS_FIELDS)}
     assert unpack_field_ts(pack_field_ts(every, field_bits(OBS_FIELDS)), OBS_FIELDS) == every

@@ -49,7 +49,9 @@ def pack_field_ts(field_ts: dict[str, int], bits: dict[str, int]) -> list[int]:
     and far cheaper for PostgreSQL to parse and keep."""
     by_ts: dict[int, int] = {}
     for name, ts in field_ts.items():
-        by_ts[ts] = by_ts.get(ts, 0) | bits[name]
+        bit = bits.get(name)
+        if bit is not None:  # a name no longer merged (only an old field -> ts object could hold one)
+            by_ts[ts] = by_ts.get(ts, 0) | bit
     return [x for pair in by_ts.items() for x in pair]
 
 
