@@ -88,6 +88,7 @@ class _Writer:
         # every row has every column (blank fields are None): one C-level lookup of them all
         self.getter = itemgetter(*insert.columns)
         self._masks: dict[tuple[str, ...], int] = {}
+        self.stored_share = 0.0
 
     def new_row(self, key: tuple[str, str], ups: Ups) -> tuple[dict[str, Any], list[str]]:
         """The row as if ``key`` were new (``field_ts`` packed), and the fields its updates changed."""
@@ -108,12 +109,23 @@ class _Writer:
                "created_at": when, "updated_at": when}
         return row, [n for n, v in upd.items() if v is not None]
 
+    def _merge_stored(self, row: dict[str, Any], ups: Ups) -> list[str]:
+        field_ts = row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
+        changed = _merge_into(row, ups)
+        row["field_ts"] = pack_field_ts(field_ts, self.bits)
+        if self.finish is not None:
+            self.finish(row)
+        return changed
+
     async def write(self, uow: UnitOfWork, updates: Updates) -> Merged:
         """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
 
         Most keys are new: every row is first inserted as if it were (``ON CONFLICT DO NOTHING``), and only the
         keys that were already there are read back, merged field by field into the stored row and written over
-        it."""
+        it. While most keys of recent batches were stored already (updates of what came before), the rows are
+        read first instead, as that sends each row once."""
+        if self.stored_share > 0.5:
+            return await self._read_first(uow, updates)
         out: Merged = {}
         finish, new_row, getter = self.finish, self.new_row, self.getter
         for key, ups in updates.items():
@@ -123,21 +135,37 @@ class _Writer:
             out[key] = (row, changed, True)
         res = await uow.execute(self.insert.stmt, Positional.values([getter(r) for r, _, _ in out.values()]))
         inserted = {(r[0], r[1]) for r in res}
+        self._observe(len(out) - len(inserted), len(out))
         if len(inserted) == len(out):
             return out
         existing = await by_keys(uow, self.select_stmt, (k for k in out if k not in inserted))
         # a key neither inserted nor found (deleted meanwhile) is written as new
         again = [getter(v[0]) for k, v in out.items() if k not in inserted and k not in existing]
         for key, row in existing.items():
-            field_ts = row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
-            changed = _merge_into(row, updates[key])
-            row["field_ts"] = pack_field_ts(field_ts, self.bits)
-            if finish is not None:
-                finish(row)
-            out[key] = (row, changed, False)
+            out[key] = (row, self._merge_stored(row, updates[key]), False)
             again.append(getter(row))
         await uow.execute(self.update.stmt, Positional.values(again))
         return out
+
+    async def _read_first(self, uow: UnitOfWork, updates: Updates) -> Merged:
+        existing = await by_keys(uow, self.select_stmt, updates)
+        self._observe(len(existing), len(updates))
+        out: Merged = {}
+        for key, ups in updates.items():
+            row = existing.get(key)
+            if row is None:
+                row, changed = self.new_row(key, ups)
+                if self.finish is not None:
+                    self.finish(row)
+                out[key] = (row, changed, True)
+            else:
+                out[key] = (row, self._merge_stored(row, ups), False)
+        await uow.execute(self.update.stmt, Positional.values([self.getter(r) for r, _, _ in out.values()]))
+        return out
+
+    def _observe(self, stored: int, total: int) -> None:
+        """A moving share of keys that were stored already: which way the next batch goes (either is exact)."""
+        self.stored_share = 0.7 * self.stored_share + 0.3 * (stored / total)
 
 
 def _sort_ts(row: dict[str, Any]) -> None:
