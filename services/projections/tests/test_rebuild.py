@@ -148,3 +148,29 @@ async def test_rebuild_refuses_to_swap_when_the_log_lost_events(harness: Harness
             await conn.execute(text(f"DELETE FROM {SCHEMA}.processed_events WHERE event_id = :id"),  # noqa: S608
                                {"id": ghost})
         await engine.dispose()
+
+
+async def test_shadow_tables_keep_the_storage_parameters_of_the_live_ones(harness: Harness) -> None:
+    from projections.adapters.rebuild import _create_shadow
+
+    engine = make_engine(harness.database_url, pool_size=1)
+    shadow = f"shadow_{uuid.uuid4().hex[:8]}"
+
+    async def options(schema: str) -> list[str] | None:
+        async with engine.connect() as c:
+            return (await c.execute(text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                                    {"t": f'"{schema}".observations'})).scalar()
+
+    before = await options(SCHEMA)
+    try:
+        async with engine.begin() as c:
+            await c.execute(text(f'ALTER TABLE "{SCHEMA}".observations SET (toast_tuple_target = 4000)'))
+            await _create_shadow(c, SCHEMA, shadow)
+        assert await options(shadow) == ["toast_tuple_target=4000"]
+    finally:
+        async with engine.begin() as c:
+            await c.execute(text(f'DROP SCHEMA IF EXISTS "{shadow}" CASCADE'))
+            await c.execute(text(f'ALTER TABLE "{SCHEMA}".observations RESET (toast_tuple_target)'))
+            if before:
+                await c.execute(text(f'ALTER TABLE "{SCHEMA}".observations SET ({", ".join(before)})'))
+        await engine.dispose()

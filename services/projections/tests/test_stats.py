@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from projections.domain.merge import merge_fields
+from projections.domain.merge import field_bits, merge_fields, pack_field_ts, unpack_field_ts
 from projections.domain.rollup import add_to, contributions, trace_dims
 from projections.domain.stats import agreement, calibration, cohen_kappa, mean_ci, wilson_interval
 
@@ -94,6 +94,32 @@ def test_per_field_last_write_wins() -> None:
     merge_fields(row, ts, {"name": "new", "user": "u"}, 20)
     merge_fields(row, ts, {"name": "old", "input": 1}, 10)
     assert row == {"name": "new", "user": "u", "input": 1}
+
+
+def test_field_ts_packs_by_timestamp_and_unpacks_either_form() -> None:
+    from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS
+
+    bits = field_bits(TRACE_FIELDS)
+    ft = {"name": 20, "input": 10, "tags": 20, "dataset_id": 30}
+    packed = pack_field_ts(ft, bits)
+    assert packed == [20, bits["name"] | bits["tags"], 10, bits["input"], 30, bits["dataset_id"]]
+    assert unpack_field_ts(packed, TRACE_FIELDS) == ft
+    assert unpack_field_ts(ft, TRACE_FIELDS) == ft  # rows written before the packed form
+    assert pack_field_ts({**ft, "gone": 40}, bits) == packed
+    assert pack_field_ts({}, bits) == [] and unpack_field_ts([], TRACE_FIELDS) == {}
+    every = {n: i for i, n in enumerate(OBS_FIELDS)}
+    assert unpack_field_ts(pack_field_ts(every, field_bits(OBS_FIELDS)), OBS_FIELDS) == every
+
+
+def test_every_payload_field_has_a_stored_position() -> None:
+    # field_ts stores a field's position in these lists: a new payload field is appended to them, never inserted
+    from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS
+    from tally_shared.events import ObservationData, TraceData
+
+    assert set(TraceData.model_fields) - {"id"} == set(TRACE_FIELDS)
+    assert set(ObservationData.model_fields) - {"id"} == set(OBS_FIELDS)
+    assert TRACE_FIELDS[:4] == ("name", "timestamp", "input", "output")
+    assert OBS_FIELDS[:4] == ("trace_id", "type", "name", "parent_observation_id")
 
 
 def test_buckets_are_utc() -> None:

@@ -85,6 +85,13 @@ async def _create_shadow(conn: AsyncConnection, live: str, shadow: str) -> None:
             f"CREATE TABLE {ident(shadow)}.{ident(table.name)} "
             f"(LIKE {ident(live)}.{ident(table.name)} INCLUDING ALL)"
         ))
+        # LIKE copies no storage parameters (toast_tuple_target, fillfactor): the swapped-in tables keep them
+        options = (await conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+            {"t": f"{ident(live)}.{ident(table.name)}"},
+        )).scalar()
+        if options:
+            await conn.execute(text(f"ALTER TABLE {ident(shadow)}.{ident(table.name)} SET ({', '.join(options)})"))
 
 
 async def _index_defs(conn: AsyncConnection, schema: str, table: str) -> dict[str, str]:

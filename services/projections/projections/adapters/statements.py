@@ -18,6 +18,8 @@ from sqlalchemy.sql.elements import TextClause
 from projections.adapters.tables import Tables
 from tally_shared.bulk import ident, insert_sql, pg_type, qualified, select_by_keys, set_excluded
 
+# The merged fields. Append only: a field's position here is its bit in the packed field_ts stored with each row
+# (domain.merge.pack_field_ts).
 TRACE_FIELDS = ("name", "timestamp", "input", "output", "metadata", "tags", "user_id", "session_id", "release",
                 "version", "environment", "public", "dataset_run_name", "dataset_item_id", "dataset_name",
                 "dataset_id")
@@ -110,9 +112,13 @@ class Statements:
         self.score_cols = ["project_id", "id", *SCORE_FIELDS, "deleted", "event_ts", "created_at", "updated_at",
                            "rolled_dims"]
         pk2 = ["project_id", "id"]
+        # Traces and observations are inserted optimistically (most are new): only the keys that were already
+        # there come back from ``*_new`` and go through select + merge + ``*_up``.
+        self.traces_new = Positional(t.traces, self.trace_cols, pk2, None, returning="t.project_id, t.id")
         self.traces_up = Positional(t.traces, self.trace_cols, pk2, set_all(self.trace_cols, pk2))
         self.sql_traces_get = select_by_keys(t.traces, pk2)
         self.sql_datasets_up = upsert_sql(t.datasets, ["project_id", "id", "name"], pk2, set_all(["name"], []))
+        self.obs_new = Positional(t.observations, self.obs_cols, pk2, None, returning="t.project_id, t.id")
         self.obs_up = Positional(t.observations, self.obs_cols, pk2, set_all(self.obs_cols, pk2))
         self.sql_obs_get = select_by_keys(t.observations, pk2)
         self.scores_up = Positional(t.scores, self.score_cols, pk2, set_all(self.score_cols, pk2))

@@ -1,8 +1,9 @@
 """The read-model tables. Built per schema so that a rebuild can write the same tables into a shadow schema.
 
 Every column is derived from events only (never ``now()``), so that a rebuild from the log reproduces the live
-tables row for row. Timestamps of the events that set each field are kept in ``field_ts`` (field -> epoch
-microseconds of the envelope's ``occurred_at``) for per-field last-write-wins.
+tables row for row. Timestamps of the events that set each field are kept in ``field_ts`` (epoch microseconds of
+the envelope's ``occurred_at``) for per-field last-write-wins, packed as ``[ts, field mask, ...]``
+(``domain.merge.pack_field_ts``; rows written before that hold a field -> ts object, read either way).
 """
 
 from __future__ import annotations
