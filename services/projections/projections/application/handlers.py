@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.statements import Statements
 from projections.application.projections import DELETIONS, PROJECTION_OF, PROJECTIONS
-from projections.application.projections.base import Projection
+from projections.application.projections.base import Projection, no_traces
 from projections.application.projections.deletions import tombstoned
 from projections.application.unit_of_work import UnitOfWork
 from tally_shared.events import DatasetRunItemCreated
+from tally_shared.producer import murmur2
 from tally_shared.records import Event
 from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
@@ -94,6 +95,7 @@ async def project(events: Sequence[Event], uow: UnitOfWork) -> tuple[dict[Projec
     n_fresh = len(unprojected) + sum(len(v) for v in routed.values())
     if not routed:
         return {}, n_fresh
+    await uow.lock_trace_slots(trace_slots(routed))
     uow.state.gone = await tombstoned(uow, routed.get(DELETIONS, []),
                                       ((p, evs) for p, evs in routed.items() if p is not DELETIONS))
     for p in PROJECTIONS:
@@ -104,8 +106,29 @@ async def project(events: Sequence[Event], uow: UnitOfWork) -> tuple[dict[Projec
 
 
 # Events whose writes are not their own partition's: a dataset run item (tally.datasets, 3 partitions) merges into
-# its trace's row, which the trace's partition of tally.traces (6) writes too. A batch holding one is applied whole.
+# its trace's row, which the trace's partition of tally.traces (6) writes too. A batch holding one is applied whole
+# (and its transaction holds the trace's slot, so a replica writing that trace waits for it).
 _ACROSS_PARTITIONS: frozenset[type[Any]] = frozenset({DatasetRunItemCreated})
+
+
+def trace_slots(routed: dict[Projection, list[Event]]) -> set[int]:
+    """The trace slots (``UnitOfWork.lock_trace_slots``) of the traces these events are about. Events about a trace
+    are keyed by its id, so on a topic partitioned like ``tally.traces`` an event's partition is its trace's slot;
+    a dataset run item (``tally.datasets`` is partitioned differently) has its trace's slot computed."""
+    slots: set[int] = set()
+    for p, evs in routed.items():
+        if p.traces_of is no_traces:
+            continue
+        for e in evs:
+            if e.cls in _ACROSS_PARTITIONS:
+                slots.update(trace_slot(tid) for tid in p.traces_of(e) if tid)
+            else:
+                slots.add(e.partition)
+    return slots
+
+
+def trace_slot(trace_id: str) -> int:
+    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % TRACES.partitions
 
 
 async def apply_by_partition(events: Sequence[Event], deps: Deps, *, concurrency: int = 2) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import TracebackType
@@ -29,6 +29,8 @@ TraceKey = tuple[str, str]
 _UUID_ORDER = attrgetter("int")  # UUID's own order, without its Python-level __lt__ per comparison
 _BEGIN = text("SELECT pg_advisory_xact_lock_shared(hashtext(:k)), "
               "set_config('plan_cache_mode', 'force_custom_plan', true)")
+# in the order of the (sorted) array: two transactions wanting the same slots take them in one order
+_TRACE_SLOTS = text("SELECT count(pg_advisory_xact_lock(hashtext(:k), s)) FROM unnest(CAST(:slots AS int[])) AS s")
 
 
 @dataclass
@@ -79,6 +81,15 @@ class UnitOfWork:
         """Record the ids as processed; returns those not processed before."""
         # sorted: two writers claiming overlapping ids (a partition changing hands) lock them in one order
         return await claims.claim(self.session, self.sql.t.processed, CONSUMER, sorted(set(ids), key=_UUID_ORDER))
+
+    async def lock_trace_slots(self, slots: Iterable[int]) -> None:
+        """Wait for (and hold until the end of the transaction) the given trace slots. A trace's slot is its
+        partition of ``tally.traces``; every transaction that reads and then writes what belongs to a trace (its
+        rows, its scores' dimensions, its tombstone) holds the slot first, so two of them never interleave on one
+        trace, whichever topics, replicas or tasks their events came through."""
+        wanted = sorted(set(slots))
+        if wanted:
+            await self.session.execute(_TRACE_SLOTS, {"k": self.sql.lock_key, "slots": wanted})
 
     async def execute(self, stmt: Any, params: Any = None) -> Any:
         return await self.session.execute(stmt, params)

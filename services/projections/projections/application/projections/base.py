@@ -14,13 +14,17 @@ from tally_shared.records import Event
 Handler = Callable[[list[Event], UnitOfWork], Awaitable[None]]
 
 
+def no_traces(_e: Event) -> Iterable[str | None]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Projection:
     model: str
     handles: tuple[type[Payload], ...]
     apply: Handler
     # the traces an event is about: an event about a deleted trace is dropped
-    traces_of: Callable[[Event], Iterable[str | None]] = lambda _e: ()
+    traces_of: Callable[[Event], Iterable[str | None]] = no_traces
     # also runs on a batch with none of its own events (scores re-count when their trace's dimensions change)
     always: bool = False
 
