@@ -425,6 +425,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--traces-per-request", type=int, default=50)
     p.add_argument("--io-bytes", type=int, default=512, help="bytes of input, and again of output, per observation")
     p.add_argument("--formats", default="native,langfuse,otlp")
+    p.add_argument("--workload", choices=["sdk", "pipeline"], default="sdk",
+                   help="pipeline: OTLP bodies of bench/pipeline.py (with --formats otlp)")
     p.add_argument("--profile", type=Path, help="directory for py-spy flame graphs of the server, one per format")
     args = p.parse_args(argv)
     if args.inproc:
@@ -487,6 +489,10 @@ def main(argv: list[str]) -> int:
           f"(this machine has {os.cpu_count()} cores); 1-minute load average during the runs: "
           f"{max(r['load'] for r in results):.1f}")
     print(f"Mean TraceIngested message: {event_bytes:,.0f} B (one per trace)")
+    for r in results:
+        if r["traces"]:
+            print(f"  {r['format']:>8}: ingest CPU {r['server_cpu'] * r['elapsed'] / (r['traces'] * 5) * 1e6:.1f} µs "
+                  f"per observation (span)")
     print("Raw broker ceiling measured in this run (bench/broker.py, aiokafka acks=all):")
     print(table(ceilings_1k + ceilings))
     print("'vs ceiling' = ingest's Kafka MB/s / the best raw produce MB/s for messages of the same size.")
@@ -528,7 +534,13 @@ def _cpu(pid: int | None) -> float:
 def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server_pid: int,
                 broker_pid: int | None) -> dict[str, Any]:
     _, _, build = FORMATS[fmt]
-    bodies = [build(args.traces_per_request, args.io_bytes, seed) for seed in range(BODIES_PER_FORMAT)]
+    if args.workload == "pipeline":
+        if fmt != "otlp":
+            raise SystemExit("--workload pipeline is OTLP only (--formats otlp)")
+        args.traces_per_request = pipeline.TRACES_PER_REQUEST
+        bodies = _pipeline_bodies(BODIES_PER_FORMAT)
+    else:
+        bodies = [build(args.traces_per_request, args.io_bytes, seed) for seed in range(BODIES_PER_FORMAT)]
     items = args.traces_per_request * (5 if fmt == "otlp" else 6)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
