@@ -54,9 +54,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 # bench/ is not a package; its ingest.py would shadow the ingest service package if left on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import broker as broker_bench
-from broker import broker, measure_broker, table
-
 import pipeline
+from broker import broker, measure_broker, table
 
 sys.path.pop(0)
 

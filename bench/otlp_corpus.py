@@ -8,6 +8,7 @@ and checking them after shows the events are unchanged.
     .venv/bin/python bench/otlp_corpus.py check /tmp/otlp-golden.pickle
 """
 
+# ruff: noqa: E402  (the path is fixed before the ingest imports)
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 
-import orjson  # noqa: E402
+import orjson
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -70,7 +71,8 @@ KEYS = [
     "gen_ai.conversation.id", "gen_ai.", "gen_ai.promptX", "gen_ai.completionX",
     # shared and others
     "user.id", "enduser.id", "session.id", "traceloop.entity.input", "traceloop.entity.output", "mlflow.spanInputs",
-    "mlflow.spanOutputs", "mlflow.spanType", "input", "output", "model", "tool.name", "retrieval.documents.0.document.id",
+    "mlflow.spanOutputs", "mlflow.spanType", "input", "output", "model", "tool.name",
+    "retrieval.documents.0.document.id",
     "http.method", "nul\u0000key", "ключ", "キー.値", "emoji.😀", "", "a" * 300, "dup",
 ]
 RESOURCE_KEYS = ["service.name", "service.version", "deployment.environment", "deployment.environment.name",
@@ -127,7 +129,7 @@ def _value(r: random.Random, depth: int = 0) -> AnyValue:
         return v
     if kind in (10, 11):
         v = AnyValue()
-        v.kvlist_value.values.extend(KeyValue(key=r.choice(EVENT_KEYS + ["k", "ü"]), value=_value(r, depth + 1))
+        v.kvlist_value.values.extend(KeyValue(key=r.choice([*EVENT_KEYS, "k", "ü"]), value=_value(r, depth + 1))
                                      for _ in range(r.randrange(4)))
         return v
     if kind == 12:
@@ -193,12 +195,12 @@ def digest(body: bytes, is_json: bool, limit: int | None) -> Any:
         data, clean = __import__("tally_shared.content", fromlist=["loads"]).loads(body)
         try:
             otel.add_spans(batch, report, otel.json_spans(data, report, limit, clean=clean))
-        except Exception as exc:  # noqa: BLE001 - the kind of failure is part of the digest
+        except Exception as exc:  # the kind of failure is part of the digest
             return ("raised", type(exc).__name__, str(exc))
     else:
         try:
             req = otel.decode_protobuf(body)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return ("raised", type(exc).__name__)
         otel.add_spans(batch, report, otel.protobuf_spans(req, report, limit))
     out = [(m.topic, m.key, m.value, m.event_type, m.items, m.error) for m in batch.outgoing("proj-1", NOW)]

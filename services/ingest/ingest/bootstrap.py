@@ -18,7 +18,7 @@ from ingest.adapters.configs import ConfigLookup, HttpConfigLookup
 from ingest.adapters.publisher import KafkaPublisher, Publisher
 from ingest.config import Settings
 from ingest.entrypoints.grpc import start_server
-from ingest.entrypoints.http import Deps, router
+from ingest.entrypoints.http import Deps, install_otlp_fast_path, router
 from ingest.entrypoints.openapi import install_schemas
 from tally_shared import service
 from tally_shared.producer import Producer
@@ -92,6 +92,7 @@ def build_app(container: IngestContainer) -> FastAPI:
     app = service.create_app(container, title="Tally ingest", description=DESCRIPTION, routers=[router],
                              on_startup=[start_grpc], on_shutdown=[stop_grpc])
     install_schemas(app)
+    install_otlp_fast_path(app)
     return app
 
 
