@@ -104,7 +104,8 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         obs["environment"] = env
     if d.version is not None:
         obs["version"] = d.version
-    obs.update(d.prompt)
+    if d.prompt:
+        obs.update(d.prompt)
 
     trace = _trace(sp, d, obs, start)
     if trace is not None and env is not None:

@@ -5,7 +5,16 @@ call arguments and results. (``gen_ai.conversation.id`` is ``shared``'s.)"""
 
 from __future__ import annotations
 
-from ingest.domain.conventions.draft import MISSING, Draft, first, maybe_json, prefixed, token_counts, unflatten
+from ingest.domain.conventions.draft import (
+    MISSING,
+    Draft,
+    first,
+    maybe_json,
+    prefixed,
+    token_counts,
+    unflatten,
+    with_prefix,
+)
 
 OPERATIONS = {
     "chat": "GENERATION", "text_completion": "GENERATION", "generate_content": "GENERATION",
@@ -67,4 +76,4 @@ def map_genai(d: Draft) -> None:
         if params:
             d.merge_params(params)
     if "gen_ai.usage." in has:
-        token_counts(d, [k for k in a if k.startswith("gen_ai.usage.")], _USAGE)
+        token_counts(d, with_prefix(d, "gen_ai.usage."), _USAGE)
