@@ -553,7 +553,7 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
     if args.profile and py_spy:
         args.profile.mkdir(parents=True, exist_ok=True)
         out_file = str(args.profile / f"ingest-{fmt}.txt")
-        profiler = subprocess.Popen([py_spy, "record", "--format", "raw", "-o", out_file, "--pid",
+        profiler = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "400", "-o", out_file, "--pid",
                                      str(server_pid), "--duration", str(int(args.seconds)), "--nonblocking"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = ctx.Process(target=client_main,
