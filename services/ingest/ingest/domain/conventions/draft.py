@@ -168,8 +168,8 @@ def first(a: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
 
 def with_prefix(d: Draft, prefix: str) -> list[str]:
     """The keys under ``prefix`` (one of ``PREFIXES``) still in ``d.attrs``, in the span's order."""
-    a = d.attrs
-    return [k for k in d.prefixes.get(prefix, ()) if k in a]
+    keys = d.prefixes.get(prefix)
+    return list(filter(d.attrs.__contains__, keys)) if keys else []
 
 
 def prefixed(a: dict[str, Any], prefix: str) -> list[tuple[str, Any]]:

@@ -72,7 +72,10 @@ def map_genai(d: Draft) -> None:
         if d.model is None and isinstance(value, str):
             d.model = value
     if "gen_ai.request." in has:
-        params = {name: a.pop(key) for key, name in _PARAMS if key in a}
+        params = {}
+        for key, name in _PARAMS:
+            if key in a:
+                params[name] = a.pop(key)
         if params:
             d.merge_params(params)
     if "gen_ai.usage." in has:
