@@ -491,7 +491,7 @@ def main(argv: list[str]) -> int:
     for r in results:
         if r["traces"]:
             print(f"  {r['format']:>8}: ingest CPU {r['server_cpu'] * r['elapsed'] / (r['traces'] * 5) * 1e6:.1f} µs "
-                  f"per observation (span)")
+                  f"per observation (span), {r['server_sys_share']:.0%} of it system time")
     print("Raw broker ceiling measured in this run (bench/broker.py, aiokafka acks=all):")
     print(table(ceilings_1k + ceilings))
     print("'vs ceiling' = ingest's Kafka MB/s / the best raw produce MB/s for messages of the same size.")
@@ -518,6 +518,13 @@ def _publish_totals(port: int) -> tuple[float, float]:
             elif line.startswith('tally_publish_seconds_count{topic="tally.traces"}'):
                 count = float(line.split()[-1])
     return total, count
+
+
+def _sys_cpu(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).cpu_times().system)
+    except psutil.Error:
+        return float("nan")
 
 
 def _cpu(pid: int | None) -> float:
@@ -559,11 +566,13 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
     proc = ctx.Process(target=client_main,
                        args=(port, auth, fmt, bodies, items, args.connections, args.seconds, queue))
     pub0 = _publish_totals(port)
+    sys0 = _sys_cpu(server_pid)
     cpu0 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
     load0 = os.getloadavg()[0]
     proc.start()
     out = queue.get(timeout=args.seconds + 120)
     cpu1 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
+    sys1 = _sys_cpu(server_pid)
     proc.join()
     pub1 = _publish_totals(port)
     if profiler is not None:
@@ -576,6 +585,7 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
         "p50": pct(out["latencies"], 50), "p99": pct(out["latencies"], 99), "statuses": out["statuses"],
         "req_mb_s": requests * mean_body / out["elapsed"] / 1e6,
         "server_cpu": (cpu1[0] - cpu0[0]) / (cpu1[2] - cpu0[2]),
+        "server_sys_share": (sys1 - sys0) / max(1e-9, cpu1[0] - cpu0[0]),
         "broker_cpu": (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]),
         "load": max(load0, os.getloadavg()[0]),
         "publish_ms": (pub1[0] - pub0[0]) / max(1.0, pub1[1] - pub0[1]) * 1000,
