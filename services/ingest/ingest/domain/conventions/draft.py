@@ -210,6 +210,10 @@ def token_counts(d: Draft, keys: list[str], names: dict[str, str]) -> None:
     usage: dict[str, Any] = {}
     for key in keys:
         v = d.attrs.pop(key)
+        # The usual case first: a whole number (never a bool: its type is bool) naming a count.
+        if type(v) is int and key != "gen_ai.usage.cost":
+            usage[names.get(key) or key.rsplit(".", 1)[-1]] = v
+            continue
         if isinstance(v, str):
             try:
                 v = float(v) if "." in v else int(v)
