@@ -12,6 +12,15 @@ so that the client's own CPU stays small. Bounded: about a minute and a half wit
 
     .venv/bin/python bench/ingest.py [--seconds 12] [--connections 8] [--traces-per-request 50]
         [--formats native,langfuse,otlp] [--profile DIR]   (py-spy record of the server, if py-spy is installed)
+
+``--inproc``: no server, broker or database: the CPU per span of the OTLP path inside this process, on
+``bench/pipeline.py``'s requests (100 spans, OpenInference and gen_ai attributes, ~3 KB a span), in two layers:
+``domain`` (protobuf decode, span mapping, the event bytes) and ``app`` (the whole ASGI app as uvicorn calls it:
+routing, authentication against a cached key, body, metrics, a publisher that acknowledges at once, the
+response). Fast enough to iterate on (a few seconds); profile it with ``py-spy record -- python bench/ingest.py
+--inproc``.
+
+    .venv/bin/python bench/ingest.py --inproc [--requests 400] [--layers domain,app]
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 # bench/ is not a package; its ingest.py would shadow the ingest service package if left on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import broker as broker_bench
+import pipeline
 from broker import broker, measure_broker, table
 
 sys.path.pop(0)
@@ -302,15 +312,124 @@ def _event_sizes(bootstrap: str, n: int = 200) -> float:
     return asyncio.run(run())
 
 
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+def _pipeline_bodies(n: int) -> list[bytes]:
+    tpl = pipeline.build_template(os.urandom(4), "agent-inproc-00-plain", "agent-inproc-00-route")
+    return [tpl.body(k) for k in range(n)]
+
+
+def _inproc_domain(bodies: list[bytes]) -> float:
+    """CPU seconds for decode, mapping and the event bytes of every body."""
+    from ingest.domain import otel
+    from ingest.domain.batch import Batch
+    from ingest.domain.report import Report
+
+    cpu = time.process_time()
+    for body in bodies:
+        batch = Batch("otel")
+        report = Report()
+        otel.add_spans(batch, report, otel.protobuf_spans(otel.decode_protobuf(body), report, None))
+        batch.outgoing("bench-project")
+    return time.process_time() - cpu
+
+
+class _AckAll:
+    async def send_all(self, messages: Any) -> list[None]:
+        return [None] * len(messages)
+
+
+class _Identity:
+    async def verify_api_key(self, public_key: str, secret_key: str) -> str | None:
+        return "bench-project"
+
+
+def _inproc_app(bodies: list[bytes]) -> float:
+    """CPU seconds for the whole ASGI app serving every body (as uvicorn would call it)."""
+    from ingest.bootstrap import create_app_for
+    from ingest.config import Settings
+
+    app = create_app_for(Settings(database_url="postgresql://bench@127.0.0.1:1/none", grpc_port=0,
+                                  secret_key=secrets.token_urlsafe(32)),
+                         publisher=_AckAll())  # type: ignore[arg-type]
+    app.state.identity = _Identity()
+    auth = base64.b64encode(b"pk-bench:sk-bench").decode()
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Basic {auth}".encode()),
+               (b"content-type", b"application/x-protobuf")]
+    statuses: dict[int, int] = {}
+
+    async def one(body: bytes) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/api/public/otel/v1/traces", "raw_path":
+                 b"/api/public/otel/v1/traces", "query_string": b"", "root_path": "",
+                 "headers": [*headers, (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8101), "state": {}}
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        await app(scope, receive, send)
+
+    async def run() -> float:
+        await one(bodies[0])
+        cpu = time.process_time()
+        for body in bodies:
+            await one(body)
+        return time.process_time() - cpu
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    spent = asyncio.run(run())
+    if set(statuses) != {200}:
+        raise SystemExit(f"the app answered {statuses}")
+    return spent
+
+
+def inproc_main(args: argparse.Namespace) -> int:
+    # This script is bench/ingest.py: its directory must not shadow the ingest service package.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    bodies = _pipeline_bodies(args.requests)
+    spans = len(bodies) * pipeline.SPANS_PER_REQUEST
+    print(f"in-process OTLP path: {len(bodies)} requests of {pipeline.SPANS_PER_REQUEST} spans "
+          f"({sum(map(len, bodies)) / spans:,.0f} B a span), CPU µs per span, best of {args.repeat}")
+    layers = {"domain": _inproc_domain, "app": _inproc_app}
+    for layer in args.layers.split(","):
+        runs = [layers[layer](bodies) for _ in range(args.repeat)]
+        print(f"  {layer:>7}: {min(runs) / spans * 1e6:6.1f} µs/span  (runs: "
+              f"{', '.join(f'{r / spans * 1e6:.1f}' for r in runs)})", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inproc", action="store_true", help="CPU per span of the OTLP path in this process")
+    p.add_argument("--requests", type=int, default=400, help="--inproc: requests per run")
+    p.add_argument("--repeat", type=int, default=3, help="--inproc: runs per layer")
+    p.add_argument("--layers", default="domain,app", help="--inproc: domain, app")
     p.add_argument("--seconds", type=float, default=12.0)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--traces-per-request", type=int, default=50)
     p.add_argument("--io-bytes", type=int, default=512, help="bytes of input, and again of output, per observation")
     p.add_argument("--formats", default="native,langfuse,otlp")
+    p.add_argument("--workload", choices=["sdk", "pipeline"], default="sdk",
+                   help="pipeline: OTLP bodies of bench/pipeline.py (with --formats otlp)")
     p.add_argument("--profile", type=Path, help="directory for py-spy flame graphs of the server, one per format")
     args = p.parse_args(argv)
+    if args.inproc:
+        return inproc_main(args)
     formats = [f for f in args.formats.split(",") if f]
 
     server_url = os.environ.get("DATABASE_URL", LOCAL_PG)
@@ -369,6 +488,10 @@ def main(argv: list[str]) -> int:
           f"(this machine has {os.cpu_count()} cores); 1-minute load average during the runs: "
           f"{max(r['load'] for r in results):.1f}")
     print(f"Mean TraceIngested message: {event_bytes:,.0f} B (one per trace)")
+    for r in results:
+        if r["traces"]:
+            print(f"  {r['format']:>8}: ingest CPU {r['server_cpu'] * r['elapsed'] / (r['traces'] * 5) * 1e6:.1f} µs "
+                  f"per observation (span), {r['server_sys_share']:.0%} of it system time")
     print("Raw broker ceiling measured in this run (bench/broker.py, aiokafka acks=all):")
     print(table(ceilings_1k + ceilings))
     print("'vs ceiling' = ingest's Kafka MB/s / the best raw produce MB/s for messages of the same size.")
@@ -397,6 +520,13 @@ def _publish_totals(port: int) -> tuple[float, float]:
     return total, count
 
 
+def _sys_cpu(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).cpu_times().system)
+    except psutil.Error:
+        return float("nan")
+
+
 def _cpu(pid: int | None) -> float:
     if pid is None:
         return float("nan")
@@ -410,7 +540,13 @@ def _cpu(pid: int | None) -> float:
 def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server_pid: int,
                 broker_pid: int | None) -> dict[str, Any]:
     _, _, build = FORMATS[fmt]
-    bodies = [build(args.traces_per_request, args.io_bytes, seed) for seed in range(BODIES_PER_FORMAT)]
+    if args.workload == "pipeline":
+        if fmt != "otlp":
+            raise SystemExit("--workload pipeline is OTLP only (--formats otlp)")
+        args.traces_per_request = pipeline.TRACES_PER_REQUEST
+        bodies = _pipeline_bodies(BODIES_PER_FORMAT)
+    else:
+        bodies = [build(args.traces_per_request, args.io_bytes, seed) for seed in range(BODIES_PER_FORMAT)]
     items = args.traces_per_request * (5 if fmt == "otlp" else 6)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -424,17 +560,19 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
     if args.profile and py_spy:
         args.profile.mkdir(parents=True, exist_ok=True)
         out_file = str(args.profile / f"ingest-{fmt}.txt")
-        profiler = subprocess.Popen([py_spy, "record", "--format", "raw", "-o", out_file, "--pid",
+        profiler = subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "400", "-o", out_file, "--pid",
                                      str(server_pid), "--duration", str(int(args.seconds)), "--nonblocking"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = ctx.Process(target=client_main,
                        args=(port, auth, fmt, bodies, items, args.connections, args.seconds, queue))
     pub0 = _publish_totals(port)
+    sys0 = _sys_cpu(server_pid)
     cpu0 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
     load0 = os.getloadavg()[0]
     proc.start()
     out = queue.get(timeout=args.seconds + 120)
     cpu1 = (_cpu(server_pid), _cpu(broker_pid), time.perf_counter())
+    sys1 = _sys_cpu(server_pid)
     proc.join()
     pub1 = _publish_totals(port)
     if profiler is not None:
@@ -447,6 +585,7 @@ def _run_format(fmt: str, port: int, auth: str, args: argparse.Namespace, server
         "p50": pct(out["latencies"], 50), "p99": pct(out["latencies"], 99), "statuses": out["statuses"],
         "req_mb_s": requests * mean_body / out["elapsed"] / 1e6,
         "server_cpu": (cpu1[0] - cpu0[0]) / (cpu1[2] - cpu0[2]),
+        "server_sys_share": (sys1 - sys0) / max(1e-9, cpu1[0] - cpu0[0]),
         "broker_cpu": (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]),
         "load": max(load0, os.getloadavg()[0]),
         "publish_ms": (pub1[0] - pub0[0]) / max(1.0, pub1[1] - pub0[1]) * 1000,

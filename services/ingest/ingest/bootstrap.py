@@ -18,11 +18,11 @@ from ingest.adapters.configs import ConfigLookup, HttpConfigLookup
 from ingest.adapters.publisher import KafkaPublisher, Publisher
 from ingest.config import Settings
 from ingest.entrypoints.grpc import start_server
-from ingest.entrypoints.http import Deps, router
+from ingest.entrypoints.http import Deps, install_otlp_fast_path, router
 from ingest.entrypoints.openapi import install_schemas
 from tally_shared import service
 from tally_shared.producer import Producer
-from tally_shared.service import Runtime, runtime_parts
+from tally_shared.service import Runtime, runtime_parts, tune_gc
 
 DESCRIPTION = (
     "The front door for traces: OTLP/HTTP (`/v1/traces`, `/api/public/otel/v1/traces`; OTLP/gRPC on its own "
@@ -31,6 +31,10 @@ DESCRIPTION = (
     "project's key pair (HTTP Basic: public key, secret key). A 2xx means the broker acknowledged every event "
     "reported as a success."
 )
+
+
+# Young-generation collections between 10,000 allocations instead of 700 (the older ones in proportion).
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 @dataclass(kw_only=True)
@@ -77,6 +81,11 @@ def build_app(container: IngestContainer) -> FastAPI:
     deps = container.deps
     settings = container.settings
 
+    async def freeze_startup_objects() -> None:
+        # An OTLP request of 100 spans allocates a few thousand containers (attribute dicts, drafts, fields), all
+        # freed by reference counting: young collections less often, and start-up objects out of the full ones.
+        tune_gc(GC_THRESHOLDS)
+
     async def start_grpc() -> None:
         container.grpc_server, container.grpc_port = await start_server(deps, container.identity, settings.host,
                                                                         settings.grpc_port)
@@ -90,8 +99,9 @@ def build_app(container: IngestContainer) -> FastAPI:
     # The gRPC server stops (finishing calls in flight) in a shutdown hook, before the container closes the
     # producer.
     app = service.create_app(container, title="Tally ingest", description=DESCRIPTION, routers=[router],
-                             on_startup=[start_grpc], on_shutdown=[stop_grpc])
+                             on_startup=[start_grpc, freeze_startup_objects], on_shutdown=[stop_grpc])
     install_schemas(app)
+    install_otlp_fast_path(app)
     return app
 
 

@@ -25,8 +25,10 @@ class Settings(ServiceSettings):
     # Per-partition batch: events of concurrent requests share one until it is full (then a next one opens).
     max_batch_bytes: int = 4 * 1024 * 1024
     # Kafka producers (connections), each owning a share of the partitions: aiokafka keeps one produce request in
-    # flight per connection, so one producer leaves the broker idle while the event loop parses requests.
-    producers: int = 6
+    # flight per connection, so one producer leaves the broker idle while the event loop parses requests; each more
+    # splits a request's events into more, smaller produce requests (a socket write each, and a request for the
+    # broker): 6 cost ~6 µs more ingest CPU a span than 2 on bench/pipeline.py's requests, and more broker CPU.
+    producers: int = 2
     max_message_bytes: int = 16 * 1024 * 1024
     # Scoring's base URL: scores are checked at intake against their config as scoring serves it (cached).
     scoring_url: str = Field(default="http://127.0.0.1:8103",

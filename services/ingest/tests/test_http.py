@@ -243,3 +243,32 @@ async def test_events_land_on_the_kafka_default_partition_of_their_trace(
     assert len(seen) == 24
     assert all(p == DefaultPartitioner()(k.encode(), parts, parts) for k, p in seen.items())
     assert len(set(seen.values())) > 1
+
+
+async def test_otlp_fast_path_answers_as_the_app_would(client: httpx.AsyncClient, api_key: tuple[str, str],
+                                                       project_id: str, kafka_bootstrap: str) -> None:
+    """The OTLP paths are served by ``OtlpFastPath`` outside FastAPI's router: the same errors, request metrics
+    by route template, and everything but POST still answered by the router."""
+    auth = basic_auth(*api_key)
+    r = await client.post("/api/public/otel/v1/traces", content=b"")
+    assert r.status_code == 401 and r.json() == {"error": {"code": "unauthorized",
+                                                           "message": "authentication required"}}
+    assert r.headers["www-authenticate"] == 'Basic realm="tally"'
+    r = await client.post("/v1/traces", content=b"{}", headers={**auth, "content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    r = await client.post("/v1/traces", content=b"[]", headers={**auth, "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "code": "bad_request", "message": "body must be an ExportTraceServiceRequest object"}
+    assert (await client.get("/v1/traces", headers=auth)).status_code == 405
+    trace_id = uuid.uuid4().bytes
+    r = await client.post("/api/public/otel/v1/traces", content=_otlp_request(trace_id).SerializeToString(),
+                          headers={**auth, "content-type": "application/x-protobuf; charset=binary"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
+    assert ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans == 0
+    [(_env, payload)] = await read_events(kafka_bootstrap, TRACES.name, lambda e: e.key == trace_id.hex(), count=1)
+    assert isinstance(payload, TraceIngested) and len(payload.observations) == 2
+    text = (await client.get("/metrics")).text
+    assert 'tally_http_requests_total{method="POST",route="/api/public/otel/v1/traces",status="200"}' in text
+    assert 'tally_http_requests_total{method="POST",route="/v1/traces",status="415"}' in text
+    assert 'tally_ingest_request_seconds_count{endpoint="otlp",status="415"}' in text
+    assert 'tally_ingest_requests_rejected_total{endpoint="otlp",reason="unsupported_media_type"}' in text

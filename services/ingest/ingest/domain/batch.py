@@ -56,14 +56,6 @@ class _Score:
     at: datetime | None
 
 
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
-
-
 class Batch:
     """Accepted items of one request, by trace."""
 
@@ -78,9 +70,14 @@ class Batch:
         g = self._groups.get(trace_id)
         if g is None:
             g = self._groups[trace_id] = _Group(trace_id)
-        if not g.items or g.items[-1] != item:
-            g.items.append(item)
-        g.latest = _later(g.latest, at)
+        items = g.items
+        if not items or items[-1] != item:
+            items.append(item)
+        # The group's event time is the latest of its items' (checked twice a span on the OTLP path).
+        if at is not None:
+            latest = g.latest
+            if latest is None or at > latest:
+                g.latest = at
         return g
 
     def add_trace(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:

@@ -48,7 +48,8 @@ def _iso(field: str, ns: int) -> str | None:
             _SECONDS.clear()
         head = _SECONDS[sec] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     micros = frac // 1000
-    return f"{head}.{micros:06d}+00:00" if micros else f"{head}+00:00"
+    # str(1000000 + micros)[1:]: the zero-padded micros, cheaper than a format spec.
+    return f"{head}.{str(1_000_000 + micros)[1:]}+00:00" if micros else f"{head}+00:00"
 
 
 def _draft(sp: SpanView) -> Draft:
@@ -84,16 +85,18 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         obs["usage_details"] = d.usage
     if d.cost and not d.cost_first:
         obs["cost_details"] = d.cost
-    if d.completion_start_time is not None:
+    # Fields only Langfuse's attributes set (``conventions.langfuse``): their defaults unless it ran.
+    lf = d.lf
+    if lf and d.completion_start_time is not None:
         obs["completion_start_time"] = d.completion_start_time
-    level = d.level if d.level is not None else "ERROR" if sp.status_code == STATUS_ERROR else None
+    level = d.level if lf and d.level is not None else "ERROR" if sp.status_code == STATUS_ERROR else None
     if level is not None:
         obs["level"] = level
-    status_message = d.status_message if d.status_message is not None else sp.status_message or None
+    status_message = d.status_message if lf and d.status_message is not None else sp.status_message or None
     if status_message is not None:
         obs["status_message"] = status_message
     res = sp.resource
-    env = d.environment
+    env = d.environment if lf else None
     if env is None and res:
         for k in ("deployment.environment.name", "deployment.environment"):
             v = res.get(k)
@@ -102,9 +105,11 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
                 break
     if env is not None:
         obs["environment"] = env
-    if d.version is not None:
-        obs["version"] = d.version
-    obs.update(d.prompt)
+    if lf:
+        if d.version is not None:
+            obs["version"] = d.version
+        if d.prompt:
+            obs.update(d.prompt)
 
     trace = _trace(sp, d, obs, start)
     if trace is not None and env is not None:
@@ -112,7 +117,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
     left = d.left
     rest = d.attrs
-    if rest and d.lf:
+    if rest and lf:
         # Unclaimed attributes of other conventions first, then Langfuse's.
         langfuse = {}
         for k, v in rest.items():
@@ -133,9 +138,13 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> dict[str, Any] | None:
     trace: dict[str, Any] = {}
-    internal = d.internal
-    is_root = sp.parent_id is None or internal.get("langfuse.internal.is_app_root") is True \
-        or internal.get("langfuse.internal.as_root") is True
+    # The fields only Langfuse's attributes set are read only when its mapper ran (``d.lf``).
+    lf = d.lf
+    is_root = sp.parent_id is None
+    if not is_root and lf:
+        internal = d.internal
+        is_root = internal.get("langfuse.internal.is_app_root") is True \
+            or internal.get("langfuse.internal.as_root") is True
     if is_root:
         trace["name"] = sp.name
         if start is not None:
@@ -144,20 +153,21 @@ def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> di
             trace["input"] = obs["input"]
         if "output" in obs:
             trace["output"] = obs["output"]
-        if d.version is not None:
+        if lf and d.version is not None:
             trace["version"] = d.version
-    if d.trace_name is not None:
-        trace["name"] = d.trace_name
-    if d.trace_input is not MISSING:
-        trace["input"] = d.trace_input
-    if d.trace_output is not MISSING:
-        trace["output"] = d.trace_output
-    if d.trace_identity:
-        trace.update(d.trace_identity)
-    if d.public is not None:
-        trace["public"] = d.public
-    if d.experiment:
-        trace.update(d.experiment)
+    if lf:
+        if d.trace_name is not None:
+            trace["name"] = d.trace_name
+        if d.trace_input is not MISSING:
+            trace["input"] = d.trace_input
+        if d.trace_output is not MISSING:
+            trace["output"] = d.trace_output
+        if d.trace_identity:
+            trace.update(d.trace_identity)
+        if d.public is not None:
+            trace["public"] = d.public
+        if d.experiment:
+            trace.update(d.experiment)
     for k, v in d.identity.items():
         trace.setdefault(k, v)
     tags = d.tags
@@ -169,10 +179,10 @@ def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> di
             trace["tags"] = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in tags]
     if trace:
         trace["id"] = sp.trace_id
-    if d.trace_metadata:
+    if lf and d.trace_metadata:
         trace["id"] = sp.trace_id
         trace["metadata"] = d.trace_metadata
-    release = d.release
+    release = d.release if lf else None
     if release is None and isinstance(sp.resource.get("langfuse.release"), str):
         release = sp.resource["langfuse.release"]
     if release is not None:

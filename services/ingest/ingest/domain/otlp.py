@@ -81,7 +81,9 @@ def protobuf_spans(req: ExportTraceServiceRequest, report: Report, max_item_byte
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 span_id = sp.span_id.hex()
-                index = report.add(span_id or f"#{len(ids)}")
+                # report.add, inline
+                index = len(ids)
+                ids.append(span_id or f"#{index}")
                 if max_item_bytes is not None:
                     size = sp.ByteSize()
                     if size > max_item_bytes:

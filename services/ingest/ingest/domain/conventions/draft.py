@@ -40,18 +40,23 @@ PREFIXES = (
     "gen_ai.completion.", "gen_ai.tool.call.", "gen_ai.re", "gen_ai.request.", "gen_ai.usage.", "traceloop.entity.",
     "mlflow.span",
 )
-_SHAPES: dict[tuple[str, ...], frozenset[str]] = {}
+_SHAPES: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
 _EMPTY = cast(dict[str, Any], MappingProxyType({}))
 _MAX_SHAPES = 1024
 
 
-def prefixes_of(attrs: dict[str, Any]) -> frozenset[str]:
-    """Which of ``PREFIXES`` some key of ``attrs`` starts with. The spans of one instrumentation share their keys,
-    so the answer is kept per key set (a bounded number of them: keys are untrusted)."""
+def prefixes_of(attrs: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Which of ``PREFIXES`` some key of ``attrs`` starts with, each with those keys (in the span's order). The
+    spans of one instrumentation share their keys, so the answer is kept per key set (a bounded number of them:
+    keys are untrusted)."""
     shape = tuple(attrs)
     found = _SHAPES.get(shape)
     if found is None:
-        found = frozenset(p for p in PREFIXES if any(k.startswith(p) for k in shape))
+        found = {}
+        for p in PREFIXES:
+            keys = tuple(k for k in shape if k.startswith(p))
+            if keys:
+                found[p] = keys
         if len(_SHAPES) >= _MAX_SHAPES:
             _SHAPES.clear()
         _SHAPES[shape] = found
@@ -60,9 +65,9 @@ def prefixes_of(attrs: dict[str, Any]) -> frozenset[str]:
 
 class Draft:
     """One span being mapped. ``attrs``: a copy of its attributes (in the span's order), from which each mapper
-    takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts with, so that a
-    mapper skips forms the span does not use without looking at every key; ``lf``/``genai``/``llm``: whether
-    any starts with ``langfuse.``/``gen_ai.``/``llm.``.
+    takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts with (and those
+    keys), so that a mapper skips forms the span does not use without looking at every key;
+    ``lf``/``genai``/``llm``: whether any starts with ``langfuse.``/``gen_ai.``/``llm.``.
 
     The fields a span usually leaves unset are class-level defaults, so a draft costs a few assignments."""
 
@@ -98,7 +103,7 @@ class Draft:
     # dataset_run_name, dataset_item_id, dataset_id
     experiment: dict[str, str] = _EMPTY
 
-    def __init__(self, span: SpanView, attrs: dict[str, Any], prefixes: frozenset[str]) -> None:
+    def __init__(self, span: SpanView, attrs: dict[str, Any], prefixes: dict[str, tuple[str, ...]]) -> None:
         self.span = span
         self.attrs = attrs
         self.prefixes = prefixes
@@ -161,6 +166,12 @@ def first(a: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
     return found, value
 
 
+def with_prefix(d: Draft, prefix: str) -> list[str]:
+    """The keys under ``prefix`` (one of ``PREFIXES``) still in ``d.attrs``, in the span's order."""
+    keys = d.prefixes.get(prefix)
+    return list(filter(d.attrs.__contains__, keys)) if keys else []
+
+
 def prefixed(a: dict[str, Any], prefix: str) -> list[tuple[str, Any]]:
     """Take every attribute under ``prefix``: (the rest of its key, its value), in the span's order."""
     keys = [k for k in a if k.startswith(prefix)]
@@ -199,6 +210,10 @@ def token_counts(d: Draft, keys: list[str], names: dict[str, str]) -> None:
     usage: dict[str, Any] = {}
     for key in keys:
         v = d.attrs.pop(key)
+        # The usual case first: a whole number (never a bool: its type is bool) naming a count.
+        if type(v) is int and key != "gen_ai.usage.cost":
+            usage[names.get(key) or key.rsplit(".", 1)[-1]] = v
+            continue
         if isinstance(v, str):
             try:
                 v = float(v) if "." in v else int(v)

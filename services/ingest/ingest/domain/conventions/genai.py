@@ -5,7 +5,16 @@ call arguments and results. (``gen_ai.conversation.id`` is ``shared``'s.)"""
 
 from __future__ import annotations
 
-from ingest.domain.conventions.draft import MISSING, Draft, first, maybe_json, prefixed, token_counts, unflatten
+from ingest.domain.conventions.draft import (
+    MISSING,
+    Draft,
+    first,
+    maybe_json,
+    prefixed,
+    token_counts,
+    unflatten,
+    with_prefix,
+)
 
 OPERATIONS = {
     "chat": "GENERATION", "text_completion": "GENERATION", "generate_content": "GENERATION",
@@ -63,8 +72,11 @@ def map_genai(d: Draft) -> None:
         if d.model is None and isinstance(value, str):
             d.model = value
     if "gen_ai.request." in has:
-        params = {name: a.pop(key) for key, name in _PARAMS if key in a}
+        params = {}
+        for key, name in _PARAMS:
+            if key in a:
+                params[name] = a.pop(key)
         if params:
             d.merge_params(params)
     if "gen_ai.usage." in has:
-        token_counts(d, [k for k in a if k.startswith("gen_ai.usage.")], _USAGE)
+        token_counts(d, with_prefix(d, "gen_ai.usage."), _USAGE)

@@ -5,7 +5,16 @@
 from __future__ import annotations
 
 from ingest.domain import fields as f
-from ingest.domain.conventions.draft import MISSING, Draft, json_or_str, maybe_json, prefixed, token_counts, unflatten
+from ingest.domain.conventions.draft import (
+    MISSING,
+    Draft,
+    json_or_str,
+    maybe_json,
+    prefixed,
+    token_counts,
+    unflatten,
+    with_prefix,
+)
 
 KINDS = {
     "LLM": "GENERATION", "EMBEDDING": "EMBEDDING", "CHAIN": "CHAIN", "RETRIEVER": "RETRIEVER", "AGENT": "AGENT",
@@ -46,7 +55,7 @@ def map_openinference(d: Draft) -> None:
             if params:
                 d.merge_params(params)
         if "llm.token_count." in d.prefixes:
-            token_counts(d, [k for k in a if k.startswith("llm.token_count.")], _USAGE)
+            token_counts(d, with_prefix(d, "llm.token_count."), _USAGE)
     if isinstance(a.get("metadata"), str):
         decoded = json_or_str(a.pop("metadata"))
         if isinstance(decoded, dict):
