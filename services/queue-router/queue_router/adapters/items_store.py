@@ -6,15 +6,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from queue_router.adapters.tables import item_slots, items, routing_decisions
-from tally_shared.bulk import insert_rows, insert_sql, rows_param, select_by_keys
+from queue_router.adapters.tables import item_slots, items, routing_decisions, rule_daily_counts
+from tally_shared.bulk import insert_rows, insert_sql, qualified, rows_param, select_by_keys
 from tally_shared.envelope import Envelope, make_envelope
 from tally_shared.events.queues import ItemRef, ObjectType, QueueItemAdded
 
@@ -80,11 +80,27 @@ async def existing_items(session: AsyncSession, keys: Sequence[tuple[str, str, s
     return existing_of((await session.execute(EXISTING, existing_params(keys))).all(), wanted)
 
 
-async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
-                       ) -> list[tuple[NewItem, dict[str, Any]]]:
+# Rules' daily counters set (rows that exist and that the transaction locked: ``RuleStore.lock_daily_counts``).
+_SET_COUNTS = (f"UPDATE {qualified(rule_daily_counts)} AS t SET \"count\" = u.n "  # noqa: S608 (names from metadata)
+               "FROM unnest(CAST(:count_rules AS text[]), CAST(:count_values AS integer[])) AS u(r, n) "
+               "WHERE t.rule_id = u.r AND t.day = CAST(:count_day AS date)")
+
+
+def _counts_params(counts: tuple[date, dict[str, int]]) -> dict[str, Any]:
+    day, values = counts
+    return {"count_rules": list(values), "count_values": list(values.values()), "count_day": day}
+
+
+async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = (),
+                       counts: tuple[date, dict[str, int]] | None = None) -> list[tuple[NewItem, dict[str, Any]]]:
     """Insert items that are not in their queue yet; returns (request, row) for the ones inserted. ``decisions``
-    (that added nothing) are recorded with the ``added`` ones, in the same statement."""
+    (that added nothing) are recorded with the ``added`` ones, and ``counts`` (day, rule id -> its count that
+    day: counters the transaction locked) are set, in the same statement."""
+    if counts is not None and not counts[1]:
+        counts = None
     if not new:
+        if counts is not None:
+            await session.execute(text(_SET_COUNTS), _counts_params(counts))
         await record_decisions(session, decisions)
         return []
     now = datetime.now(UTC)
@@ -105,20 +121,25 @@ async def insert_items(session: AsyncSession, new: Sequence[NewItem], decisions:
     added = [{"project_id": n.project_id, "queue_id": n.queue_id, "rule_id": n.rule_id, "object_type": n.object_type,
               "object_id": n.object_id, "item_id": row["id"], "outcome": "added", "reason": n.reason,
               "event_id": n.event_id} for n, row in by_key.values()]
-    inserted_ids = set((await session.execute(_add_sql(tuple(rows[0]), tuple(slots[0]), tuple(added[0])), {
-        "items": rows_param(rows)["rows"], "slots": rows_param(slots)["rows"],
-        "decisions": rows_param([*added, *decisions])["rows"]})).scalars().all())
+    params: dict[str, Any] = {"items": rows_param(rows)["rows"], "slots": rows_param(slots)["rows"],
+                              "decisions": rows_param([*added, *decisions])["rows"]}
+    if counts is not None:
+        params.update(_counts_params(counts))
+    inserted_ids = set((await session.execute(
+        _add_sql(tuple(rows[0]), tuple(slots[0]), tuple(added[0]), counts is not None), params)).scalars().all())
     return [(n, row) for n, row in by_key.values() if row["id"] in inserted_ids]
 
 
-_ADD: dict[tuple[tuple[str, ...], ...], TextClause] = {}
+_ADD: dict[tuple[Any, ...], TextClause] = {}
 
 
-def _add_sql(item_cols: tuple[str, ...], slot_cols: tuple[str, ...], decision_cols: tuple[str, ...]) -> TextClause:
+def _add_sql(item_cols: tuple[str, ...], slot_cols: tuple[str, ...], decision_cols: tuple[str, ...],
+             with_counts: bool = False) -> TextClause:
     """One statement: the items not in their queue yet, the slots of those inserted, and the decisions (those of
-    the inserted items, and the ones that add nothing). Each part is the ``tally_shared.bulk`` insert of its
-    table; the slots' foreign key is checked at the end of the statement, when the items are there."""
-    key = (item_cols, slot_cols, decision_cols)
+    the inserted items, and the ones that add nothing), and with ``with_counts`` the rules' daily counters. Each
+    part is the ``tally_shared.bulk`` insert of its table; the slots' foreign key is checked at the end of the
+    statement, when the items are there."""
+    key = (item_cols, slot_cols, decision_cols, with_counts)
     stmt = _ADD.get(key)
     if stmt is None:
         ins = insert_sql(items, item_cols, conflict=("queue_id", "object_type", "object_id"), update=None,
@@ -128,7 +149,8 @@ def _add_sql(item_cols: tuple[str, ...], slot_cols: tuple[str, ...], decision_co
         dec = _filtered(insert_sql(routing_decisions, decision_cols, conflict=DECISION_ONCE).text
                         .replace(":rows", ":decisions"), "(u.item_id IS NULL OR u.item_id IN (SELECT id FROM i))")
         # Identifiers from our own table metadata (see tally_shared.bulk); the data are the three parameters.
-        stmt = _ADD[key] = text(f"WITH i AS ({ins}), s AS ({sl}), d AS ({dec}) SELECT id FROM i")  # noqa: S608
+        c = f", c AS ({_SET_COUNTS})" if with_counts else ""
+        stmt = _ADD[key] = text(f"WITH i AS ({ins}), s AS ({sl}), d AS ({dec}){c} SELECT id FROM i")  # noqa: S608
     return stmt
 
 

@@ -129,12 +129,6 @@ class RuleStore:
                                  returning="rule_id, count")
         return {r: int(n) for r, n in rows.all()}
 
-    async def set_daily_counts(self, counts: dict[str, int], day: date) -> None:
-        if counts:
-            # The rows exist and are locked by this transaction: the upsert only ever updates.
-            await upsert(self.session, rule_daily_counts,
-                         [{"rule_id": r, "day": day, "count": n} for r, n in counts.items()])
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Items
@@ -184,11 +178,13 @@ class ItemStore:
     async def existing(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
         return await existing_items(self.session, keys)
 
-    async def add(self, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = ()
+    async def add(self, new: Sequence[NewItem], decisions: Sequence[dict[str, Any]] = (),
+                  counts: tuple[date, dict[str, int]] | None = None
                   ) -> tuple[list[tuple[NewItem, dict[str, Any]]], list[Envelope]]:
         """Adds the items not in their queue yet: (request, row) of each added, and their QueueItemAdded events.
-        ``decisions`` that added nothing are recorded with theirs."""
-        done = await insert_items(self.session, new, decisions)
+        ``decisions`` that added nothing are recorded with theirs, and ``counts`` (rules' daily counters locked by
+        ``RuleStore.lock_daily_counts``: day, rule id -> count) set, in the same statement."""
+        done = await insert_items(self.session, new, decisions, counts)
         return done, added_events(done)
 
     async def get(self, project_id: str, queue_id: str, item_id: str, *, lock: bool = False

@@ -231,8 +231,8 @@ async def route_candidates(uow: UnitOfWork, candidates: list[Candidate],
     """``existing``: the status of each candidate's object already in its queue (read with the summaries' write)."""
     decisions: list[dict[str, Any]] = []
     wanted = _decide(candidates, existing, decisions)
-    allowed = await _apply_caps(uow, wanted, decisions)
-    done, events = await uow.items.add([_new_item(c) for c in allowed], decisions)
+    allowed, counts = await _apply_caps(uow, wanted, decisions)
+    done, events = await uow.items.add([_new_item(c) for c in allowed], decisions, counts)
     uow.publish(*events)
     result.added.extend(row["id"] for _, row in done)
 
@@ -265,10 +265,12 @@ def _decide(candidates: list[Candidate], existing: dict[tuple[str, str, str], st
 
 
 async def _apply_caps(uow: UnitOfWork, wanted: list[Candidate], decisions: list[dict[str, Any]]
-                      ) -> list[Candidate]:
+                      ) -> tuple[list[Candidate], tuple[date, dict[str, int]] | None]:
+    """The candidates within their rules' daily caps (a decision for each of the others), and the counters to set
+    (locked here; set with the items, in their statement)."""
     capped = sorted({c.rule.id for c in wanted if c.rule.daily_cap is not None})
     if not capped:
-        return wanted
+        return wanted, None
     today: date = datetime.now(UTC).date()
     counts = await uow.rules.lock_daily_counts(capped, today)
     used = dict(counts)
@@ -282,8 +284,7 @@ async def _apply_caps(uow: UnitOfWork, wanted: list[Candidate], decisions: list[
                 continue
             used[c.rule.id] += 1
         out.append(c)
-    await uow.rules.set_daily_counts({r: used[r] for r in capped if used[r] != counts[r]}, today)
-    return out
+    return out, (today, {r: used[r] for r in capped if used[r] != counts[r]})
 
 
 def _new_item(c: Candidate) -> NewItem:
