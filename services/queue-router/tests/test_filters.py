@@ -140,3 +140,29 @@ def test_sampling_is_deterministic_and_near_its_rate() -> None:
     assert sample_point("r1", "o") != sample_point("r2", "o")
     n = sum(sampled_in("rule", f"obj-{i}", 0.25) for i in range(20_000))
     assert 4500 < n < 5500
+
+
+def test_groups_bounded_below_on_a_number_match_as_brute_force() -> None:
+    """Groups without an anchor but with a lower bound (gt/gte on a number) are checked only when the trace's value
+    reaches the bound: the same matches as evaluating every rule, at and around the bounds."""
+    rnd = random.Random(5)
+    fields = ["latency", "total_cost", "total_tokens", "input_tokens"]
+    values = [None, -1.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 1e9, float("inf"), float("nan")]
+    bounded = 0
+    for _ in range(30):
+        filters = []
+        for _ in range(rnd.randrange(1, 25)):
+            conds: list[dict[str, Any]] = [
+                {"field": rnd.choice(fields), "op": rnd.choice(["gt", "gte", "lt", "lte", "eq"]),
+                 "value": rnd.choice([0, 1, 2, 2.5, 3, -1])} for _ in range(rnd.randrange(1, 3))]
+            if rnd.random() < 0.3:
+                conds.append(fix(random_condition(rnd)))
+            filters.append(parse_filter({"groups": [{"conditions": conds}]}))
+        rs = compile_rules(filters)
+        bounded += sum(len(groups) for _, _, groups in rs.bounded)
+        for _ in range(60):
+            t = TraceView(trace_id="t", latency=rnd.choice(values), total_cost=rnd.choice(values),
+                          total_tokens=rnd.choice(values), input_tokens=rnd.choice(values),
+                          metadata={"tier": "x"}, tags=["t1"])
+            assert rs.match(t) == brute(filters, t)
+    assert bounded > 100

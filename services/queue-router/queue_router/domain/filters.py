@@ -19,6 +19,8 @@ number of rules.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,6 +315,9 @@ class RuleSet:
     unanchored: list[CompiledGroup]
     # metadata keys some group is anchored on: (key as written, its path)
     meta_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # groups without an anchor but with a lower bound on a number field ("latency gt 3"): per field, the bounds in
+    # ascending order and their groups; only those whose bound is at most the trace's value are checked
+    bounded: tuple[tuple[str, list[float], list[CompiledGroup]], ...] = ()
 
     def match(self, t: TraceView) -> list[int]:
         if self.size == 0:
@@ -346,6 +351,13 @@ class RuleSet:
                         hit = idx.get(("m", (mkey, x)))
                         if hit:
                             candidates.extend(hit)
+        for attr, bounds, groups in self.bounded:
+            v = getattr(t, attr)
+            if v is not None:
+                # a bound equal to the value is in (gte); its own check decides (gt)
+                n = bisect_right(bounds, float(v))
+                if n:
+                    candidates.extend(groups[:n])
         matched: set[int] = set()
         for g in candidates:
             if g.rule_index in matched:
@@ -361,6 +373,7 @@ class RuleSet:
 def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
     index: dict[tuple[str, Any], list[CompiledGroup]] = {}
     unanchored: list[CompiledGroup] = []
+    by_bound: dict[str, list[tuple[float, CompiledGroup]]] = {}
     for i, flt in enumerate(filters):
         if not flt.groups:
             unanchored.append(CompiledGroup(i, ()))
@@ -377,9 +390,30 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
                 if rank < best_rank:
                     best, best_rank = keys, rank
             if best is None:
-                unanchored.append(compiled)
+                bound = _lower_bound(g.conditions)
+                if bound is None:
+                    unanchored.append(compiled)
+                else:
+                    by_bound.setdefault(bound[0], []).append((bound[1], compiled))
             else:
                 for key in dict.fromkeys(best):
                     index.setdefault(key, []).append(compiled)
     meta_keys = tuple(sorted({(k[1][0], tuple(k[1][0].split("."))) for k in index if k[0] == "m"}))
-    return RuleSet(size=len(filters), index=index, unanchored=unanchored, meta_keys=meta_keys)
+    bounded = []
+    for attr, entries in sorted(by_bound.items()):
+        entries.sort(key=lambda e: e[0])
+        bounded.append((attr, [b for b, _ in entries], [g for _, g in entries]))
+    return RuleSet(size=len(filters), index=index, unanchored=unanchored, meta_keys=meta_keys,
+                   bounded=tuple(bounded))
+
+
+def _lower_bound(conditions: Sequence[Condition]) -> tuple[str, float] | None:
+    """A condition of the group that fails below a bound: (number field, the bound), the highest such bound.
+    A trace whose value is under it (or missing) cannot satisfy the group."""
+    best: tuple[str, float] | None = None
+    for c in conditions:
+        if c.field in NUMBER_FIELDS and c.op in ("gt", "gte") and is_number(c.value):
+            b = float(c.value)
+            if not math.isnan(b) and (best is None or b > best[1]):
+                best = (c.field, b)
+    return best
