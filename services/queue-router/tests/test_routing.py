@@ -329,3 +329,23 @@ async def test_session_target_adds_the_session_once(svc: Service) -> None:
     [item] = await svc.wait_items(auth, qid, 1)
     assert (item["object_type"], item["object_id"], item["rule_id"]) == ("SESSION", sess, rid)
     assert item["trace_id"] in (a, b)
+
+
+async def test_awkward_ids_read_and_written_back(svc: Service) -> None:
+    """Trace ids with quotes, backslashes, control characters and any script come back from the summaries' write
+    and read as they were, and a trace's second batch merges into what its first wrote."""
+    project, _auth = await svc.project()
+    deps = RouterDeps(svc.app.state.container.uow, svc.app.state.container.rules, consumer="awkward-ids-test")
+    tids = [f'q"\\{uuid.uuid4().hex[:4]}', f"tab\there-{uuid.uuid4().hex[:4]}", f"✓ü𝄞-{uuid.uuid4().hex[:4]}",
+            f"[\"x\", 1]-{uuid.uuid4().hex[:4]}"]
+    first = [make_envelope(TraceIngested(trace_id=t, trace=TraceData(id=t, name=f"n-{i}")), project=project, key=t)
+             for i, t in enumerate(tids)]
+    later = [make_envelope(TraceIngested(trace_id=t, observations=[obs(t, type="SPAN", level="ERROR")]),
+                           project=project, key=t, occurred_at=T0 + timedelta(days=400)) for t in tids]
+    for batch in (first, later):
+        res = await route_batch([(e, e.parse_payload()) for e in batch], deps)
+        assert res.applied == len(tids)
+    async with svc.app.state.container.uow() as uow:
+        for i, t in enumerate(tids):
+            s = await uow.summaries.get(project, t)
+            assert s is not None and (s.trace_id, s.name, s.has_error) == (t, f"n-{i}", True)
