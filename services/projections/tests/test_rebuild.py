@@ -167,6 +167,14 @@ async def test_shadow_tables_keep_the_storage_parameters_of_the_live_ones(harnes
             await c.execute(text(f'ALTER TABLE "{SCHEMA}".observations SET (toast_tuple_target = 4000)'))
             await _create_shadow(c, SCHEMA, shadow)
         assert await options(shadow) == ["toast_tuple_target=4000"]
+        async with engine.connect() as c:
+            # and the columns' statistics targets (migration 0010: none for the JSON payloads)
+            targets = {s: dict((await c.execute(text(
+                "SELECT attname, attstattarget FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
+                "AND attname IN ('input', 'output', 'field_ts', 'name')"), {"t": f'"{s}".observations'})).all())
+                for s in (SCHEMA, shadow)}
+        assert targets[SCHEMA]["input"] == targets[SCHEMA]["field_ts"] == 0
+        assert targets[shadow] == targets[SCHEMA]
     finally:
         async with engine.begin() as c:
             await c.execute(text(f'DROP SCHEMA IF EXISTS "{shadow}" CASCADE'))

@@ -92,6 +92,16 @@ async def _create_shadow(conn: AsyncConnection, live: str, shadow: str) -> None:
         )).scalar()
         if options:
             await conn.execute(text(f"ALTER TABLE {ident(shadow)}.{ident(table.name)} SET ({', '.join(options)})"))
+        # nor columns' statistics targets (the JSON payloads have none: ANALYZE would only burn CPU on them)
+        targets = (await conn.execute(
+            text("SELECT attname, attstattarget FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
+                 "AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0"),
+            {"t": f"{ident(live)}.{ident(table.name)}"},
+        )).all()
+        if targets:
+            await conn.execute(text(
+                f"ALTER TABLE {ident(shadow)}.{ident(table.name)} "
+                + ", ".join(f"ALTER COLUMN {ident(name)} SET STATISTICS {int(n)}" for name, n in targets)))
 
 
 async def _index_defs(conn: AsyncConnection, schema: str, table: str) -> dict[str, str]:
