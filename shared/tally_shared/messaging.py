@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -270,6 +270,7 @@ def subscribe_batch(
     handler: Callable[[list[Any]], Awaitable[Any]],
     max_records: int = 500,
     prefilter: Callable[[bytes], bool] | None = None,
+    prefilter_topics: Collection[str] | None = None,
     decoder: Callable[[bytes, int], Any] = _decode_pair,
     max_partition_fetch_bytes: int = 8 * 1024 * 1024,
 ) -> Any:
@@ -309,7 +310,8 @@ def subscribe_batch(
         origin: list[Any] = []
         for record in records:
             body: bytes = record.value or b""
-            if prefilter is not None and not prefilter(body):
+            if (prefilter is not None and (prefilter_topics is None or record.topic in prefilter_topics)
+                    and not prefilter(body)):
                 continue
             try:
                 item = decoder(body, record.partition)
