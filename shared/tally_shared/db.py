@@ -80,12 +80,17 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
-def make_engine(url: str, *, pool_size: int = 10, application_name: str = "tally") -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, application_name: str = "tally",
+                pre_ping: bool = True) -> AsyncEngine:
+    """``pre_ping``: test each connection with a round trip when it leaves the pool, so that a request never
+    meets a connection the server dropped (a restart). A consumer's engine can go without: its batch is retried
+    on a connection error, and the failure invalidates every older connection of the pool (SQLAlchemy), so the
+    retry gets fresh ones; that saves a round trip per transaction."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args=connect_args(url, server_settings={"application_name": application_name}),
         # jsonb prints 1e308 as 309 digits; the standard library would read that back as a Python integer no
         # response encoder writes (one such value made every list holding it answer 500).

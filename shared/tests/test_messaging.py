@@ -122,6 +122,47 @@ async def test_batch_with_an_unappliable_event_dead_letters_it_and_applies_the_r
         await engine.dispose()
 
 
+async def test_batch_prefilter_sees_only_the_topics_it_is_given(kafka_bootstrap: str) -> None:
+    """One batch subscriber over two topics, its prefilter limited to one: the other topic's records are all
+    handed over unfiltered (scoring: every score command, a few trace events)."""
+    from tally_shared.messaging import subscribe_batch
+
+    marker = uuid.uuid4().hex
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    filtered, kept = await _own_topic(kafka_bootstrap), await _own_topic(kafka_bootstrap)
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def handler(batch: list[tuple[Envelope, Payload]]) -> None:
+        seen.extend(env.key for env, _ in batch if env.project == marker)
+        if {"last", "wanted"} <= set(seen):
+            done.set()
+
+    def prefilter(body: bytes) -> bool:
+        return b"wanted" in body
+
+    registry = CollectorRegistry()
+    broker = make_broker(kafka_bootstrap, service="test", registry=registry)
+    subscribe_batch(broker, [filtered, kept], group_id=group, handler=handler, prefilter=prefilter,
+                    prefilter_topics={filtered.name})
+    await broker.start()
+    try:
+        await publish(broker, filtered, [make_envelope(TraceIngested(trace_id=k), project=marker, key=k)
+                                         for k in ("skipped", "wanted")])
+        await publish(broker, kept, [make_envelope(TraceIngested(trace_id=k), project=marker, key=k)
+                                     for k in ("command", "last")])
+        await asyncio.wait_for(done.wait(), 30)
+        await asyncio.sleep(0.5)
+        assert sorted(seen) == ["command", "last", "wanted"]
+        # FastStream's consume metrics still count the batches' records and bytes
+        sizes = [m for m in registry.collect() if m.name.endswith("received_messages_size_bytes")]
+        total = sum(x.value for m in sizes for x in m.samples if x.name.endswith("_sum"))
+        counts = [m for m in registry.collect() if m.name.endswith("received_messages")]
+        assert total > 0 and sum(x.value for m in counts for x in m.samples if x.name.endswith("_total")) >= 4
+    finally:
+        await broker.stop()
+
+
 async def _dlq_count(group: str, topic: str, before: float) -> bool:
     return bool(_dead_letter_count(group, topic) > before)
 

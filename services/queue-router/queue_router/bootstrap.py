@@ -23,7 +23,7 @@ from queue_router.application.reviewing import CLAIM_SERVER_SETTINGS, ReviewDeps
 from queue_router.application.routing import RouterDeps
 from queue_router.config import Settings
 from queue_router.entrypoints import consumers
-from tally_shared.db import async_url, connect_args, make_session_factory
+from tally_shared.db import async_url, connect_args, make_engine, make_session_factory
 from tally_shared.outbox import Outbox
 from tally_shared.service import Job, Runtime, provide, runtime_parts
 from tally_shared.service import tune_gc as shared_tune_gc
@@ -43,6 +43,7 @@ class RouterContainer(Runtime):
     review_deps: ReviewDeps
     router_deps: RouterDeps
     claim_engine: AsyncEngine
+    consumer_engine: AsyncEngine
     http_scoring: HttpScoring
 
     def background(self) -> list[Job]:
@@ -61,6 +62,7 @@ class RouterContainer(Runtime):
 
     async def close(self) -> None:
         await self.claim_engine.dispose()
+        await self.consumer_engine.dispose()
         await self.http_scoring.aclose()
         await super().close()
 
@@ -95,13 +97,17 @@ def bootstrap(settings: Settings | None = None, *, scoring: ScoringPort | None =
         async_url(settings.database_url), pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
         pool_pre_ping=True, connect_args=connect_args(settings.database_url, server_settings={
             "application_name": "tally-queue-router-claims", **CLAIM_SERVER_SETTINGS}))
+    # The router's batches on a pool of their own without the pre-ping (a round trip per transaction): a batch that
+    # meets a dropped connection fails, invalidates the pool's older connections and is retried on fresh ones.
+    consumer_engine = make_engine(settings.database_url, pool_size=2, application_name="tally-queue-router-batches",
+                                  pre_ping=False)
     container = RouterContainer(
         **{**parts, "settings": settings}, outbox=outbox, uow=uow, rules=rules, scoring=scoring,
         queue_deps=Deps(uow, rules, max_backfill_scan=settings.max_backfill_scan, scoring=scoring,
                         identity=parts["identity"]),
         review_deps=ReviewDeps(uow, unit_of_work(make_session_factory(claim_engine), outbox), scoring=scoring),
-        router_deps=RouterDeps(uow, rules),
-        claim_engine=claim_engine, http_scoring=http_scoring,
+        router_deps=RouterDeps(unit_of_work(make_session_factory(consumer_engine), outbox), rules),
+        claim_engine=claim_engine, consumer_engine=consumer_engine, http_scoring=http_scoring,
     )
     if settings.run_consumers:
         consumers.register(container.broker, group_id=settings.group_id, deps=container.router_deps,

@@ -8,9 +8,9 @@ from scoring.application.commands import handle_record_score
 from scoring.application.datasets import record_run_from_trace
 from scoring.application.deletion import handle_trace_deleted
 from scoring.application.deps import Deps
-from tally_shared.envelope import Envelope, Payload, PoisonMessage
+from tally_shared.envelope import Envelope, Payload
 from tally_shared.events import RecordScore, TraceDeleted, TraceIngested
-from tally_shared.messaging import subscribe, subscribe_batch
+from tally_shared.messaging import subscribe_batch
 from tally_shared.topics import SCORE_COMMANDS, TRACES
 
 TOPICS = (SCORE_COMMANDS, TRACES)
@@ -26,22 +26,22 @@ def wanted_trace_event(body: bytes) -> bool:
 
 
 def register(broker: KafkaBroker, deps: Deps, group_id: str) -> None:
-    async def on_record_score(env: Envelope, payload: Payload) -> None:
-        if not isinstance(payload, RecordScore):
-            raise PoisonMessage(f"expected RecordScore, got {type(payload).__name__}", "unknown_type")
-        await handle_record_score(env, payload, deps, consumer=group_id)
-
-    subscribe(broker, SCORE_COMMANDS, group_id=group_id, handler=on_record_score, types={"RecordScore"})
-
-    async def on_traces(batch: list[tuple[Envelope, Payload]]) -> None:
+    async def on_events(batch: list[tuple[Envelope, Payload]]) -> None:
         # Each event is its own transaction, claimed by event id, so re-applying part of a batch changes nothing.
+        # An invalid score command raises PoisonMessage: the batch is split until it stands alone and is
+        # dead-lettered; the commands before it were claimed and are skipped when re-applied.
         for env, payload in batch:
-            if isinstance(payload, TraceDeleted):
+            if isinstance(payload, RecordScore):
+                await handle_record_score(env, payload, deps, consumer=group_id)
+            elif isinstance(payload, TraceDeleted):
                 await handle_trace_deleted(env, payload, deps, consumer=group_id)
             elif isinstance(payload, TraceIngested):
                 await record_run_from_trace(deps, env, payload)
 
-    # A batch subscriber: scoring reads the whole trace stream for a few events, and a per-message subscriber would
-    # commit an offset for every trace it skips. One subscriber per topic and group (two in one process would split
-    # the topic's partitions between them).
-    subscribe_batch(broker, [TRACES], group_id=group_id, handler=on_traces, prefilter=wanted_trace_event)
+    # One batch subscriber for both topics: scoring reads the whole trace stream for a few events (a per-message
+    # subscriber would commit an offset for every trace it skips), and one consumer instead of two halves the
+    # fixed cost of the group (its fetch loop polls the broker, which on Tansu costs per partition and poll, its
+    # heartbeats, its offset commits) for a topic of rare commands.
+    # Score commands are never prefiltered: every one is parsed.
+    subscribe_batch(broker, list(TOPICS), group_id=group_id, handler=on_events, prefilter=wanted_trace_event,
+                    prefilter_topics={TRACES.name})
