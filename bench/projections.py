@@ -559,7 +559,6 @@ def pipeline_events(requests: int) -> list[tuple[int, bytes]]:
     from ingest.domain import otel
     from ingest.domain.batch import Batch
     from ingest.domain.report import Report
-
     from projections.application.handlers import trace_slot
 
     spec = importlib.util.spec_from_file_location("bench_pipeline", _HERE / "pipeline.py")
@@ -591,6 +590,7 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     from projections.adapters.tables import make_tables
     from projections.application.handlers import Deps, apply_by_partition
     from projections.bootstrap import tune_gc
+    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
     from tally_shared.db import make_session_factory
     from tally_shared.records import decode_event
 
@@ -608,10 +608,13 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     await apply_by_partition([decode_event(v, p) for p, v in warm], deps)
     tune_gc()
     pg0 = backends_cpu(db_name, exclude=-1)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    os0, t0 = os.times(), time.perf_counter()
     for b in batches:
-        await apply_by_partition([decode_event(v, p) for p, v in b], deps)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
+                                 concurrency=args.pipeline_concurrency or concurrency_for(len(b), PARTITIONS_AT_ONCE))
+    os1, wall = os.times(), time.perf_counter() - t0
+    user, system = os1.user - os0.user, os1.system - os0.system
+    cpu = user + system
     pg = backends_cpu(db_name, exclude=-1) - pg0
     d0 = time.process_time()
     for b in batches:
@@ -620,7 +623,8 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     n = len(events)
     print(f"pipeline events: {n:,} TraceIngested ({size:,.0f} B each, 5 observations), batches of {n_batch}, "
           f"{wall:.1f}s wall, gc thresholds {gc.get_threshold()}")
-    print(f"process CPU: {cpu / n * 1e6:,.0f} µs per trace event ({cpu / n / 5 * 1e6:,.1f} µs/span); decode alone "
+    print(f"process CPU: {cpu / n * 1e6:,.0f} µs per trace event ({cpu / n / 5 * 1e6:,.1f} µs/span; system "
+          f"{system / n * 1e6:,.0f}); decode alone "
           f"{dec / n * 1e6:,.0f} µs per trace event; PostgreSQL backends {pg / n * 1e6:,.0f} µs per trace event")
     await engine.dispose()
 
@@ -647,6 +651,9 @@ def main(argv: list[str]) -> int:
                         help="only measure CPU per TraceIngested of bench/pipeline.py's workload in this process "
                              "(decode + apply of REQUESTS requests' events against PostgreSQL, no broker)")
     parser.add_argument("--pipeline-batch", type=int, default=200, help="events per applied batch with --pipeline")
+    parser.add_argument("--pipeline-concurrency", type=int, default=0,
+                        help="partitions of a batch applied at a time with --pipeline (1: the batch whole; default: "
+                             "as the live consumer does, consumers.concurrency_for)")
     args = parser.parse_args(argv)
     server = os.environ.get("DATABASE_URL")
     tmp = tempfile.TemporaryDirectory(prefix="tally-bench-pg-")

@@ -60,6 +60,15 @@ async def test_one_partition_or_a_dataset_run_item_keeps_the_batch_whole(monkeyp
     assert rec.calls == [[3, 3], [0, 1], [0, 1]]
 
 
+def test_a_small_batch_is_one_transaction_a_large_one_split_per_partition() -> None:
+    from projections.entrypoints.consumers import SPLIT_FROM, concurrency_for
+
+    assert concurrency_for(1, 2) == 1
+    assert concurrency_for(SPLIT_FROM - 1, 2) == 1
+    assert concurrency_for(SPLIT_FROM, 2) == 2
+    assert concurrency_for(10, 3, split_from=10) == 3
+
+
 async def test_a_failing_partition_raises_after_every_transaction_ended(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(fail={0})
     monkeypatch.setattr(handlers, "apply_batch", rec)
