@@ -98,3 +98,19 @@ async def test_overlapped_statement_is_awaited_even_when_the_work_fails() -> Non
     with pytest.raises(ValueError, match="work"):
         await uow.overlapped(statement(), boom)
     assert ran == ["sent", "done"]
+
+
+def test_row_values_with_and_without_string_keys() -> None:
+    import decimal
+
+    import orjson
+
+    from projections.adapters.statements import Positional
+
+    when = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+    rows = [["p", "t", {"a": 1, "b": [1.5, None, "\u2400 é"]}, when, decimal.Decimal("1.25"), uuid.UUID(int=7)]]
+    assert orjson.loads(Positional.values(rows)["rows"]) == [
+        ["p", "t", {"a": 1, "b": [1.5, None, "\u2400 é"]}, "2026-01-01T12:30:00+00:00", "1.25",
+         str(uuid.UUID(int=7))]]
+    # a dict with a key that is not a string: written as with OPT_NON_STR_KEYS
+    assert orjson.loads(Positional.values([[{1: "x", "y": 2}]])["rows"]) == [[{"1": "x", "y": 2}]]
