@@ -17,6 +17,16 @@ Starts its own Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is set; uses DATABASE
 
     .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200] [--replicas 1,2]
 
+``--pipeline REQUESTS`` measures only projections' CPU per ``TraceIngested`` of bench/pipeline.py's workload, in this
+process and without a broker: ingest's own code maps REQUESTS of its OTLP requests (20 traces x 5 spans, ~1 KB
+inputs, outputs and messages: ~18 KB an event) to the events it publishes, which are then decoded and applied in
+batches of ``--pipeline-batch`` (default 200; the live consumer gets ~20-60 at a paced 1,000 spans/s, 200-1,100 in
+a burst) against the real PostgreSQL; ``--pipeline-concurrency 2`` splits every batch per partition (default: as
+the live consumer does). Prints process CPU (and system CPU) per trace event, the decode alone, and the backends'
+CPU:
+
+    .venv/bin/python bench/projections.py --pipeline 400 --pipeline-batch 60
+
 ``--skip-rebuild --skip-dashboards`` stops after the live apply; ``--statements`` adds the PostgreSQL backend CPU
 of each statement kind of the live apply (on-CPU time of the backend around each statement, local server only);
 ``BENCH_CAPTURE=file`` with it writes every statement's parameters there, to replay batches elsewhere.
