@@ -114,3 +114,19 @@ def test_row_values_with_and_without_string_keys() -> None:
          str(uuid.UUID(int=7))]]
     # a dict with a key that is not a string: written as with OPT_NON_STR_KEYS
     assert orjson.loads(Positional.values([[{1: "x", "y": 2}]])["rows"]) == [[{"1": "x", "y": 2}]]
+
+
+def test_a_new_row_from_one_update_has_every_column_in_order() -> None:
+    from projections.adapters.statements import OBS_FIELDS, Statements
+    from projections.adapters.tables import make_tables
+    from projections.application.projections.traces import _writers
+
+    w = _writers(Statements(make_tables("tally_projections"))).observations
+    upd = {"trace_id": "t", "name": "llm", "input": "x" * 1000, "metadata": {"a": 1}, "level": None}
+    row, changed = w.new_row(("p", "o1"), [(5, NOW, upd)])
+    assert list(row) == ["project_id", "id", *OBS_FIELDS, "field_ts", "created_at", "updated_at"]
+    assert row == {**dict.fromkeys(OBS_FIELDS), "project_id": "p", "id": "o1", **upd,
+                   "field_ts": [5, sum(w.bits[n] for n in upd)], "created_at": NOW, "updated_at": NOW}
+    assert changed == ["trace_id", "name", "input", "metadata"]
+    again, _ = w.new_row(("p", "o2"), [(6, NOW, {})])
+    assert again["field_ts"] == [] and again["input"] is None and row["id"] == "o1"  # the template is copied
