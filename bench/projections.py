@@ -17,6 +17,16 @@ Starts its own Tansu broker unless KAFKA_BOOTSTRAP_SERVERS is set; uses DATABASE
 
     .venv/bin/python bench/projections.py [--scores 1000000] [--queries 200] [--replicas 1,2]
 
+``--pipeline REQUESTS`` measures only projections' CPU per ``TraceIngested`` of bench/pipeline.py's workload, in this
+process and without a broker: ingest's own code maps REQUESTS of its OTLP requests (20 traces x 5 spans, ~1 KB
+inputs, outputs and messages: ~18 KB an event) to the events it publishes, which are then decoded and applied in
+batches of ``--pipeline-batch`` (default 200; the live consumer gets ~20-60 at a paced 1,000 spans/s, 200-1,100 in
+a burst) against the real PostgreSQL; ``--pipeline-concurrency 2`` splits every batch per partition (default: as
+the live consumer does). Prints process CPU (and system CPU) per trace event, the decode alone, and the backends'
+CPU:
+
+    .venv/bin/python bench/projections.py --pipeline 400 --pipeline-batch 60
+
 ``--skip-rebuild --skip-dashboards`` stops after the live apply; ``--statements`` adds the PostgreSQL backend CPU
 of each statement kind of the live apply (on-CPU time of the backend around each statement, local server only);
 ``BENCH_CAPTURE=file`` with it writes every statement's parameters there, to replay batches elsewhere.
@@ -552,6 +562,83 @@ async def run(args: argparse.Namespace, bootstrap: str, database_url: str) -> No
     await engine.dispose()
 
 
+def pipeline_events(requests: int) -> list[tuple[int, bytes]]:
+    """The ``TraceIngested`` events ingest publishes for ``requests`` of bench/pipeline.py's OTLP requests (20 traces
+    of 5 spans with ~1 KB inputs, outputs and messages each): (partition of tally.traces, envelope bytes), mapped by
+    ingest's own code in this process."""
+    from ingest.domain import otel
+    from ingest.domain.batch import Batch
+    from ingest.domain.report import Report
+    from projections.application.handlers import trace_slot
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", _HERE / "pipeline.py")
+    assert spec is not None and spec.loader is not None
+    pipe = importlib.util.module_from_spec(spec)
+    sys.modules["bench_pipeline"] = pipe
+    spec.loader.exec_module(pipe)
+    root, routed = pipe.names("inproc", 0)
+    template = pipe.build_template(os.urandom(4), root, routed)
+    project = f"bench-{uuid.uuid4().hex[:6]}"
+    out: list[tuple[int, bytes]] = []
+    for k in range(requests):
+        batch, report = Batch("otel"), Report()
+        req = otel.decode_protobuf(template.body(k))
+        otel.add_spans(batch, report, otel.protobuf_spans(req, report, None))
+        for m in batch.outgoing(project):
+            out.append((trace_slot(m.key.decode()), m.value))
+    return out
+
+
+async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
+    """``--pipeline``: projections' CPU per ``TraceIngested`` of bench/pipeline.py's workload, in this process (no
+    broker): the lean decode of each envelope and ``apply_by_partition`` of batches of ``--pipeline-batch`` events
+    against the real PostgreSQL. Reports process CPU per trace event (and per span: 5 a trace), the decode's share
+    (timed alone afterwards over the same bytes), and the PostgreSQL backends' CPU."""
+    import gc
+
+    from projections.adapters.statements import Statements
+    from projections.adapters.tables import make_tables
+    from projections.application.handlers import Deps, apply_by_partition
+    from projections.bootstrap import tune_gc
+    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
+    from tally_shared.db import make_session_factory
+    from tally_shared.records import decode_event
+
+    await asyncio.to_thread(upgrade, ID_MIGRATIONS, database_url, ID_SCHEMA)
+    await asyncio.to_thread(upgrade, MIGRATIONS, database_url, SCHEMA)
+    events = pipeline_events(args.pipeline)
+    size = sum(len(v) for _, v in events) / len(events)
+    engine = make_engine(database_url, pool_size=4)
+    deps = Deps(make_session_factory(engine), Statements(make_tables(SCHEMA)))
+    n_batch = args.pipeline_batch
+    batches = [events[i:i + n_batch] for i in range(0, len(events), n_batch)]
+    db_name = database_url.rsplit("/", 1)[-1].split("?")[0]
+    # warm up: connections, prepared statements, caches (its events are not counted)
+    warm = pipeline_events(2)
+    await apply_by_partition([decode_event(v, p) for p, v in warm], deps)
+    tune_gc()
+    pg0 = backends_cpu(db_name, exclude=-1)
+    os0, t0 = os.times(), time.perf_counter()
+    for b in batches:
+        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
+                                 concurrency=args.pipeline_concurrency or concurrency_for(len(b), PARTITIONS_AT_ONCE))
+    os1, wall = os.times(), time.perf_counter() - t0
+    user, system = os1.user - os0.user, os1.system - os0.system
+    cpu = user + system
+    pg = backends_cpu(db_name, exclude=-1) - pg0
+    d0 = time.process_time()
+    for b in batches:
+        [decode_event(v, p) for p, v in b]
+    dec = time.process_time() - d0
+    n = len(events)
+    print(f"pipeline events: {n:,} TraceIngested ({size:,.0f} B each, 5 observations), batches of {n_batch}, "
+          f"{wall:.1f}s wall, gc thresholds {gc.get_threshold()}")
+    print(f"process CPU: {cpu / n * 1e6:,.0f} µs per trace event ({cpu / n / 5 * 1e6:,.1f} µs/span; system "
+          f"{system / n * 1e6:,.0f}); decode alone "
+          f"{dec / n * 1e6:,.0f} µs per trace event; PostgreSQL backends {pg / n * 1e6:,.0f} µs per trace event")
+    await engine.dispose()
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--worker"]:
         worker(argv[1], argv[2], argv[3], int(argv[4]))
@@ -570,6 +657,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-rebuild", action="store_true", help="no rebuild from the log")
     parser.add_argument("--statements", action="store_true",
                         help="also report PostgreSQL backend CPU per statement kind of the live apply")
+    parser.add_argument("--pipeline", type=int, default=0, metavar="REQUESTS",
+                        help="only measure CPU per TraceIngested of bench/pipeline.py's workload in this process "
+                             "(decode + apply of REQUESTS requests' events against PostgreSQL, no broker)")
+    parser.add_argument("--pipeline-batch", type=int, default=200, help="events per applied batch with --pipeline")
+    parser.add_argument("--pipeline-concurrency", type=int, default=0,
+                        help="partitions of a batch applied at a time with --pipeline (1: the batch whole; default: "
+                             "as the live consumer does, consumers.concurrency_for)")
     args = parser.parse_args(argv)
     server = os.environ.get("DATABASE_URL")
     tmp = tempfile.TemporaryDirectory(prefix="tally-bench-pg-")
@@ -580,6 +674,9 @@ def main(argv: list[str]) -> int:
     name = f"tally_bench_{uuid.uuid4().hex[:8]}"
     database_url = infra.create_database(server, name)
     try:
+        if args.pipeline:
+            asyncio.run(run_pipeline(args, database_url))
+            return 0
         with own_broker() as bootstrap:
             asyncio.run(run(args, bootstrap, database_url))
     finally:

@@ -60,6 +60,15 @@ async def test_one_partition_or_a_dataset_run_item_keeps_the_batch_whole(monkeyp
     assert rec.calls == [[3, 3], [0, 1], [0, 1]]
 
 
+def test_a_small_batch_is_one_transaction_a_large_one_split_per_partition() -> None:
+    from projections.entrypoints.consumers import SPLIT_FROM, concurrency_for
+
+    assert concurrency_for(1, 2) == 1
+    assert concurrency_for(SPLIT_FROM - 1, 2) == 1
+    assert concurrency_for(SPLIT_FROM, 2) == 2
+    assert concurrency_for(10, 3, split_from=10) == 3
+
+
 async def test_a_failing_partition_raises_after_every_transaction_ended(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(fail={0})
     monkeypatch.setattr(handlers, "apply_batch", rec)
@@ -89,3 +98,35 @@ async def test_overlapped_statement_is_awaited_even_when_the_work_fails() -> Non
     with pytest.raises(ValueError, match="work"):
         await uow.overlapped(statement(), boom)
     assert ran == ["sent", "done"]
+
+
+def test_row_values_with_and_without_string_keys() -> None:
+    import decimal
+
+    import orjson
+
+    from projections.adapters.statements import Positional
+
+    when = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+    rows = [["p", "t", {"a": 1, "b": [1.5, None, "\u2400 é"]}, when, decimal.Decimal("1.25"), uuid.UUID(int=7)]]
+    assert orjson.loads(Positional.values(rows)["rows"]) == [
+        ["p", "t", {"a": 1, "b": [1.5, None, "\u2400 é"]}, "2026-01-01T12:30:00+00:00", "1.25",
+         str(uuid.UUID(int=7))]]
+    # a dict with a key that is not a string: written as with OPT_NON_STR_KEYS
+    assert orjson.loads(Positional.values([[{1: "x", "y": 2}]])["rows"]) == [[{"1": "x", "y": 2}]]
+
+
+def test_a_new_row_from_one_update_has_every_column_in_order() -> None:
+    from projections.adapters.statements import OBS_FIELDS, Statements
+    from projections.adapters.tables import make_tables
+    from projections.application.projections.traces import _writers
+
+    w = _writers(Statements(make_tables("tally_projections"))).observations
+    upd = {"trace_id": "t", "name": "llm", "input": "x" * 1000, "metadata": {"a": 1}, "level": None}
+    row, changed = w.new_row(("p", "o1"), [(5, NOW, upd)])
+    assert list(row) == ["project_id", "id", *OBS_FIELDS, "field_ts", "created_at", "updated_at"]
+    assert row == {**dict.fromkeys(OBS_FIELDS), "project_id": "p", "id": "o1", **upd,
+                   "field_ts": [5, sum(w.bits[n] for n in upd)], "created_at": NOW, "updated_at": NOW}
+    assert changed == ["trace_id", "name", "input", "metadata"]
+    again, _ = w.new_row(("p", "o2"), [(6, NOW, {})])
+    assert again["field_ts"] == [] and again["input"] is None and row["id"] == "o1"  # the template is copied

@@ -99,8 +99,13 @@ class Positional:
 
     @staticmethod
     def values(rows: Sequence[Sequence[Any]]) -> dict[str, str]:
-        """Rows already in column order."""
-        return {"rows": orjson.dumps(rows, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()}
+        """Rows already in column order. Written without ``OPT_NON_STR_KEYS`` first (a fifth cheaper: every dict's
+        keys are then taken as they are), and with it when some dict has a key that is not a string."""
+        try:
+            out = orjson.dumps(rows, default=json_default)
+        except orjson.JSONEncodeError:
+            out = orjson.dumps(rows, default=json_default, option=orjson.OPT_NON_STR_KEYS)
+        return {"rows": out.decode()}
 
 
 class Statements:

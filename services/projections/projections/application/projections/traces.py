@@ -85,6 +85,8 @@ class _Writer:
         self.fields = tuple(fields)
         self.bits = field_bits(fields)
         self.blank = dict.fromkeys(fields)
+        self.template = {"project_id": None, "id": None, **self.blank, "field_ts": None, "created_at": None,
+                         "updated_at": None}
         # every row has every column (blank fields are None): one C-level lookup of them all
         self.getter = itemgetter(*insert.columns)
         self._masks: dict[tuple[str, ...], int] = {}
@@ -105,8 +107,14 @@ class _Writer:
         mask = self._masks.get(names)
         if mask is None:
             mask = self._masks[names] = sum(self.bits[n] for n in names)
-        row = {"project_id": key[0], "id": key[1], **self.blank, **upd, "field_ts": [ts, mask] if names else [],
-               "created_at": when, "updated_at": when}
+        # a copy of the blank row (one C-level copy of its table), then the update's fields over it: the same keys
+        # in the same order as building the row from scratch, about a third cheaper
+        row = self.template.copy()
+        row["project_id"] = key[0]
+        row["id"] = key[1]
+        row.update(upd)
+        row["field_ts"] = [ts, mask] if names else []
+        row["created_at"] = row["updated_at"] = when
         return row, [n for n, v in upd.items() if v is not None]
 
     def _merge_stored(self, row: dict[str, Any], ups: Ups) -> list[str]:
