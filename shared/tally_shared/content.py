@@ -105,9 +105,25 @@ def clean(value: Any, path: str = "") -> Any:
     return value
 
 
+_ESCAPES_SCANNED = 16
+
+
 def needs_clean(encoded: bytes) -> bool:
-    """Whether JSON written by orjson holds a NUL (written as the escape ``\\u0000``)."""
-    return b"\\u0000" in encoded
+    """Whether JSON holds a NUL (the escape ``\\u0000``, as orjson writes it). Each backslash is found by
+    ``memchr`` and the text after it compared, which in a message with few escapes is far cheaper than a substring
+    search of the whole (an 18 KB trace event: ~9 µs -> under 1); after ``_ESCAPES_SCANNED`` backslashes, one
+    substring search of the rest."""
+    find = encoded.find
+    i = find(b"\\")
+    n = 0
+    while i >= 0:
+        if encoded.startswith(b"u0000", i + 1):
+            return True
+        n += 1
+        if n == _ESCAPES_SCANNED:
+            return find(b"\\u0000", i + 1) >= 0
+        i = find(b"\\", i + 1)
+    return False
 
 
 def dumps(value: Any, *, headroom: int = 0) -> bytes:

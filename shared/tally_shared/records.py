@@ -117,34 +117,13 @@ def _short(errors: list[Any], drop: int = 0) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'][drop:]) or '<root>'}: {e['msg']}" for e in errors[:5])
 
 
-_ESCAPES_SCANNED = 16
-
-
-def needs_clean(raw: bytes) -> bool:
-    """``content.needs_clean`` (whether ``raw`` holds the escape ``\\u0000``), found faster in a message with few
-    escapes: each backslash is found by ``memchr`` and the text after it compared, instead of a substring search
-    over the whole message (an 18 KB trace event of bench/pipeline.py: ~9 µs -> under 1). After
-    ``_ESCAPES_SCANNED`` backslashes, one substring search of the rest."""
-    find = raw.find
-    i = find(b"\\")
-    n = 0
-    while i >= 0:
-        if raw.startswith(b"u0000", i + 1):
-            return True
-        n += 1
-        if n == _ESCAPES_SCANNED:
-            return find(b"\\u0000", i + 1) >= 0
-        i = find(b"\\", i + 1)
-    return False
-
-
 def decode_event(raw: bytes, partition: int = 0) -> Event:
     """Parse and validate one message to an ``Event``; anything wrong raises PoisonMessage with a reason."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PoisonMessage(f"not JSON: {exc}", "decode") from exc
-    if needs_clean(raw):
+    if content.needs_clean(raw):
         try:
             data = content.clean(data)
         except (ValueError, RecursionError) as exc:
