@@ -23,7 +23,7 @@ from projections.application.projections.base import Projection, no_traces
 from projections.application.projections.deletions import tombstoned
 from projections.application.unit_of_work import UnitOfWork
 from tally_shared.events import DatasetRunItemCreated
-from tally_shared.producer import murmur2
+from tally_shared.producer import partition
 from tally_shared.records import Event
 from tally_shared.topics import DATASETS, QUEUES, SCORE_CONFIGS, SCORES, TRACES, Topic
 
@@ -127,8 +127,12 @@ def trace_slots(routed: dict[Projection, list[Event]]) -> set[int]:
     return slots
 
 
+_TRACE_PARTITIONS = tuple(range(TRACES.partitions))
+
+
 def trace_slot(trace_id: str) -> int:
-    return (murmur2(trace_id.encode()) & 0x7FFFFFFF) % TRACES.partitions
+    """The partition of ``tally.traces`` the producers' partitioner gives the trace's events."""
+    return partition(trace_id.encode(), _TRACE_PARTITIONS, _TRACE_PARTITIONS)
 
 
 async def apply_by_partition(events: Sequence[Event], deps: Deps, *, concurrency: int = 2) -> int:
