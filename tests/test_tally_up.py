@@ -57,6 +57,14 @@ def test_tally_up_serves_demo_data_and_stops_cleanly(tmp_path: Path, make_databa
             login = client.get("/login")
             # A new user learns from the sign-in page itself which demo account to use.
             assert login.status_code == 200 and "alice@demo.tally" in login.text and "tally-demo" in login.text
+            # Every service's OpenAPI page at the base URL, each document naming that service's own paths.
+            index = client.get("/api/docs")
+            assert index.status_code == 200 and 'href="/api/docs/projections"' in index.text
+            owned = {"ingest": "/api/public/ingestion", "scoring": "/api/public/score-configs",
+                     "queue-router": "/api/public/annotation-queues", "projections": "/api/public/traces"}
+            for service, path in owned.items():
+                assert "swagger-ui" in client.get(f"/api/docs/{service}").text
+                assert path in client.get(f"/api/docs/{service}/openapi.json").json()["paths"], service
 
             # A crash: tally up brings the service back by itself and says so on its terminal.
             ingest = next(c for c in psutil.Process(proc.pid).children(recursive=True)

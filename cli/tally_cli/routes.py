@@ -48,6 +48,10 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/v1/dead-letters", "projections"),
 )
 
+# Each service's OpenAPI page behind the base URL (``tally_shared.service.docs_path``); ``/api/docs`` itself is the
+# console's index of them.
+ROUTES += tuple((f"/api/docs/{s}", s) for s in SERVICES if s != "console")
+
 DEFAULT_SERVICE = "console"
 
 # Paths whose writes belong to another service than their reads: (method, prefix, service). Deleting traces is a

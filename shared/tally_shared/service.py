@@ -26,6 +26,8 @@ from typing import Any, TypedDict, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -284,7 +286,30 @@ def create_app(
     app.add_middleware(RequestMetrics, registry=container.registry, prefix=request_metrics_prefix)
     for router in routers:
         app.include_router(router)
+    if docs:
+        install_docs_behind_gateway(app, container.name)
     return app
+
+
+def docs_path(service: str) -> str:
+    """Where the base URL serves a service's OpenAPI page (``tally_cli.routes`` routes the prefix to it)."""
+    return f"/api/docs/{service}"
+
+
+def install_docs_behind_gateway(app: FastAPI, service: str) -> None:
+    """The OpenAPI page and document again under ``/api/docs/<service>``: ``/docs`` is one path for every service,
+    so behind the one base URL only a per-service prefix can reach each page. Its "try it out" calls then go to
+    the base URL too, where every path of the document is routed to this service."""
+    base = docs_path(service)
+
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    async def openapi_page() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=f"{base}/openapi.json", title=f"{app.title} - API")
+
+    app.add_api_route(f"{base}/openapi.json", openapi_document, methods=["GET"], include_in_schema=False)
+    app.add_api_route(base, openapi_page, methods=["GET"], include_in_schema=False)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

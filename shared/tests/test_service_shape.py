@@ -139,3 +139,18 @@ def test_log_format_setting() -> None:
     finally:
         del os.environ["TALLY_LOG_FORMAT"]
     assert _settings().log_format == "json"
+
+
+async def test_openapi_page_and_document_under_the_services_prefix() -> None:
+    # /docs is the same path in every service; behind one base URL each is reached as /api/docs/<service>.
+    app = create_app(Shop(name="shop", settings=_settings(), greeting="hi"), title="shop", routers=[router])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        page = await c.get("/api/docs/shop")
+        document = await c.get("/api/docs/shop/openapi.json")
+        assert (await c.get("/openapi.json")).json() == document.json()
+    assert page.status_code == 200 and "/api/docs/shop/openapi.json" in page.text
+    assert "/items/{item_id}" in document.json()["paths"]
+    assert not any(p.startswith("/api/docs") for p in document.json()["paths"])
+    hidden = create_app(Shop(name="quiet", settings=_settings(), greeting="hi"), title="quiet", docs=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hidden), base_url="http://t") as c:
+        assert (await c.get("/api/docs/quiet")).status_code == 404

@@ -29,6 +29,13 @@ def test_pages_need_a_session(env: Env) -> None:
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=%2Fqueues")
 
 
+def test_api_reference_index_links_every_services_openapi_page_without_a_session(env: Env) -> None:
+    r = env.client().get("/api/docs")
+    assert r.status_code == 200
+    for service in ("ingest", "scoring", "queue-router", "projections"):
+        assert f'href="/api/docs/{service}"' in r.text and f'href="/api/docs/{service}/openapi.json"' in r.text
+
+
 def test_post_without_csrf_token_is_rejected(env: Env) -> None:
     c = env.client()
     sign_in(c, "lead@t.test")

@@ -18,7 +18,7 @@ from console.adapters.identity import ConsoleIdentity, Identity
 from console.adapters.port import ApiCallError, ApiFactory
 from console.application.signin_limit import Limits, SignInLimiter
 from console.config import Settings
-from console.entrypoints import auth, curation, dead_letters, reading, review, setup, traces
+from console.entrypoints import auth, curation, dead_letters, docs, reading, review, setup, traces
 from console.entrypoints.security import CsrfError, parse_networks, security_headers
 from console.entrypoints.web import Forbidden, LoginRequired, login_url, make_templates, page, redirect
 from tally_shared.db import make_engine, ping
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, *, api_factory: ApiFactory | No
         return page(None, request, "error.html", status_code=exc.status_code, title=title, message=str(exc.detail))
 
     for router in (auth.router, review.router, traces.router, setup.router, dead_letters.router, reading.router,
-                   curation.router):
+                   curation.router, docs.router):
         app.include_router(router)
     return app
 
