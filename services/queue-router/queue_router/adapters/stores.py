@@ -323,8 +323,10 @@ _SCORES_JSON = ("(SELECT json_agg(json_build_array(c.name, c.source, c.evaluator
                 "c.string_values)) FROM queue_router.trace_scores c "
                 "WHERE c.project_id = k.p AND c.trace_id = k.t)")
 # One statement reads what evaluating a batch needs: each touched trace's summary, and its automated scores
-# where its project has rules on scores. LATERAL: one index probe per key (a join against the unnested keys may
-# hash-join over the whole table).
+# where its project has rules on scores. LATERAL with LIMIT 1 (the key is the primary key: at most one row
+# anyway): one index probe per key. Without the LIMIT the planner flattens the subquery into a join, and before
+# the table has statistics (or while it is small) hashes the whole table for every batch: its cost then grew
+# with the table, to several times the rest of the batch's statements.
 # Only keys with a summary or scores come back: most of a batch's traces are new, and a row of NULLs for each
 # would cost decoding for nothing.
 _LOAD = text(
@@ -333,7 +335,7 @@ _LOAD = text(
     f"CASE WHEN k.p = ANY(CAST(:score_projects AS text[])) THEN {_SCORES_JSON} END AS scores "
     "FROM unnest(CAST(:projects AS text[]), CAST(:traces AS text[])) AS k(p, t) "
     "LEFT JOIN LATERAL (SELECT * FROM queue_router.trace_summaries x "
-    "                   WHERE x.project_id = k.p AND x.trace_id = k.t) s ON true"
+    "                   WHERE x.project_id = k.p AND x.trace_id = k.t LIMIT 1) s ON true"
     ") q WHERE q.trace_id IS NOT NULL OR q.scores IS NOT NULL"
 ).columns(column("key_project", Text), column("key_trace", Text),
           *(column(c.name, c.type) for c in trace_summaries.columns if c.name in _SUMMARY_READ),
