@@ -416,10 +416,11 @@ _SAVE = text(_SAVE_SQL)
 _SAVE_AND_EXISTING = text(f"WITH saved AS ({_SAVE_SQL}) {EXISTING.text}")
 
 
-def _save_params(summaries: Sequence[Summary], now: datetime) -> dict[str, Any]:
+def _save_params(summaries: Sequence[Summary], now: datetime, docs: Sequence[bytes] | None) -> dict[str, Any]:
     return {"p": [s.project_id for s in summaries], "t": [s.trace_id for s in summaries],
             "h": [s.has_trace for s in summaries], "ts": [s.timestamp for s in summaries],
-            "d": [_doc(s) for s in summaries], "now": now}
+            "d": list(docs) if docs is not None else [_doc(s) for s in summaries], "now": now}
+
 
 
 def _score_views(data: list[list[Any]]) -> list[ScoreView]:
@@ -436,6 +437,11 @@ def _by_project(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 class SummaryStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    @staticmethod
+    def encode(s: Summary) -> bytes:
+        """``s`` as ``save`` stores it: encoded ahead by a caller that has the time while a statement runs."""
+        return _doc(s)
 
     async def claim_tombstones_and_versions(self, consumer: str, ids: Sequence[uuid.UUID],
                                             keys: Sequence[tuple[str, str]]
@@ -472,12 +478,14 @@ class SummaryStore:
         return summaries, scores
 
     async def save(self, summaries: Sequence[Summary], now: datetime,
-                   existing: Sequence[tuple[str, str, str]] = ()) -> dict[tuple[str, str, str], str]:
-        """Writes the summaries; returns ``ItemStore.existing(existing)``, read in the same statement."""
+                   existing: Sequence[tuple[str, str, str]] = (), docs: Sequence[bytes] | None = None
+                   ) -> dict[tuple[str, str, str], str]:
+        """Writes the summaries (``docs``: their ``encode``, when the caller has it already); returns
+        ``ItemStore.existing(existing)``, read in the same statement."""
         wanted = set(existing)
         if not summaries:
             return await existing_items(self.session, existing) if wanted else {}
-        params = _save_params(summaries, now)
+        params = _save_params(summaries, now, docs)
         if not wanted:
             await self.session.execute(_SAVE, params)
             return {}
