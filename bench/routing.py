@@ -298,7 +298,7 @@ async def bench_kafka(url: str, n_events: int, n_rules: int) -> None:
               f"{cpu / done * 1e6:,.0f} µs in this process (consumer, decode, router, outbox relay, start-up), "
               f"{pg_cpu / done * 1e6:,.0f} µs in PostgreSQL; in the router's handler: {busy[0]:.1f} s wall, "
               f"{busy[1] / done * 1e6:,.0f} µs CPU per event", flush=True)
-        consumers.route_batch = routed  # type: ignore[assignment]
+        consumers.route_batch = routed
         await engine.dispose()
     finally:
         infra.stop_process(tansu)
