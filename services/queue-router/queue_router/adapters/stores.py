@@ -471,8 +471,8 @@ class SummaryStore:
     async def claim_tombstones_and_versions(self, consumer: str, ids: Sequence[uuid.UUID],
                                             keys: Sequence[tuple[str, str]]
                                             ) -> tuple[set[uuid.UUID], set[tuple[str, str]], dict[str, int]]:
-        """Claims ``ids`` for ``consumer`` (see ``UnitOfWork.claim``); returns (the ids not claimed before, the
-        deleted traces among ``keys``, the rule version of each of their projects that has one)."""
+        """Claims ``ids`` for ``consumer`` (see ``UnitOfWork.claim``); returns (the ids claimed before: usually
+        none, the deleted traces among ``keys``, the rule version of each of their projects that has one)."""
         unique = list(dict.fromkeys(ids))
         if not unique:
             return set(), set(), {}
@@ -480,9 +480,9 @@ class SummaryStore:
         rows = (await self.session.execute(_CLAIM_TOMBSTONES_AND_VERSIONS, {
             "consumer": consumer, "ids": _texts(unique),
             "projects": sorted({p for p, _ in wanted}), "traces": _texts(sorted({t for _, t in wanted}))})).all()
-        fresh = set(unique).difference([e for kind, _, _, _, e in rows if kind == "x"])
+        seen = {e for kind, _, _, _, e in rows if kind == "x"}
         gone = {(p, t) for kind, p, t, _, _ in rows if kind == "d" and (p, t) in wanted}
-        return fresh, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
+        return seen, gone, {p: int(v) for kind, p, _, v, _ in rows if kind == "v"}
 
     async def load(self, keys: Sequence[tuple[str, str]], score_projects: Sequence[str]
                    ) -> tuple[dict[tuple[str, str], Summary], dict[tuple[str, str], list[ScoreView]]]:

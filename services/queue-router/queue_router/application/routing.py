@@ -112,9 +112,10 @@ async def route_batch(events: Sequence[Event], deps: RouterDeps) -> BatchResult:
         changes = gather(events)
         drafts: dict[Key, Draft] = {}
         drafting = _draft(changes, drafts, deps.rules.cached, uow.summaries.encode)
-        fresh, gone, versions = await alongside(
+        seen, gone, versions = await alongside(
             uow.summaries.claim_tombstones_and_versions(deps.consumer, [e.id for e, _ in events], keys), drafting)
-        todo = [(e, p) for e, p in events if e.id in fresh]
+        # (a UUID hashes in Python: the usual batch, with no duplicates, is not filtered)
+        todo = [(e, p) for e, p in events if e.id not in seen] if seen else list(events)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
         deletions = [(e, p) for e, p in todo if type(p) is TraceDeleted]
