@@ -51,6 +51,10 @@ class RuleCache:
     def invalidate(self, project_id: str) -> None:
         self._cache.pop(project_id, None)
 
+    def cached(self, project_id: str) -> ProjectRules | None:
+        """The project's rules as last resolved, unchecked (``resolve`` says whether they are still current)."""
+        return self._cache.get(project_id)
+
     async def get_many(self, session: AsyncSession, project_ids: Iterable[str]) -> dict[str, ProjectRules]:
         wanted = sorted(set(project_ids))
         if not wanted:

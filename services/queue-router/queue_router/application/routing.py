@@ -7,15 +7,19 @@ memory; every touched trace is checked against its project's compiled rules; the
 one statement that also reads which matched objects are in their queue already. Rules
 are evaluated on the state after the batch, so a trace that starts to match when its late score arrives is
 routed by the batch that carries the score. A project without active rules costs its summaries and nothing more.
+
+The merging, evaluating and encoding of the batch's traces runs while PostgreSQL works on the claim and the read
+(``alongside``), drafted as if each trace were new; a trace the read finds stored is merged again onto it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 from queue_router.adapters.items_store import NewItem
 from queue_router.adapters.rule_cache import ProjectRules, RuleCache, RuleInfo
@@ -31,6 +35,7 @@ from tally_shared.events.traces import TraceDeleted, TraceIngested
 
 CONSUMER = "queue-router"
 
+T = TypeVar("T")
 TraceEvent: TypeAlias = TraceIngested | RoutedTraceIngested
 Key: TypeAlias = tuple[str, str]  # (project, trace id)
 # What the subscriber hands over: the router's decoder gives trace events in their lean form.
@@ -62,7 +67,10 @@ class Changes:
     keys: dict[Key, uuid.UUID] = field(default_factory=dict)  # touched trace -> last event that touched it
     score_upserts: dict[Key, dict[str, Any]] = field(default_factory=dict)  # (project, score id) -> row
     score_deletes: list[Key] = field(default_factory=list)  # (project, score id)
-    traces: list[tuple[AnyEnvelope, RoutedTraceIngested]] = field(default_factory=list)
+    # touched traces with an automated score written or deleted by the batch
+    scored: set[Key] = field(default_factory=set)
+    # the trace events of each touched trace, in batch order
+    by_key: dict[Key, list[tuple[AnyEnvelope, RoutedTraceIngested]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,15 @@ async def route_batch(events: Sequence[Event], deps: RouterDeps) -> BatchResult:
     async with deps.uow() as uow:
         # The keys of every event (fresh or not: a redelivered event's trace is only looked at in vain).
         keys = list(dict.fromkeys((e.project, t) for e, p in events if (t := trace_of(p))))
-        fresh, gone, versions = await uow.summaries.claim_tombstones_and_versions(
-            deps.consumer, [e.id for e, _ in events], keys)
-        todo = [(e, p) for e, p in events if e.id in fresh]
+        # While the claim runs, the batch is gathered as if every event were new and no trace deleted, and its
+        # traces drafted; a batch with duplicates or deletions is gathered again and drafted anew.
+        changes = gather(events)
+        drafts: dict[Key, Draft] = {}
+        drafting = _draft(changes, drafts, deps.rules.cached, uow.summaries.encode)
+        seen, gone, versions = await alongside(
+            uow.summaries.claim_tombstones_and_versions(deps.consumer, [e.id for e, _ in events], keys), drafting)
+        # (a UUID hashes in Python: the usual batch, with no duplicates, is not filtered)
+        todo = [(e, p) for e, p in events if e.id not in seen] if seen else list(events)
         result.duplicates = len(events) - len(todo)
         result.applied = len(todo)
         deletions = [(e, p) for e, p in todo if type(p) is TraceDeleted]
@@ -110,26 +124,133 @@ async def route_batch(events: Sequence[Event], deps: RouterDeps) -> BatchResult:
             gone |= {(e.project, p.trace_id) for e, p in deletions}
         # Whatever arrives about a deleted trace (in this batch or later) is not routed.
         todo = [(e, p) for e, p in todo if type(p) is not TraceDeleted and (e.project, trace_of(p)) not in gone]
+        if len(todo) != len(events):
+            changes = gather(todo)
+            drafts.clear()
+            drafting = _draft(changes, drafts, deps.rules.cached, uow.summaries.encode)
         if todo:
-            await _apply(uow, todo, deps, versions, result)
+            await _apply(uow, changes, drafts, drafting, deps, versions, result, todo[-1][0].id)
         await uow.commit()
     return result
 
 
-async def _apply(uow: UnitOfWork, todo: list[Event], deps: RouterDeps,
-                 versions: dict[str, int], result: BatchResult) -> None:
-    changes = gather(todo)
-    await _store_scores(uow, changes, todo[-1][0].id)
+# Drafting: the router's computing done while PostgreSQL runs the batch's first statements (the claim, then the
+# summaries' read), so that the two overlap instead of adding up. A draft assumes its trace new, as most are.
+_DRAFTS_PER_STEP = 24  # between two turns of the event loop, at which a statement's reply is taken in
+
+
+@dataclass
+class Draft:
+    """A trace merged from this batch's events alone, evaluated (``rules``: against which; None: not yet) and
+    encoded, ahead of the read that says whether it is new. It stands only if the trace has no summary and no
+    scores stored; otherwise the trace is merged again onto what was read."""
+
+    summary: Summary
+    doc: bytes
+    rules: ProjectRules | None
+    matches: list[int]
+
+
+async def alongside(statement: Coroutine[Any, Any, T], work: Iterator[object]) -> T:
+    """Run ``statement`` (the unit of work's session is its alone meanwhile) while steps of ``work`` (plain
+    computing) run here, until the statement is done or the work is: between two steps the event loop sends what
+    the statement has ready and takes in its replies. The rest of ``work`` is left for the caller. Whatever
+    happens to ``work``, the statement is waited for before this returns or raises."""
+    task = asyncio.ensure_future(statement)
+    try:
+        await asyncio.sleep(0)  # the task's first step: the statement goes out before the work starts
+        for _ in work:
+            # a turn of the loop: the statement's I/O (not a wait for an event: the work goes on meanwhile)
+            await asyncio.sleep(0)
+            if task.done():
+                break
+    except BaseException:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the work's own error is the one raised
+        raise
+    return await task
+
+
+def _merge_into(s: Summary, events: Sequence[tuple[AnyEnvelope, RoutedTraceIngested]]) -> None:
+    for env, p in events:
+        at = env.occurred_at.timestamp()
+        if p.trace is not None:
+            apply_trace(s, p.trace, at)
+        else:
+            s.has_trace = True
+        for o in p.observations:
+            apply_observation(s, o, at)
+    recompute(s)
+
+
+def _match(pr: ProjectRules, s: Summary, scores: list[ScoreView] | None = None) -> list[int]:
+    return pr.ruleset.match(s.view(scores)) if pr.rules and s.has_trace else []
+
+
+def _draft(changes: Changes, drafts: dict[Key, Draft], rules_of: Callable[[str], ProjectRules | None],
+           encode: Callable[[Summary], bytes]) -> Iterator[None]:
+    """Drafts of the traces that have trace events in the batch (one touched by scores alone is merged once its
+    summary is read), a step every few."""
+    n = 0
+    for k, events in changes.by_key.items():
+        if k in changes.scored:
+            continue  # its score, stored first, is read with its summary: merged then
+        s = Summary(project_id=k[0], trace_id=k[1])
+        _merge_into(s, events)
+        pr = rules_of(k[0])
+        drafts[k] = Draft(s, encode(s), pr, _match(pr, s) if pr is not None else [])
+        n += 1
+        if n % _DRAFTS_PER_STEP == 0:
+            yield None
+
+
+async def _apply(uow: UnitOfWork, changes: Changes, drafts: dict[Key, Draft], drafting: Iterator[None],
+                 deps: RouterDeps, versions: dict[str, int], result: BatchResult, last_event: uuid.UUID) -> None:
+    await _store_scores(uow, changes, last_event)
     if not changes.keys:
         return
     keys = list(changes.keys)
     projects = await deps.rules.resolve(uow.session, {p for p, _ in keys}, versions)
-    summaries, scores = await uow.summaries.load(
-        keys, [p for p, pr in projects.items() if pr.rules and pr.uses_scores])
-    merged = merge(summaries, changes.traces)
-    candidates = evaluate(keys, changes.keys, summaries, scores, projects, result)
-    existing = await uow.summaries.save([summaries[k] for k in merged], datetime.now(UTC),
-                                        [c.key for c in candidates])
+    stored, scores = await alongside(
+        uow.summaries.load(keys, [p for p, pr in projects.items() if pr.rules and pr.uses_scores]), drafting)
+    merged: list[Summary] = []
+    docs: list[bytes] = []
+    candidates: list[Candidate] = []
+    for k in keys:
+        pr = projects[k[0]]
+        d = drafts.get(k)
+        s: Summary | None
+        if d is not None and k not in stored and k not in scores:
+            s = d.summary
+            merged.append(s)
+            docs.append(d.doc)
+            matches = d.matches if d.rules is pr else _match(pr, s)
+        else:
+            # not drafted yet, or not new: merged onto what was read
+            s = stored.get(k)
+            events = changes.by_key.get(k)
+            if events is not None:
+                if s is None:
+                    s = Summary(project_id=k[0], trace_id=k[1])
+                _merge_into(s, events)
+                merged.append(s)
+                docs.append(uow.summaries.encode(s))
+            if s is None:
+                continue
+            matches = _match(pr, s, scores.get(k))
+        if not pr.rules or not s.has_trace:
+            continue
+        result.evaluated += 1
+        for i in matches:
+            result.matched += 1
+            rule = pr.rules[i]
+            if rule.target == "SESSION":
+                if s.session_id:
+                    candidates.append(Candidate(rule, s, changes.keys[k], "SESSION", s.session_id))
+            else:
+                candidates.append(Candidate(rule, s, changes.keys[k], "TRACE", s.trace_id))
+    existing = await uow.summaries.save(merged, datetime.now(UTC), [c.key for c in candidates], docs)
     if candidates:
         await route_candidates(uow, candidates, existing, result)
 
@@ -151,14 +272,20 @@ def gather(todo: Sequence[Event]) -> Changes:
         cls = type(p)
         if cls in _TRACES:
             t = p if cls is RoutedTraceIngested else from_payload(cast(TraceIngested, p))
-            out.keys[(env.project, t.trace_id)] = env.id
-            out.traces.append((env, cast(RoutedTraceIngested, t)))
+            k = (env.project, t.trace_id)
+            out.keys[k] = env.id
+            got = out.by_key.get(k)
+            if got is None:
+                out.by_key[k] = [(env, cast(RoutedTraceIngested, t))]
+            else:
+                got.append((env, cast(RoutedTraceIngested, t)))
         elif cls in _SCORES:
             s = cast(ScoreRecorded | ScoreUpdated, p).score
             sk = (env.project, s.id)
             if _automated(s):
                 assert s.trace_id is not None
                 out.keys[(env.project, s.trace_id)] = env.id
+                out.scored.add((env.project, s.trace_id))
                 out.score_upserts[sk] = _score_row(env.project, s)
                 out.score_deletes = [d for d in out.score_deletes if d != sk]
             else:
@@ -181,49 +308,6 @@ async def _store_scores(uow: UnitOfWork, changes: Changes, last_event: uuid.UUID
         # A deleted score's trace is evaluated again (it may stop matching, or start).
         changes.keys.setdefault(key, last_event)
     await uow.summaries.save_scores(list(changes.score_upserts.values()))
-
-
-def merge(summaries: dict[Key, Summary], traces: Sequence[tuple[AnyEnvelope, RoutedTraceIngested]]) -> set[Key]:
-    """Merge the trace events into the summaries (created where missing); returns the keys merged."""
-    merged: set[Key] = set()
-    for env, p in traces:
-        k = (env.project, p.trace_id)
-        s = summaries.get(k)
-        if s is None:
-            s = summaries[k] = Summary(project_id=env.project, trace_id=p.trace_id)
-        at = env.occurred_at.timestamp()
-        if p.trace is not None:
-            apply_trace(s, p.trace, at)
-        else:
-            s.has_trace = True
-        for o in p.observations:
-            apply_observation(s, o, at)
-        merged.add(k)
-    for k in merged:
-        recompute(summaries[k])
-    return merged
-
-
-def evaluate(keys: Sequence[Key], last_event: dict[Key, uuid.UUID], summaries: dict[Key, Summary],
-             scores: dict[Key, list[ScoreView]], projects: dict[str, ProjectRules], result: BatchResult
-             ) -> list[Candidate]:
-    """Each touched trace that has its trace event, against its project's rules: what each match would add."""
-    out: list[Candidate] = []
-    for k in keys:
-        pr = projects[k[0]]
-        s = summaries.get(k)
-        if not pr.rules or s is None or not s.has_trace:
-            continue
-        result.evaluated += 1
-        for i in pr.ruleset.match(s.view(scores.get(k))):
-            result.matched += 1
-            rule = pr.rules[i]
-            if rule.target == "SESSION":
-                if s.session_id:
-                    out.append(Candidate(rule, s, last_event[k], "SESSION", s.session_id))
-            else:
-                out.append(Candidate(rule, s, last_event[k], "TRACE", s.trace_id))
-    return out
 
 
 async def route_candidates(uow: UnitOfWork, candidates: list[Candidate],

@@ -306,6 +306,10 @@ def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
     return None
 
 
+_SCALAR_ANCHORS = ("name", "dataset_run_name", "session_id", "user_id", "release", "environment")
+_LIST_ANCHORS = ("tags", "observation_names", "observation_types")
+
+
 @dataclass
 class RuleSet:
     """Compiled rules of one project. ``match(view)`` returns the indexes of the rules that match."""
@@ -318,6 +322,11 @@ class RuleSet:
     # groups without an anchor but with a lower bound on a number field ("latency gt 3"): per field, the bounds in
     # ascending order and their groups; only those whose bound is at most the trace's value are checked
     bounded: tuple[tuple[str, list[float], list[CompiledGroup]], ...] = ()
+    # the fields some group is anchored on (a trace's other fields are not looked up)
+    scalar_anchors: tuple[str, ...] = _SCALAR_ANCHORS
+    list_anchors: tuple[str, ...] = _LIST_ANCHORS
+    error_anchored: bool = True
+    score_anchored: bool = True
 
     def match(self, t: TraceView) -> list[int]:
         if self.size == 0:
@@ -325,39 +334,41 @@ class RuleSet:
         idx = self.index
         candidates: list[CompiledGroup] = list(self.unanchored)
         if idx:
-            for key in (("name", t.name), ("dataset_run_name", t.dataset_run_name), ("session_id", t.session_id),
-                        ("user_id", t.user_id), ("release", t.release), ("environment", t.environment)):
-                hit = idx.get(key)
+            get = idx.get
+            for f in self.scalar_anchors:
+                hit = get((f, getattr(t, f)))
                 if hit:
-                    candidates.extend(hit)
-            for fname, values in (("tags", t.tags), ("observation_names", t.observation_names),
-                                  ("observation_types", t.observation_types)):
-                for x in values:
-                    hit = idx.get((fname, x))
+                    candidates += hit
+            for f in self.list_anchors:
+                for x in getattr(t, f):
+                    hit = get((f, x))
                     if hit:
-                        candidates.extend(hit)
-            if t.has_error:
-                hit = idx.get(("has_error", True))
+                        candidates += hit
+            if t.has_error and self.error_anchored:
+                hit = get(("has_error", True))
                 if hit:
-                    candidates.extend(hit)
-            for sname in t.score_names():
-                hit = idx.get(("score", sname))
-                if hit:
-                    candidates.extend(hit)
-            if t.metadata:
+                    candidates += hit
+            if t.scores and self.score_anchored:
+                for sname in t.score_names():
+                    hit = get(("score", sname))
+                    if hit:
+                        candidates += hit
+            if t.metadata and self.meta_keys:
                 for mkey, path in self.meta_keys:
                     found, x = _metadata_get(t.metadata, path)
                     if found and isinstance(x, str):
-                        hit = idx.get(("m", (mkey, x)))
+                        hit = get(("m", (mkey, x)))
                         if hit:
-                            candidates.extend(hit)
+                            candidates += hit
         for attr, bounds, groups in self.bounded:
             v = getattr(t, attr)
             if v is not None:
                 # a bound equal to the value is in (gte); its own check decides (gt)
                 n = bisect_right(bounds, float(v))
                 if n:
-                    candidates.extend(groups[:n])
+                    candidates += groups[:n]
+        if not candidates:
+            return []
         matched: set[int] = set()
         for g in candidates:
             if g.rule_index in matched:
@@ -370,6 +381,16 @@ class RuleSet:
         return sorted(matched)
 
 
+def _implied(c: Condition) -> bool:
+    """Whether a trace found under one of ``c``'s anchor keys satisfies ``c`` (its check can be left out)."""
+    f, op = c.field, c.op
+    if f in STRING_FIELDS:
+        return op in ("eq", "in")
+    if f in LIST_FIELDS:
+        return op in ("contains", "any_of")
+    return f in ("has_error", "metadata")  # has_error true; metadata eq/in strings (what anchors it)
+
+
 def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
     index: dict[tuple[str, Any], list[CompiledGroup]] = {}
     unanchored: list[CompiledGroup] = []
@@ -379,8 +400,8 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
             unanchored.append(CompiledGroup(i, ()))
             continue
         for g in flt.groups:
-            compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions))
             best: list[tuple[str, Any]] | None = None
+            anchor: Condition | None = None
             best_rank = len(_ANCHOR_FIELDS)
             for c in g.conditions:
                 keys = _anchor_keys(c)
@@ -388,14 +409,18 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
                     continue
                 rank = _ANCHOR_FIELDS.index(c.field)
                 if rank < best_rank:
-                    best, best_rank = keys, rank
+                    best, best_rank, anchor = keys, rank, c
             if best is None:
+                compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions))
                 bound = _lower_bound(g.conditions)
                 if bound is None:
                     unanchored.append(compiled)
                 else:
                     by_bound.setdefault(bound[0], []).append((bound[1], compiled))
             else:
+                # The anchor's own check is left out where finding the group under its key says it holds.
+                skip = anchor if anchor is not None and _implied(anchor) else None
+                compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions if c is not skip))
                 for key in dict.fromkeys(best):
                     index.setdefault(key, []).append(compiled)
     meta_keys = tuple(sorted({(k[1][0], tuple(k[1][0].split("."))) for k in index if k[0] == "m"}))
@@ -403,8 +428,11 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
     for attr, entries in sorted(by_bound.items()):
         entries.sort(key=lambda e: e[0])
         bounded.append((attr, [b for b, _ in entries], [g for _, g in entries]))
+    kinds = {k[0] for k in index}
     return RuleSet(size=len(filters), index=index, unanchored=unanchored, meta_keys=meta_keys,
-                   bounded=tuple(bounded))
+                   bounded=tuple(bounded), scalar_anchors=tuple(f for f in _SCALAR_ANCHORS if f in kinds),
+                   list_anchors=tuple(f for f in _LIST_ANCHORS if f in kinds), error_anchored="has_error" in kinds,
+                   score_anchored="score" in kinds)
 
 
 def _lower_bound(conditions: Sequence[Condition]) -> tuple[str, float] | None:
