@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -29,6 +30,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from tally_shared.claims import processed_events_table
 
 TS = DateTime(timezone=True)
+# Inputs and outputs of traces and observations: the JSON text as written (UTF-8), never parsed by PostgreSQL. Reads
+# only ever return them whole (no query filters on them), so the server neither parses them into jsonb on the way
+# in nor writes them back out as text, and answers embed the stored bytes as they are (``views.raw_json``).
+RawJSON = LargeBinary
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,8 @@ def make_tables(schema: str) -> Tables:
         Column("id", String(200), primary_key=True),
         Column("name", Text),
         Column("timestamp", TS),
-        Column("input", JSONB),
-        Column("output", JSONB),
+        Column("input", RawJSON),
+        Column("output", RawJSON),
         Column("metadata", JSONB),
         Column("tags", JSONB),
         Column("user_id", Text),
@@ -106,8 +111,8 @@ def make_tables(schema: str) -> Tables:
         Column("model_parameters", JSONB),
         Column("usage_details", JSONB),
         Column("cost_details", JSONB),
-        Column("input", JSONB),
-        Column("output", JSONB),
+        Column("input", RawJSON),
+        Column("output", RawJSON),
         Column("metadata", JSONB),
         Column("version", Text),
         Column("environment", Text),

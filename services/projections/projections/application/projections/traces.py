@@ -6,14 +6,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Positional, Statements
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
-from projections.domain.merge import field_bits, merge_fields, pack_field_ts, to_micros, unpack_field_ts
+from projections.domain.merge import field_bits, merge_fields, pack_field_ts, raw_json, to_micros, unpack_field_ts
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetRunItemCreated, TraceIngested
 from tally_shared.records import Event
@@ -29,10 +28,12 @@ def _ingested(e: Event, traces: Updates, obs: Updates) -> str:
     trace = p.get("trace")
     fields = dict(trace) if trace is not None else {}
     fields.pop("id", None)
+    raw_json(fields)
     traces[(e.project, p["trace_id"])].append((ts, e.occurred_at, fields))
     for o in p.get("observations") or ():
         upd = dict(o)
         del upd["id"]
+        raw_json(upd)
         obs[(e.project, o["id"])].append((ts, e.occurred_at, upd))
     return p["trace_id"]
 
@@ -87,8 +88,6 @@ class _Writer:
         self.blank = dict.fromkeys(fields)
         self.template = {"project_id": None, "id": None, **self.blank, "field_ts": None, "created_at": None,
                          "updated_at": None}
-        # every row has every column (blank fields are None): one C-level lookup of them all
-        self.getter = itemgetter(*insert.columns)
         self._masks: dict[tuple[str, ...], int] = {}
         self.stored_share = 0.0
 
@@ -135,24 +134,25 @@ class _Writer:
         if self.stored_share > 0.5:
             return await self._read_first(uow, updates)
         out: Merged = {}
-        finish, new_row, getter = self.finish, self.new_row, self.getter
+        finish, new_row = self.finish, self.new_row
         for key, ups in updates.items():
             row, changed = new_row(key, ups)
             if finish is not None:
                 finish(row)
             out[key] = (row, changed, True)
-        res = await uow.execute(self.insert.stmt, Positional.values([getter(r) for r, _, _ in out.values()]))
+        # every row has every column (blank fields are None)
+        res = await uow.execute(self.insert.stmt, self.insert.of_rows([r for r, _, _ in out.values()]))
         inserted = {(r[0], r[1]) for r in res}
         self._observe(len(out) - len(inserted), len(out))
         if len(inserted) == len(out):
             return out
         existing = await by_keys(uow, self.select_stmt, (k for k in out if k not in inserted))
         # a key neither inserted nor found (deleted meanwhile) is written as new
-        again = [getter(v[0]) for k, v in out.items() if k not in inserted and k not in existing]
+        again = [v[0] for k, v in out.items() if k not in inserted and k not in existing]
         for key, row in existing.items():
             out[key] = (row, self._merge_stored(row, updates[key]), False)
-            again.append(getter(row))
-        await uow.execute(self.update.stmt, Positional.values(again))
+            again.append(row)
+        await uow.execute(self.update.stmt, self.update.of_rows(again))
         return out
 
     async def _read_first(self, uow: UnitOfWork, updates: Updates) -> Merged:
@@ -168,7 +168,7 @@ class _Writer:
                 out[key] = (row, changed, True)
             else:
                 out[key] = (row, self._merge_stored(row, ups), False)
-        await uow.execute(self.update.stmt, Positional.values([self.getter(r) for r, _, _ in out.values()]))
+        await uow.execute(self.update.stmt, self.update.of_rows([r for r, _, _ in out.values()]))
         return out
 
     def _observe(self, stored: int, total: int) -> None:
