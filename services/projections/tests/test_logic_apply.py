@@ -130,3 +130,30 @@ def test_a_new_row_from_one_update_has_every_column_in_order() -> None:
     assert changed == ["trace_id", "name", "input", "metadata"]
     again, _ = w.new_row(("p", "o2"), [(6, NOW, {})])
     assert again["field_ts"] == [] and again["input"] is None and row["id"] == "o1"  # the template is copied
+
+
+def test_inputs_and_outputs_travel_as_their_json_text_beside_the_json_rows() -> None:
+    from projections.adapters.statements import Statements
+    from projections.adapters.tables import make_tables
+    from projections.domain.merge import raw_json
+
+    upd: dict[str, Any] = {"name": "llm", "input": {"q": [1, "é"]}, "output": "x" * 10, "metadata": {"a": 1}}
+    raw_json(upd)
+    assert upd == {"name": "llm", "input": b'{"q":[1,"\xc3\xa9"]}', "output": b'"xxxxxxxxxx"', "metadata": {"a": 1}}
+    unset = {"input": None}
+    raw_json(unset)
+    assert unset == {"input": None}  # null stays SQL NULL
+    obs = Statements(make_tables("tally_projections")).obs_new
+    assert obs.raw_columns == ("input", "output")
+    assert "substring(CAST(:raw AS bytea) FROM CAST(e->>" in obs.sql
+    rows = [{c: None for c in obs.columns} | {"project_id": "p", "id": f"o{i}", "input": b"[1]"} for i in range(2)]
+    rows[1]["output"] = b'"ab"'
+    params = obs.of_rows(rows)
+    import orjson
+    decoded = orjson.loads(params["rows"])
+    assert [r[:2] for r in decoded] == [["p", "o0"], ["p", "o1"]]
+    # each row ends with (start, length) of its input and output in ``raw``; an empty slice is NULL
+    assert params["raw"] == b'[1][1]"ab"'
+    assert [r[-4:] for r in decoded] == [[1, 3, 4, 0], [4, 3, 7, 4]]
+    assert len(decoded[0]) == len(obs.json_columns) + 4
+    assert obs.params([{"project_id": "p", "id": "o9", "output": b"2"}])["raw"] == b"2"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from operator import itemgetter
+from itertools import accumulate
+from operator import add, itemgetter
 from typing import Any
 
 import orjson
@@ -63,10 +64,12 @@ class Positional:
     rollup row 4.8 against 2.5. One array per column instead (``unnest``) is cheaper still for PostgreSQL but
     costs the service more than it saves there (asyncpg encodes every array element in turn, ~0.2-1.3 µs each).
 
-    ``bytea`` columns (the JSON texts of inputs and outputs, ``tables.RawJSON``) are the exception: each travels
-    as its own array (``raw0``, ``raw1``, ...), zipped with the rows by ``ROWS FROM``, so that PostgreSQL copies
-    their bytes instead of parsing ~1 KB of JSON each into the rows' jsonb first. The rows a caller passes hold
-    them as ``bytes`` (or None).
+    ``bytea`` columns (the JSON texts of inputs and outputs, ``tables.RawJSON``) are the exception: their values
+    travel concatenated in one ``bytea`` parameter (``raw``), each row's JSON array ending with the (start,
+    length) of each, so that PostgreSQL copies those bytes instead of parsing ~1 KB of JSON each into the rows'
+    jsonb first. A bytea array per column would cost the service more than the JSON did (asyncpg's per-element
+    checks); an empty slice is NULL (a JSON text is never empty). The rows a caller passes hold them as
+    ``bytes`` (or None).
     """
 
     def __init__(self, table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
@@ -77,13 +80,16 @@ class Positional:
         self.json_columns = tuple(c for c in self.columns if types[c] != "bytea")
         self._getter = _getter(self.columns)
         self.json_getter = _getter(self.json_columns)
-        self.raw_getters = tuple(itemgetter(c) for c in self.raw_columns)
+        self.raw_getter = _getter(self.raw_columns) if self.raw_columns else None
         values = []
         i = 0
+        raw_at = len(self.json_columns)
         for c in self.columns:
             typ = types[c]
             if typ == "bytea":
-                values.append(f"r{self.raw_columns.index(c)}")
+                at = raw_at + 2 * self.raw_columns.index(c)
+                values.append(f"NULLIF(substring(CAST(:raw AS bytea) FROM CAST(e->>{at} AS integer) "
+                              f"FOR CAST(e->>{at + 1} AS integer)), ''::bytea)")
                 continue
             if typ == "jsonb":
                 # JSON null is SQL NULL, as json_to_recordset gives it
@@ -93,13 +99,8 @@ class Positional:
             else:
                 values.append(f"CAST(e->>{i} AS {typ})")
             i += 1
-        source = "jsonb_array_elements(CAST(:rows AS jsonb)) AS e"
-        if self.raw_columns:
-            arrays = ", ".join(f"unnest(CAST(:raw{k} AS bytea[]))" for k in range(len(self.raw_columns)))
-            names = ", ".join(f"r{k}" for k in range(len(self.raw_columns)))
-            source = f"ROWS FROM (jsonb_array_elements(CAST(:rows AS jsonb)), {arrays}) AS u(e, {names})"
         sql = (f"INSERT INTO {qualified(table)} AS t ({', '.join(ident(c) for c in self.columns)}) "  # noqa: S608
-               f"SELECT {', '.join(values)} FROM {source} "
+               f"SELECT {', '.join(values)} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e "
                f"ON CONFLICT ({', '.join(ident(c) for c in conflict)}) "
                + (f"DO UPDATE SET {update}" if update else "DO NOTHING"))
         if returning:
@@ -108,7 +109,7 @@ class Positional:
         self.stmt = text(sql)
 
     def params(self, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        """The rows as one JSON text (a key a row lacks: NULL), and an array per ``bytea`` column."""
+        """The rows as one JSON text (a key a row lacks: NULL), and the ``bytea`` columns' bytes."""
         rows = rows if isinstance(rows, list) else list(rows)
         if self.raw_columns:
             rows = [r if all(c in r for c in self.columns) else {c: r.get(c) for c in self.columns} for r in rows]
@@ -121,10 +122,17 @@ class Positional:
         return self.values(values)
 
     def of_rows(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Rows that hold every column: the JSON rows and the ``bytea`` arrays, all in C-level passes."""
-        out = self.values(list(map(self.json_getter, rows)))
-        for k, get in enumerate(self.raw_getters):
-            out[f"raw{k}"] = list(map(get, rows))
+        """Rows that hold every column: the JSON rows, each followed by its ``bytea`` values' (start, length) in
+        ``raw``, their concatenation. Built in C-level passes over the batch."""
+        if self.raw_getter is None:
+            return self.values(list(map(self.json_getter, rows)))
+        raws = [v or b"" for t in map(self.raw_getter, rows) for v in t]
+        lengths = list(map(len, raws))
+        starts = accumulate(lengths, initial=1)  # substring() counts from 1 (and one start too many: the end)
+        places = [x for pair in zip(starts, lengths, strict=False) for x in pair]
+        per_row = zip(*[iter(places)] * (2 * len(self.raw_columns)), strict=True)
+        out = self.values(list(map(add, map(self.json_getter, rows), per_row)))
+        out["raw"] = b"".join(raws)
         return out
 
     @staticmethod
