@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -89,7 +90,9 @@ def make_tables(schema: str) -> Tables:
         # the trace's timestamp, or when it was first seen: what lists sort and filter by
         Column("sort_ts", TS),
         Index("ix_traces_sort", "project_id", "sort_ts", "id"),
-        Index("ix_traces_project_run", "project_id", "dataset_run_name"),
+        # only experiment traces: every read of it asks for a run name (IS NOT NULL, =, IN), and most traces have none
+        Index("ix_traces_project_run", "project_id", "dataset_run_name",
+              postgresql_where=text("dataset_run_name IS NOT NULL")),
         Index("ix_traces_tags", "tags", postgresql_using="gin"),
         Index("ix_traces_session", "project_id", "session_id"),
     )

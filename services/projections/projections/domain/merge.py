@@ -83,15 +83,18 @@ def _json_default(o: Any) -> Any:
 def dumps_json(value: Any) -> bytes:
     """``value``'s JSON text, as orjson writes it (keys that are not strings written as strings)."""
     try:
-        return orjson.dumps(value, default=_json_default)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def raw_json(update: dict[str, Any]) -> None:
-    """An update's input and output as their JSON text, in place: how they are stored and merged. (Two texts of
-    one value, an object's keys in another order, count as a change of the field: it is written again.)"""
-    for name in RAW_FIELDS:
-        v = update.get(name)
-        if v is not None:
-            update[name] = dumps_json(v)
+    """An update's input and output (``RAW_FIELDS``) as their JSON text, in place: how they are stored and merged.
+    (Two texts of one value, an object's keys in another order, count as a change of the field: it is written
+    again.)"""
+    v = update.get("input")
+    if v is not None:
+        update["input"] = dumps_json(v)
+    v = update.get("output")
+    if v is not None:
+        update["output"] = dumps_json(v)
