@@ -7,15 +7,10 @@ application, and a trace's events all travel on one partition, so a replay appli
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-import orjson
-
-RAW_FIELDS = ("input", "output")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -72,29 +67,3 @@ def unpack_field_ts(stored: list[int] | dict[str, int], names: Sequence[str]) ->
                 out[name] = ts
     return out
 
-
-def _json_default(o: Any) -> Any:
-    # what a payload decoded into models can hold besides JSON's own types (tests, tools)
-    if isinstance(o, Decimal | uuid.UUID):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def dumps_json(value: Any) -> bytes:
-    """``value``'s JSON text, as orjson writes it (keys that are not strings written as strings)."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-
-
-def raw_json(update: dict[str, Any]) -> None:
-    """An update's input and output (``RAW_FIELDS``) as their JSON text, in place: how they are stored and merged.
-    (Two texts of one value, an object's keys in another order, count as a change of the field: it is written
-    again.)"""
-    v = update.get("input")
-    if v is not None:
-        update["input"] = dumps_json(v)
-    v = update.get("output")
-    if v is not None:
-        update["output"] = dumps_json(v)

@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 from projections.adapters.statements import OBS_FIELDS, TRACE_FIELDS, Positional, Statements
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
-from projections.domain.merge import field_bits, merge_fields, pack_field_ts, raw_json, to_micros, unpack_field_ts
+from projections.domain.merge import field_bits, merge_fields, pack_field_ts, to_micros, unpack_field_ts
 from tally_shared.envelope import Payload
 from tally_shared.events import DatasetRunItemCreated, TraceIngested
 from tally_shared.records import Event
@@ -28,12 +28,10 @@ def _ingested(e: Event, traces: Updates, obs: Updates) -> str:
     trace = p.get("trace")
     fields = dict(trace) if trace is not None else {}
     fields.pop("id", None)
-    raw_json(fields)
     traces[(e.project, p["trace_id"])].append((ts, e.occurred_at, fields))
     for o in p.get("observations") or ():
         upd = dict(o)
         del upd["id"]
-        raw_json(upd)
         obs[(e.project, o["id"])].append((ts, e.occurred_at, upd))
     return p["trace_id"]
 
