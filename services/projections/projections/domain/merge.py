@@ -66,4 +66,3 @@ def unpack_field_ts(stored: list[int] | dict[str, int], names: Sequence[str]) ->
             if mask >> bit & 1:
                 out[name] = ts
     return out
-
