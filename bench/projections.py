@@ -214,8 +214,8 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
         ts = T0 + timedelta(seconds=span * i / n_traces)
         tr = {"name": TRACE_NAMES[i % 5], "user_id": f"u{rnd.randrange(200)}", "environment": ENVS[i % 3],
               "release": RELEASES[i % 4], "tags": rnd.sample(TAGS, 2)}
-        traces.append((project, tid, tr["name"], ts, orjson.dumps({"q": f"question {i}"}).decode(),
-                       orjson.dumps("answer").decode(), orjson.dumps(tr["tags"]).decode(), tr["user_id"],
+        traces.append((project, tid, tr["name"], ts, orjson.dumps({"q": f"question {i}"}),
+                       orjson.dumps("answer"), orjson.dumps(tr["tags"]).decode(), tr["user_id"],
                        tr["environment"], tr["release"], "{}", ts, ts, ts))
         dims = trace_dims(tr, None)
         for j in range(5):

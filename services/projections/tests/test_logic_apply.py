@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -123,10 +124,41 @@ def test_a_new_row_from_one_update_has_every_column_in_order() -> None:
 
     w = _writers(Statements(make_tables("tally_projections"))).observations
     upd = {"trace_id": "t", "name": "llm", "input": "x" * 1000, "metadata": {"a": 1}, "level": None}
-    row, changed = w.new_row(("p", "o1"), [(5, NOW, upd)])
+    row = w.new_row(("p", "o1"), [(5, NOW, upd)])
     assert list(row) == ["project_id", "id", *OBS_FIELDS, "field_ts", "created_at", "updated_at"]
     assert row == {**dict.fromkeys(OBS_FIELDS), "project_id": "p", "id": "o1", **upd,
                    "field_ts": [5, sum(w.bits[n] for n in upd)], "created_at": NOW, "updated_at": NOW}
-    assert changed == ["trace_id", "name", "input", "metadata"]
-    again, _ = w.new_row(("p", "o2"), [(6, NOW, {})])
+    again = w.new_row(("p", "o2"), [(6, NOW, {})])
     assert again["field_ts"] == [] and again["input"] is None and row["id"] == "o1"  # the template is copied
+
+
+def test_inputs_and_outputs_travel_as_their_json_text_beside_the_json_rows() -> None:
+    import orjson
+
+    from projections.adapters.statements import Statements
+    from projections.adapters.tables import make_tables
+
+    obs = Statements(make_tables("tally_projections")).obs_new
+    assert obs.raw_columns == ("input", "output")
+    assert "substring(CAST(:raw AS bytea) FROM CAST(e->>" in obs.sql
+    blank = dict.fromkeys(obs.columns)
+    rows = [blank | {"project_id": "p", "id": "o0", "input": {"q": [1, "é\n"]}, "output": "a,\n,b"},
+            blank | {"project_id": "p", "id": "o1", "output": b'{"stored":true}'},  # a stored row's text
+            blank | {"project_id": "p", "id": "o2", "input": {1: Decimal("1.5")}}]
+    params = obs.of_rows(rows)
+    decoded = orjson.loads(params["rows"])
+    assert [r[:2] for r in decoded] == [["p", "o0"], ["p", "o1"], ["p", "o2"]]
+    assert len(decoded[0]) == len(obs.json_columns) + 4
+    raw = params["raw"]
+
+    def text(start: int, length: int) -> bytes | None:  # as substring() and NULLIF() read it
+        return raw[start - 1:start - 1 + length] or None
+
+    assert [(text(*r[-4:-2]), text(*r[-2:])) for r in decoded] == [
+        (orjson.dumps({"q": [1, "é\n"]}), b'"a,\\n,b"'), (None, b'{"stored":true}'), (b'{"1":"1.5"}', None)]
+    # a stored text holding a NUL byte (the separator; never JSON text) is not split on it: each value alone
+    odd = obs.of_rows([blank | {"project_id": "p", "id": "o3", "input": b'["\x00",\x00]', "output": "x"}])
+    r = orjson.loads(odd["rows"])[0]
+    assert (odd["raw"][r[-4] - 1:r[-4] - 1 + r[-3]], odd["raw"][r[-2] - 1:r[-2] - 1 + r[-1]]) == (
+        b'["\x00",\x00]', b'"x"')
+    assert orjson.loads(obs.params([{"project_id": "p", "id": "o9"}])["rows"])[0][-4:] == [1, 0, 1, 0]

@@ -313,3 +313,18 @@ async def test_sessions_page_and_shape() -> None:
                                                 filters=sessions.ObservationFilters(level="ERROR"))
     assert [o["id"] for o in obs["data"]] == ["o3", "o4", "o5"]
     assert obs["meta"] == {"page": 2, "limit": 3, "totalItems": 7, "totalPages": 3}
+
+
+def test_stored_inputs_are_embedded_as_they_are_and_converted_ones_read_as_before() -> None:
+    from projections.adapters import views
+    from projections.entrypoints.http import JSON
+
+    row = trace_row("t1", input=b'{"b":1,"a":[2.5,null]}', output=b" 1000000000000000000000000000000")
+    out = views.lf_trace(row)
+    assert isinstance(out["input"], views.RawJSON)
+    assert out["output"] == 1e30  # text converted from jsonb (migration 0011): parsed as the jsonb was
+    body = JSON({"data": [out]}).body
+    assert b'"input":{"b":1,"a":[2.5,null]}' in body and b'"output":1e+30' in body
+    # what orjson cannot write (an integer past 64 bits) falls back to the standard library, stored text included
+    assert b'"input":{"b":1,"a":[2.5,null]}' in JSON({"x": out, "big": 2**70}).body.replace(b" ", b"")
+    assert views.json_fragment(None) is None and views.raw_json(None) is None

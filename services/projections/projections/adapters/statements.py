@@ -6,13 +6,14 @@ the busy tables travel as JSON arrays in column order (``Positional``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from operator import itemgetter
+from itertools import accumulate, chain, repeat
+from operator import add, itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, text
+from sqlalchemy import LargeBinary, Table, text
 from sqlalchemy.sql.elements import TextClause
 
 from projections.adapters.tables import Tables
@@ -62,15 +63,34 @@ class Positional:
     (every object's keys hashed, each JSON column parsed twice, as json then jsonb) against 7 µs positionally, a
     rollup row 4.8 against 2.5. One array per column instead (``unnest``) is cheaper still for PostgreSQL but
     costs the service more than it saves there (asyncpg encodes every array element in turn, ~0.2-1.3 µs each).
+
+    ``bytea`` columns (the JSON texts of inputs and outputs, ``tables.RawJSON``) are the exception: their values
+    travel concatenated in one ``bytea`` parameter (``raw``), each row's JSON array ending with the (start,
+    length) of each, so that PostgreSQL copies those bytes instead of parsing ~1 KB of JSON each into the rows'
+    jsonb first. A bytea array per column would cost the service more than the JSON did (asyncpg's per-element
+    checks); an empty slice is NULL (a JSON text is never empty). The rows a caller passes hold them as
+    ``bytes`` (or None).
     """
 
     def __init__(self, table: Table, columns: Sequence[str], conflict: Sequence[str], update: str | None,
                  returning: str | None = None) -> None:
         self.columns = tuple(columns)
-        self._getter = itemgetter(*self.columns) if len(self.columns) > 1 else lambda r: (r[self.columns[0]],)
+        types = {c: "bytea" if isinstance(table.c[c].type, LargeBinary) else pg_type(table, c) for c in self.columns}
+        self.raw_columns = tuple(c for c in self.columns if types[c] == "bytea")
+        self.json_columns = tuple(c for c in self.columns if types[c] != "bytea")
+        self._getter = _getter(self.columns)
+        self.json_getter = _getter(self.json_columns)
+        self.raw_getter = _getter(self.raw_columns) if self.raw_columns else None
         values = []
-        for i, c in enumerate(self.columns):
-            typ = pg_type(table, c)
+        i = 0
+        raw_at = len(self.json_columns)
+        for c in self.columns:
+            typ = types[c]
+            if typ == "bytea":
+                at = raw_at + 2 * self.raw_columns.index(c)
+                values.append(f"NULLIF(substring(CAST(:raw AS bytea) FROM CAST(e->>{at} AS integer) "
+                              f"FOR CAST(e->>{at + 1} AS integer)), ''::bytea)")
+                continue
             if typ == "jsonb":
                 # JSON null is SQL NULL, as json_to_recordset gives it
                 values.append(f"NULLIF(e->{i}, 'null'::jsonb)")
@@ -78,6 +98,7 @@ class Positional:
                 values.append(f"CAST(NULLIF(e->{i}, 'null'::jsonb) AS json)")
             else:
                 values.append(f"CAST(e->>{i} AS {typ})")
+            i += 1
         sql = (f"INSERT INTO {qualified(table)} AS t ({', '.join(ident(c) for c in self.columns)}) "  # noqa: S608
                f"SELECT {', '.join(values)} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e "
                f"ON CONFLICT ({', '.join(ident(c) for c in conflict)}) "
@@ -87,18 +108,49 @@ class Positional:
         self.sql = sql
         self.stmt = text(sql)
 
-    def params(self, rows: Iterable[dict[str, Any]]) -> dict[str, str]:
-        """The rows as one JSON text (a key a row lacks: NULL)."""
-        cols = self.columns
+    def params(self, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """The rows as one JSON text (a key a row lacks: NULL), and the ``bytea`` columns' bytes."""
         rows = rows if isinstance(rows, list) else list(rows)
+        if self.raw_columns:
+            rows = [r if all(c in r for c in self.columns) else {c: r.get(c) for c in self.columns} for r in rows]
+            return self.of_rows(rows)
+        cols = self.columns
         try:
             values: list[Any] = list(map(self._getter, rows))  # every key there (the usual case): in C
         except KeyError:
             values = [[r.get(c) for c in cols] for r in rows]
         return self.values(values)
 
+    def of_rows(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rows that hold every column: the JSON rows, each followed by its ``bytea`` values' (start, length) in
+        ``raw``. Those values (any JSON value, or ``bytes``: JSON text already, as stored rows hold them) are
+        written by one orjson call for the batch, each followed by a NUL byte (``[v1,\\0,v2,\\0,...]``: JSON text
+        never holds one raw), which finds where each ends. A call per value, or splitting the text into one bytes
+        object per value, cost the service several times as much: an allocation per ~1 KB value."""
+        if self.raw_getter is None:
+            return self.values(list(map(self.json_getter, rows)))
+        raws = [v for t in map(self.raw_getter, rows) for v in t]
+        present = [orjson.Fragment(v) if type(v) is bytes else v for v in raws if v is not None]
+        spans: list[tuple[int, int]] = []
+        blob = _dumps(list(chain.from_iterable(zip(present, repeat(_END)))))
+        find, at = blob.find, 1
+        for _ in present:
+            end = find(b"\0", at)
+            spans.append((at + 1, end - 1 - at))  # substring() counts from 1; a comma before the NUL
+            at = end + 2
+        if present and at != len(blob):  # a stored text held a NUL byte (not JSON text): each value alone
+            texts = [_dumps([v])[1:-1] for v in present]
+            blob = b"".join(texts)
+            spans = list(zip(accumulate(map(len, texts), initial=1), map(len, texts), strict=False))
+        it = iter(spans)
+        places = [x for v in raws for x in (next(it) if v is not None else _NULL)]
+        per_row = zip(*[iter(places)] * (2 * len(self.raw_columns)), strict=True)
+        out = self.values(list(map(add, map(self.json_getter, rows), per_row)))
+        out["raw"] = blob
+        return out
+
     @staticmethod
-    def values(rows: Sequence[Sequence[Any]]) -> dict[str, str]:
+    def values(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
         """Rows already in column order. Written without ``OPT_NON_STR_KEYS`` first (a fifth cheaper: every dict's
         keys are then taken as they are), and with it when some dict has a key that is not a string."""
         try:
@@ -106,6 +158,24 @@ class Positional:
         except orjson.JSONEncodeError:
             out = orjson.dumps(rows, default=json_default, option=orjson.OPT_NON_STR_KEYS)
         return {"rows": out.decode()}
+
+
+_END = orjson.Fragment(b"\0")
+_NULL = (1, 0)  # an empty slice: NULL
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=json_default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _getter(columns: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
+    if len(columns) > 1:
+        return itemgetter(*columns)
+    col = columns[0]
+    return lambda r: (r[col],)
 
 
 class Statements:

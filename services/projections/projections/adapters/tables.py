@@ -18,17 +18,23 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tally_shared.claims import processed_events_table
 
 TS = DateTime(timezone=True)
+# Inputs and outputs of traces and observations: the JSON text as written (UTF-8), never parsed by PostgreSQL. Reads
+# only ever return them whole (no query filters on them), so the server neither parses them into jsonb on the way
+# in nor writes them back out as text, and answers embed the stored bytes as they are (``views.raw_json``).
+RawJSON = LargeBinary
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ def make_tables(schema: str) -> Tables:
         Column("id", String(200), primary_key=True),
         Column("name", Text),
         Column("timestamp", TS),
-        Column("input", JSONB),
-        Column("output", JSONB),
+        Column("input", RawJSON),
+        Column("output", RawJSON),
         Column("metadata", JSONB),
         Column("tags", JSONB),
         Column("user_id", Text),
@@ -84,7 +90,9 @@ def make_tables(schema: str) -> Tables:
         # the trace's timestamp, or when it was first seen: what lists sort and filter by
         Column("sort_ts", TS),
         Index("ix_traces_sort", "project_id", "sort_ts", "id"),
-        Index("ix_traces_project_run", "project_id", "dataset_run_name"),
+        # only experiment traces: every read of it asks for a run name (IS NOT NULL, =, IN), and most traces have none
+        Index("ix_traces_project_run", "project_id", "dataset_run_name",
+              postgresql_where=text("dataset_run_name IS NOT NULL")),
         Index("ix_traces_tags", "tags", postgresql_using="gin"),
         Index("ix_traces_session", "project_id", "session_id"),
     )
@@ -106,8 +114,8 @@ def make_tables(schema: str) -> Tables:
         Column("model_parameters", JSONB),
         Column("usage_details", JSONB),
         Column("cost_details", JSONB),
-        Column("input", JSONB),
-        Column("output", JSONB),
+        Column("input", RawJSON),
+        Column("output", RawJSON),
         Column("metadata", JSONB),
         Column("version", Text),
         Column("environment", Text),

@@ -6,6 +6,64 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from tally_shared.content import loads_stored
+
+
+class RawJSON:
+    """A stored input or output: its JSON text (``tables.RawJSON``), written into an answer as it is
+    (``fragment``), never parsed and written again."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def fragment(self) -> orjson.Fragment:
+        return orjson.Fragment(self.raw)
+
+    def value(self) -> Any:
+        """The parsed value, for a writer that cannot embed text."""
+        return loads_stored(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawJSON) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"RawJSON({self.raw!r})"
+
+
+def _converted(raw: bytes) -> bool:
+    """Text converted from jsonb by migration 0011 starts with a space (what orjson never writes): jsonb printed
+    1e308 as 309 digits, so such values are read as they were before, parsed as doubles (``loads_stored``)."""
+    return raw[:1] == b" "
+
+
+def raw_json(v: Any) -> Any:
+    """A stored input or output as an answer holds it: the stored text wrapped (``RawJSON``), anything else
+    (None, or a value a store other than PostgreSQL holds parsed) as it is."""
+    if type(v) is bytes:
+        return RawJSON(v) if not _converted(v) else loads_stored(v)
+    return v
+
+
+def json_fragment(v: bytes | None) -> Any:
+    """A stored input or output for orjson without a ``default``: the stored text as an ``orjson.Fragment``."""
+    if v is None:
+        return None
+    return orjson.Fragment(v) if not _converted(v) else loads_stored(v)
+
+
+def json_default(o: Any) -> Any:
+    """orjson's ``default`` for answers that hold ``RawJSON``."""
+    if type(o) is RawJSON:
+        return o.fragment()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
 
 def latency_and_cost(obs: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
     """Latency in seconds (first start to last end over the observations) and total cost in USD."""
@@ -45,8 +103,8 @@ def lf_trace(t: Mapping[str, Any]) -> dict[str, Any]:
         "id": t["id"],
         "timestamp": t.get("timestamp") or t["created_at"],
         "name": t.get("name"),
-        "input": t.get("input"),
-        "output": t.get("output"),
+        "input": raw_json(t.get("input")),
+        "output": raw_json(t.get("output")),
         "sessionId": t.get("session_id"),
         "release": t.get("release"),
         "version": t.get("version"),
@@ -78,8 +136,8 @@ def lf_observation(o: Mapping[str, Any]) -> dict[str, Any]:
         "completionStartTime": cst,
         "model": o.get("model"),
         "modelParameters": o.get("model_parameters"),
-        "input": o.get("input"),
-        "output": o.get("output"),
+        "input": raw_json(o.get("input")),
+        "output": raw_json(o.get("output")),
         "metadata": o.get("metadata"),
         "version": o.get("version"),
         "level": o.get("level") or "DEFAULT",
@@ -195,6 +253,7 @@ OBS_NATIVE = ("id", "trace_id", "type", "name", "parent_observation_id", "start_
 
 def native_trace(t: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: t.get(k) for k in TRACE_NATIVE}
+    out["input"], out["output"] = raw_json(out["input"]), raw_json(out["output"])
     out["timestamp"] = t.get("timestamp") or t["created_at"]
     out["tags"] = t.get("tags") or []
     return out
@@ -205,6 +264,8 @@ def observation_tree(obs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     nodes: dict[str, dict[str, Any]] = {
         o["id"]: {**{k: o.get(k) for k in OBS_NATIVE}, "cost": observation_cost(o), "children": []} for o in obs
     }
+    for n in nodes.values():
+        n["input"], n["output"] = raw_json(n["input"]), raw_json(n["output"])
     roots: list[dict[str, Any]] = []
     for n in nodes.values():
         parent = nodes.get(n["parent_observation_id"]) if n["parent_observation_id"] else None

@@ -25,6 +25,7 @@ from projections.adapters.queries.metrics import SqlMetricsReads
 from projections.adapters.queries.sessions import SqlSessionReads
 from projections.adapters.queries.traces import SqlTraceReads
 from projections.adapters.tables import Tables
+from projections.adapters.views import RawJSON
 from projections.application import dashboards, evaluation, metrics, sessions, traces
 from projections.domain.errors import Invalid, NotFound, ReadError, Unsupported
 from tally_shared.content import dumps_read
@@ -55,6 +56,8 @@ from tally_shared.identity import CurrentPrincipal, Principal
 
 
 def _default(o: Any) -> Any:
+    if type(o) is RawJSON:  # a stored input or output: its text as it is
+        return o.fragment()
     # As FastAPI's encoder wrote them before answers were checked against their contracts: a whole Decimal as
     # an integer, any other as a float.
     if isinstance(o, Decimal):
@@ -73,7 +76,8 @@ class JSON(JSONResponse):
             return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError:
             # One stored value orjson cannot write must not fail a whole list (see tally_shared.content).
-            return dumps_read(jsonable_encoder(content), default=_default, option=orjson.OPT_NON_STR_KEYS)
+            return dumps_read(jsonable_encoder(content, custom_encoder={RawJSON: RawJSON.value}), default=_default,
+                              option=orjson.OPT_NON_STR_KEYS)
 
 
 def _answering(endpoint: Callable[..., Awaitable[Any]], contract: type[BaseModel]) -> Callable[..., Awaitable[Any]]:

@@ -9,6 +9,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.tables import Tables
+from projections.adapters.views import json_fragment
 from projections.application.evaluation import HUMAN, ExportChunk, Subject
 
 SCORES_PER_STATEMENT = 5000  # trace ids per statement when reading the scores of a run's traces
@@ -131,4 +132,10 @@ class SqlExportReads:
             omap = {r["id"]: dict(r) for r in (await session.execute(
                 select(*ocols).where(o.c.project_id == project_id, o.c.id.in_(obs_ids)))).mappings()
             } if obs_ids else {}
+        if include_io:
+            # the stored JSON texts go into the export's lines as they are
+            for m in (tmap, omap):
+                for r in m.values():
+                    r["input"], r["output"] = json_fragment(r["input"]), json_fragment(r["output"])
         return ExportChunk(objs, rows, tmap, omap)
+

@@ -6,7 +6,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -59,7 +58,9 @@ def traces_of(e: Event) -> Iterable[str | None]:
     return (_trace_id(e),)
 
 
-Merged = dict[tuple[str, str], tuple[dict[str, Any], list[str], bool]]
+# key -> (row as written, fields its updates changed in the stored row, whether new): a new row changes every field
+# it sets, and nothing asks which, so they are not listed
+Merged = dict[tuple[str, str], tuple[dict[str, Any], Sequence[str], bool]]
 Ups = list[tuple[int, datetime, dict[str, Any]]]
 
 
@@ -87,21 +88,19 @@ class _Writer:
         self.blank = dict.fromkeys(fields)
         self.template = {"project_id": None, "id": None, **self.blank, "field_ts": None, "created_at": None,
                          "updated_at": None}
-        # every row has every column (blank fields are None): one C-level lookup of them all
-        self.getter = itemgetter(*insert.columns)
         self._masks: dict[tuple[str, ...], int] = {}
         self.stored_share = 0.0
 
-    def new_row(self, key: tuple[str, str], ups: Ups) -> tuple[dict[str, Any], list[str]]:
-        """The row as if ``key`` were new (``field_ts`` packed), and the fields its updates changed."""
+    def new_row(self, key: tuple[str, str], ups: Ups) -> dict[str, Any]:
+        """The row as if ``key`` were new (``field_ts`` packed)."""
         ts, when, upd = ups[0]
         row: dict[str, Any]
         if len(ups) > 1:
             row = {"project_id": key[0], "id": key[1], **self.blank, "field_ts": {}, "created_at": when,
                    "updated_at": when}
-            changed = _merge_into(row, ups)
+            _merge_into(row, ups)
             row["field_ts"] = pack_field_ts(row["field_ts"], self.bits)
-            return row, changed
+            return row
         # one update on a blank row (the common case): it sets every field it carries, and changes the non-null
         names = tuple(upd)
         mask = self._masks.get(names)
@@ -115,7 +114,7 @@ class _Writer:
         row.update(upd)
         row["field_ts"] = [ts, mask] if names else []
         row["created_at"] = row["updated_at"] = when
-        return row, [n for n, v in upd.items() if v is not None]
+        return row
 
     def _merge_stored(self, row: dict[str, Any], ups: Ups) -> list[str]:
         field_ts = row["field_ts"] = unpack_field_ts(row["field_ts"], self.fields)
@@ -126,7 +125,7 @@ class _Writer:
         return changed
 
     async def write(self, uow: UnitOfWork, updates: Updates) -> Merged:
-        """Write the merged rows of ``updates``; returns key -> (row as written, fields changed, whether new).
+        """Write the merged rows of ``updates`` (``Merged``).
 
         Most keys are new: every row is first inserted as if it were (``ON CONFLICT DO NOTHING``), and only the
         keys that were already there are read back, merged field by field into the stored row and written over
@@ -135,24 +134,25 @@ class _Writer:
         if self.stored_share > 0.5:
             return await self._read_first(uow, updates)
         out: Merged = {}
-        finish, new_row, getter = self.finish, self.new_row, self.getter
+        finish, new_row = self.finish, self.new_row
         for key, ups in updates.items():
-            row, changed = new_row(key, ups)
+            row = new_row(key, ups)
             if finish is not None:
                 finish(row)
-            out[key] = (row, changed, True)
-        res = await uow.execute(self.insert.stmt, Positional.values([getter(r) for r, _, _ in out.values()]))
+            out[key] = (row, (), True)
+        # every row has every column (blank fields are None)
+        res = await uow.execute(self.insert.stmt, self.insert.of_rows([r for r, _, _ in out.values()]))
         inserted = {(r[0], r[1]) for r in res}
         self._observe(len(out) - len(inserted), len(out))
         if len(inserted) == len(out):
             return out
         existing = await by_keys(uow, self.select_stmt, (k for k in out if k not in inserted))
         # a key neither inserted nor found (deleted meanwhile) is written as new
-        again = [getter(v[0]) for k, v in out.items() if k not in inserted and k not in existing]
+        again = [v[0] for k, v in out.items() if k not in inserted and k not in existing]
         for key, row in existing.items():
             out[key] = (row, self._merge_stored(row, updates[key]), False)
-            again.append(getter(row))
-        await uow.execute(self.update.stmt, Positional.values(again))
+            again.append(row)
+        await uow.execute(self.update.stmt, self.update.of_rows(again))
         return out
 
     async def _read_first(self, uow: UnitOfWork, updates: Updates) -> Merged:
@@ -162,13 +162,13 @@ class _Writer:
         for key, ups in updates.items():
             row = existing.get(key)
             if row is None:
-                row, changed = self.new_row(key, ups)
+                row = self.new_row(key, ups)
                 if self.finish is not None:
                     self.finish(row)
-                out[key] = (row, changed, True)
+                out[key] = (row, (), True)
             else:
                 out[key] = (row, self._merge_stored(row, ups), False)
-        await uow.execute(self.update.stmt, Positional.values([self.getter(r) for r, _, _ in out.values()]))
+        await uow.execute(self.update.stmt, self.update.of_rows([r for r, _, _ in out.values()]))
         return out
 
     def _observe(self, stored: int, total: int) -> None:
