@@ -196,7 +196,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
     queries only need the tables as the consumer would have left them."""
     import asyncpg
 
-    from projections.domain.rollup import add_to, contributions, trace_dims
+    from projections.domain.rollup import add_to, contributions, row_ids, trace_dims
     from tally_shared.db import plain_url
 
     rnd = random.Random(seed)
@@ -245,7 +245,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
         if i % 20 == 0:
             items.append((project, "q-bench", f"it-{i}", "TRACE", tid, tid, ts, ts + timedelta(minutes=1),
                           ts + timedelta(minutes=6), ts + timedelta(minutes=6)))
-    rollup = [(*k, m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
+    rollup = [(*row_ids(k), *k, m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
     conn = await asyncpg.connect(plain_url(database_url))
     try:
         await conn.execute(f"INSERT INTO {SCHEMA}.queues (project_id, id, name, data, created, event_ts) "  # noqa: S608
@@ -257,8 +257,8 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
             "project_id", "id", "name", "data_type", "value", "string_value", "trace_id", "config_id", "source",
             "author_user_id", "timestamp", "deleted", "event_ts", "created_at", "updated_at", "rolled_dims"])
         await conn.copy_records_to_table("score_rollup", schema_name=SCHEMA, records=rollup, columns=[
-            "project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
-            "data_type", "value_key", "n", "n_value", "sum", "sum_sq"])
+            "dims_id", "series_id", "project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source",
+            "config_id", "data_type", "value_key", "n", "n_value", "sum", "sum_sq"])
         await conn.copy_records_to_table("queue_items", schema_name=SCHEMA, records=items, columns=[
             "project_id", "queue_id", "item_id", "object_type", "object_id", "trace_id", "added_at",
             "first_leased_at", "completed_at", "last_event_at"])
