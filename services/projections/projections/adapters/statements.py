@@ -32,9 +32,9 @@ SCORE_FIELDS = ("name", "data_type", "value", "string_value", "string_values", "
                 "author_user_id", "evaluator_name", "evaluator_version", "queue_id", "queue_item_id",
                 "environment", "metadata", "timestamp")
 _ROLLUP_KEY_TYPES = {"dims_id": "bigint", "bucket": "timestamptz", "series_id": "bigint", "shard": "integer"}
-# a rollup row's text columns, in the order of domain.rollup.RollupKey without its bucket
-ROLLUP_TEXT = ("project_id", "granularity", "dim_kind", "dim_value", "name", "source", "config_id", "data_type",
-               "value_key")
+# the columns of a domain.rollup.RollupKey, in its order
+ROLLUP_KEY = ("project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
+              "data_type", "value_key")
 
 
 def apply_lock_key(schema: str) -> str:
@@ -155,7 +155,7 @@ class Statements:
         rk = ["dims_id", "bucket", "series_id", "shard"]
         self.rollup_key_cols = rk
         self.rollup_up = Positional(
-            t.score_rollup, [*rk, *ROLLUP_TEXT, "n", "n_value", "sum", "sum_sq"], rk,
+            t.score_rollup, ["dims_id", "series_id", *ROLLUP_KEY, "shard", "n", "n_value", "sum", "sum_sq"], rk,
             "n = t.n + EXCLUDED.n, n_value = t.n_value + EXCLUDED.n_value, sum = t.sum + EXCLUDED.sum, "
             "sum_sq = t.sum_sq + EXCLUDED.sum_sq",
             returning="t.n = 0 AND t.n_value = 0 AS empty, " + ", ".join(f"t.{ident(c)}" for c in rk),

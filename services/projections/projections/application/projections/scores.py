@@ -196,17 +196,12 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
 
 async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     rk = uow.sql.rollup_key_cols
-    # rows in the statement's column order: the key (dims id, bucket, series id, shard), the key's text columns,
-    # the measures. Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a
-    # deadlock is a transient error and the batch is retried).
+    # rows in the statement's column order: the ids, the rollup key's columns, the shard, the measures.
+    # Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a deadlock is
+    # a transient error and the batch is retried).
     # (the sums as the text of their Decimals, what the JSON encoder's fallback would make of them, one call fewer)
-    rows = []
-    for shard, d in deltas.items():
-        for k, m in d.items():
-            if m[0] or m[1] or m[2] or m[3]:
-                ids = row_ids(k)
-                rows.append((ids[0], k[5], ids[1], shard, k[0], k[1], k[2], k[3], k[4], k[6], k[7], k[8], k[9],
-                             m[0], m[1], str(m[2]), str(m[3])))
+    rows = [(*row_ids(k), *k, shard, m[0], m[1], str(m[2]), str(m[3])) for shard, d in deltas.items()
+            for k, m in d.items() if m[0] or m[1] or m[2] or m[3]]
     if not rows:
         return
     res = await uow.execute(uow.sql.sql_rollup_up, uow.sql.rollup_up.values(rows))
