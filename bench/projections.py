@@ -27,6 +27,9 @@ CPU:
 
     .venv/bin/python bench/projections.py --pipeline 400 --pipeline-batch 60
 
+``--mixed`` applies the mixed log of step 1 in this process instead (decode and ``apply_by_partition`` in batches of
+``--batch``, no broker): process and PostgreSQL CPU per event, for A/B comparisons of the apply path.
+
 ``--skip-rebuild --skip-dashboards`` stops after the live apply; ``--statements`` adds the PostgreSQL backend CPU
 of each statement kind of the live apply (on-CPU time of the backend around each statement, local server only);
 ``BENCH_CAPTURE=file`` with it writes every statement's parameters there, to replay batches elsewhere.
@@ -196,7 +199,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
     queries only need the tables as the consumer would have left them."""
     import asyncpg
 
-    from projections.domain.rollup import add_to, contributions, trace_dims
+    from projections.domain.rollup import add_to, contributions, row_ids, trace_dims
     from tally_shared.db import plain_url
 
     rnd = random.Random(seed)
@@ -245,7 +248,7 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
         if i % 20 == 0:
             items.append((project, "q-bench", f"it-{i}", "TRACE", tid, tid, ts, ts + timedelta(minutes=1),
                           ts + timedelta(minutes=6), ts + timedelta(minutes=6)))
-    rollup = [(*k, m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
+    rollup = [(*row_ids(k), *k, m[0], m[1], m[2], m[3]) for k, m in deltas.items()]
     conn = await asyncpg.connect(plain_url(database_url))
     try:
         await conn.execute(f"INSERT INTO {SCHEMA}.queues (project_id, id, name, data, created, event_ts) "  # noqa: S608
@@ -257,8 +260,8 @@ async def bulk_load(database_url: str, project: str, n_scores: int, seed: int = 
             "project_id", "id", "name", "data_type", "value", "string_value", "trace_id", "config_id", "source",
             "author_user_id", "timestamp", "deleted", "event_ts", "created_at", "updated_at", "rolled_dims"])
         await conn.copy_records_to_table("score_rollup", schema_name=SCHEMA, records=rollup, columns=[
-            "project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
-            "data_type", "value_key", "n", "n_value", "sum", "sum_sq"])
+            "dims_id", "series_id", "project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source",
+            "config_id", "data_type", "value_key", "n", "n_value", "sum", "sum_sq"])
         await conn.copy_records_to_table("queue_items", schema_name=SCHEMA, records=items, columns=[
             "project_id", "queue_id", "item_id", "object_type", "object_id", "trace_id", "added_at",
             "first_leased_at", "completed_at", "last_event_at"])
@@ -639,6 +642,51 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     await engine.dispose()
 
 
+async def run_mixed(args: argparse.Namespace, database_url: str) -> None:
+    """``--mixed``: the live apply's mixed log (``generate``), decoded and applied in this process (no broker) in
+    batches of ``--batch`` events as the live consumer gets them from a backlog: process CPU and PostgreSQL backend
+    CPU per event, and events/s. Quieter than the live consumer for A/B comparisons of the apply path itself."""
+    import gc
+
+    from projections.adapters.statements import Statements
+    from projections.adapters.tables import make_tables
+    from projections.application.handlers import Deps, apply_by_partition
+    from projections.bootstrap import tune_gc
+    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
+    from tally_shared.db import make_session_factory
+    from tally_shared.producer import partition
+    from tally_shared.records import decode_event
+    from tally_shared.topics import ALL_TOPICS
+
+    await asyncio.to_thread(upgrade, ID_MIGRATIONS, database_url, ID_SCHEMA)
+    await asyncio.to_thread(upgrade, MIGRATIONS, database_url, SCHEMA)
+    project = f"bench-{uuid.uuid4().hex[:6]}"
+    parts = {t.name: tuple(range(t.partitions)) for t in ALL_TOPICS}
+    events = [(partition(k, parts[topic], parts[topic]), v) for topic, k, v in generate(args.log_scores, project)]
+    engine = make_engine(database_url, pool_size=4)
+    deps = Deps(make_session_factory(engine), Statements(make_tables(SCHEMA)))
+    batches = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
+    db_name = database_url.rsplit("/", 1)[-1].split("?")[0]
+    tune_gc()
+    pg0 = backends_cpu(db_name, exclude=-1)
+    os0, t0 = os.times(), time.perf_counter()
+    for b in batches:
+        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
+                                 concurrency=concurrency_for(len(b), PARTITIONS_AT_ONCE))
+    os1, wall = os.times(), time.perf_counter() - t0
+    cpu = (os1.user - os0.user) + (os1.system - os0.system)
+    pg = backends_cpu(db_name, exclude=-1) - pg0
+    d0 = time.process_time()
+    for b in batches:
+        [decode_event(v, p) for p, v in b]
+    dec = time.process_time() - d0
+    n = len(events)
+    print(f"mixed log in-process: {n:,} events, batches of {args.batch}, {n / wall:,.0f} events/s, gc thresholds "
+          f"{gc.get_threshold()}; process CPU {cpu / n * 1e6:,.1f} µs/event (decode alone {dec / n * 1e6:,.1f}), "
+          f"PostgreSQL backends {pg / n * 1e6:,.1f} µs/event")
+    await engine.dispose()
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--worker"]:
         worker(argv[1], argv[2], argv[3], int(argv[4]))
@@ -660,6 +708,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pipeline", type=int, default=0, metavar="REQUESTS",
                         help="only measure CPU per TraceIngested of bench/pipeline.py's workload in this process "
                              "(decode + apply of REQUESTS requests' events against PostgreSQL, no broker)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="only apply the mixed log in this process (no broker): CPU per event, process and "
+                             "PostgreSQL")
     parser.add_argument("--pipeline-batch", type=int, default=200, help="events per applied batch with --pipeline")
     parser.add_argument("--pipeline-concurrency", type=int, default=0,
                         help="partitions of a batch applied at a time with --pipeline (1: the batch whole; default: "
@@ -676,6 +727,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.pipeline:
             asyncio.run(run_pipeline(args, database_url))
+            return 0
+        if args.mixed:
+            asyncio.run(run_mixed(args, database_url))
             return 0
         with own_broker() as bootstrap:
             asyncio.run(run(args, bootstrap, database_url))

@@ -32,7 +32,10 @@ SCORE_FIELDS = ("name", "data_type", "value", "string_value", "string_values", "
                 "session_id", "dataset_run_id", "config_id", "config_version", "comment", "source",
                 "author_user_id", "evaluator_name", "evaluator_version", "queue_id", "queue_item_id",
                 "environment", "metadata", "timestamp")
-_ROLLUP_KEY_TYPES = {"bucket": "timestamptz", "shard": "integer"}
+_ROLLUP_KEY_TYPES = {"dims_id": "bigint", "bucket": "timestamptz", "series_id": "bigint", "shard": "integer"}
+# the columns of a domain.rollup.RollupKey, in its order
+ROLLUP_KEY = ("project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
+              "data_type", "value_key")
 
 
 def apply_lock_key(schema: str) -> str:
@@ -219,11 +222,10 @@ class Statements:
             f"CAST(:id AS text[]), CAST(:d AS text[])) AS u(project_id, id, d) "
             f"WHERE s.project_id = u.project_id AND s.id = u.id"
         )
-        rk = ["project_id", "granularity", "dim_kind", "dim_value", "name", "bucket", "source", "config_id",
-              "data_type", "value_key", "shard"]
+        rk = ["dims_id", "bucket", "series_id", "shard"]
         self.rollup_key_cols = rk
         self.rollup_up = Positional(
-            t.score_rollup, [*rk, "n", "n_value", "sum", "sum_sq"], rk,
+            t.score_rollup, ["dims_id", "series_id", *ROLLUP_KEY, "shard", "n", "n_value", "sum", "sum_sq"], rk,
             "n = t.n + EXCLUDED.n, n_value = t.n_value + EXCLUDED.n_value, sum = t.sum + EXCLUDED.sum, "
             "sum_sq = t.sum_sq + EXCLUDED.sum_sq",
             returning="t.n = 0 AND t.n_value = 0 AS empty, " + ", ".join(f"t.{ident(c)}" for c in rk),
@@ -233,7 +235,7 @@ class Statements:
         rq = qualified(t.score_rollup)
         self.sql_rollup_del = text(
             f"DELETE FROM {rq} r USING unnest("  # noqa: S608
-            + ", ".join(f"CAST(:{c} AS {_ROLLUP_KEY_TYPES.get(c, 'text')}[])" for c in rk)
+            + ", ".join(f"CAST(:{c} AS {_ROLLUP_KEY_TYPES[c]}[])" for c in rk)
             + f") AS k({', '.join(rk)}) WHERE "
             + " AND ".join(f"r.{ident(c)} = k.{ident(c)}" for c in rk)
             + " AND r.n = 0 AND r.n_value = 0"

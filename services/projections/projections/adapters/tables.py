@@ -180,21 +180,24 @@ def make_tables(schema: str) -> Tables:
     # Pre-aggregated score counts: one row per (bucket, series, filter dimension, value, shard). A score adds to the
     # unfiltered row (dim_kind '') and to one row per dimension value of its trace (name, environment, release,
     # user, each tag), at hour and at day granularity. Sums are NUMERIC so any application order gives the same
-    # totals (a rebuild equals the live table exactly).
+    # totals (a rebuild equals the live table exactly). Keyed by ids hashed from the text columns
+    # (``domain.rollup.row_ids``): the dimension's first, so a dashboard read is one range of the key per filter.
     score_rollup = Table(
         "score_rollup", md,
-        Column("project_id", String(200), primary_key=True),
-        Column("granularity", String(5), primary_key=True),
-        Column("dim_kind", String(20), primary_key=True),
-        Column("dim_value", Text, primary_key=True),
-        Column("name", Text, primary_key=True),
+        Column("dims_id", BigInteger, primary_key=True),
         Column("bucket", TS, primary_key=True),
-        Column("source", String(20), primary_key=True),
-        Column("config_id", String(200), primary_key=True),
-        Column("data_type", String(20), primary_key=True),
-        Column("value_key", Text, primary_key=True),
+        Column("series_id", BigInteger, primary_key=True),
         # the partition the deltas came from: replicas own partitions, so none write another's rows; reads sum
         Column("shard", Integer, primary_key=True, server_default="0"),
+        Column("project_id", String(200), nullable=False),
+        Column("granularity", String(5), nullable=False),
+        Column("dim_kind", String(20), nullable=False),
+        Column("dim_value", Text, nullable=False),
+        Column("name", Text, nullable=False),
+        Column("source", String(20), nullable=False),
+        Column("config_id", String(200), nullable=False),
+        Column("data_type", String(20), nullable=False),
+        Column("value_key", Text, nullable=False),
         Column("n", BigInteger, nullable=False),
         Column("n_value", BigInteger, nullable=False),
         Column("sum", Numeric, nullable=False),

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from projections.adapters.tables import Tables
 from projections.application.dashboards import ScoreFilter
-from projections.domain.rollup import truncate
+from projections.domain.rollup import dims_id, truncate
 
 
 def _live_lease(qr: Any) -> Any:
@@ -109,6 +109,7 @@ class SqlDashboardReads:
         numeric rows carry no value key)."""
         r = self.t.score_rollup
         kind, value = dim
+        # the ids lead the key (one range per granularity); the text columns guard against a hash collision
         base = [r.c.project_id == project_id, r.c.dim_kind == kind, r.c.dim_value == value]
         if f.names:
             base.append(r.c.name.in_(list(f.names)))
@@ -120,8 +121,8 @@ class SqlDashboardReads:
             base.append(r.c.data_type == f.data_type)
         if f.to_ts is not None:
             base.append(r.c.bucket < f.to_ts)
-        conds = [*base, r.c.granularity == bucket]
-        day_conds = [*base, r.c.granularity == "day"]
+        conds = [*base, r.c.granularity == bucket, r.c.dims_id == dims_id(project_id, bucket, kind, value)]
+        day_conds = [*base, r.c.granularity == "day", r.c.dims_id == dims_id(project_id, "day", kind, value)]
         if f.from_ts is not None:
             conds.append(r.c.bucket >= f.from_ts)
             day_conds.append(r.c.bucket >= truncate(f.from_ts, "day"))

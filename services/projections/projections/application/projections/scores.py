@@ -17,7 +17,15 @@ from projections.adapters.statements import SCORE_FIELDS
 from projections.application.projections.base import Projection, by_keys
 from projections.application.unit_of_work import TraceKey, UnitOfWork
 from projections.domain.merge import to_micros
-from projections.domain.rollup import Measures, RollupKey, accumulate, accumulate_moved, dim_pairs, trace_dims
+from projections.domain.rollup import (
+    Measures,
+    RollupKey,
+    accumulate,
+    accumulate_moved,
+    dim_pairs,
+    row_ids,
+    trace_dims,
+)
 from tally_shared.envelope import Payload
 from tally_shared.events import ScoreDeleted, ScoreRecorded, ScoreUpdated
 from tally_shared.events.scores import ScoreData
@@ -188,12 +196,12 @@ async def _reroll(uow: UnitOfWork, traces: dict[TraceKey, dict[str, Any]],
 
 async def write_rollup(uow: UnitOfWork, deltas: Deltas) -> None:
     rk = uow.sql.rollup_key_cols
-    # rows in the statement's column order: the key (every column but the shard), the shard, the measures.
+    # rows in the statement's column order: the ids, the rollup key's columns, the shard, the measures.
     # Not sorted: a shard's rows have one writer (two only while its partition changes hands, when a deadlock is
     # a transient error and the batch is retried).
     # (the sums as the text of their Decimals, what the JSON encoder's fallback would make of them, one call fewer)
-    rows = [(*k, shard, m[0], m[1], str(m[2]), str(m[3])) for shard, d in deltas.items() for k, m in d.items()
-            if m[0] or m[1] or m[2] or m[3]]
+    rows = [(*row_ids(k), *k, shard, m[0], m[1], str(m[2]), str(m[3])) for shard, d in deltas.items()
+            for k, m in d.items() if m[0] or m[1] or m[2] or m[3]]
     if not rows:
         return
     res = await uow.execute(uow.sql.sql_rollup_up, uow.sql.rollup_up.values(rows))
