@@ -15,7 +15,7 @@ from projections.domain.rollup import row_ids
 from tally_shared.db import plain_url
 from tally_shared.migrations import alembic_config, upgrade
 
-BEFORE = "0010_payload_statistics"
+BEFORE = "0011_payload_bytes"
 OLD_ROWS = """
 INSERT INTO projections.score_rollup (project_id, granularity, dim_kind, dim_value, name, bucket, source, config_id,
   data_type, value_key, shard, n, n_value, sum, sum_sq)

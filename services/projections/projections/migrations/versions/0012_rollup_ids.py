@@ -7,13 +7,13 @@ half of the backend's CPU applying a mixed log). The ids are hashed from the tex
 key, so a dashboard read is one range of the key per filter. The text columns stay in the row for reads.
 
 Revision ID: 0012_rollup_ids
-Revises: 0010_payload_statistics
+Revises: 0011_payload_bytes
 """
 
 from alembic import op
 
 revision = "0012_rollup_ids"
-down_revision = "0010_payload_statistics"
+down_revision = "0011_payload_bytes"
 branch_labels = None
 depends_on = None
 
