@@ -52,15 +52,13 @@ def _iso(field: str, ns: int) -> str | None:
     return f"{head}.{str(1_000_000 + micros)[1:]}+00:00" if micros else f"{head}+00:00"
 
 
-def _draft(sp: SpanView) -> Draft:
-    return Draft(sp, dict(sp.attrs), prefixes_of(sp.attrs))
-
-
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(observation fields, trace fields or None) for one span."""
+    """(observation fields, trace fields or None) for one span. Takes the span's attributes: the mappers consume
+    ``sp.attrs`` (what is left of it becomes the observation's ``metadata.attributes``)."""
     start = _iso("startTimeUnixNano", sp.start_ns)
     end = _iso("endTimeUnixNano", sp.end_ns)
-    d = _draft(sp)
+    attrs = sp.attrs
+    d = Draft(sp, attrs, prefixes_of(attrs))
     for mapper in MAPPERS:
         mapper(d)
     obs: dict[str, Any] = {"id": sp.span_id, "trace_id": sp.trace_id, "name": sp.name}
@@ -126,6 +124,9 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
             else:
                 left[k] = v
         left.update(langfuse)
+    elif not left:
+        # What the mappers left of the span's own attributes, as it is (the usual case).
+        left = rest
     else:
         left.update(rest)
     metadata = d.metadata
@@ -236,8 +237,6 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
     # Trace metadata from several spans of one request is merged (a child's trace metadata and the root's resource
     # attributes), not replaced by the last span's.
     trace_metadata: dict[str, dict[str, Any]] = {}
-    # The event time of a trace is its latest span's: only a span later than those before it needs a datetime.
-    latest: dict[str, int] = {}
     for sp in spans:
         index = len(report.ids) - 1
         try:
@@ -245,16 +244,13 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
         except Invalid as exc:
             report.invalid(index, exc)
             continue
+        # The event time of a trace is its latest span's (end, else start; none out of range).
         ns = sp.end_ns or sp.start_ns
-        at = None
-        if 0 < ns <= _MAX_NANOS and ns > latest.get(sp.trace_id, 0):
-            latest[sp.trace_id] = ns
-            at = datetime.fromtimestamp(ns / 1e9, UTC)
-        if trace is not None:
-            if "metadata" in trace:
-                earlier = trace_metadata.get(sp.trace_id)
-                if earlier is not None:
-                    trace["metadata"] = {**earlier, **trace["metadata"]}
-                trace_metadata[sp.trace_id] = trace["metadata"]
-            out.add_trace(index, trace, at)
-        out.add_observation(index, obs, at)
+        if ns > _MAX_NANOS:
+            ns = 0
+        if trace is not None and "metadata" in trace:
+            earlier = trace_metadata.get(sp.trace_id)
+            if earlier is not None:
+                trace["metadata"] = {**earlier, **trace["metadata"]}
+            trace_metadata[sp.trace_id] = trace["metadata"]
+        out.add_span(index, sp.trace_id, obs, trace, ns)
