@@ -93,14 +93,10 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     status_message = d.status_message if lf and d.status_message is not None else sp.status_message or None
     if status_message is not None:
         obs["status_message"] = status_message
-    res = sp.resource
+    res = _resource(sp.resource)
     env = d.environment if lf else None
-    if env is None and res:
-        for k in ("deployment.environment.name", "deployment.environment"):
-            v = res.get(k)
-            if isinstance(v, str) and v:
-                env = v
-                break
+    if env is None:
+        env = res.environment
     if env is not None:
         obs["environment"] = env
     if lf:
@@ -109,7 +105,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if d.prompt:
             obs.update(d.prompt)
 
-    trace = _trace(sp, d, obs, start)
+    trace = _trace(sp, d, obs, start, res)
     if trace is not None and env is not None:
         trace.setdefault("environment", env)
 
@@ -137,7 +133,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return obs, trace
 
 
-def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> dict[str, Any] | None:
+def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None, res: _Resource) -> dict[str, Any] | None:
     trace: dict[str, Any] = {}
     # The fields only Langfuse's attributes set are read only when its mapper ran (``d.lf``).
     lf = d.lf
@@ -184,39 +180,74 @@ def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> di
         trace["id"] = sp.trace_id
         trace["metadata"] = d.trace_metadata
     release = d.release if lf else None
-    if release is None and isinstance(sp.resource.get("langfuse.release"), str):
-        release = sp.resource["langfuse.release"]
+    if release is None:
+        release = res.release
     if release is not None:
         trace["id"] = sp.trace_id
         trace["release"] = release
-    return _resource_fields(sp, obs, trace or None, is_root)
+    return _resource_fields(sp, obs, trace or None, is_root, res)
 
 
 # Resource attributes are shared by every span of a resource; each trace keeps a bounded copy.
 MAX_RESOURCE_BYTES = 16 * 1024
 
 
+class _Resource:
+    """What a resource's attributes say (its spans share them): ``environment`` (``deployment.environment``),
+    ``version`` (``service.version``), ``release`` (``langfuse.release``), and the attributes as a trace keeps them
+    (``bounded``; None for none)."""
+
+    __slots__ = ("attrs", "bounded", "environment", "release", "version")
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+        env = None
+        for k in ("deployment.environment.name", "deployment.environment"):
+            v = attrs.get(k)
+            if isinstance(v, str) and v:
+                env = v
+                break
+        self.environment: str | None = env
+        version = attrs.get("service.version")
+        self.version: str | None = version if isinstance(version, str) and version else None
+        release = attrs.get("langfuse.release")
+        self.release: str | None = release if isinstance(release, str) else None
+        self.bounded: dict[str, Any] | None = _bounded(attrs) if attrs else None
+
+
+# The last resource read and what it says: a request's spans come in runs of one resource. One tuple, replaced
+# whole. (The dict is held, so its identity is not reused while it is here.)
+_LAST_RESOURCE: list[tuple[dict[str, Any], _Resource]] = []
+
+
+def _resource(attrs: dict[str, Any]) -> _Resource:
+    last = _LAST_RESOURCE[0] if _LAST_RESOURCE else None
+    if last is not None and last[0] is attrs:
+        return last[1]
+    res = _Resource(attrs)
+    _LAST_RESOURCE[:] = [(attrs, res)]
+    return res
+
+
 def _resource_fields(sp: SpanView, obs: dict[str, Any], trace: dict[str, Any] | None,
-                     is_root: bool) -> dict[str, Any] | None:
+                     is_root: bool, res: _Resource) -> dict[str, Any] | None:
     """Resource attributes, as Langfuse keeps them: all under the trace's ``metadata.resourceAttributes`` (from the
     root span, or from a span that sets trace metadata, which would otherwise replace them), ``service.version`` as
     the version when no ``langfuse.version`` says otherwise, ``deployment.environment`` as the environment (see
     ``map_span``; a span that is not the root still gives its trace that environment)."""
-    res = sp.resource
     if "environment" in obs and trace is None:
         trace = {"id": sp.trace_id}
-    if not res:
+    bounded = res.bounded
+    if bounded is None:
         return trace
-    version = res.get("service.version")
-    if isinstance(version, str) and version:
+    version = res.version
+    if version is not None:
         obs.setdefault("version", version)
-    else:
-        version = None
     if is_root or (trace is not None and "metadata" in trace):
         trace = trace if trace is not None else {"id": sp.trace_id}
         if is_root and version is not None:
             trace.setdefault("version", version)
-        trace["metadata"] = {**(trace.get("metadata") or {}), "resourceAttributes": _bounded(res)}
+        trace["metadata"] = {**(trace.get("metadata") or {}), "resourceAttributes": bounded}
     return trace
 
 

@@ -65,8 +65,8 @@ def prefixes_of(attrs: dict[str, Any]) -> dict[str, tuple[str, ...]]:
 
 class Draft:
     """One span being mapped. ``attrs``: its attributes (in the span's order; the span's own dict, consumed), from
-    which each mapper takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts with (and those
-    keys), so that a mapper skips forms the span does not use without looking at every key;
+    which each mapper takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts
+    with (and those keys), so that a mapper skips forms the span does not use without looking at every key;
     ``lf``/``genai``/``llm``: whether any starts with ``langfuse.``/``gen_ai.``/``llm.``.
 
     The fields a span usually leaves unset are class-level defaults, so a draft costs a few assignments."""
