@@ -197,10 +197,9 @@ class _Resource:
     ``version`` (``service.version``), ``release`` (``langfuse.release``), and the attributes as a trace keeps them
     (``bounded``; None for none)."""
 
-    __slots__ = ("attrs", "bounded", "environment", "release", "version")
+    __slots__ = ("bounded", "environment", "release", "version")
 
     def __init__(self, attrs: dict[str, Any]) -> None:
-        self.attrs = attrs
         env = None
         for k in ("deployment.environment.name", "deployment.environment"):
             v = attrs.get(k)
@@ -217,15 +216,15 @@ class _Resource:
 
 # The last resource read and what it says: a request's spans come in runs of one resource. One tuple, replaced
 # whole. (The dict is held, so its identity is not reused while it is here.)
-_LAST_RESOURCE: list[tuple[dict[str, Any], _Resource]] = []
+_LAST_RESOURCE: list[tuple[dict[str, Any], _Resource]] = [({}, _Resource({}))]
 
 
 def _resource(attrs: dict[str, Any]) -> _Resource:
-    last = _LAST_RESOURCE[0] if _LAST_RESOURCE else None
-    if last is not None and last[0] is attrs:
+    last = _LAST_RESOURCE[0]
+    if last[0] is attrs:
         return last[1]
     res = _Resource(attrs)
-    _LAST_RESOURCE[:] = [(attrs, res)]
+    _LAST_RESOURCE[0] = (attrs, res)
     return res
 
 
