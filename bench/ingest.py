@@ -352,7 +352,7 @@ def _inproc_app(bodies: list[bytes]) -> float:
 
     app = create_app_for(Settings(database_url="postgresql://bench@127.0.0.1:1/none", grpc_port=0,
                                   secret_key=secrets.token_urlsafe(32)),
-                         publisher=_AckAll())  # type: ignore[arg-type]
+                         publisher=_AckAll())
     app.state.identity = _Identity()
     auth = base64.b64encode(b"pk-bench:sk-bench").decode()
     headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Basic {auth}".encode()),
