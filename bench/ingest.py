@@ -352,7 +352,7 @@ def _inproc_app(bodies: list[bytes]) -> float:
 
     app = create_app_for(Settings(database_url="postgresql://bench@127.0.0.1:1/none", grpc_port=0,
                                   secret_key=secrets.token_urlsafe(32)),
-                         publisher=_AckAll())  # type: ignore[arg-type]
+                         publisher=_AckAll())
     app.state.identity = _Identity()
     auth = base64.b64encode(b"pk-bench:sk-bench").decode()
     headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Basic {auth}".encode()),
@@ -403,6 +403,11 @@ def inproc_main(args: argparse.Namespace) -> int:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     bodies = _pipeline_bodies(args.requests)
     spans = len(bodies) * pipeline.SPANS_PER_REQUEST
+    # As the service runs once started (its start-up hook): the cyclic collector tuned the same way.
+    from ingest.bootstrap import GC_THRESHOLDS
+    from tally_shared.service import tune_gc
+
+    tune_gc(GC_THRESHOLDS)
     print(f"in-process OTLP path: {len(bodies)} requests of {pipeline.SPANS_PER_REQUEST} spans "
           f"({sum(map(len, bodies)) / spans:,.0f} B a span), CPU µs per span, best of {args.repeat}")
     layers = {"domain": _inproc_domain, "app": _inproc_app}

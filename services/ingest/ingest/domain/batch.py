@@ -46,6 +46,8 @@ class _Group:
     observations: dict[str, dict[str, Any]] = field(default_factory=dict)
     items: list[int] = field(default_factory=list)
     latest: datetime | None = None
+    # The OTLP path's event time, in Unix nanoseconds (0: none): one datetime per event instead of one per span.
+    latest_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -97,6 +99,29 @@ class Batch:
         else:
             existing.update(fields)
 
+    def add_span(self, item: int, trace_id: str, obs: dict[str, Any], trace: dict[str, Any] | None, ns: int) -> None:
+        """One OTLP span: its observation (``id``, ``trace_id``), its trace's fields or None (``id`` ==
+        ``trace_id``), and its time in Unix nanoseconds (0: none); ``add_trace`` and ``add_observation`` in one."""
+        g = self._groups.get(trace_id)
+        if g is None:
+            g = self._groups[trace_id] = _Group(trace_id)
+        items = g.items
+        if not items or items[-1] != item:
+            items.append(item)
+        if ns > g.latest_ns:
+            g.latest_ns = ns
+        if trace is not None:
+            if g.trace is None:
+                g.trace = trace
+            else:
+                g.trace.update(trace)
+        observations = g.observations
+        existing = observations.get(obs["id"])
+        if existing is None:
+            observations[obs["id"]] = obs
+        else:
+            existing.update(obs)
+
     def add_score(self, item: int, payload: dict[str, Any], key: str, at: datetime | None = None) -> None:
         self._scores.append(_Score(key, payload, item, at))
 
@@ -122,7 +147,13 @@ class Batch:
             if g.trace is not None:
                 payload["trace"] = g.trace
             payload["observations"] = list(g.observations.values())
-            out.append(_message(TraceIngested, project, g.trace_id, g.latest or now, payload, g.items))
+            at = g.latest
+            if g.latest_ns:
+                # The datetime of the latest span (the conversion is monotonic: the latest of the spans' datetimes).
+                from_ns = datetime.fromtimestamp(g.latest_ns / 1e9, UTC)
+                if at is None or from_ns > at:
+                    at = from_ns
+            out.append(_message(TraceIngested, project, g.trace_id, at or now, payload, g.items))
         for s in self._scores:
             out.append(_message(RecordScore, project, s.key, s.at or now, s.payload, [s.item]))
         return out
@@ -150,8 +181,10 @@ def _message(event: type[Payload], project: str, key: str, at: datetime, payload
     p = orjson.dumps(project)
     k = orjson.dumps(key)
     type_bytes = event_type.encode()
-    # The id hashes "type\0project\0key\0occurred\0payload"; the (large) payload is fed without a copy.
-    digest = hashlib.blake2b(b"\0".join((type_bytes, p, k, occurred, b"")), digest_size=16)
+    # The id hashes "type\0project\0key\0occurred\0payload"; the (large) payload is fed without a copy. SHA-256
+    # (truncated to the UUID's 122 bits): OpenSSL's, with the CPU's SHA extensions, hashes the ~18 KB of a trace
+    # event in half the time of blake2b (~4.5 -> ~2.3 µs a span on bench/pipeline.py's requests).
+    digest = hashlib.sha256(b"\0".join((type_bytes, p, k, occurred, b"")))
     digest.update(body)
     h = digest.hexdigest()
     # A version-4-shaped UUID from the digest (formatted by hand: uuid.UUID costs more than the hash).

@@ -52,15 +52,13 @@ def _iso(field: str, ns: int) -> str | None:
     return f"{head}.{str(1_000_000 + micros)[1:]}+00:00" if micros else f"{head}+00:00"
 
 
-def _draft(sp: SpanView) -> Draft:
-    return Draft(sp, dict(sp.attrs), prefixes_of(sp.attrs))
-
-
 def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(observation fields, trace fields or None) for one span."""
+    """(observation fields, trace fields or None) for one span. Takes the span's attributes: the mappers consume
+    ``sp.attrs`` (what is left of it becomes the observation's ``metadata.attributes``)."""
     start = _iso("startTimeUnixNano", sp.start_ns)
     end = _iso("endTimeUnixNano", sp.end_ns)
-    d = _draft(sp)
+    attrs = sp.attrs
+    d = Draft(sp, attrs, prefixes_of(attrs))
     for mapper in MAPPERS:
         mapper(d)
     obs: dict[str, Any] = {"id": sp.span_id, "trace_id": sp.trace_id, "name": sp.name}
@@ -95,14 +93,10 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     status_message = d.status_message if lf and d.status_message is not None else sp.status_message or None
     if status_message is not None:
         obs["status_message"] = status_message
-    res = sp.resource
+    res = _resource(sp.resource)
     env = d.environment if lf else None
-    if env is None and res:
-        for k in ("deployment.environment.name", "deployment.environment"):
-            v = res.get(k)
-            if isinstance(v, str) and v:
-                env = v
-                break
+    if env is None:
+        env = res.environment
     if env is not None:
         obs["environment"] = env
     if lf:
@@ -111,7 +105,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if d.prompt:
             obs.update(d.prompt)
 
-    trace = _trace(sp, d, obs, start)
+    trace = _trace(sp, d, obs, start, res)
     if trace is not None and env is not None:
         trace.setdefault("environment", env)
 
@@ -126,6 +120,9 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
             else:
                 left[k] = v
         left.update(langfuse)
+    elif not left:
+        # What the mappers left of the span's own attributes, as it is (the usual case).
+        left = rest
     else:
         left.update(rest)
     metadata = d.metadata
@@ -136,7 +133,7 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return obs, trace
 
 
-def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> dict[str, Any] | None:
+def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None, res: _Resource) -> dict[str, Any] | None:
     trace: dict[str, Any] = {}
     # The fields only Langfuse's attributes set are read only when its mapper ran (``d.lf``).
     lf = d.lf
@@ -183,39 +180,73 @@ def _trace(sp: SpanView, d: Draft, obs: dict[str, Any], start: str | None) -> di
         trace["id"] = sp.trace_id
         trace["metadata"] = d.trace_metadata
     release = d.release if lf else None
-    if release is None and isinstance(sp.resource.get("langfuse.release"), str):
-        release = sp.resource["langfuse.release"]
+    if release is None:
+        release = res.release
     if release is not None:
         trace["id"] = sp.trace_id
         trace["release"] = release
-    return _resource_fields(sp, obs, trace or None, is_root)
+    return _resource_fields(sp, obs, trace or None, is_root, res)
 
 
 # Resource attributes are shared by every span of a resource; each trace keeps a bounded copy.
 MAX_RESOURCE_BYTES = 16 * 1024
 
 
+class _Resource:
+    """What a resource's attributes say (its spans share them): ``environment`` (``deployment.environment``),
+    ``version`` (``service.version``), ``release`` (``langfuse.release``), and the attributes as a trace keeps them
+    (``bounded``; None for none)."""
+
+    __slots__ = ("bounded", "environment", "release", "version")
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        env = None
+        for k in ("deployment.environment.name", "deployment.environment"):
+            v = attrs.get(k)
+            if isinstance(v, str) and v:
+                env = v
+                break
+        self.environment: str | None = env
+        version = attrs.get("service.version")
+        self.version: str | None = version if isinstance(version, str) and version else None
+        release = attrs.get("langfuse.release")
+        self.release: str | None = release if isinstance(release, str) else None
+        self.bounded: dict[str, Any] | None = _bounded(attrs) if attrs else None
+
+
+# The last resource read and what it says: a request's spans come in runs of one resource. One tuple, replaced
+# whole. (The dict is held, so its identity is not reused while it is here.)
+_LAST_RESOURCE: list[tuple[dict[str, Any], _Resource]] = [({}, _Resource({}))]
+
+
+def _resource(attrs: dict[str, Any]) -> _Resource:
+    last = _LAST_RESOURCE[0]
+    if last[0] is attrs:
+        return last[1]
+    res = _Resource(attrs)
+    _LAST_RESOURCE[0] = (attrs, res)
+    return res
+
+
 def _resource_fields(sp: SpanView, obs: dict[str, Any], trace: dict[str, Any] | None,
-                     is_root: bool) -> dict[str, Any] | None:
+                     is_root: bool, res: _Resource) -> dict[str, Any] | None:
     """Resource attributes, as Langfuse keeps them: all under the trace's ``metadata.resourceAttributes`` (from the
     root span, or from a span that sets trace metadata, which would otherwise replace them), ``service.version`` as
     the version when no ``langfuse.version`` says otherwise, ``deployment.environment`` as the environment (see
     ``map_span``; a span that is not the root still gives its trace that environment)."""
-    res = sp.resource
     if "environment" in obs and trace is None:
         trace = {"id": sp.trace_id}
-    if not res:
+    bounded = res.bounded
+    if bounded is None:
         return trace
-    version = res.get("service.version")
-    if isinstance(version, str) and version:
+    version = res.version
+    if version is not None:
         obs.setdefault("version", version)
-    else:
-        version = None
     if is_root or (trace is not None and "metadata" in trace):
         trace = trace if trace is not None else {"id": sp.trace_id}
         if is_root and version is not None:
             trace.setdefault("version", version)
-        trace["metadata"] = {**(trace.get("metadata") or {}), "resourceAttributes": _bounded(res)}
+        trace["metadata"] = {**(trace.get("metadata") or {}), "resourceAttributes": bounded}
     return trace
 
 
@@ -236,8 +267,6 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
     # Trace metadata from several spans of one request is merged (a child's trace metadata and the root's resource
     # attributes), not replaced by the last span's.
     trace_metadata: dict[str, dict[str, Any]] = {}
-    # The event time of a trace is its latest span's: only a span later than those before it needs a datetime.
-    latest: dict[str, int] = {}
     for sp in spans:
         index = len(report.ids) - 1
         try:
@@ -245,16 +274,13 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
         except Invalid as exc:
             report.invalid(index, exc)
             continue
+        # The event time of a trace is its latest span's (end, else start; none out of range).
         ns = sp.end_ns or sp.start_ns
-        at = None
-        if 0 < ns <= _MAX_NANOS and ns > latest.get(sp.trace_id, 0):
-            latest[sp.trace_id] = ns
-            at = datetime.fromtimestamp(ns / 1e9, UTC)
-        if trace is not None:
-            if "metadata" in trace:
-                earlier = trace_metadata.get(sp.trace_id)
-                if earlier is not None:
-                    trace["metadata"] = {**earlier, **trace["metadata"]}
-                trace_metadata[sp.trace_id] = trace["metadata"]
-            out.add_trace(index, trace, at)
-        out.add_observation(index, obs, at)
+        if ns > _MAX_NANOS:
+            ns = 0
+        if trace is not None and "metadata" in trace:
+            earlier = trace_metadata.get(sp.trace_id)
+            if earlier is not None:
+                trace["metadata"] = {**earlier, **trace["metadata"]}
+            trace_metadata[sp.trace_id] = trace["metadata"]
+        out.add_span(index, sp.trace_id, obs, trace, ns)

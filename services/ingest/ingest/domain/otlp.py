@@ -59,8 +59,9 @@ def _pb_attrs(kvs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in kvs:
         v = kv.value
-        # Most attributes are non-empty strings: read them without asking which kind the value is.
-        out[kv.key] = v.string_value or _pb_value(v)
+        # Most attributes are non-empty strings, the next most integers (token counts): read them without asking
+        # which kind the value is (a field of another kind reads as its default, "" or 0).
+        out[kv.key] = v.string_value or v.int_value or _pb_value(v)
     return out
 
 

@@ -40,15 +40,20 @@ PREFIXES = (
     "gen_ai.completion.", "gen_ai.tool.call.", "gen_ai.re", "gen_ai.request.", "gen_ai.usage.", "traceloop.entity.",
     "mlflow.span",
 )
+# The exact keys ``conventions.shared`` reads (its prefixes are in ``PREFIXES``): a span with none of them and no
+# key under those prefixes skips it (``SHARED`` in ``prefixes_of``'s answer says it has some).
+SHARED_KEYS = frozenset(("input", "output", "model", "user.id", "enduser.id", "session.id", "gen_ai.conversation.id"))
+SHARED = "=shared"
+_SHARED_PREFIXES = ("traceloop.entity.", "mlflow.span")
 _SHAPES: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
 _EMPTY = cast(dict[str, Any], MappingProxyType({}))
 _MAX_SHAPES = 1024
 
 
 def prefixes_of(attrs: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Which of ``PREFIXES`` some key of ``attrs`` starts with, each with those keys (in the span's order). The
-    spans of one instrumentation share their keys, so the answer is kept per key set (a bounded number of them:
-    keys are untrusted)."""
+    """Which of ``PREFIXES`` some key of ``attrs`` starts with, each with those keys (in the span's order), and
+    ``SHARED`` if ``conventions.shared`` has something to read. The spans of one instrumentation share their keys,
+    so the answer is kept per key set (a bounded number of them: keys are untrusted)."""
     shape = tuple(attrs)
     found = _SHAPES.get(shape)
     if found is None:
@@ -57,6 +62,8 @@ def prefixes_of(attrs: dict[str, Any]) -> dict[str, tuple[str, ...]]:
             keys = tuple(k for k in shape if k.startswith(p))
             if keys:
                 found[p] = keys
+        if any(k in SHARED_KEYS or k.startswith(_SHARED_PREFIXES) for k in shape):
+            found[SHARED] = ()
         if len(_SHAPES) >= _MAX_SHAPES:
             _SHAPES.clear()
         _SHAPES[shape] = found
@@ -64,9 +71,9 @@ def prefixes_of(attrs: dict[str, Any]) -> dict[str, tuple[str, ...]]:
 
 
 class Draft:
-    """One span being mapped. ``attrs``: a copy of its attributes (in the span's order), from which each mapper
-    takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts with (and those
-    keys), so that a mapper skips forms the span does not use without looking at every key;
+    """One span being mapped. ``attrs``: its attributes (in the span's order; the span's own dict, consumed), from
+    which each mapper takes those of its convention; ``prefixes``: which of ``PREFIXES`` some attribute key starts
+    with (and those keys), so that a mapper skips forms the span does not use without looking at every key;
     ``lf``/``genai``/``llm``: whether any starts with ``langfuse.``/``gen_ai.``/``llm.``.
 
     The fields a span usually leaves unset are class-level defaults, so a draft costs a few assignments."""

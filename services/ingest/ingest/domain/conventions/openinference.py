@@ -32,22 +32,23 @@ def map_openinference(d: Draft) -> None:
         d.type = KINDS.get(kind.upper())
     a.pop("input.mime_type", None)
     a.pop("output.mime_type", None)
-    if "input.value" in a:
-        value = a.pop("input.value")
+    # One lookup a key: taken with MISSING (never an attribute's value) as the default.
+    value = a.pop("input.value", MISSING)
+    if value is not MISSING:
         if d.input is MISSING:
             d.input = maybe_json(value)
     elif "llm.input_messages." in d.prefixes and (msgs := prefixed(a, "llm.input_messages.")) and d.input is MISSING:
         d.input = unflatten(msgs)
-    if "output.value" in a:
-        value = a.pop("output.value")
+    value = a.pop("output.value", MISSING)
+    if value is not MISSING:
         if d.output is MISSING:
             d.output = maybe_json(value)
     elif "llm.output_messages." in d.prefixes and (msgs := prefixed(a, "llm.output_messages.")) and d.output is MISSING:
         d.output = unflatten(msgs)
     if d.llm:
-        if "llm.model_name" in a:
+        model = a.pop("llm.model_name", MISSING)
+        if model is not MISSING:
             d.type_hint = "GENERATION"
-            model = a.pop("llm.model_name")
             if d.model is None and isinstance(model, str):
                 d.model = model
         if "llm.invocation_parameters" in a:
@@ -62,7 +63,6 @@ def map_openinference(d: Draft) -> None:
             d.metadata.update(decoded)
         else:
             d.left["metadata"] = decoded
-    if "tag.tags" in a:
-        tags = a.pop("tag.tags")
-        if d.tags is None:
-            d.tags = tags
+    tags = a.pop("tag.tags", MISSING)
+    if tags is not MISSING and d.tags is None:
+        d.tags = tags

@@ -6,7 +6,7 @@ plain ``input``/``output``/``model``)."""
 from __future__ import annotations
 
 from ingest.domain import fields as f
-from ingest.domain.conventions.draft import MISSING, Draft, first, maybe_json
+from ingest.domain.conventions.draft import MISSING, SHARED, Draft, first, maybe_json
 
 _INPUT = ("traceloop.entity.input", "mlflow.spanInputs", "input")
 _OUTPUT = ("traceloop.entity.output", "mlflow.spanOutputs", "output")
@@ -16,10 +16,10 @@ _IDENTITY = (("user.id", "user_id"), ("enduser.id", "user_id"), ("session.id", "
 
 
 def map_shared(d: Draft) -> None:
-    a = d.attrs
-    if not a:
-        return
     has = d.prefixes
+    if SHARED not in has:
+        return
+    a = d.attrs
     if "traceloop.entity." in has or "mlflow.span" in has or "input" in a or "output" in a:
         found, value = first(a, _INPUT)
         if found and d.input is MISSING:
