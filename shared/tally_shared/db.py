@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import text
@@ -105,3 +107,28 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+T = TypeVar("T")
+
+
+async def alongside(statement: Coroutine[Any, Any, T], work: Iterator[object]) -> T:
+    """Run ``statement`` (a coroutine of a session that is its alone meanwhile) while steps of ``work`` (plain
+    computing that does not touch that session) run here, until the statement is done or the work is: the
+    statement is sent first, so the database executes it while this process computes, and between two steps the
+    event loop sends what the statement has ready and takes in its replies. The rest of ``work`` is left for the
+    caller. Whatever happens to ``work``, the statement is waited for before this returns or raises."""
+    task = asyncio.ensure_future(statement)
+    try:
+        await asyncio.sleep(0)  # the task's first step: the statement goes out before the work starts
+        for _ in work:
+            # a turn of the loop: the statement's I/O (not a wait for an event: the work goes on meanwhile)
+            await asyncio.sleep(0)
+            if task.done():
+                break
+    except BaseException:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the work's own error is the one raised
+        raise
+    return await task

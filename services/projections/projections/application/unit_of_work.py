@@ -8,9 +8,8 @@ partitions, and rows many traces share are written per partition), while the reb
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import TracebackType
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projections.adapters.statements import Statements
 from tally_shared import claims
+from tally_shared.db import alongside
 
 CONSUMER = "projections"
 T = TypeVar("T")
@@ -96,18 +96,13 @@ class UnitOfWork:
 
     async def overlapped(self, statement: Coroutine[Any, Any, T], work: Callable[[], None]) -> T:
         """Run ``statement`` (a coroutine of this unit of work's session) while ``work`` (plain computing that
-        does not touch the session) runs here: the statement is sent first, so PostgreSQL executes it meanwhile.
-        Whatever happens to ``work``, the statement is waited for before this returns or raises."""
-        task = asyncio.ensure_future(statement)
-        await asyncio.sleep(0)  # the task's first step: the statement goes out
-        try:
-            work()
-        except BaseException:
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved: the work's own error is the one raised
-            raise
-        return await task
+        does not touch the session) runs here: ``tally_shared.db.alongside`` with the work as one step."""
+        return await alongside(statement, _once(work))
 
     async def commit(self) -> None:
         await self.session.commit()
+
+
+def _once(work: Callable[[], None]) -> Iterator[None]:
+    work()
+    yield None

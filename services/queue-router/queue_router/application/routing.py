@@ -14,12 +14,11 @@ The merging, evaluating and encoding of the batch's traces runs while PostgreSQL
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, cast
 
 from queue_router.adapters.items_store import NewItem
 from queue_router.adapters.rule_cache import ProjectRules, RuleCache, RuleInfo
@@ -29,13 +28,13 @@ from queue_router.domain.events import RoutedEnvelope, RoutedTraceIngested, from
 from queue_router.domain.filters import ScoreView
 from queue_router.domain.sampling import sampled_in
 from queue_router.domain.summary import Summary, apply_observation, apply_trace, recompute
+from tally_shared.db import alongside
 from tally_shared.envelope import Envelope, Payload
 from tally_shared.events.scores import ScoreData, ScoreDeleted, ScoreRecorded, ScoreSource, ScoreUpdated
 from tally_shared.events.traces import TraceDeleted, TraceIngested
 
 CONSUMER = "queue-router"
 
-T = TypeVar("T")
 TraceEvent: TypeAlias = TraceIngested | RoutedTraceIngested
 Key: TypeAlias = tuple[str, str]  # (project, trace id)
 # What the subscriber hands over: the router's decoder gives trace events in their lean form.
@@ -149,27 +148,6 @@ class Draft:
     doc: bytes
     rules: ProjectRules | None
     matches: list[int]
-
-
-async def alongside(statement: Coroutine[Any, Any, T], work: Iterator[object]) -> T:
-    """Run ``statement`` (the unit of work's session is its alone meanwhile) while steps of ``work`` (plain
-    computing) run here, until the statement is done or the work is: between two steps the event loop sends what
-    the statement has ready and takes in its replies. The rest of ``work`` is left for the caller. Whatever
-    happens to ``work``, the statement is waited for before this returns or raises."""
-    task = asyncio.ensure_future(statement)
-    try:
-        await asyncio.sleep(0)  # the task's first step: the statement goes out before the work starts
-        for _ in work:
-            # a turn of the loop: the statement's I/O (not a wait for an event: the work goes on meanwhile)
-            await asyncio.sleep(0)
-            if task.done():
-                break
-    except BaseException:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the work's own error is the one raised
-        raise
-    return await task
 
 
 def _merge_into(s: Summary, events: Sequence[tuple[AnyEnvelope, RoutedTraceIngested]]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from queue_router.application.routing import alongside
+from tally_shared.db import alongside
 
 
 def steps(n: int, done: list[int], fail_at: int | None = None) -> Iterator[None]:
