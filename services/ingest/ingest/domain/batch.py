@@ -68,59 +68,58 @@ class Batch:
         self._groups: dict[str, _Group] = {}
         self._scores: list[_Score] = []
 
-    def _group(self, trace_id: str, item: int, at: datetime | None) -> _Group:
+    def _group(self, trace_id: str, item: int) -> _Group:
+        """The trace's group, with ``item`` among its items."""
         g = self._groups.get(trace_id)
         if g is None:
             g = self._groups[trace_id] = _Group(trace_id)
         items = g.items
         if not items or items[-1] != item:
             items.append(item)
-        # The group's event time is the latest of its items' (checked twice a span on the OTLP path).
-        if at is not None:
-            latest = g.latest
-            if latest is None or at > latest:
-                g.latest = at
         return g
 
-    def add_trace(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
-        """``fields`` includes ``id``; later items' fields override earlier ones."""
-        g = self._group(fields["id"], item, at)
+    @staticmethod
+    def _seen_at(g: _Group, at: datetime | None) -> None:
+        # The group's event time is the latest of its items'.
+        if at is not None and (g.latest is None or at > g.latest):
+            g.latest = at
+
+    @staticmethod
+    def _merge_trace(g: _Group, fields: dict[str, Any]) -> None:
         if g.trace is None:
             g.trace = fields
         else:
             g.trace.update(fields)
 
-    def add_observation(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
-        """``fields`` includes ``id`` and ``trace_id``."""
-        g = self._group(fields["trace_id"], item, at)
+    @staticmethod
+    def _merge_observation(g: _Group, fields: dict[str, Any]) -> None:
         existing = g.observations.get(fields["id"])
         if existing is None:
             g.observations[fields["id"]] = fields
         else:
             existing.update(fields)
 
+    def add_trace(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
+        """``fields`` includes ``id``; later items' fields override earlier ones."""
+        g = self._group(fields["id"], item)
+        self._seen_at(g, at)
+        self._merge_trace(g, fields)
+
+    def add_observation(self, item: int, fields: dict[str, Any], at: datetime | None = None) -> None:
+        """``fields`` includes ``id`` and ``trace_id``."""
+        g = self._group(fields["trace_id"], item)
+        self._seen_at(g, at)
+        self._merge_observation(g, fields)
+
     def add_span(self, item: int, trace_id: str, obs: dict[str, Any], trace: dict[str, Any] | None, ns: int) -> None:
         """One OTLP span: its observation (``id``, ``trace_id``), its trace's fields or None (``id`` ==
         ``trace_id``), and its time in Unix nanoseconds (0: none); ``add_trace`` and ``add_observation`` in one."""
-        g = self._groups.get(trace_id)
-        if g is None:
-            g = self._groups[trace_id] = _Group(trace_id)
-        items = g.items
-        if not items or items[-1] != item:
-            items.append(item)
+        g = self._group(trace_id, item)
         if ns > g.latest_ns:
             g.latest_ns = ns
         if trace is not None:
-            if g.trace is None:
-                g.trace = trace
-            else:
-                g.trace.update(trace)
-        observations = g.observations
-        existing = observations.get(obs["id"])
-        if existing is None:
-            observations[obs["id"]] = obs
-        else:
-            existing.update(obs)
+            self._merge_trace(g, trace)
+        self._merge_observation(g, obs)
 
     def add_score(self, item: int, payload: dict[str, Any], key: str, at: datetime | None = None) -> None:
         self._scores.append(_Score(key, payload, item, at))
