@@ -603,7 +603,6 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     from projections.adapters.tables import make_tables
     from projections.application.handlers import Deps, apply_by_partition
     from projections.bootstrap import tune_gc
-    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
     from tally_shared.db import make_session_factory
     from tally_shared.records import decode_event
 
@@ -620,19 +619,7 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
     warm = pipeline_events(2)
     await apply_by_partition([decode_event(v, p) for p, v in warm], deps)
     tune_gc()
-    pg0 = backends_cpu(db_name, exclude=-1)
-    os0, t0 = os.times(), time.perf_counter()
-    for b in batches:
-        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
-                                 concurrency=args.pipeline_concurrency or concurrency_for(len(b), PARTITIONS_AT_ONCE))
-    os1, wall = os.times(), time.perf_counter() - t0
-    user, system = os1.user - os0.user, os1.system - os0.system
-    cpu = user + system
-    pg = backends_cpu(db_name, exclude=-1) - pg0
-    d0 = time.process_time()
-    for b in batches:
-        [decode_event(v, p) for p, v in b]
-    dec = time.process_time() - d0
+    cpu, system, wall, pg, dec = await measure_apply(batches, deps, db_name, args.pipeline_concurrency)
     n = len(events)
     print(f"pipeline events: {n:,} TraceIngested ({size:,.0f} B each, 5 observations), batches of {n_batch}, "
           f"{wall:.1f}s wall, gc thresholds {gc.get_threshold()}")
@@ -640,6 +627,30 @@ async def run_pipeline(args: argparse.Namespace, database_url: str) -> None:
           f"{system / n * 1e6:,.0f}); decode alone "
           f"{dec / n * 1e6:,.0f} µs per trace event; PostgreSQL backends {pg / n * 1e6:,.0f} µs per trace event")
     await engine.dispose()
+
+
+async def measure_apply(batches: list[list[tuple[int, bytes]]], deps: Any, db_name: str,
+                        concurrency: int | None = None) -> tuple[float, float, float, float, float]:
+    """Decode and apply ``batches`` of (partition, record value) in this process, as the live consumer does
+    (``concurrency``: partitions of a batch at a time, None: as it chooses), then decode them again alone.
+    Returns process CPU and its system part, wall time, the database's backend CPU, and the decode's CPU (s)."""
+    from projections.application.handlers import apply_by_partition
+    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
+    from tally_shared.records import decode_event
+
+    pg0 = backends_cpu(db_name, exclude=-1)
+    os0, t0 = os.times(), time.perf_counter()
+    for b in batches:
+        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
+                                 concurrency=concurrency or concurrency_for(len(b), PARTITIONS_AT_ONCE))
+    os1, wall = os.times(), time.perf_counter() - t0
+    system = os1.system - os0.system
+    cpu = (os1.user - os0.user) + system
+    pg = backends_cpu(db_name, exclude=-1) - pg0
+    d0 = time.process_time()
+    for b in batches:
+        [decode_event(v, p) for p, v in b]
+    return cpu, system, wall, pg, time.process_time() - d0
 
 
 async def run_mixed(args: argparse.Namespace, database_url: str) -> None:
@@ -650,12 +661,10 @@ async def run_mixed(args: argparse.Namespace, database_url: str) -> None:
 
     from projections.adapters.statements import Statements
     from projections.adapters.tables import make_tables
-    from projections.application.handlers import Deps, apply_by_partition
+    from projections.application.handlers import Deps
     from projections.bootstrap import tune_gc
-    from projections.entrypoints.consumers import PARTITIONS_AT_ONCE, concurrency_for
     from tally_shared.db import make_session_factory
     from tally_shared.producer import partition
-    from tally_shared.records import decode_event
     from tally_shared.topics import ALL_TOPICS
 
     await asyncio.to_thread(upgrade, ID_MIGRATIONS, database_url, ID_SCHEMA)
@@ -668,18 +677,7 @@ async def run_mixed(args: argparse.Namespace, database_url: str) -> None:
     batches = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
     db_name = database_url.rsplit("/", 1)[-1].split("?")[0]
     tune_gc()
-    pg0 = backends_cpu(db_name, exclude=-1)
-    os0, t0 = os.times(), time.perf_counter()
-    for b in batches:
-        await apply_by_partition([decode_event(v, p) for p, v in b], deps,
-                                 concurrency=concurrency_for(len(b), PARTITIONS_AT_ONCE))
-    os1, wall = os.times(), time.perf_counter() - t0
-    cpu = (os1.user - os0.user) + (os1.system - os0.system)
-    pg = backends_cpu(db_name, exclude=-1) - pg0
-    d0 = time.process_time()
-    for b in batches:
-        [decode_event(v, p) for p, v in b]
-    dec = time.process_time() - d0
+    cpu, _, wall, pg, dec = await measure_apply(batches, deps, db_name)
     n = len(events)
     print(f"mixed log in-process: {n:,} events, batches of {args.batch}, {n / wall:,.0f} events/s, gc thresholds "
           f"{gc.get_threshold()}; process CPU {cpu / n * 1e6:,.1f} µs/event (decode alone {dec / n * 1e6:,.1f}), "
