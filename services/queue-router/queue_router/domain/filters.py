@@ -279,30 +279,33 @@ _ANCHOR_FIELDS = ("name", "dataset_run_name", "session_id", "user_id", "score", 
                   "observation_names", "metadata", "environment", "observation_types", "has_error")
 
 
-def _anchor_keys(c: Condition) -> list[tuple[str, Any]] | None:
-    """Index keys under which a trace could satisfy ``c``; None if ``c`` cannot serve as an anchor."""
+def _anchor_keys(c: Condition) -> tuple[list[tuple[str, Any]], bool] | None:
+    """Index keys under which a trace could satisfy ``c``, and whether being found under one of them means it does
+    (``c``'s own check can then be left out); None if ``c`` cannot serve as an anchor."""
     f, op, v = c.field, c.op, c.value
     if f in STRING_FIELDS:
         if op == "eq":
-            return [(f, v)]
+            return [(f, v)], True
         if op == "in":
-            return [(f, x) for x in v]
+            return [(f, x) for x in v], True
         return None
     if f in LIST_FIELDS:
         if op == "contains":
-            return [(f, v)]
-        if op in ("any_of", "all_of"):
-            return [(f, x) for x in (v if op == "any_of" else v[:1])]
+            return [(f, v)], True
+        if op == "any_of":
+            return [(f, x) for x in v], True
+        if op == "all_of":
+            return [(f, x) for x in v[:1]], False
         return None
     if f == "has_error" and v is True:
-        return [("has_error", True)]
+        return [("has_error", True)], True
     if f == "metadata" and op in ("eq", "in"):
         values = v if isinstance(v, list) else [v]
         if all(isinstance(x, str) for x in values):
-            return [("m", (c.key, x)) for x in values]
+            return [("m", (c.key, x)) for x in values], True
         return None
     if f == "score" and op != "not_exists":
-        return [("score", c.name)]
+        return [("score", c.name)], False  # found by name; the value is still checked
     return None
 
 
@@ -381,16 +384,6 @@ class RuleSet:
         return sorted(matched)
 
 
-def _implied(c: Condition) -> bool:
-    """Whether a trace found under one of ``c``'s anchor keys satisfies ``c`` (its check can be left out)."""
-    f, op = c.field, c.op
-    if f in STRING_FIELDS:
-        return op in ("eq", "in")
-    if f in LIST_FIELDS:
-        return op in ("contains", "any_of")
-    return f in ("has_error", "metadata")  # has_error true; metadata eq/in strings (what anchors it)
-
-
 def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
     index: dict[tuple[str, Any], list[CompiledGroup]] = {}
     unanchored: list[CompiledGroup] = []
@@ -401,15 +394,16 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
             continue
         for g in flt.groups:
             best: list[tuple[str, Any]] | None = None
-            anchor: Condition | None = None
+            implied: Condition | None = None  # the anchor, if finding the group under its keys says it holds
             best_rank = len(_ANCHOR_FIELDS)
             for c in g.conditions:
-                keys = _anchor_keys(c)
-                if keys is None:
+                found = _anchor_keys(c)
+                if found is None:
                     continue
                 rank = _ANCHOR_FIELDS.index(c.field)
                 if rank < best_rank:
-                    best, best_rank, anchor = keys, rank, c
+                    best, best_rank = found[0], rank
+                    implied = c if found[1] else None
             if best is None:
                 compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions))
                 bound = _lower_bound(g.conditions)
@@ -418,9 +412,7 @@ def compile_rules(filters: Sequence[RuleFilter]) -> RuleSet:
                 else:
                     by_bound.setdefault(bound[0], []).append((bound[1], compiled))
             else:
-                # The anchor's own check is left out where finding the group under its key says it holds.
-                skip = anchor if anchor is not None and _implied(anchor) else None
-                compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions if c is not skip))
+                compiled = CompiledGroup(i, tuple(compile_condition(c) for c in g.conditions if c is not implied))
                 for key in dict.fromkeys(best):
                     index.setdefault(key, []).append(compiled)
     meta_keys = tuple(sorted({(k[1][0], tuple(k[1][0].split("."))) for k in index if k[0] == "m"}))
