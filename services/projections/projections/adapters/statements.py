@@ -67,7 +67,7 @@ class Positional:
     rollup row 4.8 against 2.5. One array per column instead (``unnest``) is cheaper still for PostgreSQL but
     costs the service more than it saves there (asyncpg encodes every array element in turn, ~0.2-1.3 µs each).
 
-    ``bytea`` columns (the JSON texts of inputs and outputs, ``tables.RawJSON``) are the exception: their values
+    ``bytea`` columns (the JSON texts of inputs and outputs, ``tables.JsonText``) are the exception: their values
     travel concatenated in one ``bytea`` parameter (``raw``), each row's JSON array ending with the (start,
     length) of each, so that PostgreSQL copies those bytes instead of parsing ~1 KB of JSON each into the rows'
     jsonb first. A bytea array per column would cost the service more than the JSON did (asyncpg's per-element
@@ -156,11 +156,7 @@ class Positional:
     def values(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
         """Rows already in column order. Written without ``OPT_NON_STR_KEYS`` first (a fifth cheaper: every dict's
         keys are then taken as they are), and with it when some dict has a key that is not a string."""
-        try:
-            out = orjson.dumps(rows, default=json_default)
-        except orjson.JSONEncodeError:
-            out = orjson.dumps(rows, default=json_default, option=orjson.OPT_NON_STR_KEYS)
-        return {"rows": out.decode()}
+        return {"rows": _dumps(rows).decode()}
 
 
 _END = orjson.Fragment(b"\0")

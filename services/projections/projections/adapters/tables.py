@@ -34,7 +34,7 @@ TS = DateTime(timezone=True)
 # Inputs and outputs of traces and observations: the JSON text as written (UTF-8), never parsed by PostgreSQL. Reads
 # only ever return them whole (no query filters on them), so the server neither parses them into jsonb on the way
 # in nor writes them back out as text, and answers embed the stored bytes as they are (``views.raw_json``).
-RawJSON = LargeBinary
+JsonText = LargeBinary
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def make_tables(schema: str) -> Tables:
         Column("id", String(200), primary_key=True),
         Column("name", Text),
         Column("timestamp", TS),
-        Column("input", RawJSON),
-        Column("output", RawJSON),
+        Column("input", JsonText),
+        Column("output", JsonText),
         Column("metadata", JSONB),
         Column("tags", JSONB),
         Column("user_id", Text),
@@ -114,8 +114,8 @@ def make_tables(schema: str) -> Tables:
         Column("model_parameters", JSONB),
         Column("usage_details", JSONB),
         Column("cost_details", JSONB),
-        Column("input", RawJSON),
-        Column("output", RawJSON),
+        Column("input", JsonText),
+        Column("output", JsonText),
         Column("metadata", JSONB),
         Column("version", Text),
         Column("environment", Text),

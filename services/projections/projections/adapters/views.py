@@ -12,7 +12,7 @@ from tally_shared.content import loads_stored
 
 
 class RawJSON:
-    """A stored input or output: its JSON text (``tables.RawJSON``), written into an answer as it is
+    """A stored input or output: its JSON text (``tables.JsonText``), written into an answer as it is
     (``fragment``), never parsed and written again."""
 
     __slots__ = ("raw",)
@@ -56,13 +56,6 @@ def json_fragment(v: bytes | None) -> Any:
     if v is None:
         return None
     return orjson.Fragment(v) if not _converted(v) else loads_stored(v)
-
-
-def json_default(o: Any) -> Any:
-    """orjson's ``default`` for answers that hold ``RawJSON``."""
-    if type(o) is RawJSON:
-        return o.fragment()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def latency_and_cost(obs: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
