@@ -52,9 +52,10 @@ def _iso(field: str, ns: int) -> str | None:
     return f"{head}.{str(1_000_000 + micros)[1:]}+00:00" if micros else f"{head}+00:00"
 
 
-def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(observation fields, trace fields or None) for one span. Takes the span's attributes: the mappers consume
-    ``sp.attrs`` (what is left of it becomes the observation's ``metadata.attributes``)."""
+def map_span(sp: SpanView, res: _Resource | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(observation fields, trace fields or None) for one span; ``res``: what its resource says, if known already.
+    Takes the span's attributes: the mappers consume ``sp.attrs`` (what is left of it becomes the observation's
+    ``metadata.attributes``)."""
     start = _iso("startTimeUnixNano", sp.start_ns)
     end = _iso("endTimeUnixNano", sp.end_ns)
     attrs = sp.attrs
@@ -93,7 +94,8 @@ def map_span(sp: SpanView) -> tuple[dict[str, Any], dict[str, Any] | None]:
     status_message = d.status_message if lf and d.status_message is not None else sp.status_message or None
     if status_message is not None:
         obs["status_message"] = status_message
-    res = _resource(sp.resource)
+    if res is None:
+        res = _Resource(sp.resource)
     env = d.environment if lf else None
     if env is None:
         env = res.environment
@@ -214,20 +216,6 @@ class _Resource:
         self.bounded: dict[str, Any] | None = _bounded(attrs) if attrs else None
 
 
-# The last resource read and what it says: a request's spans come in runs of one resource. One tuple, replaced
-# whole. (The dict is held, so its identity is not reused while it is here.)
-_LAST_RESOURCE: list[tuple[dict[str, Any], _Resource]] = [({}, _Resource({}))]
-
-
-def _resource(attrs: dict[str, Any]) -> _Resource:
-    last = _LAST_RESOURCE[0]
-    if last[0] is attrs:
-        return last[1]
-    res = _Resource(attrs)
-    _LAST_RESOURCE[0] = (attrs, res)
-    return res
-
-
 def _resource_fields(sp: SpanView, obs: dict[str, Any], trace: dict[str, Any] | None,
                      is_root: bool, res: _Resource) -> dict[str, Any] | None:
     """Resource attributes, as Langfuse keeps them: all under the trace's ``metadata.resourceAttributes`` (from the
@@ -267,10 +255,15 @@ def add_spans(out: Batch, report: Report, spans: Iterator[SpanView]) -> None:
     # Trace metadata from several spans of one request is merged (a child's trace metadata and the root's resource
     # attributes), not replaced by the last span's.
     trace_metadata: dict[str, dict[str, Any]] = {}
+    # A request's spans come in runs of one resource (one attributes dict each): what it says is read once a run.
+    resource: dict[str, Any] | None = None
+    res: _Resource | None = None
     for sp in spans:
         index = len(report.ids) - 1
+        if sp.resource is not resource:
+            resource, res = sp.resource, _Resource(sp.resource)
         try:
-            obs, trace = map_span(sp)
+            obs, trace = map_span(sp, res)
         except Invalid as exc:
             report.invalid(index, exc)
             continue
